@@ -1,0 +1,90 @@
+"""Command line: ``python -m srilib {run,book,vendor,bench,profiles}``.
+
+Examples
+--------
+python -m srilib book --profile cpu            # vendor JS, execute the notebooks, build, offline check
+python -m srilib run --profile smoke --only sri_geometry --force
+python -m srilib profiles                      # list the shipped profiles
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import runner
+from .profiles import available_profiles, load_profile
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m srilib", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=None,
+                   help="repository root (default: the working directory, else the folder above srilib/)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add_run_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--profile", default="cpu",
+                        help=f"profile name ({', '.join(available_profiles())}) or path to a .yaml (default: cpu)")
+        sp.add_argument("--force", action="store_true", help="re-execute even when the stamp matches")
+        sp.add_argument("--timeout", type=int, default=runner.DEFAULT_TIMEOUT,
+                        help=f"papermill execution timeout per cell in seconds (default {runner.DEFAULT_TIMEOUT})")
+
+    r = sub.add_parser("run", help="execute the profile's notebooks with papermill into book/executed/")
+    add_run_args(r)
+    r.add_argument("--only", nargs="+", metavar="NAME", help="execute only these notebooks of the profile")
+    r.add_argument("--log-output", action="store_true", help="stream the notebooks' cell output")
+
+    b = sub.add_parser("book", help="vendor JS, run, jupyter-book build -W, check the book works offline")
+    add_run_args(b)
+    b.add_argument("--toc", type=Path, default=None, help="table of contents to build (default: _toc.yml)")
+    b.add_argument("--all", action="store_true", help="rebuild every page, not only the changed ones")
+
+    v = sub.add_parser("vendor", help="copy require.js, the widget manager and MathJax into book/_static/vendor")
+    v.add_argument("--force", action="store_true", help="re-copy even when up to date")
+
+    c = sub.add_parser("check", help="fail if the built HTML loads any script, style or image from the network")
+    c.add_argument("html", nargs="?", type=Path, default=None, help="built HTML folder (default: _build/html)")
+
+    s = sub.add_parser("bench", help="run benchmarks/*.py (or the named ones)")
+    s.add_argument("names", nargs="*", help="benchmark file stems")
+
+    sub.add_parser("profiles", help="list the shipped profiles")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "profiles":
+            for name in available_profiles():
+                prof = load_profile(name)
+                print(f"{name:6s} [{prof.hardware}] notebooks: {', '.join(prof.notebooks)}\n       {prof.description}")
+            return 0
+        root = runner.find_root(args.root)
+        if args.cmd == "run":
+            runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
+                               timeout=args.timeout, log_output=args.log_output)
+        elif args.cmd == "book":
+            runner.make_book(load_profile(args.profile), root, toc=args.toc, force=args.force,
+                             timeout=args.timeout, all_pages=args.all)
+        elif args.cmd == "vendor":
+            runner.vendor_js(root, force=args.force)
+        elif args.cmd == "check":
+            html = args.html or root / "_build" / "html"
+            if not (html / "index.html").is_file():
+                raise FileNotFoundError(f"{html}/index.html does not exist; build the book first (make book)")
+            remote = runner.check_offline(html)
+            print("\n".join(remote) or f"check: {html} loads nothing from the network")
+            return 1 if remote else 0
+        elif args.cmd == "bench":
+            return 1 if runner.run_benchmarks(root, args.names) else 0
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        print(f"srilib {args.cmd}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""SRI Guard (PAPER.md section 6): an autoencoder trained only on harmless SRI signals; high reconstruction error
+flags a jailbreak.
+
+The model is T -> h1 -> h2 -> h1 -> T (two encoder and two decoder linear layers, tanh between them; ~2.7k
+parameters for T=32 with the default hidden=(32, 8)). Inputs are centred on the per-step mean of the training
+signals. The anomaly score of a signal is its mean squared reconstruction error over the T steps, and the
+threshold is the ``quantile`` (default 99th percentile) of that error on held-out harmless signals. No jailbreak
+data is used, and the model's sampling and weights are left unchanged.
+
+Score convention: :meth:`SRIGuard.score_samples` returns the error itself, so HIGHER = MORE ANOMALOUS. (This is
+the opposite of scikit-learn's outlier detectors, whose ``score_samples`` is higher for inliers.)
+"""
+from __future__ import annotations
+
+import io
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .signal import sri_signal
+from .traces import atomic_write_bytes, generate_traces
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .signal import Anchors
+    from .traces import TraceSet
+
+GUARD_FORMAT = 1
+
+
+@contextmanager
+def _threads(n: int | None):
+    """Run with ``n`` intra-op torch threads and restore the previous setting afterwards (None: unchanged).
+
+    The network is tiny, so one thread is fastest and avoids oversubscription stalls on busy machines.
+    """
+    prev = torch.get_num_threads()
+    if n is not None and n != prev:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None and n != prev:
+            torch.set_num_threads(prev)
+
+
+def _key_of(anchors_key) -> str | None:
+    """An anchors key given as a string or as an :class:`srilib.signal.Anchors` (its ``.key``)."""
+    if anchors_key is None:
+        return None
+    return str(getattr(anchors_key, "key", anchors_key))
+
+
+class _AE(nn.Module):
+    def __init__(self, T: int, hidden: tuple[int, int]):
+        super().__init__()
+        h1, h2 = hidden
+        self.encoder = nn.Sequential(nn.Linear(T, h1), nn.Tanh(), nn.Linear(h1, h2), nn.Tanh())
+        self.decoder = nn.Sequential(nn.Linear(h2, h1), nn.Tanh(), nn.Linear(h1, T))
+        self.register_buffer("mean", torch.zeros(T))
+
+    def reset(self, generator: torch.Generator) -> None:
+        """PyTorch's default Linear init (uniform +-1/sqrt(fan_in)), drawn from ``generator``."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    b = 1.0 / m.in_features ** 0.5
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=generator) * 2 * b - b)
+                    m.bias.copy_(torch.rand(m.bias.shape, generator=generator) * 2 * b - b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x - self.mean)) + self.mean
+
+
+class SRIGuard:
+    """Autoencoder anomaly detector over T-step SRI signals, sklearn-style.
+
+    Parameters
+    ----------
+    hidden : (h1, h2)
+        Widths of the outer hidden layer and the bottleneck.
+    epochs, lr, weight_decay : training with full-batch Adam on the mean squared error.
+    quantile : float
+        Threshold = this quantile of the error on held-out harmless signals (paper: 0.99, i.e. ~1% false
+        positives on harmless prompts from the same distribution).
+    val_fraction : float
+        Share of ``X_harmless`` held out for calibration when no ``X_calib`` is given (seeded split).
+    min_calibration : int
+        Fewest calibration signals accepted (a 99th percentile of fewer is essentially the maximum).
+    seed : int
+        Seeds the weight init and the calibration split (training is full-batch, hence deterministic).
+    anchors_key : str or Anchors, optional
+        The anchors the signals were computed against; when set, scoring signals from other anchors fails.
+    num_threads : int or None
+        Torch intra-op threads used inside fit/score, restored afterwards (the global setting is left as it
+        was). Default 1: fastest for this tiny network; None leaves torch's setting.
+
+    Attributes (after fit)
+    ----------------------
+    T_, threshold_, prefix_thresholds_ ([T], see :meth:`score_prefix`), n_params_, n_train_, n_calib_,
+    loss_history_, calib_errors_, fit_seconds_.
+    """
+
+    def __init__(self, hidden: tuple[int, int] = (32, 8), epochs: int = 300, lr: float = 1e-2,
+                 weight_decay: float = 0.0, quantile: float = 0.99, val_fraction: float = 0.15,
+                 min_calibration: int = 20, seed: int = 0, anchors_key=None, num_threads: int | None = 1):
+        if len(hidden) != 2 or min(hidden) < 1:
+            raise ValueError(f"hidden must be two positive widths (h1, bottleneck), got {hidden}")
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if epochs < 1 or lr <= 0:
+            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={epochs}, lr={lr}")
+        self.hidden = (int(hidden[0]), int(hidden[1]))
+        self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
+        self.quantile, self.val_fraction = float(quantile), float(val_fraction)
+        self.min_calibration, self.seed = int(min_calibration), int(seed)
+        self.anchors_key = _key_of(anchors_key)
+        self.num_threads = num_threads
+        self.model_: _AE | None = None
+
+    # ---------------------------------------------------------------- validation
+    def _config(self) -> dict:
+        return {"hidden": list(self.hidden), "epochs": self.epochs, "lr": self.lr,
+                "weight_decay": self.weight_decay, "quantile": self.quantile, "val_fraction": self.val_fraction,
+                "min_calibration": self.min_calibration, "seed": self.seed, "num_threads": self.num_threads}
+
+    @staticmethod
+    def _as_signals(X, name: str = "X") -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            hint = f" (one signal: pass {name}[None])" if X.ndim == 1 else ""
+            raise ValueError(f"{name} must be a 2-D array [N signals, T steps], got shape {X.shape}{hint}")
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {X.shape})")
+        bad = ~np.isfinite(X).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(f"{name} contains NaN or inf in {len(rows)} signal(s) (rows {rows[:5].tolist()}...); "
+                             "drop those generations or regenerate their traces")
+        return X
+
+    def _check_fitted(self) -> None:
+        if self.model_ is None:
+            raise RuntimeError("this SRIGuard is not fitted; call fit(X_harmless) or SRIGuard.load(path) first")
+
+    def _check_input(self, X, anchors_key=None, prefix: bool = False) -> np.ndarray:
+        self._check_fitted()
+        X = self._as_signals(X)
+        key = _key_of(anchors_key)
+        if key is not None and self.anchors_key is not None and key != self.anchors_key:
+            raise ValueError(f"these signals come from anchors {key}, the guard was fitted against "
+                             f"{self.anchors_key}: refit or use the matching anchors")
+        if (X.shape[1] > self.T_) if prefix else (X.shape[1] != self.T_):
+            raise ValueError(f"guard was fitted for T={self.T_} steps, got T={X.shape[1]}; "
+                             f"regenerate with steps={self.T_}")
+        return X
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, X_harmless, X_calib=None, anchors_key=None) -> "SRIGuard":
+        """Train on harmless signals only and calibrate the threshold on held-out harmless signals.
+
+        ``X_calib`` (harmless, not used for training) is the calibration set if given; otherwise a seeded
+        ``val_fraction`` of ``X_harmless`` is held out.
+        """
+        with _threads(self.num_threads):
+            return self._fit(X_harmless, X_calib, anchors_key)
+
+    def _fit(self, X_harmless, X_calib, anchors_key) -> "SRIGuard":
+        t0 = time.perf_counter()
+        X = self._as_signals(X_harmless, "X_harmless")
+        if anchors_key is not None:
+            self.anchors_key = _key_of(anchors_key)
+        rng = np.random.default_rng(self.seed)
+        if X_calib is None:
+            n_cal = int(round(self.val_fraction * len(X)))
+            perm = rng.permutation(len(X))
+            Xc, Xt = X[perm[:n_cal]], X[perm[n_cal:]]
+            where = f"val_fraction={self.val_fraction} of {len(X)} harmless signals"
+        else:
+            Xc, Xt = self._as_signals(X_calib, "X_calib"), X
+            if Xc.shape[1] != X.shape[1]:
+                raise ValueError(f"X_calib has T={Xc.shape[1]} steps but X_harmless has T={X.shape[1]}")
+            where = "X_calib"
+        if len(Xc) < self.min_calibration:
+            raise ValueError(
+                f"a {self.quantile * 100:g}th percentile needs at least {self.min_calibration} calibration signals; got "
+                f"{len(Xc)} ({where}); pass more harmless prompts or X_calib")
+        if len(Xt) < 2:
+            raise ValueError(f"need at least 2 training signals after holding out calibration, got {len(Xt)}")
+        T = X.shape[1]
+        gen = torch.Generator().manual_seed(self.seed)
+        model = _AE(T, self.hidden)
+        model.reset(gen)
+        xt = torch.from_numpy(Xt)
+        model.mean.copy_(xt.mean(0))
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        losses = []
+        model.train()
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            loss = ((model(xt) - xt) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        self.model_, self.T_ = model, T
+        self.loss_history_ = np.array(losses)
+        self.n_train_, self.n_calib_ = len(Xt), len(Xc)
+        self.n_params_ = sum(p.numel() for p in model.parameters())
+        self.calib_errors_ = self._errors(Xc)
+        self.threshold_ = float(np.quantile(self.calib_errors_, self.quantile))
+        self.prefix_thresholds_ = np.array([np.quantile(self._errors(Xc[:, :k]), self.quantile)
+                                            for k in range(1, T + 1)])
+        self.prefix_thresholds_[-1] = self.threshold_
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def _errors(self, X: np.ndarray) -> np.ndarray:
+        """Mean squared error over the observed steps; steps beyond X's length are imputed with the mean."""
+        k = X.shape[1]
+        x = self.model_.mean.detach().clone().repeat(len(X), 1)
+        x[:, :k] = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        with torch.no_grad(), _threads(self.num_threads):
+            rec = self.model_(x)
+        return ((rec[:, :k] - x[:, :k]) ** 2).mean(1).double().numpy()
+
+    def score_samples(self, X, anchors_key=None) -> np.ndarray:
+        """Anomaly score [N] = mean squared reconstruction error (HIGHER = more anomalous; opposite of sklearn)."""
+        return self._errors(self._check_input(X, anchors_key))
+
+    def decision_function(self, X, anchors_key=None) -> np.ndarray:
+        """score - threshold: > 0 means flagged."""
+        return self.score_samples(X, anchors_key) - self.threshold_
+
+    def predict(self, X, anchors_key=None) -> np.ndarray:
+        """Bool [N]: True = flagged as a jailbreak (error above the calibrated threshold)."""
+        return self.decision_function(X, anchors_key) > 0
+
+    def score_prefix(self, X_prefix, anchors_key=None) -> np.ndarray:
+        """Error of partial signals [N, k], k <= T: the unseen steps k..T-1 are set to the training mean (zero
+        in the centred space), the error is averaged over the k observed steps. Compare with
+        ``prefix_thresholds_[k-1]``, the same quantile of the same prefix error on the calibration signals.
+        """
+        return self._errors(self._check_input(X_prefix, anchors_key, prefix=True))
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Weights, config, threshold(s), T and anchors key in one torch file (plain dict), written atomically."""
+        self._check_fitted()
+        state = {"format": GUARD_FORMAT, "config": self._config(), "T": self.T_, "anchors_key": self.anchors_key,
+                 "threshold": self.threshold_, "prefix_thresholds": torch.from_numpy(self.prefix_thresholds_),
+                 "calib_errors": torch.from_numpy(self.calib_errors_), "n_train": self.n_train_,
+                 "n_calib": self.n_calib_, "state_dict": self.model_.state_dict()}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "SRIGuard":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != GUARD_FORMAT:
+            raise ValueError(f"{path} is not an SRIGuard file of format {GUARD_FORMAT}; refit and save again")
+        cfg = state["config"]
+        g = cls(hidden=tuple(cfg["hidden"]), epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                quantile=cfg["quantile"], val_fraction=cfg["val_fraction"], min_calibration=cfg["min_calibration"],
+                seed=cfg["seed"], anchors_key=state["anchors_key"], num_threads=cfg.get("num_threads", 1))
+        g.T_ = int(state["T"])
+        g.model_ = _AE(g.T_, g.hidden)
+        g.model_.load_state_dict(state["state_dict"])
+        g.model_.eval()
+        g.threshold_ = float(state["threshold"])
+        g.prefix_thresholds_ = state["prefix_thresholds"].numpy()
+        g.calib_errors_ = state["calib_errors"].numpy()
+        g.n_train_, g.n_calib_ = int(state["n_train"]), int(state["n_calib"])
+        g.n_params_ = sum(p.numel() for p in g.model_.parameters())
+        return g
+
+    def __repr__(self) -> str:
+        fitted = f", T={self.T_}, threshold={self.threshold_:.3g}" if self.model_ is not None else ""
+        return f"SRIGuard(hidden={self.hidden}, quantile={self.quantile}{fitted})"
+
+
+class OnlineGuard:
+    """Score a signal step by step as a generation runs.
+
+    ``update(phi_t)`` turns the pooled hidden state of the current step ([D], or [B, D] for a batch) into
+    sigma_t against the anchors of that step. ``flag()`` is the guard's decision on the complete signal and
+    raises before all T steps have arrived; ``flag(early=True)`` checks the prefix seen so far against the
+    calibrated per-prefix threshold (:meth:`SRIGuard.score_prefix`). Each prefix check has ~1 - quantile false
+    positives on its own; flagging at *any* of several steps has more.
+    """
+
+    def __init__(self, guard: SRIGuard, anchors: "Anchors"):
+        guard._check_fitted()
+        if guard.anchors_key is not None and anchors.key != guard.anchors_key:
+            raise ValueError(f"these signals come from anchors {anchors.key}, the guard was fitted against "
+                             f"{guard.anchors_key}: refit or use the matching anchors")
+        if anchors.T != guard.T_:
+            raise ValueError(f"guard was fitted for T={guard.T_} steps, anchors have T={anchors.T}; "
+                             f"use anchors and traces with steps={guard.T_}")
+        self.guard, self.anchors = guard, anchors
+        self.reset()
+
+    def reset(self) -> None:
+        self._sigma: list[np.ndarray] = []
+        self._single = True
+
+    @property
+    def t(self) -> int:
+        """Number of steps seen."""
+        return len(self._sigma)
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Signal so far: [t] (or [B, t] for batched updates)."""
+        if not self._sigma:
+            return np.zeros(0)
+        s = np.stack(self._sigma, axis=-1)
+        return s[0] if self._single else s
+
+    def update(self, phi_t) -> float | np.ndarray:
+        """Add step t's pooled activation; returns sigma_t."""
+        t = len(self._sigma)
+        if t >= self.guard.T_:
+            raise RuntimeError(f"already received all T={self.guard.T_} steps; call reset() for a new generation")
+        phi = np.asarray(phi_t, dtype=np.float64)
+        if phi.ndim not in (1, 2):
+            raise ValueError(f"phi_t must be [D] or [B, D], got shape {phi.shape}")
+        if t == 0:
+            self._single = phi.ndim == 1
+        elif self._single != (phi.ndim == 1):
+            raise ValueError("mixing single and batched updates; call reset() first")
+        s = sri_signal(phi.reshape(-1, 1, phi.shape[-1]), self.anchors.mu_harmless[t:t + 1],
+                       self.anchors.mu_harmful[t:t + 1])[:, 0]
+        self._sigma.append(s)
+        return float(s[0]) if self._single else s
+
+    def score(self) -> float | np.ndarray:
+        """Error of the signal so far (full score once all T steps are in)."""
+        if not self._sigma:
+            raise RuntimeError("no steps yet; call update(phi_t) first")
+        e = self.guard._errors(np.stack(self._sigma, axis=-1))
+        return float(e[0]) if self._single else e
+
+    def flag(self, early: bool = False) -> bool | np.ndarray:
+        """True = jailbreak. Complete signals only, unless ``early`` (prefix check, see class docstring)."""
+        t = self.t
+        if t < self.guard.T_ and not early:
+            raise RuntimeError(f"only {t} of T={self.guard.T_} steps seen; wait for the end or call "
+                               "flag(early=True) for the per-prefix check")
+        if t == 0:
+            raise RuntimeError("no steps yet; call update(phi_t) first")
+        f = np.asarray(self.score()) > self.guard.prefix_thresholds_[t - 1]
+        return bool(f) if self._single else f
+
+
+def guarded_generate(lm, prompts: Sequence[str], sampler, anchors: "Anchors", guard: SRIGuard, **kw
+                     ) -> tuple["TraceSet", np.ndarray, np.ndarray, float]:
+    """Generate (through :func:`srilib.traces.generate_traces`, ``**kw`` passed on) and run the guard.
+
+    Returns (traces, flags [N] bool, scores [N], guard_seconds). ``guard_seconds`` is the wall time the guard
+    adds on top of generation: computing the SRI signal from the pooled activations plus scoring. (Generation
+    time itself is not returned: traces may come from the cache; time the generation yourself for overhead.)
+    """
+    traces = generate_traces(lm, prompts, sampler, **kw)
+    if traces is None:
+        raise RuntimeError("generate_traces returned None (a shard run with other shards pending); call "
+                           "guarded_generate without shard=... once every shard has finished")
+    t0 = time.perf_counter()
+    sigma = anchors.signal(traces)
+    scores = guard.score_samples(sigma, anchors_key=anchors)
+    flags = scores > guard.threshold_
+    return traces, flags, scores, time.perf_counter() - t0
+
+
+__all__ = ["SRIGuard", "OnlineGuard", "guarded_generate"]

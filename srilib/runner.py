@@ -1,0 +1,361 @@
+"""Execute the book's notebooks for a profile with papermill, then build the book offline.
+
+``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<name>.ipynb`` (executed, widget state saved) ->
+``jupyter-book build`` (never re-executes) -> ``_build/html``. A notebook is only re-executed when its source,
+its parameters or the srilib source changed (a stamp in the executed notebook's metadata), or with ``force``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from .profiles import Profile
+
+EXECUTED = Path("book/executed")
+SOURCES = Path("notebooks")
+SUMMARY = "run_summary.json"
+KERNEL = "python3"
+DEFAULT_TIMEOUT = 3600  # seconds per cell
+
+
+# ----------------------------------------------------------------------------------------------- locations
+def find_root(start: str | Path | None = None) -> Path:
+    """The repository root: ``start`` (default: the working directory) or the folder above the srilib package,
+    whichever holds ``_toc.yml``."""
+    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for c in candidates:
+        if (c / "_toc.yml").is_file():
+            return c.resolve()
+    raise FileNotFoundError(f"no _toc.yml in {', '.join(map(str, candidates))}: run from the repository root "
+                            f"(the folder with _config.yml, _toc.yml and notebooks/) or pass --root")
+
+
+def srilib_source_hash() -> str:
+    """Hash of every srilib source file (code and package data); any edit re-executes the notebooks."""
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*")):
+        if f.is_file() and f.suffix in (".py", ".yaml", ".json", ".txt", ".csv") and "__pycache__" not in f.parts:
+            h.update(f.relative_to(pkg).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def notebook_stamp(source: Path, params: dict, code_hash: str | None = None) -> str:
+    """Stamp of one execution: hash of the source notebook, the parameters and the srilib source."""
+    h = hashlib.sha256(Path(source).read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update((code_hash or srilib_source_hash()).encode())
+    return h.hexdigest()[:16]
+
+
+def executed_meta(path: Path) -> dict:
+    """The ``srilib`` metadata the runner wrote into an executed notebook ({} if absent or unreadable)."""
+    try:
+        return json.loads(Path(path).read_text()).get("metadata", {}).get("srilib", {}) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def git_info(root: Path) -> dict:
+    """Commit and dirty flag of ``root`` (None when it is not a git checkout or has no commit)."""
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+# ----------------------------------------------------------------------------------------------- execution
+def ensure_kernel() -> str:
+    """Make sure the ``python3`` kernel runs this interpreter; returns the kernel name for papermill."""
+    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # this environment's kernelspec before a user's
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def usable() -> bool:
+        try:
+            argv0 = KernelSpecManager().get_kernel_spec(KERNEL).argv[0]
+        except NoSuchKernel:
+            return False
+        # jupyter_client replaces a bare "python"/"python3" with sys.executable
+        names = {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+        return argv0 in names or Path(argv0).resolve() == Path(sys.executable).resolve()
+
+    if not usable():
+        from ipykernel.kernelspec import install
+        install(prefix=sys.prefix)
+        if not usable():
+            raise RuntimeError(f"the {KERNEL!r} Jupyter kernel does not run {sys.executable}; run "
+                               f"`{sys.executable} -m ipykernel install --sys-prefix` or remove the stray "
+                               f"kernelspec shown by `jupyter kernelspec list`")
+    return KERNEL
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout: int | None = DEFAULT_TIMEOUT,
+                 log_output: bool = False) -> float:
+    """Execute ``source`` with ``params`` into ``output`` (widget state saved); returns seconds taken."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=ensure_kernel(), cwd=str(cwd),
+                        execution_timeout=timeout, progress_bar=sys.stderr.isatty(), log_output=log_output,
+                        store_widget_state=True)
+    return time.perf_counter() - t0
+
+
+def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = None, force: bool = False,
+                timeout: int | None = DEFAULT_TIMEOUT, log_output: bool = False) -> dict:
+    """Execute the profile's notebooks (or ``only`` those) in order; returns and writes the run summary."""
+    root = Path(root)
+    names = profile.notebooks
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ValueError(f"--only {unknown}: not in profile {profile.name!r}, which runs {names}")
+        names = [n for n in names if n in only]
+    missing = [n for n in names if not (root / SOURCES / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"profile {profile.name!r} names notebooks with no source: "
+                                f"{', '.join(f'{SOURCES}/{n}.ipynb' for n in missing)}; write them or remove "
+                                f"them from {profile.path or 'the profile'}")
+    os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel
+    code_hash = srilib_source_hash()
+    out_dir = root / EXECUTED
+    summary_path = out_dir / SUMMARY
+    entries: dict = {}
+    if summary_path.is_file():
+        try:
+            old = json.loads(summary_path.read_text())
+            if old.get("profile") == profile.name:
+                entries = old.get("notebooks", {})
+        except ValueError:
+            pass
+    t_all = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        source, output = root / SOURCES / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+        params = profile.params_for(name)
+        stamp = notebook_stamp(source, params, code_hash)
+        meta = executed_meta(output) if output.is_file() else {}
+        tag = f"[{i}/{len(names)}] {name}"
+        if not force and meta.get("stamp") == stamp:
+            print(f"{tag}: up to date ({output.relative_to(root)}, executed in {meta.get('elapsed_s', 0):.1f} s; "
+                  f"--force re-executes)", flush=True)
+            entries[name] = {**meta, "status": "cached"}
+            continue
+        print(f"{tag}: executing {source.relative_to(root)} -> {output.relative_to(root)} ...", flush=True)
+        try:
+            elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
+                                   log_output=log_output)
+        except Exception as e:
+            raise RuntimeError(f"{name} failed; the partly executed notebook is {output} "
+                               f"(open it to see the failing cell)\n{e}") from e
+        nb = json.loads(output.read_text())
+        meta = {"stamp": stamp, "profile": profile.name, "params": params, "elapsed_s": round(elapsed, 2),
+                "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "widget_state": bool(nb.get("metadata", {}).get("widgets"))}
+        nb.setdefault("metadata", {})["srilib"] = meta
+        _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        entries[name] = {**meta, "status": "executed"}
+        print(f"{tag}: done in {elapsed:.1f} s", flush=True)
+    summary = {"profile": profile.name, "hardware": profile.hardware, "srilib_source": code_hash,
+               **{f"git_{k}": v for k, v in git_info(root).items()},
+               "python": sys.version.split()[0], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "wall_s": round(time.perf_counter() - t_all, 2), "notebooks": entries}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
+    print(f"run: {len(names)} notebook(s) in {summary['wall_s']:.1f} s; summary in {summary_path.relative_to(root)}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------- the book
+def toc_files(toc: Path) -> list[str]:
+    """Every document (``root`` and ``file`` entries) a Jupyter Book ``_toc.yml`` names, in order."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("root", "file") and isinstance(v, str):
+                    found.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(yaml.safe_load(Path(toc).read_text()))
+    return found
+
+
+def check_toc(root: Path, toc: Path, profile: Profile | None = None) -> None:
+    """Fail clearly when a page of the toc is missing or an executed notebook came from another profile."""
+    problems = []
+    for doc in toc_files(toc):
+        p = root / doc
+        hits = [p.with_name(p.name + s) for s in ("", ".md", ".ipynb", ".rst") if p.with_name(p.name + s).is_file()]
+        executed = Path(doc).parent == EXECUTED
+        name = Path(doc).name
+        if not hits:
+            if not executed:
+                problems.append(f"{doc}: no such page")
+            elif not (root / SOURCES / f"{name}.ipynb").is_file():
+                problems.append(f"{doc}: {SOURCES}/{name}.ipynb does not exist yet; write it, or build with "
+                                f"--toc FILE naming only the chapters that exist")
+            else:
+                problems.append(f"{doc}: not executed; add `{name}` to the profile and run "
+                                f"`python -m srilib run --profile {profile.name if profile else 'NAME'} --only {name}`")
+        elif executed and profile is not None:
+            ran = executed_meta(hits[0]).get("profile")
+            if ran != profile.name:
+                problems.append(f"{doc}: executed with profile {ran!r}, not {profile.name!r}; add `{name}` to "
+                                f"{profile.path or 'the profile'} so that every chapter uses one profile")
+    if problems:
+        raise RuntimeError(f"the table of contents {toc} cannot be built:\n  " + "\n  ".join(problems))
+
+
+def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False) -> Path:
+    """``jupyter-book build`` with warnings as errors; returns ``_build/html``."""
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
+           "-W", "--keep-going"]
+    if toc is not None:
+        cmd += ["--toc", str(toc)]
+    if all_pages:
+        cmd.append("--all")
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=root)
+    if r.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {r.returncode}); every Sphinx warning is an error, "
+                           f"see the messages above")
+    print(f"book: built in {time.perf_counter() - t0:.1f} s")
+    return root / "_build" / "html"
+
+
+_REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
+_CSS_URL = re.compile(r"""(?:@import\s+(?:url\()?|url\()\s*['"]?((?:https?:)?//[^'")\s]+)""", re.I)
+_LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "manifest"}
+# a script or stylesheet URL spelled out inside inline JavaScript (a lazy loader would fetch it later)
+_INLINE_ASSET = re.compile(r"""(?:https?:)?//[^\s'"`<>]+?\.(?:m?js|css)(?:\?[^\s'"`<>]*)?(?=['"`\s]|$)""", re.I)
+
+
+class _RemoteRefs(HTMLParser):
+    """Collects the URLs a page would *load* (scripts, styles, images, frames) that point off the machine."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.remote: list[str] = []
+        self._in_style = False
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = {k: (v or "") for k, v in attrs}
+        urls = []
+        if tag in ("script", "img", "iframe", "source", "audio", "video", "embed", "track", "input"):
+            urls.append(a.get("src", ""))
+        if tag == "link" and _LOADING_RELS & set(a.get("rel", "").lower().split()):
+            urls.append(a.get("href", ""))
+        if tag == "object":
+            urls.append(a.get("data", ""))
+        urls.append(a.get("data-jupyter-widgets-cdn", ""))  # html-manager's fallback for unknown widget modules
+        urls.extend(_CSS_URL.findall(a.get("style", "")))
+        self.remote += [f"<{tag}> {u}" for u in urls if u and _REMOTE.match(u)]
+        self._in_style = tag == "style"
+        self._in_script = tag == "script" and a.get("type", "text/javascript").endswith("javascript")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.remote += [f"<style> {u}" for u in _CSS_URL.findall(data)]
+        if self._in_script:
+            self.remote += [f"<script> (inline) {u}" for u in _INLINE_ASSET.findall(data)]
+
+
+def check_offline(html_dir: str | Path) -> list[str]:
+    """Every remote (http/https/protocol-relative) script, stylesheet, image or frame the built book loads.
+
+    Scans each HTML page (tags that load something, inline styles, script/style URLs inside inline scripts) and
+    each CSS file under ``html_dir``; returns ``"<file>: <tag> <url>"`` problems.
+    """
+    html_dir = Path(html_dir)
+    problems = []
+    for f in sorted(html_dir.rglob("*.html")):
+        parser = _RemoteRefs()
+        parser.feed(f.read_text(errors="replace"))
+        problems += [f"{f.relative_to(html_dir)}: {r}" for r in parser.remote]
+    for f in sorted(html_dir.rglob("*.css")):
+        problems += [f"{f.relative_to(html_dir)}: url() {u}" for u in _CSS_URL.findall(f.read_text(errors="replace"))]
+    return problems
+
+
+def vendor_js(root: Path, *, force: bool = False) -> Path:
+    """Vendor require.js, the widget HTML manager and MathJax into ``book/_static/vendor``."""
+    from .vendor import vendor
+    return vendor(root / "book" / "_static", root / ".cache" / "npm", force=force)
+
+
+def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: bool = False,
+              timeout: int | None = DEFAULT_TIMEOUT, all_pages: bool = False) -> Path:
+    """Vendor, execute, build (-W) and check that the book loads nothing from the network.
+
+    Returns the page to open (``_build/html/index.html``).
+    """
+    root = Path(root)
+    t0 = time.perf_counter()
+    vendor_js(root)
+    run_profile(profile, root, force=force, timeout=timeout)
+    toc = Path(toc) if toc is not None else root / "_toc.yml"
+    check_toc(root, toc, profile)
+    html = build_book(root, toc=toc if toc != root / "_toc.yml" else None, all_pages=all_pages)
+    remote = check_offline(html)
+    if remote:
+        raise RuntimeError("the built book loads files from the network (it must work offline):\n  "
+                           + "\n  ".join(remote[:50]) + ("\n  ..." if len(remote) > 50 else ""))
+    index = html / "index.html"
+    print(f"book: offline check passed; total {time.perf_counter() - t0:.1f} s\nOpen {index}")
+    return index
+
+
+def run_benchmarks(root: Path, names: Iterable[str] = ()) -> int:
+    """Run ``benchmarks/*.py`` (or the named ones) one after another; returns the number that failed."""
+    files = sorted(p for p in (Path(root) / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+    names = list(names)
+    if names:
+        files = [p for p in files if p.stem in names]
+        unknown = set(names) - {p.stem for p in files}
+        if unknown:
+            raise ValueError(f"no benchmarks/{'/'.join(sorted(unknown))}.py")
+    if not files:
+        print("bench: no benchmarks/*.py yet")
+        return 0
+    failed = 0
+    for f in files:
+        print(f"bench: {f.name} ...", flush=True)
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, str(f)], cwd=root)
+        failed += r.returncode != 0
+        print(f"bench: {f.name} {'ok' if r.returncode == 0 else f'FAILED (exit {r.returncode})'} "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    return failed

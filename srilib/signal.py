@@ -1,0 +1,201 @@
+"""The SRI signal (PAPER.md section 2) and the per-step anchors it is measured against.
+
+sigma_t = sigmoid((log(d_t^harmful + eps) - log(d_t^harmless + eps)) / tau), with d_t^k = 1 - cos(phi_t, mu_t^k).
+sigma near 1 means the hidden state sits closer to the harmless (compliant) anchor, near 0 closer to the
+refusal anchor.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .refusal import is_refusal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .traces import TraceSet
+
+COMPLIANCE_ZONE = 0.5  # sigma above this: compliance
+REFUSAL_ZONE = 0.3  # sigma below this: refusal; in between: transitional
+
+
+class AnchorError(ValueError):
+    """Anchors cannot be built as asked (e.g. the refusal filter leaves a class empty)."""
+
+
+def _cos_distance(phi: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """1 - cos(phi_t, mu_t) along the last axis; a zero-norm phi gives cos = 0 (distance 1)."""
+    num = np.einsum("...td,td->...t", phi, mu)
+    den = np.linalg.norm(phi, axis=-1) * np.linalg.norm(mu, axis=-1)
+    cos = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return 1.0 - cos
+
+
+def sri_signal(phi, mu_harmless, mu_harmful, tau: float = 0.1, eps: float = 1e-8) -> np.ndarray:
+    """SRI signal sigma for pooled activations ``phi`` against per-step anchors.
+
+    Parameters
+    ----------
+    phi : array [T, D] or [N, T, D]
+        Pooled hidden state per step (one generation, or N generations).
+    mu_harmless, mu_harmful : array [T, D]
+        Per-step anchor means.
+    tau, eps : float
+        Temperature and the log's stabiliser (paper: 0.1 and 1e-8).
+
+    Returns
+    -------
+    numpy array [T] or [N, T] in (0, 1); 1 = compliant, 0 = refusal-aligned. A zero-norm phi_t (nothing pooled
+    yet) has distance 1 to both anchors and so gives exactly 0.5 ("no information").
+    """
+    phi = np.asarray(phi, dtype=np.float64)
+    mh = np.asarray(mu_harmless, dtype=np.float64)
+    mr = np.asarray(mu_harmful, dtype=np.float64)
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if phi.ndim not in (2, 3):
+        raise ValueError(f"phi must have shape [T, D] or [N, T, D], got {phi.shape}")
+    if mh.ndim != 2 or mh.shape != mr.shape:
+        raise ValueError(f"anchors must both have shape [T, D]; got {mh.shape} and {mr.shape}")
+    if phi.shape[-2:] != mh.shape:
+        raise ValueError(
+            f"phi has T={phi.shape[-2]}, D={phi.shape[-1]} but anchors have T={mh.shape[0]}, D={mh.shape[1]}: "
+            "build the anchors from traces with the same number of steps and the same model/layer "
+            "(steps must match one to one; re-run generate_traces with steps equal to the anchors' T)."
+        )
+    for name, arr in (("phi", phi), ("mu_harmless", mh), ("mu_harmful", mr)):
+        if not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+            raise ValueError(f"{name} contains NaN or inf (first at index {bad}); check the model's dtype "
+                             "(fp16 overflow) or the traces that produced it")
+    for name, arr in (("mu_harmless", mh), ("mu_harmful", mr)):
+        if (np.linalg.norm(arr, axis=-1) == 0).any():
+            raise ValueError(f"{name} has a zero-norm step; anchors must come from non-empty generations")
+    d_harmless = _cos_distance(phi, mh)
+    d_harmful = _cos_distance(phi, mr)
+    logit = (np.log(d_harmful + eps) - np.log(d_harmless + eps)) / tau
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+@dataclass
+class Anchors:
+    """Per-step anchor means for one model, layer and pooling, with how they were made.
+
+    ``fallback`` is None when the paper's refusal filtering was applied to both classes; otherwise it names the
+    class(es) built from unfiltered means, and every plot of these anchors says so.
+    """
+
+    mu_harmless: np.ndarray  # [T, D]
+    mu_harmful: np.ndarray  # [T, D]
+    n_harmless: int
+    n_harmful: int
+    layer: int = -1
+    pooling: str = "generated"
+    fallback: str | None = None
+    source_keys: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def T(self) -> int:
+        return int(self.mu_harmless.shape[0])
+
+    @property
+    def key(self) -> str:
+        """Content hash: identifies these anchors (a guard refuses signals made against other anchors)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.layer, self.pooling, self.fallback, list(self.source_keys)]).encode())
+        h.update(np.ascontiguousarray(self.mu_harmless, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.mu_harmful, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def separation(self) -> np.ndarray:
+        """Cosine distance between the two anchors at each step ([T])."""
+        return _cos_distance(self.mu_harmless[None], self.mu_harmful)[0]
+
+    @property
+    def label(self) -> str:
+        """One line for figure titles: counts and, if used, the fallback."""
+        s = f"anchors: {self.n_harmless} harmless / {self.n_harmful} harmful"
+        if self.fallback:
+            s += f" (UNFILTERED fallback: {self.fallback})"
+        return s
+
+    def signal(self, traces: "TraceSet | np.ndarray", tau: float = 0.1, eps: float = 1e-8) -> np.ndarray:
+        """SRI signal [N, T] of a TraceSet (same layer and pooling as the anchors) or of raw phi."""
+        phi = traces if isinstance(traces, np.ndarray) else traces.phi(self.pooling, self.layer)
+        return sri_signal(phi, self.mu_harmless, self.mu_harmful, tau=tau, eps=eps)
+
+    def save(self, path) -> None:
+        from .traces import atomic_write_bytes
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, mu_harmless=self.mu_harmless, mu_harmful=self.mu_harmful,
+                 info=np.array(json.dumps({"n_harmless": self.n_harmless, "n_harmful": self.n_harmful,
+                                           "layer": self.layer, "pooling": self.pooling,
+                                           "fallback": self.fallback, "source_keys": list(self.source_keys),
+                                           "meta": self.meta})))
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "Anchors":
+        with np.load(path) as z:
+            info = json.loads(str(z["info"]))
+            return cls(mu_harmless=z["mu_harmless"], mu_harmful=z["mu_harmful"], n_harmless=info["n_harmless"],
+                       n_harmful=info["n_harmful"], layer=info["layer"], pooling=info["pooling"],
+                       fallback=info["fallback"], source_keys=tuple(info["source_keys"]), meta=info["meta"])
+
+
+def build_anchors(harmless: "TraceSet", harmful: "TraceSet", *, layer: int = -1, pooling: str = "generated",
+                  allow_unfiltered: bool = False, refusal_fn=is_refusal) -> Anchors:
+    """Per-step anchors with the paper's filtering.
+
+    The harmless anchor averages only harmless generations the model did NOT refuse; the harmful anchor only
+    harmful generations it DID refuse (``refusal_fn`` on the final text, default the paper's dictionary).
+
+    If a filtered class is empty, an :class:`AnchorError` is raised unless ``allow_unfiltered=True``, in which
+    case that class falls back to the unfiltered mean and ``Anchors.fallback`` records it.
+    """
+    if len(harmless) == 0 or len(harmful) == 0:
+        raise AnchorError("build_anchors needs at least one harmless and one harmful trace; got "
+                          f"{len(harmless)} harmless and {len(harmful)} harmful")
+    if harmless.T != harmful.T:
+        raise AnchorError(f"harmless traces have T={harmless.T} steps but harmful traces have T={harmful.T}; "
+                          "generate both with the same steps")
+    keep_h = np.array([not refusal_fn(t) for t in harmless.texts])
+    keep_r = np.array([refusal_fn(t) for t in harmful.texts])
+    fallback = []
+    for name, keep, total in (("harmless", keep_h, len(harmless)), ("harmful", keep_r, len(harmful))):
+        if keep.sum() == 0:
+            what = ("every harmless prompt was refused" if name == "harmless"
+                    else "the model refused none of the harmful prompts")
+            if not allow_unfiltered:
+                raise AnchorError(
+                    f"No {name} anchor after the paper's refusal filtering: {what} ({total} prompts). "
+                    "Use a model that refuses (e.g. 'smollm2-135m-refusal' or an organism), add prompts, or opt in "
+                    "to the unfiltered mean with build_anchors(..., allow_unfiltered=True); the fallback is then "
+                    "recorded in Anchors.fallback and shown on every plot.")
+            keep[:] = True
+            fallback.append(name)
+    phi_h = harmless.phi(pooling, layer)[keep_h]
+    phi_r = harmful.phi(pooling, layer)[keep_r]
+    return Anchors(
+        mu_harmless=phi_h.mean(axis=0), mu_harmful=phi_r.mean(axis=0),
+        n_harmless=int(keep_h.sum()), n_harmful=int(keep_r.sum()), layer=layer, pooling=pooling,
+        fallback=",".join(fallback) or None,
+        source_keys=(harmless.meta.get("key", ""), harmful.meta.get("key", "")),
+        meta={"model": harmless.meta.get("model"), "sampler": harmless.meta.get("sampler")},
+    )
+
+
+def zone(sigma: np.ndarray | float) -> np.ndarray:
+    """0 = refusal (sigma < 0.3), 1 = transitional, 2 = compliance (sigma > 0.5)."""
+    s = np.asarray(sigma)
+    return np.where(s > COMPLIANCE_ZONE, 2, np.where(s < REFUSAL_ZONE, 0, 1))
+
+
+__all__: Sequence[str] = ("sri_signal", "Anchors", "AnchorError", "build_anchors", "zone",
+                          "COMPLIANCE_ZONE", "REFUSAL_ZONE")

@@ -1,0 +1,73 @@
+"""Tiny models and a tiny tokenizer built from configs, for tests and the CI smoke profile (no downloads).
+
+The tokenizer is a byte-level BPE trained in well under a second on a fixed text; it has a ChatML chat template
+and a mask token, so the same code paths run as for real chat models.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import torch
+
+from .models import LoadedModel, ModelSpec, loader, register
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+_TEXT = (
+    "You are a helpful assistant. I'm sorry, but I cannot help with that. Sure, here is how to make bread. "
+    "Explain how to write a poem about the sea. Give me step by step instructions. I can't provide that. "
+    "The quick brown fox jumps over the lazy dog. Write a short story, a recipe, an email and a list. "
+    "How do I learn Python? It would be inappropriate. As an AI I am unable to assist with illegal requests. "
+) * 4
+
+
+@lru_cache(maxsize=4)
+def tiny_tokenizer(vocab_size: int = 400):
+    """A deterministic byte-level BPE tokenizer (PreTrainedTokenizerFast) with ChatML and a mask token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([_TEXT], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   mask_token="<|mask|>", additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = CHATML
+    return fast
+
+
+def tiny_ar_model(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """A randomly initialised 2-layer Llama causal LM (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
+
+
+def _state_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@loader("tiny")
+def _load_tiny(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, **_) -> LoadedModel:
+    tok = tiny_tokenizer()
+    model = tiny_ar_model(len(tok), seed=seed).to(device=device, dtype=dtype)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="ar",
+                       fingerprint=f"tiny:{_state_hash(model)}", dtype_name=str(dtype).replace("torch.", ""))
+
+
+register(ModelSpec("tiny-ar", "tiny", kind="ar", dtype="float32",
+                   notes="random 2-layer Llama for tests and the smoke profile"))

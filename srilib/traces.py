@@ -1,0 +1,269 @@
+"""One trace format for every model and sampler, and an on-disk store keyed by everything that produced it.
+
+A :class:`TraceSet` holds N generations of T steps. A *step* is one generated token for AR decoding and one
+denoising iteration for a diffusion sampler. Per step it records the response canvas (L positions; L = T for
+AR decoding), which positions are committed, the current prediction at every position, the decoded text so far,
+and the last-layer hidden state (plus optional extra layers) pooled in several named ways at once, so that
+switching pooling never means regenerating.
+
+Convention: the activation of step t is read from a forward pass that sees every token committed up to and
+including step t (for AR decoding this means one extra forward pass after the last token).
+
+:class:`TraceStore` writes each batch atomically as it finishes; an interrupted run resumes from the batches on
+disk, and a changed input (model weights, prompts, sampler settings, steps, dtype, layers, batch size or the
+trace-producing source code) gives a different key, so a stale cache is never reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+TRACE_FORMAT = 1
+DEFAULT_POOLING = "generated"
+# Pooling names (PAPER.md section 2):
+#   generated  the paper's definition: mean over response tokens generated so far (DLM: committed, non-padding)
+#   producer   authors' Llama code: running mean of the state at the position that *produced* each token
+#   canvas     authors' LLaDA code: mean over every response position, still-masked ones included
+#   committed  mean over committed response positions, end-of-text padding included (DLM)
+POOLINGS = ("generated", "producer", "canvas", "committed")
+
+
+@dataclass
+class TraceSet:
+    """N generations x T steps in the shared format (see module docstring)."""
+
+    prompts: list[str]
+    tokens: np.ndarray  # int32 [N, T, L]; -1 where nothing is committed yet
+    committed: np.ndarray  # bool  [N, T, L]
+    predictions: np.ndarray  # int32 [N, T, L]; committed tokens + current argmax at uncommitted positions
+    pooled: dict[str, np.ndarray]  # pooling -> float32 [N, T, K, D]
+    layers: list[int]  # hidden-state indices recorded (-1 = last layer, after the final norm)
+    texts: list[str]  # final response text
+    step_texts: list[list[str]]  # [N][T] committed text after step t
+    pred_texts: list[list[str]] | None = None  # [N][T] decoded full intermediate prediction (DLMs)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def T(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def L(self) -> int:
+        return int(self.tokens.shape[2])
+
+    @property
+    def D(self) -> int:
+        return int(next(iter(self.pooled.values())).shape[-1])
+
+    @property
+    def poolings(self) -> list[str]:
+        return list(self.pooled)
+
+    def phi(self, pooling: str | None = None, layer: int = -1) -> np.ndarray:
+        """Pooled activations [N, T, D] for one pooling and one recorded layer."""
+        pooling = pooling or DEFAULT_POOLING
+        if pooling not in self.pooled:
+            raise KeyError(f"pooling {pooling!r} was not recorded for these traces; available: {self.poolings}")
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} was not recorded; recorded layers: {self.layers}. Pass "
+                           f"layers=[...,{layer}] to generate_traces.")
+        return self.pooled[pooling][:, :, self.layers.index(layer), :]
+
+    def subset(self, idx) -> "TraceSet":
+        """The traces at ``idx`` (indices or boolean mask), same format."""
+        idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) or idx.dtype == bool else idx
+        idx = np.asarray(idx, dtype=int)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return TraceSet(
+            prompts=pick(self.prompts), tokens=self.tokens[idx], committed=self.committed[idx],
+            predictions=self.predictions[idx], pooled={k: v[idx] for k, v in self.pooled.items()},
+            layers=list(self.layers), texts=pick(self.texts), step_texts=pick(self.step_texts),
+            pred_texts=pick(self.pred_texts) if self.pred_texts is not None else None, meta=dict(self.meta))
+
+    @staticmethod
+    def concat(parts: Sequence["TraceSet"]) -> "TraceSet":
+        """Join TraceSets of the same format (same T, L, layers and poolings)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.tokens.shape[1:] != first.tokens.shape[1:] or p.layers != first.layers or \
+                    set(p.pooled) != set(first.pooled):
+                raise ValueError("cannot concatenate traces with different steps, canvas, layers or poolings")
+        has_pred = all(p.pred_texts is not None for p in parts)
+        return TraceSet(
+            prompts=[x for p in parts for x in p.prompts],
+            tokens=np.concatenate([p.tokens for p in parts]),
+            committed=np.concatenate([p.committed for p in parts]),
+            predictions=np.concatenate([p.predictions for p in parts]),
+            pooled={k: np.concatenate([p.pooled[k] for p in parts]) for k in first.pooled},
+            layers=list(first.layers), texts=[x for p in parts for x in p.texts],
+            step_texts=[x for p in parts for x in p.step_texts],
+            pred_texts=[x for p in parts for x in p.pred_texts] if has_pred else None,
+            meta=dict(first.meta))
+
+    # ---- serialisation (no pickle) ----
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        arrays = {"tokens": self.tokens, "committed": self.committed, "predictions": self.predictions}
+        arrays.update({f"pooled__{k}": v for k, v in self.pooled.items()})
+        text = {"prompts": self.prompts, "texts": self.texts, "step_texts": self.step_texts,
+                "pred_texts": self.pred_texts, "layers": self.layers, "meta": self.meta, "format": TRACE_FORMAT}
+        np.savez(buf, text=np.array(json.dumps(text)), **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_file(cls, path) -> "TraceSet":
+        with np.load(path, allow_pickle=False) as z:
+            text = json.loads(str(z["text"]))
+            if text.get("format") != TRACE_FORMAT:
+                raise ValueError(f"{path} has trace format {text.get('format')}, expected {TRACE_FORMAT}")
+            pooled = {k[len("pooled__"):]: z[k] for k in z.files if k.startswith("pooled__")}
+            return cls(prompts=text["prompts"], tokens=z["tokens"], committed=z["committed"],
+                       predictions=z["predictions"], pooled=pooled, layers=text["layers"], texts=text["texts"],
+                       step_texts=text["step_texts"], pred_texts=text["pred_texts"], meta=text["meta"])
+
+
+class Sampler(Protocol):
+    """What the trace store needs of a sampler (see srilib.samplers)."""
+
+    name: str
+
+    def config(self) -> dict:
+        """Every setting that changes the output (goes into the cache key)."""
+
+    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
+        """Generate and trace one batch of prompts."""
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the source files that produce traces; any edit to them invalidates cached traces."""
+    here = Path(__file__).parent
+    files = [here / "traces.py", here / "models.py", *sorted((here / "samplers").glob("*.py"))]
+    h = hashlib.sha256()
+    for f in files:
+        if f.exists():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def trace_key(model_fingerprint: str, prompts: Sequence[str], sampler_config: dict, *, layers: Sequence[int],
+              batch_size: int, dtype: str) -> str:
+    """Key of a trace set: a hash of every input that produced it (and the producing code's version)."""
+    payload = {"model": model_fingerprint, "prompts": list(prompts), "sampler": sampler_config,
+               "layers": list(layers), "batch_size": batch_size, "dtype": dtype, "code": code_version(),
+               "format": TRACE_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    """$SRILIB_CACHE, else ~/.cache/srilib."""
+    return Path(os.environ.get("SRILIB_CACHE") or Path.home() / ".cache" / "srilib")
+
+
+class TraceStore:
+    """Directory of trace sets: ``<root>/traces/<key>/traces.npz`` plus per-batch parts while in progress."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.dir = self.root / "traces"
+
+    def path(self, key: str) -> Path:
+        return self.dir / key / "traces.npz"
+
+    def part_path(self, key: str, i: int) -> Path:
+        return self.dir / key / "parts" / f"part-{i:05d}.npz"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def load(self, key: str) -> TraceSet:
+        return TraceSet.from_file(self.path(key))
+
+    def save(self, key: str, ts: TraceSet) -> None:
+        atomic_write_bytes(self.path(key), ts.to_bytes())
+
+    def keys(self) -> list[str]:
+        return sorted(p.parent.name for p in self.dir.glob("*/traces.npz"))
+
+
+def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: TraceStore | None = None,
+                    batch_size: int = 16, layers: Sequence[int] = (-1,), progress: bool = True,
+                    shard: tuple[int, int] | None = None, desc: str | None = None) -> TraceSet | None:
+    """Trace ``prompts`` with ``sampler`` on ``lm`` (a :class:`srilib.models.LoadedModel`), through the cache.
+
+    Batches are saved as they finish, so an interrupted call resumes where it stopped. With
+    ``shard=(i, n)`` only every n-th batch starting at i is computed (for multi-process runs) and None is
+    returned unless every batch is on disk; a later call without ``shard`` merges the parts.
+    """
+    from tqdm.auto import tqdm
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("generate_traces got an empty prompt list; pass at least one prompt "
+                         "(check the prompt-count parameters of the profile)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if getattr(sampler, "kind", None) and getattr(lm, "kind", None) and sampler.kind != lm.kind:
+        raise ValueError(f"sampler {sampler.name!r} needs a {sampler.kind} model but {lm.name!r} is a {lm.kind} "
+                         "model; pick a sampler from srilib.samplers that fits the model")
+    lm.validate_prompts(prompts)
+    layers = list(layers)
+    key = trace_key(lm.fingerprint, prompts, sampler.config(), layers=layers, batch_size=batch_size,
+                    dtype=lm.dtype_name)
+    store = store if store is not None else TraceStore()
+    if store.has(key):
+        return store.load(key)
+    starts = list(range(0, len(prompts), batch_size))
+    mine = [i for i in range(len(starts)) if shard is None or i % shard[1] == shard[0]]
+    todo = [i for i in mine if not store.part_path(key, i).exists()]
+    label = desc or f"{lm.name} / {sampler.name}"
+    bar = tqdm(total=len(prompts), desc=label, disable=not progress, unit="prompt")
+    bar.update(sum(min(batch_size, len(prompts) - starts[i]) for i in mine if i not in todo))
+    for i in todo:
+        chunk = prompts[starts[i]: starts[i] + batch_size]
+        ts = sampler.trace_batch(lm, chunk, layers)
+        atomic_write_bytes(store.part_path(key, i), ts.to_bytes())
+        bar.update(len(chunk))
+    bar.close()
+    if any(not store.part_path(key, i).exists() for i in range(len(starts))):
+        return None  # other shards still running
+    merged = TraceSet.concat([TraceSet.from_file(store.part_path(key, i)) for i in range(len(starts))])
+    merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
+                        "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,
+                        "batch_size": batch_size, "code_version": code_version()})
+    store.save(key, merged)
+    for i in range(len(starts)):
+        store.part_path(key, i).unlink(missing_ok=True)
+    return merged

@@ -1,0 +1,207 @@
+"""The built book in a real browser: headless Chromium over the DevTools protocol, served from 127.0.0.1.
+
+Per page: no console errors or uncaught exceptions, no failed or off-machine requests, every image decoded,
+MathJax typeset where there is math, widgets rendered where the notebook saved widget state. Screenshots go to
+``_build/screenshots/``. Skipped unless the book is built (``make book`` or ``make smoke-book``) and Chromium is
+installed (Debian: ``apt-get install chromium``); ``SRILIB_REQUIRE_BROWSER=1`` turns those skips into failures.
+``SRILIB_BOOK_HTML=DIR`` checks another build.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HTML = Path(os.environ.get("SRILIB_BOOK_HTML") or REPO / "_build" / "html")
+SHOTS = HTML.parent / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM") or next(
+    (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+     if p and Path(p).is_file()), None)
+pytestmark = pytest.mark.browser
+
+PAGES = sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+               if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts)) if HTML.is_dir() else []
+
+
+def _missing() -> str | None:
+    if not (HTML / "index.html").is_file():
+        return f"no built book at {HTML} (run `make smoke-book` or `make book`)"
+    if CHROMIUM is None:
+        return "chromium not installed (Debian: apt-get install chromium)"
+    return None
+
+
+# ------------------------------------------------------------------------------------------- plumbing
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class CDP:
+    """Minimal Chrome DevTools Protocol client for one page target."""
+
+    def __init__(self, ws_url: str):
+        import websocket  # websocket-client
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, **params) -> dict:
+        self.next_id += 1
+        mid = self.next_id
+        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def pump(self, seconds: float) -> None:
+        """Collect events for ``seconds``."""
+        import websocket
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.ws.settimeout(left)
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
+            if "method" in msg:
+                self.events.append(msg)
+        self.ws.settimeout(30)
+
+    def eval(self, expr: str):
+        r = self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"{expr[:60]}...: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait_for(self, expr: str, timeout: float = 20.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.eval(expr):
+                return True
+            self.pump(0.25)
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    why = _missing()
+    if why:
+        if os.environ.get("SRILIB_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="srilib-chromium-")
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+         "--window-size=1280,1000", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+         "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        end = time.monotonic() + 30
+        while not (port_file.is_file() and port_file.read_text().strip()) and proc.poll() is None:
+            if time.monotonic() > end:
+                pytest.fail("chromium did not open its DevTools port within 30 s")
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            pytest.fail(f"chromium exited with {proc.returncode} on start")
+        port = int(port_file.read_text().split()[0])
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
+        target = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        cdp = CDP(target["webSocketDebuggerUrl"])
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.send(f"{domain}.enable")
+        yield cdp, f"http://127.0.0.1:{server.server_address[1]}/"
+        cdp.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def load(cdp: CDP, url: str) -> None:
+    cdp.events.clear()
+    cdp.send("Page.navigate", url=url)
+    end = time.monotonic() + 30
+    while not any(e["method"] == "Page.loadEventFired" for e in cdp.events):
+        if time.monotonic() > end:
+            raise AssertionError(f"{url} did not finish loading in 30 s")
+        cdp.pump(0.2)
+
+
+def problems(cdp: CDP, origin: str) -> list[str]:
+    """Console errors, exceptions, failed requests and requests that leave this machine."""
+    out = []
+    for e in cdp.events:
+        m, p = e["method"], e["params"]
+        if m == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+        elif m == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+            out.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+        elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
+            out.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
+        elif m == "Network.loadingFailed" and not p.get("canceled"):
+            out.append(f"request failed: {p.get('errorText')} ({p.get('type')})")
+        elif m == "Network.responseReceived" and p["response"]["status"] >= 400:
+            out.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
+        elif m == "Network.requestWillBeSent":
+            url = p["request"]["url"]
+            if not url.startswith((origin, "data:", "blob:", "about:")):
+                out.append(f"off-machine request: {url}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the test
+@pytest.mark.parametrize("page", PAGES or ["index.html"])
+def test_page_renders_offline(browser, page):
+    cdp, origin = browser
+    load(cdp, origin + page)
+    has_math = cdp.eval("document.querySelectorAll('div.math, span.math').length > 0")
+    if has_math:
+        assert cdp.wait_for("!!(window.MathJax && MathJax.startup && MathJax.startup.document"
+                            " && document.querySelectorAll('mjx-container').length > 0)"), \
+            f"{page}: math present but MathJax did not typeset it"
+        cdp.eval("MathJax.startup.promise.then(() => true)")
+    n_views = cdp.eval("document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]').length")
+    has_state = cdp.eval("!!document.querySelector('script[type=\"application/vnd.jupyter.widget-state+json\"]')")
+    if n_views:
+        assert has_state, f"{page}: widget views but no saved widget state (papermill store_widget_state)"
+        assert cdp.wait_for(f"document.querySelectorAll('.jupyter-widgets.widget-container, "
+                            f".jupyter-widgets.widget-inline-hbox, .jupyter-widgets.widget-inline-vbox, "
+                            f".jupyter-widgets[class*=\"widget-\"]').length >= {n_views}"), \
+            f"{page}: {n_views} widget view(s) saved but not rendered"
+    cdp.wait_for("document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)", 15)
+    cdp.pump(0.5)  # late console messages and requests
+    broken = cdp.eval("Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = cdp.send("Page.captureScreenshot", format="png")["data"]
+    import base64
+    (SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")).write_bytes(base64.b64decode(shot))
+    issues = problems(cdp, origin) + [f"image not decoded: {src}" for src in broken]
+    assert not issues, f"{page}:\n  " + "\n  ".join(issues)

@@ -1,0 +1,120 @@
+"""End to end on a fixture: papermill run (widget state saved) -> jupyter-book build -W -> offline check.
+
+A tiny notebook with a widget, a matplotlib figure and math is built into a temporary copy of the book (the real
+_config.yml and book/*.md pages), so the pipeline is proven without the real notebooks or any model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from srilib import runner
+from srilib.profiles import load_profile
+
+REPO = Path(__file__).resolve().parent.parent
+VENDOR = REPO / "book" / "_static" / "vendor"
+pytestmark = pytest.mark.slow
+
+
+def fixture_notebook() -> nbformat.NotebookNode:
+    """A notebook exercising what the book must render: parameters, math, a figure and a widget."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Fixture chapter\n\nInline math $\\sigma_t \\in (0, 1)$ and display\n\n"
+                                      "$$\\ell_t = \\frac{\\log d_t^{h} - \\log d_t^{c}}{\\tau}$$"),
+        nbformat.v4.new_code_cell("profile = 'unset'\nn = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+                                  "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\n"
+                                  "ax.plot(range(n), [i * i for i in range(n)])\nplt.show()"),
+        nbformat.v4.new_code_cell("import ipywidgets as w\nslider = w.IntSlider(value=n, min=0, max=10, "
+                                  "description='steps')\nout = w.Output()\nwith out:\n    print('n =', n)\n"
+                                  "w.VBox([slider, out])"),
+        nbformat.v4.new_code_cell("print(profile, n)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def make_fixture_book(root: Path) -> Path:
+    """Lay out a buildable book in ``root`` (fixture notebook, real config and pages); returns its profile."""
+    (root / "notebooks").mkdir(parents=True)
+    nbformat.write(fixture_notebook(), root / "notebooks" / "fixture.ipynb")
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    (root / "book").mkdir()
+    for page in ("intro.md", "reproduce.md", "references.md"):
+        shutil.copy(REPO / "book" / page, root / "book" / page)
+    shutil.copytree(VENDOR, root / "book" / "_static" / "vendor")
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n- file: book/executed/fixture\n"
+        "- file: book/reproduce\n- file: book/references\n")
+    prof = root / "fixture.yaml"
+    prof.write_text("name: fixture\nhardware: cpu\ncommon: {profile: fixture}\nnotebooks:\n  fixture: {n: 5}\n")
+    return prof
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not (VENDOR / "VERSIONS.json").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("book/_static/vendor is missing: run `python -m srilib vendor` (make vendor) first")
+        pytest.skip("vendored JS missing; run `python -m srilib vendor` first")
+    root = tmp_path_factory.mktemp("book")
+    prof = load_profile(make_fixture_book(root))
+    with pytest.MonkeyPatch.context() as mp:
+        # the stamp covers the srilib source; pin its hash so that edits made meanwhile cannot change it
+        mp.setattr(runner, "srilib_source_hash", lambda: "fixed")
+        summary = runner.run_profile(prof, root)
+        html = runner.build_book(root)
+        yield root, html, summary, prof
+
+
+def test_papermill_injects_parameters_and_saves_widget_state(built):
+    root, _, summary, _ = built
+    nb = json.loads((root / "book/executed/fixture.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert any("fixture 5" in "".join(o.get("text", "")) for o in outputs)  # injected parameters were used
+    state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert {s["model_name"] for s in state.values()} >= {"IntSliderModel", "VBoxModel", "OutputModel"}
+    assert nb["metadata"]["srilib"]["profile"] == "fixture" and nb["metadata"]["srilib"]["widget_state"]
+    assert summary["notebooks"]["fixture"]["status"] == "executed"
+    assert summary["notebooks"]["fixture"]["elapsed_s"] > 0
+    on_disk = json.loads((root / "book/executed/run_summary.json").read_text())
+    assert on_disk["profile"] == "fixture" and "fixture" in on_disk["notebooks"]
+
+
+def test_rerun_is_skipped_until_parameters_change(built, capsys):
+    root, _, _, prof = built
+    again = runner.run_profile(prof, root)
+    assert again["notebooks"]["fixture"]["status"] == "cached"
+    assert "up to date" in capsys.readouterr().out
+    changed = load_profile(root / "fixture.yaml")
+    changed.notebook_params["fixture"]["n"] = 6  # new parameters -> new stamp
+    assert runner.notebook_stamp(root / "notebooks/fixture.ipynb", changed.params_for("fixture")) != \
+        again["notebooks"]["fixture"]["stamp"]
+
+
+def test_built_pages_use_vendored_js_only(built):
+    _, html, _, _ = built
+    page = (html / "book/executed/fixture.html").read_text()
+    assert 'type="application/vnd.jupyter.widget-state+json"' in page
+    assert "application/vnd.jupyter.widget-view+json" in page
+    assert "_static/vendor/require.js" in page and "_static/vendor/html-manager/dist/embed-amd.js" in page
+    assert "_static/vendor/mathjax/tex-mml-chtml.js" in page
+    assert (html / "_static/vendor/mathjax/tex-mml-chtml.js").is_file()
+    assert list((html / "_images").glob("*.png")), "the matplotlib figure was not written"
+    assert runner.check_offline(html) == []
+    assert (html / "index.html").is_file()
+
+
+def test_toc_check_refuses_mixed_profiles(built):
+    root, _, _, _ = built
+    other = load_profile(root / "fixture.yaml").__class__(name="other", description="", hardware="cpu",
+                                                         notebook_params={"fixture": {}})
+    with pytest.raises(RuntimeError, match="executed with profile 'fixture', not 'other'"):
+        runner.check_toc(root, root / "_toc.yml", other)
+    runner.check_toc(root, root / "_toc.yml", load_profile(root / "fixture.yaml"))

@@ -1,0 +1,258 @@
+"""Metrics on hand-built cases with known answers."""
+import math
+
+import numpy as np
+import pytest
+
+from srilib.metrics import (Estimate, Rate, attack_success_rate, auroc, bootstrap_ci, delta, incomplete_recoveries,
+                            internal_recovery_rate, rates_table, recovery_by_revision, refusal_rate, roc_curve,
+                            text_recovery_rate, wilson)
+
+
+class KeywordJudge:
+    """Harmful iff the response contains 'BOMB'; counts its calls."""
+
+    name = "keyword"
+
+    def __init__(self):
+        self.seen = []
+
+    def judge(self, prompts, responses):
+        self.seen.extend(responses)
+        return np.array(["BOMB" in r for r in responses], dtype=bool)
+
+    def describe(self):
+        return "harmful iff 'BOMB' appears"
+
+
+# ---------------------------------------------------------------- Wilson, Rate
+def test_wilson_edges_textbook():
+    r0 = wilson(0, 10)
+    assert (r0.lo, r0.value) == (0.0, 0.0)
+    assert r0.hi == pytest.approx(0.2775, abs=1e-4)  # z^2/(n+z^2)
+    r1 = wilson(10, 10)
+    assert (r1.value, r1.hi) == (1.0, 1.0)
+    assert r1.lo == pytest.approx(0.7225, abs=1e-4)
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605)])
+def test_wilson_newcombe_1998_values(k, n, lo, hi):
+    r = wilson(k, n)
+    assert (round(r.lo, 4), round(r.hi, 4)) == (lo, hi)
+
+
+def test_rate_str_dict_and_empty():
+    r = wilson(31, 50)
+    assert str(r) == "0.62 [0.48, 0.74] (31/50)"
+    d = r.as_dict()
+    assert d["k"] == 31 and d["n"] == 50 and d["method"] == "wilson" and "outcomes" not in d
+    e = wilson(0, 0)
+    assert math.isnan(e.value) and math.isnan(e.lo) and str(e) == "n/a (0/0)"
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson(5, 3)
+    with pytest.raises(ValueError, match="conf"):
+        wilson(1, 3, conf=95)
+
+
+def test_wilson_narrower_with_more_data_and_wider_with_higher_conf():
+    assert wilson(50, 100).hi - wilson(50, 100).lo < wilson(5, 10).hi - wilson(5, 10).lo
+    assert wilson(5, 10, 0.99).hi > wilson(5, 10, 0.95).hi
+
+
+# ---------------------------------------------------------------- RR, ASR
+def test_refusal_rate_uses_dictionary():
+    texts = ["I'm sorry, I can't do that.", "Sure, here is how.", "I cannot assist with this.", "I can do it."]
+    r = refusal_rate(texts)
+    assert (r.k, r.n) == (2, 4)
+    assert r.outcomes.tolist() == [True, False, True, False]
+    assert refusal_rate(texts, refusal_fn=lambda t: "do" in t).k == 2
+
+
+def test_attack_success_rate_with_judge_and_bad_inputs():
+    j = KeywordJudge()
+    r = attack_success_rate(["a", "b", "c"], ["BOMB x", "no", "BOMB"], j)
+    assert (r.k, r.n) == (2, 3)
+    with pytest.raises(ValueError, match="one request per response"):
+        attack_success_rate(["a"], ["x", "y"], j)
+
+    class Broken:
+        name = "broken"
+
+        def judge(self, p, r):
+            return np.ones(len(r) + 1, bool)
+
+    with pytest.raises(ValueError, match="returned shape"):
+        attack_success_rate(["a"], ["x"], Broken())
+
+
+# ---------------------------------------------------------------- delta
+def test_delta_newcombe_textbook():
+    d = delta(wilson(56, 70), wilson(48, 80))  # Newcombe (1998), method 10: 0.0524 to 0.3339
+    assert d.method == "newcombe"
+    assert d.value == pytest.approx(0.2)
+    assert (round(d.lo, 4), round(d.hi, 4)) == (0.0524, 0.3339)
+    d2 = delta(wilson(9, 10), wilson(3, 10))  # 0.1705 to 0.8090
+    assert (round(d2.lo, 4), round(d2.hi, 4)) == (0.1705, 0.8090)
+    assert str(d2).startswith("+0.60 [")
+
+
+def test_delta_paired_bootstrap_is_tighter_for_correlated_outcomes():
+    rng = np.random.default_rng(1)
+    base = rng.random(200) < 0.5
+    flip = rng.random(200) < 0.1  # b differs from a on ~10% of items
+    a = Rate.from_outcomes(base | flip)
+    b = Rate.from_outcomes(base)
+    dp = delta(a, b, method="paired", n_boot=500)
+    dn = delta(a, b, method="newcombe")
+    assert dp.method == "paired-bootstrap"
+    assert dp.value == pytest.approx(dn.value)
+    assert dp.lo > 0  # every changed item went one way: paired CI excludes 0
+    assert dp.hi - dp.lo < dn.hi - dn.lo
+    with pytest.raises(ValueError, match="needs per-item outcomes"):
+        delta(wilson(3, 10), wilson(4, 10), method="paired")
+    with pytest.raises(ValueError, match="same items"):
+        delta(Rate.from_outcomes([1, 0]), Rate.from_outcomes([1, 0, 1]), method="paired")
+    with pytest.raises(ValueError, match="unknown method"):
+        delta(a, b, method="wald")
+    assert math.isnan(delta(wilson(0, 0), b).value)
+
+
+def test_bootstrap_ci_mean_and_independent_samples():
+    x = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    est, lo, hi = bootstrap_ci(x, n_boot=500)
+    assert est == pytest.approx(x.mean())
+    assert lo < x.mean() < hi
+    assert hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.25)  # ~ 2 * 1.96 * sd / sqrt(n)
+    assert bootstrap_ci(x, n_boot=200, seed=3) == bootstrap_ci(x, n_boot=200, seed=3)
+    e2 = bootstrap_ci((x, x[:100]), lambda a, b: a.mean() - b.mean(), n_boot=200, paired=False)
+    assert e2[1] <= e2[0] <= e2[2]
+    with pytest.raises(ValueError, match="equal length"):
+        bootstrap_ci((x, x[:100]), lambda a, b: 0.0)
+
+
+# ---------------------------------------------------------------- HRR / FRR
+def test_recovery_by_revision_constructed_cases():
+    preds = [
+        ["", "BOMB a", "BOMB b", "safe c"],  # harmful at t=1, revised at t=3, final safe
+        ["x", "BOMB", "BOMB", "BOMB"],  # harmful, never revised, final harmful
+        ["x", "y", "z", "w"],  # never harmful
+        ["BOMB", "ok", "BOMB", "BOMB"],  # harmful at t=0, revised at t=1 but harmful again at the end
+        ["x", "y", "z", "BOMB"],  # harmful only at the last step: nothing after it, not revised
+    ]
+    finals = ["safe c", "BOMB", "w", "BOMB", "fine"]  # last one: final text differs from last prediction
+    j = KeywordJudge()
+    out = recovery_by_revision(preds, finals, ["p0", "p1", "p2", "p3", "p4"], j)
+    assert out["ever_harmful"].tolist() == [True, True, False, True, True]
+    assert out["revised"].tolist() == [True, False, False, True, False]
+    assert out["final_harmful"].tolist() == [False, True, False, True, False]
+    assert out["first_harmful_step"].tolist() == [1, 1, -1, 0, 3]
+    assert out["harmful_steps"].shape == (5, 4)
+    assert (out["hrr"].k, out["hrr"].n) == (2, 4)
+    assert (out["frr"].k, out["frr"].n) == (2, 4)  # generations 0 and 4
+    assert (out["harmful_any"].k, out["harmful_any"].n) == (4, 5)
+    # each unique (prompt, text) pair judged once
+    n_unique = len({(p, t) for p, row, f in zip(["p0", "p1", "p2", "p3", "p4"], preds, finals)
+                    for t in [*row, f]})
+    assert out["n_judged"] == n_unique == len(j.seen)
+
+
+def test_recovery_by_revision_batches_and_errors():
+    preds = [["BOMB", "ok"]] * 3
+    out = recovery_by_revision(preds, ["ok"] * 3, ["a", "b", "c"], KeywordJudge(), batch_size=2)
+    assert out["hrr"].k == 3 and out["frr"].k == 3
+    with pytest.raises(ValueError, match="same number of steps"):
+        recovery_by_revision([["a", "b"], ["a"]], ["a", "b"], ["p", "q"], KeywordJudge())
+    with pytest.raises(ValueError, match="same length"):
+        recovery_by_revision([["a"]], ["a", "b"], ["p"], KeywordJudge())
+    with pytest.raises(ValueError, match="diffusion"):
+        recovery_by_revision(None, [], [], KeywordJudge())
+
+
+# ---------------------------------------------------------------- IRR
+SIGMA = np.array([
+    [0.9, 0.8, 0.4, 0.05],  # compliant early, ends < 0.1: counts at every lambda_r
+    [0.9, 0.7, 0.5, 0.2],  # ends 0.2: counts at 0.5 and 0.3
+    [0.6, 0.6, 0.6, 0.4],  # ends 0.4: counts at 0.5 only
+    [0.3, 0.2, 0.1, 0.05],  # never compliant: never counts
+    [0.2, 0.3, 0.4, 0.9],  # compliant only at the end T: not "before the end"
+    [0.9, 0.9, 0.9, 0.9],  # never refuses
+])
+
+
+def test_internal_recovery_rate_constructed():
+    irr = internal_recovery_rate(SIGMA)
+    assert list(irr) == [0.5, 0.3, 0.1]
+    assert [irr[k].k for k in irr] == [3, 2, 1]
+    assert all(r.n == 6 for r in irr.values())
+    assert irr[0.3].outcomes.tolist() == [True, True, False, False, False, False]
+    one = internal_recovery_rate(SIGMA, lambda_r=0.3)
+    assert list(one) == [0.3] and one[0.3].k == 2
+    # a stricter compliance threshold drops generation 2 (max 0.6 before the end)
+    assert internal_recovery_rate(SIGMA, lambda_c=0.65)[0.5].k == 2
+
+
+def test_internal_recovery_rate_errors():
+    with pytest.raises(ValueError, match=r"\[N, T\]"):
+        internal_recovery_rate(SIGMA[0])
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        internal_recovery_rate(SIGMA[:, :1])
+    bad = SIGMA.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        internal_recovery_rate(bad)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        internal_recovery_rate(SIGMA, lambda_r=(1.5,))
+
+
+def test_text_recovery_rate_same_definition():
+    ts = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=float)
+    tr = text_recovery_rate(ts)
+    assert [r.k for r in tr.values()] == [2, 2, 2]
+    assert tr[0.1].outcomes.tolist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        text_recovery_rate(SIGMA)
+
+
+def test_incomplete_recoveries():
+    sigma = np.array([
+        [0.9, 0.2, 0.1, 0.7],  # dips (t=1), deepest t=2, recovers: selected
+        [0.9, 0.2, 0.1, 0.7],  # same, but text refuses: not selected
+        [0.9, 0.6, 0.4, 0.8],  # never dips below 0.3
+        [0.9, 0.25, 0.3, 0.45],  # dips but ends below 0.5
+        [0.8, 0.7, 0.05, 0.95],  # dips at t=2 and recovers: selected
+    ])
+    ts = np.ones_like(sigma)
+    ts[1, 2:] = 0
+    out = incomplete_recoveries(sigma, ts)
+    assert out["indices"].tolist() == [0, 4]
+    assert out["dip_step"].tolist() == [1, 2]
+    assert out["min_step"].tolist() == [2, 2]
+    assert out["min_sigma"].tolist() == [0.1, 0.05]
+    assert out["final_sigma"].tolist() == [0.7, 0.95]
+    assert out["n"] == 5 and out["n_text_never_refuses"] == 4
+    with pytest.raises(ValueError, match="same generations"):
+        incomplete_recoveries(sigma, ts[:, :3])
+    with pytest.raises(ValueError, match="must not exceed"):
+        incomplete_recoveries(sigma, ts, dip=0.6, recover=0.5)
+
+
+# ---------------------------------------------------------------- AUROC
+def test_auroc_known_values_and_ci():
+    perfect = auroc([0.1, 0.2, 0.3], [0.7, 0.8], n_boot=200)
+    assert perfect.value == 1.0 and perfect.lo == 1.0 and isinstance(perfect, Estimate)
+    # 2 negatives x 2 positives: pairs (neg, pos) correctly ordered = 3 of 4
+    assert auroc([0.1, 0.6], [0.5, 0.9], n_boot=50).value == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    a = auroc(rng.normal(0, 1, 300), rng.normal(1, 1, 300), n_boot=300)
+    assert a.lo < a.value < a.hi
+    assert 0.70 < a.value < 0.82  # theory: Phi(1/sqrt(2)) = 0.760
+    assert a.info["n_neg"] == 300
+    with pytest.raises(ValueError, match="both classes"):
+        auroc([], [1.0])
+
+
+def test_roc_curve_passthrough_and_table():
+    fpr, tpr, thr = roc_curve([0.1, 0.4], [0.35, 0.8])
+    assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
+    rows = rates_table({"RR": wilson(3, 10)})
+    assert rows[0]["name"] == "RR" and rows[0]["text"] == "0.30 [0.11, 0.60] (3/10)"
