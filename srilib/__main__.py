@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("book", help="vendor JS, run, jupyter-book build -W, check the book works offline")
     add_run_args(b)
     b.add_argument("--toc", type=Path, default=None, help="table of contents to build (default: _toc.yml)")
-    b.add_argument("--all", action="store_true", help="rebuild every page, not only the changed ones")
+    b.add_argument("--incremental", action="store_true",
+                   help="re-read only changed pages (faster; warnings of unchanged pages are not repeated)")
 
     v = sub.add_parser("vendor", help="copy require.js, the widget manager and MathJax into book/_static/vendor")
     v.add_argument("--force", action="store_true", help="re-copy even when up to date")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                timeout=args.timeout, log_output=args.log_output)
         elif args.cmd == "book":
             runner.make_book(load_profile(args.profile), root, toc=args.toc, force=args.force,
-                             timeout=args.timeout, all_pages=args.all)
+                             timeout=args.timeout, all_pages=not args.incremental)
         elif args.cmd == "vendor":
             runner.vendor_js(root, force=args.force)
         elif args.cmd == "check":

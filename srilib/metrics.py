@@ -182,8 +182,7 @@ def attack_success_rate(prompts: Sequence[str], texts: Sequence[str], judge, con
     if verdict.shape != (len(texts),):
         raise ValueError(f"judge {getattr(judge, 'name', judge)!r} returned shape {verdict.shape}, "
                          f"expected ({len(texts)},)")
-    r = Rate.from_outcomes(verdict, conf)
-    return r
+    return Rate.from_outcomes(verdict, conf)
 
 
 def delta(rate_a: Rate, rate_b: Rate, method: str = "newcombe", conf: float = 0.95, n_boot: int = 2000,

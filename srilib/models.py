@@ -157,6 +157,8 @@ def loader(key: str):
 
 
 def list_models() -> list[str]:
+    """Every registered model name (the CPU default, the paper's models, DLMs, organisms, tiny test models)."""
+    _ensure_plugins()
     return sorted(REGISTRY)
 
 

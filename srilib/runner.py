@@ -317,9 +317,11 @@ def vendor_js(root: Path, *, force: bool = False) -> Path:
 
 
 def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: bool = False,
-              timeout: int | None = DEFAULT_TIMEOUT, all_pages: bool = False) -> Path:
+              timeout: int | None = DEFAULT_TIMEOUT, all_pages: bool = True) -> Path:
     """Vendor, execute, build (-W) and check that the book loads nothing from the network.
 
+    ``all_pages`` (default) re-reads every page: an incremental Sphinx build does not repeat the warnings of
+    unchanged pages, so a page that failed -W once could pass unchanged the second time.
     Returns the page to open (``_build/html/index.html``).
     """
     root = Path(root)

@@ -50,8 +50,43 @@ PACKAGES = (
                (("es5", "mathjax"), ("LICENSE", "mathjax/LICENSE"))),
 )
 MANIFEST = "VERSIONS.json"
+SHIM = "widgets-offline.js"  # written by vendor(); _config.yml loads it between require.js and embed-amd.js
+# The widget embedder (html-manager 1.0.x) needs two adjustments to run offline beside MathJax 3:
+#  1. it finds its icon fonts next to the URL require.js gives its AMD module id; map that id to the vendored copy
+#     (page-independent: the base is taken from this script's own URL).
+#  2. ipywidgets 8 typesets widget labels with the MathJax 2 API (MathJax.Hub.Queue); the book loads MathJax 3,
+#     so provide a Hub.Queue that forwards to MathJax 3's typesetPromise.
+SHIM_JS = """\
+/* Written by srilib/vendor.py (python -m srilib vendor); loaded after require.js, before embed-amd.js. */
+(function () {
+  "use strict";
+  var src = document.currentScript.src;
+  var base = src.slice(0, src.lastIndexOf("/") + 1);
+  window.requirejs.config({paths: {"@jupyter-widgets/html-manager/dist": base + "html-manager/dist"}});
+  var hub = {Queue: function () {
+    var mj = window.MathJax;
+    if (!mj || !mj.typesetPromise || !mj.startup) { return; }  /* MathJax 3 not started: it typesets the page */
+    for (var i = 0; i < arguments.length; i++) {
+      var job = arguments[i];
+      var el = Array.isArray(job) && job[0] === "Typeset" ? job[2] : undefined;
+      mj.startup.promise = mj.startup.promise.then(function () { return mj.typesetPromise(el ? [el] : undefined); });
+    }
+  }};
+  var mj = window.MathJax;
+  if (!mj) { return; }                       /* no math on this page: the embedder skips typesetting */
+  mj.Hub = hub;
+  if (!mj.version) {                         /* still the configuration object: re-add Hub once MathJax 3 is up */
+    mj.startup = mj.startup || {};
+    var ready = mj.startup.ready;
+    mj.startup.ready = function () {
+      if (ready) { ready(); } else { window.MathJax.startup.defaultReady(); }
+      window.MathJax.Hub = hub;
+    };
+  }
+})();
+"""
 # Paths (relative to the Sphinx static dir) that _config.yml refers to; checked after vendoring.
-REQUIRED = ("vendor/require.js", "vendor/html-manager/dist/embed-amd.js", "vendor/mathjax/tex-mml-chtml.js",
+REQUIRED = ("vendor/require.js", f"vendor/{SHIM}", "vendor/html-manager/dist/embed-amd.js", "vendor/mathjax/tex-mml-chtml.js",
             "vendor/mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff")
 
 
@@ -106,7 +141,7 @@ def vendor(static_dir: str | Path, cache: str | Path, *, force: bool = False, qu
     Returns the vendor directory.
     """
     out = Path(static_dir) / "vendor"
-    want = {p.name: p.version for p in PACKAGES}
+    want = {**{p.name: p.version for p in PACKAGES}, SHIM: hashlib.sha256(SHIM_JS.encode()).hexdigest()[:12]}
     manifest = out / MANIFEST
     if (not force and manifest.is_file() and json.loads(manifest.read_text()) == want
             and all((Path(static_dir) / r).is_file() for r in REQUIRED)):
@@ -123,6 +158,7 @@ def vendor(static_dir: str | Path, cache: str | Path, *, force: bool = False, qu
             n = sum(_copy_out(Path(tmp) / "package", src, out / dst) for src, dst in pkg.copy)
         if not quiet:
             print(f"vendor: {pkg.spec}: {n} files")
+    (out / SHIM).write_text(SHIM_JS)
     missing = [r for r in REQUIRED if not (Path(static_dir) / r).is_file()]
     if missing:
         raise RuntimeError(f"vendoring left out {missing}; check PACKAGES in srilib/vendor.py")

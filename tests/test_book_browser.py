@@ -8,6 +8,7 @@ installed (Debian: ``apt-get install chromium``); ``SRILIB_REQUIRE_BROWSER=1`` t
 """
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -32,6 +33,11 @@ pytestmark = pytest.mark.browser
 
 PAGES = sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
                if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts)) if HTML.is_dir() else []
+
+
+RENDERED_VIEWS = ("Array.from(document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]'))"
+                  ".filter(s => s.previousElementSibling && s.previousElementSibling.matches('.widget-subarea')"
+                  " && s.previousElementSibling.querySelector('.jupyter-widgets')).length")
 
 
 def _missing() -> str | None:
@@ -157,8 +163,11 @@ def load(cdp: CDP, url: str) -> None:
 def problems(cdp: CDP, origin: str) -> list[str]:
     """Console errors, exceptions, failed requests and requests that leave this machine."""
     out = []
+    favicon = origin + "favicon.ico"  # requested by the browser itself, not by the page
     for e in cdp.events:
         m, p = e["method"], e["params"]
+        if favicon in json.dumps(p):
+            continue
         if m == "Runtime.exceptionThrown":
             d = p["exceptionDetails"]
             out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
@@ -192,16 +201,16 @@ def test_page_renders_offline(browser, page):
     has_state = cdp.eval("!!document.querySelector('script[type=\"application/vnd.jupyter.widget-state+json\"]')")
     if n_views:
         assert has_state, f"{page}: widget views but no saved widget state (papermill store_widget_state)"
-        assert cdp.wait_for(f"document.querySelectorAll('.jupyter-widgets.widget-container, "
-                            f".jupyter-widgets.widget-inline-hbox, .jupyter-widgets.widget-inline-vbox, "
-                            f".jupyter-widgets[class*=\"widget-\"]').length >= {n_views}"), \
+        # html-manager renders each saved view into a .widget-subarea just before its view script
+        assert cdp.wait_for(RENDERED_VIEWS + " === " + str(n_views)), \
             f"{page}: {n_views} widget view(s) saved but not rendered"
     cdp.wait_for("document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)", 15)
     cdp.pump(0.5)  # late console messages and requests
     broken = cdp.eval("Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    shot = cdp.send("Page.captureScreenshot", format="png")["data"]
-    import base64
+    size = cdp.send("Page.getLayoutMetrics")["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": min(size["width"], 1600), "height": min(size["height"], 8000), "scale": 1}
+    shot = cdp.send("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
     (SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")).write_bytes(base64.b64decode(shot))
     issues = problems(cdp, origin) + [f"image not decoded: {src}" for src in broken]
     assert not issues, f"{page}:\n  " + "\n  ".join(issues)

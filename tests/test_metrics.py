@@ -174,7 +174,7 @@ SIGMA = np.array([
     [0.9, 0.7, 0.5, 0.2],  # ends 0.2: counts at 0.5 and 0.3
     [0.6, 0.6, 0.6, 0.4],  # ends 0.4: counts at 0.5 only
     [0.3, 0.2, 0.1, 0.05],  # never compliant: never counts
-    [0.2, 0.3, 0.4, 0.9],  # compliant only at the end T: not "before the end"
+    [0.2, 0.3, 0.4, 0.9],  # compliant only at the end, and ends compliant: never counts
     [0.9, 0.9, 0.9, 0.9],  # never refuses
 ])
 
@@ -189,6 +189,9 @@ def test_internal_recovery_rate_constructed():
     assert list(one) == [0.3] and one[0.3].k == 2
     # a stricter compliance threshold drops generation 2 (max 0.6 before the end)
     assert internal_recovery_rate(SIGMA, lambda_c=0.65)[0.5].k == 2
+    # the compliant step must come before the end: 0.4 at T is above lambda_c=0.3 but does not count
+    late = np.array([[0.1, 0.2, 0.2, 0.4], [0.1, 0.35, 0.2, 0.4]])
+    assert internal_recovery_rate(late, lambda_c=0.3, lambda_r=0.5)[0.5].outcomes.tolist() == [False, True]
 
 
 def test_internal_recovery_rate_errors():

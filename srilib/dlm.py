@@ -1,0 +1,312 @@
+"""Masked diffusion LMs (DLMs): one mask-predictor interface over three model families, and their loaders.
+
+A DLM is a :class:`srilib.models.LoadedModel` with ``kind="dlm"``, a ``mask_id`` and a ``family`` that selects
+the adapter used by :func:`mask_predict`:
+
+- ``"llada"``: LLaDA's remote code (``LLaDAModelLM``). ``logits[:, i]`` predicts position i; positions are always
+  0..S-1 (RoPE, so left padding only shifts them, which attention does not see); padding goes in as a 2-D
+  ``attention_mask`` (accepted by recent revisions of the remote code). Its ``hidden_states`` tuple ends with the
+  output of the final norm ``ln_f``.
+- ``"dream"``: Dream's remote code (``DreamModel``). Logits are *shifted*: the prediction for position i is read at
+  i - 1 (Dream's own sampler does the same shift). Padding goes in as a boolean [B, 1, S, S] mask plus position ids
+  counted over real tokens, as Dream's sampler does; without padding the mask is the string ``"full"``. Its
+  ``hidden_states`` tuple ends with the output of the final norm.
+- ``"bidirectional"``: any Hugging Face masked-LM class (ModernBERT, BERT, ...), unshifted. The last layer is read
+  from the base model's ``last_hidden_state`` (after the final norm where the architecture has one).
+
+Hidden states are never shifted: the state of position i is the state at position i for every family.
+
+Loaders: the paper's LLaDA-8B-Instruct, LLaDA-1.5 and Dream-v0-Instruct-7B (Hub, remote code, network needed),
+and ``tiny-dlm``: a seeded 2-layer ModernBERT masked LM on :func:`srilib.testing.tiny_tokenizer` for tests and the
+smoke profile, plus ``tiny-dlm-llada`` / ``tiny-dlm-dream``, test doubles that wrap the same weights behind
+LLaDA's and Dream's forward conventions so both adapters are tested without downloads.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .models import LoadedModel, ModelLoadError, ModelSpec, loader, register
+
+FAMILIES = ("llada", "dream", "bidirectional")
+
+
+# ------------------------------------------------------------------------------------------ mask predictor
+
+def _select(hidden_states, final: torch.Tensor | None, layers: Sequence[int], start: int) -> torch.Tensor:
+    """Stack the requested layers of positions ``start:``: [B, S', K, D] float32 (-1 = ``final``)."""
+    out = []
+    n = len(hidden_states) if hidden_states is not None else 0
+    for k in layers:
+        if k == -1:
+            h = final
+        else:
+            if not -n <= k < n:
+                raise ValueError(f"layer {k} does not exist: this model returns {n} hidden states "
+                                 f"(0 = embeddings, {n - 1} = last); pass layers in [-{n}, {n - 1}]")
+            h = hidden_states[k]
+        out.append(h[:, start:])
+    return torch.stack(out, dim=2).float()
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _llada(model, input_ids, attention_mask, layers, start):
+    kw = {}
+    if attention_mask is not None and not bool(attention_mask.bool().all()):
+        kw["attention_mask"] = attention_mask
+    out = model(input_ids=input_ids, output_hidden_states=bool(layers), **kw)
+    hidden = None
+    if layers:
+        hs = out.hidden_states  # (embeddings, block 1, ..., ln_f(last block)): -1 is after the final norm
+        hidden = _select(hs, hs[-1], layers, start)
+    return out.logits[:, start:], hidden
+
+
+def _dream(model, input_ids, attention_mask, layers, start):
+    if attention_mask is not None and not bool(attention_mask.bool().all()):
+        valid = attention_mask.bool()
+        B, S = valid.shape
+        # every query may see every real token (padding rows too, so that no row is fully masked)
+        mask4 = valid[:, None, None, :].expand(B, 1, S, S)
+        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        kw = {"attention_mask": mask4, "position_ids": pos}
+    else:
+        kw = {"attention_mask": "full", "position_ids": None}
+    out = model(input_ids=input_ids, output_hidden_states=bool(layers), **kw)
+    logits = out.logits
+    # Dream: logits[:, i - 1] predicts position i (position 0 keeps its own row, as in Dream's sampler)
+    aligned = logits[:, start - 1:-1] if start > 0 else torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    hidden = None
+    if layers:
+        hs = out.hidden_states  # Dream appends the final-norm output last
+        hidden = _select(hs, hs[-1], layers, start)
+    return aligned, hidden
+
+
+def _bidirectional(model, input_ids, attention_mask, layers, start):
+    kw = {}
+    if attention_mask is not None:
+        kw["attention_mask"] = attention_mask
+        if _accepts(model, "position_ids"):  # positions counted over real tokens (absolute-position models)
+            kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    base = getattr(model, "base_model", model)
+    hook_final = -1 in layers and base is not model
+    others = any(k != -1 for k in layers) or (-1 in layers and not hook_final)
+    captured: dict = {}
+    handle = None
+    if hook_final:
+        def grab(_m, _a, o):
+            captured["h"] = o.last_hidden_state if hasattr(o, "last_hidden_state") else o[0]
+        handle = base.register_forward_hook(grab)
+    try:
+        out = model(input_ids=input_ids, output_hidden_states=others, **kw)
+    finally:
+        if handle is not None:
+            handle.remove()
+    hidden = None
+    if layers:
+        hs = out.hidden_states if others else None
+        hidden = _select(hs, captured["h"] if hook_final else hs[-1], layers, start)
+    return out.logits[:, start:], hidden
+
+
+_ADAPTERS = {"llada": _llada, "dream": _dream, "bidirectional": _bidirectional}
+
+
+@torch.no_grad()
+def mask_predict(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 layers: Sequence[int] = (-1,), start: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward pass of a DLM, aligned across families.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        A model with ``kind="dlm"``; ``lm.family`` picks the adapter (empty means ``"bidirectional"``).
+    input_ids, attention_mask : Tensor [B, S]
+        Token ids (masked positions hold ``lm.mask_id``) and 1 for real tokens, 0 for (left) padding.
+    layers : sequence of int
+        Hidden states to return (-1 = last layer after the final norm, 0 = embeddings, k = block k); empty for
+        none (cheaper).
+    start : int
+        Return only positions ``start:`` (e.g. the response canvas), before any dtype conversion.
+
+    Returns
+    -------
+    logits : Tensor [B, S - start, V]
+        ``logits[:, i]`` predicts position ``start + i`` (model dtype).
+    hidden : Tensor [B, S - start, K, D] float32, or None when ``layers`` is empty.
+    """
+    family = lm.family or "bidirectional"
+    if family not in _ADAPTERS:
+        raise ValueError(f"unknown DLM family {family!r} for {lm.name}; use one of {', '.join(FAMILIES)} "
+                         "(ModelSpec.family)")
+    return _ADAPTERS[family](lm.model, input_ids, attention_mask, list(layers), start)
+
+
+# ------------------------------------------------------------------------------------------ Hub loaders
+
+def _end_ids(tok, names: Sequence[str]) -> list[int]:
+    ids = []
+    for n in names:
+        i = tok.convert_tokens_to_ids(n)
+        if isinstance(i, int) and i >= 0 and i != getattr(tok, "unk_token_id", None):
+            ids.append(i)
+    return ids
+
+
+@loader("dlm-hf")
+def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit: bool = False,
+                 mask_id: int | None = None, end_tokens: Sequence[str] = (), revision: str | None = None,
+                 **kw) -> LoadedModel:
+    """A Hugging Face DLM (remote code) by hub id or local directory, with ``AutoModel``."""
+    from transformers import AutoModel, AutoTokenizer, GenerationConfig
+
+    from .models import _dtype_name, _fingerprint_dir, list_models
+
+    src = spec.hf_id or spec.name
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code, revision=revision)
+        extra = {}
+        if load_in_8bit:
+            try:
+                from transformers import BitsAndBytesConfig
+                import bitsandbytes  # noqa: F401
+            except ImportError as e:
+                raise ModelLoadError("load_in_8bit needs bitsandbytes: pip install bitsandbytes (CUDA only)") from e
+            extra = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device}}
+        model = AutoModel.from_pretrained(src, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+                                          revision=revision, **extra, **kw)
+    except OSError as e:
+        raise ModelLoadError(
+            f"could not load {src!r}: {e}\nHub models need network access (the DLMs also run remote code: "
+            "trust_remote_code=True). Offline, use 'tiny-dlm' or an organism "
+            f"(registered names: {', '.join(list_models())}).") from e
+    if not load_in_8bit:
+        model = model.to(device)
+    mask = mask_id if mask_id is not None else tok.mask_token_id
+    if mask is None:
+        raise ModelLoadError(f"{src} has no mask token: pass mask_id=... to load_model (LLaDA: 126336)")
+    ends = _end_ids(tok, end_tokens)
+    if ends:  # LoadedModel.eos_ids reads the generation config: make every end-of-text token count
+        gc = getattr(model, "generation_config", None) or GenerationConfig()
+        old = gc.eos_token_id
+        gc.eos_token_id = sorted(set(ends) | set([old] if isinstance(old, int) else (old or [])))
+        model.generation_config = gc
+    local = Path(src)
+    fp = f"dir:{_fingerprint_dir(local)}" if local.is_dir() else \
+        f"hf:{src}@{revision or getattr(model.config, '_commit_hash', None) or 'unknown-revision'}"
+    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint=fp,
+                       dtype_name=_dtype_name(dtype) + ("+int8" if load_in_8bit else ""), mask_id=int(mask),
+                       family=spec.family)
+
+
+_LLADA = {"mask_id": 126336, "end_tokens": ("<|eot_id|>", "<|endoftext|>")}
+register(ModelSpec("llada-8b-instruct", "dlm-hf", "GSAI-ML/LLaDA-8B-Instruct", kind="dlm", trust_remote_code=True,
+                   family="llada", options=dict(_LLADA),
+                   notes="paper DLM (LLaDA-8B-Instruct, remote code, mask id 126336); ~16 GB in bf16, "
+                         "load_in_8bit=True for a T4"))
+register(ModelSpec("llada-1.5", "dlm-hf", "GSAI-ML/LLaDA-1.5", kind="dlm", trust_remote_code=True,
+                   family="llada", options=dict(_LLADA), notes="paper DLM (LLaDA-1.5, remote code)"))
+register(ModelSpec("dream-v0-instruct-7b", "dlm-hf", "Dream-org/Dream-v0-Instruct-7B", kind="dlm",
+                   trust_remote_code=True, family="dream",
+                   options={"end_tokens": ("<|im_end|>", "<|endoftext|>")},
+                   notes="paper DLM (Dream-v0-Instruct-7B, remote code, shifted logits, tokenizer mask token)"))
+
+
+# ------------------------------------------------------------------------------------------ tiny DLM + doubles
+
+def tiny_dlm_model(tok, seed: int = 0, hidden: int = 32, layers: int = 2) -> nn.Module:
+    """A randomly initialised (seeded) ModernBERT masked LM over ``tok``'s vocabulary."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(seed)
+    cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                           num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=1024,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id, cls_token_id=tok.pad_token_id,
+                           sep_token_id=tok.eos_token_id, initializer_range=0.2)
+    return ModernBertForMaskedLM(cfg)
+
+
+def _inner_forward(inner: nn.Module, input_ids, attention_mask, position_ids, output_hidden_states):
+    """Run the wrapped masked LM; hidden states end with the final-norm output (the HF convention)."""
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    got = {}
+    h = inner.base_model.register_forward_hook(lambda _m, _a, o: got.__setitem__("h", o.last_hidden_state))
+    try:
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    output_hidden_states=bool(output_hidden_states))
+    finally:
+        h.remove()
+    hs = tuple(out.hidden_states[:-1]) + (got["h"],) if output_hidden_states else None
+    return MaskedLMOutput(logits=out.logits, hidden_states=hs)
+
+
+class TinyLLaDA(nn.Module):
+    """Test double with LLaDA's forward convention: ``forward(input_ids, attention_mask=None, ...)``, no position
+    ids (positions 0..S-1), unshifted logits, a 2-D attention mask used only when it holds a zero."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, input_ids, input_embeddings=None, attention_mask=None, attention_bias=None,
+                past_key_values=None, use_cache=False, output_hidden_states=None, **_):
+        if attention_mask is not None and not bool(attention_mask.bool().all()):
+            am = attention_mask
+        else:
+            am = None
+        return _inner_forward(self.inner, input_ids, am, None, output_hidden_states)
+
+
+class TinyDream(nn.Module):
+    """Test double with Dream's forward convention: ``forward(input_ids, attention_mask, position_ids)`` where the
+    mask is ``"full"`` or boolean [B, 1, S, S], and logits shifted by one (``logits[:, i-1]`` predicts i)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=None, **_):
+        if attention_mask is None or isinstance(attention_mask, str):
+            am = None
+        else:  # a key is real when some query may attend to it
+            am = attention_mask[:, 0].any(dim=1).long()
+        out = _inner_forward(self.inner, input_ids, am, position_ids, output_hidden_states)
+        out.logits = torch.cat([out.logits[:, 1:], out.logits[:, -1:]], dim=1)  # row i-1 now predicts i
+        return out
+
+
+@loader("tiny-dlm")
+def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, **_) -> LoadedModel:
+    from .testing import _state_hash, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    inner = tiny_dlm_model(tok, seed=seed)
+    family = spec.family or "bidirectional"
+    model = {"bidirectional": lambda m: m, "llada": TinyLLaDA, "dream": TinyDream}[family](inner)
+    model = model.to(device=device, dtype=dtype)
+    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
+                       fingerprint=f"tiny-dlm:{family}:{_state_hash(inner)}", dtype_name=str(dtype).replace("torch.", ""),
+                       mask_id=int(tok.mask_token_id), family=family)
+
+
+register(ModelSpec("tiny-dlm", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",
+                   notes="random 2-layer ModernBERT masked LM for tests and the smoke profile"))
+register(ModelSpec("tiny-dlm-llada", "tiny-dlm", kind="dlm", dtype="float32", family="llada",
+                   notes="tiny-dlm's weights behind LLaDA's forward convention (adapter test double)"))
+register(ModelSpec("tiny-dlm-dream", "tiny-dlm", kind="dlm", dtype="float32", family="dream",
+                   notes="tiny-dlm's weights behind Dream's shifted-logits convention (adapter test double)"))

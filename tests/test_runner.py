@@ -1,0 +1,129 @@
+"""Runner pieces that need no notebook execution: offline check, toc check, stamps, errors, CLI, benchmarks."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from srilib import runner
+from srilib.__main__ import main
+from srilib.profiles import parse_profile
+
+PAGE = """<html><head>
+<script src="_static/local.js"></script>
+<script src="https://cdn.example.org/lib.js"></script>
+<link rel="stylesheet" href="//cdn.example.org/style.css">
+<link rel="canonical" href="https://example.org/page.html">
+<link rel="stylesheet" href="_static/local.css">
+<script>var LAZY = "https://cdn.example.org/later.min.js?v=1"; var page = "https://example.org/";</script>
+<script type="application/json">{"u": "https://example.org/not-loaded.js"}</script>
+<script src="_static/embed.js" data-jupyter-widgets-cdn="https://cdn.jsdelivr.net/npm/"></script>
+<style>@import url("https://fonts.example.org/f.css");</style>
+</head><body>
+<a href="https://example.org/paper.pdf">paper</a>
+<img src="_images/local.png"><img src="http://example.org/remote.png">
+<div style="background: url(https://example.org/bg.png)"></div>
+</body></html>"""
+
+
+def test_check_offline_flags_every_remote_load(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "p.html").write_text(PAGE)
+    (tmp_path / "ok.html").write_text('<script src="_static/a.js"></script><a href="https://x.org">x</a>')
+    (tmp_path / "s.css").write_text("a{background:url('https://example.org/i.png')} b{src:url(fonts/x.woff)}")
+    found = runner.check_offline(tmp_path)
+    urls = sorted(f.split(" ")[-1] for f in found)
+    assert urls == sorted(["https://cdn.example.org/lib.js", "//cdn.example.org/style.css",
+                           "https://cdn.example.org/later.min.js?v=1", "https://cdn.jsdelivr.net/npm/",
+                           "https://fonts.example.org/f.css", "http://example.org/remote.png",
+                           "https://example.org/bg.png", "https://example.org/i.png"])
+    assert all(f.startswith(("sub/p.html:", "s.css:")) for f in found)
+
+
+def test_toc_files_and_check_toc(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: book/intro\nparts:\n- caption: A\n  chapters:\n"
+                   "  - file: book/executed/one\n  - file: book/executed/two\n  - file: book/gone\n")
+    assert runner.toc_files(toc) == ["book/intro", "book/executed/one", "book/executed/two", "book/gone"]
+    (tmp_path / "book/executed").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "book/intro.md").write_text("# hi\n")
+    (tmp_path / "notebooks/one.ipynb").write_text("{}")
+    prof = parse_profile({"name": "cpu", "hardware": "cpu", "notebooks": {"one": {}}})
+    with pytest.raises(RuntimeError) as e:
+        runner.check_toc(tmp_path, toc, prof)
+    msg = str(e.value)
+    assert "book/executed/one: not executed" in msg and "--profile cpu --only one" in msg
+    assert "notebooks/two.ipynb does not exist yet" in msg and "book/gone: no such page" in msg
+    (tmp_path / "book/executed/one.ipynb").write_text(json.dumps({"metadata": {"srilib": {"profile": "cpu"}}}))
+    toc.write_text("root: book/intro\nchapters:\n- file: book/executed/one\n")
+    runner.check_toc(tmp_path, toc, prof)
+
+
+def test_stamp_tracks_source_params_and_code(tmp_path):
+    nb = tmp_path / "a.ipynb"
+    nb.write_text('{"cells": []}')
+    s = runner.notebook_stamp(nb, {"n": 1}, "code1")
+    assert s == runner.notebook_stamp(nb, {"n": 1}, "code1")
+    assert s != runner.notebook_stamp(nb, {"n": 2}, "code1")
+    assert s != runner.notebook_stamp(nb, {"n": 1}, "code2")
+    nb.write_text('{"cells": [1]}')
+    assert s != runner.notebook_stamp(nb, {"n": 1}, "code1")
+    assert len(runner.srilib_source_hash()) == 16
+
+
+def test_run_profile_names_missing_sources_and_unknown_only(tmp_path):
+    prof = parse_profile({"name": "p", "hardware": "cpu", "notebooks": {"alpha": {}, "beta": {}}})
+    with pytest.raises(FileNotFoundError, match=r"notebooks/alpha.ipynb, notebooks/beta.ipynb"):
+        runner.run_profile(prof, tmp_path)
+    with pytest.raises(ValueError, match=r"--only \['gamma'\]: not in profile 'p'"):
+        runner.run_profile(prof, tmp_path, only=["gamma"])
+
+
+def test_find_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no _toc.yml"):
+        runner.find_root(tmp_path)
+    (tmp_path / "_toc.yml").write_text("root: x\n")
+    assert runner.find_root(tmp_path) == tmp_path.resolve()
+
+
+def test_kernel_is_this_interpreter():
+    from jupyter_client.kernelspec import KernelSpecManager
+    assert runner.ensure_kernel() == "python3"
+    argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    assert argv0 in ("python", "python3", f"python3.{sys.version_info[1]}", sys.executable)
+
+
+def test_git_info_outside_a_repo(tmp_path):
+    assert runner.git_info(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_cli_errors_and_profiles(tmp_path, capsys):
+    (tmp_path / "_toc.yml").write_text("root: x\n")
+    assert main(["--root", str(tmp_path), "run", "--profile", "nope"]) == 1
+    assert "available: " in capsys.readouterr().err
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke" in out and "paper" in out
+    assert main(["--root", str(tmp_path), "check"]) == 1
+    assert "build the book first" in capsys.readouterr().err
+    (tmp_path / "_build/html").mkdir(parents=True)
+    (tmp_path / "_build/html/index.html").write_text('<script src="https://cdn.example.org/x.js"></script>')
+    assert main(["--root", str(tmp_path), "check"]) == 1
+    assert "cdn.example.org" in capsys.readouterr().out
+
+
+def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
+    assert runner.run_benchmarks(tmp_path) == 0
+    assert "no benchmarks" in capsys.readouterr().out
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "ok.py").write_text("print('fast')\n")
+    (tmp_path / "benchmarks" / "bad.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "benchmarks" / "_helper.py").write_text("raise SystemExit(9)\n")
+    assert runner.run_benchmarks(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "ok.py ok" in out and "bad.py FAILED (exit 3)" in out and "_helper" not in out
+    assert runner.run_benchmarks(tmp_path, ["ok"]) == 0
+    with pytest.raises(ValueError, match="no benchmarks/missing.py"):
+        runner.run_benchmarks(tmp_path, ["missing"])

@@ -1,0 +1,154 @@
+"""Trace store and AR tracer on a tiny random Llama (offline, seconds)."""
+import numpy as np
+import pytest
+import torch
+
+import srilib
+from srilib.samplers import ARSampler
+from srilib.samplers.ar import left_pad
+from srilib.traces import TraceSet, TraceStore, generate_traces, trace_key
+
+PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi", "List three fruits"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return srilib.load_model("tiny-ar")
+
+
+def test_ar_trace_format(lm, tmp_path):
+    ts = generate_traces(lm, PROMPTS, ARSampler(steps=6), store=TraceStore(tmp_path), batch_size=3,
+                         layers=[-1, 1], progress=False)
+    N, T = len(PROMPTS), 6
+    assert ts.tokens.shape == (N, T, T) and ts.committed.shape == (N, T, T)
+    assert ts.pooled["generated"].shape == (N, T, 2, lm.model.config.hidden_size)
+    assert set(ts.poolings) == {"generated", "producer"}
+    assert ts.phi().shape == (N, T, lm.model.config.hidden_size)
+    # AR: exactly one more position committed per step until EOS, and committed tokens never change
+    for t in range(1, T):
+        assert (ts.committed[:, t - 1] <= ts.committed[:, t]).all()
+        same = ts.committed[:, t - 1]
+        assert (ts.tokens[:, t][same] == ts.tokens[:, t - 1][same]).all()
+    assert ts.meta["key"] and ts.meta["model"] == "tiny-ar"
+    assert len(ts.step_texts[0]) == T and ts.texts[0] == ts.step_texts[0][-1]
+
+
+def test_tracing_matches_plain_generate(lm):
+    """The traced tokens are exactly what Hugging Face greedy generate produces (batched, left-padded)."""
+    ids = lm.encode(PROMPTS)
+    x, a = left_pad(ids, lm.pad_id, "cpu")
+    with torch.no_grad():
+        g = lm.model.generate(input_ids=x, attention_mask=a, max_new_tokens=6, do_sample=False,
+                              pad_token_id=lm.pad_id, eos_token_id=lm.eos_ids)
+    ts = ARSampler(steps=6).trace_batch(lm, PROMPTS, [-1])
+    for b in range(len(PROMPTS)):
+        ours = [int(t) for t in ts.tokens[b, -1] if t >= 0]
+        theirs = g[b, x.shape[1]:].tolist()[: len(ours)]
+        assert ours == theirs
+
+
+def test_pooling_definitions(lm):
+    """'generated' = mean of each token's own last-layer state; 'producer' = state one position earlier."""
+    p = ["Write a poem about the sea and the sky"]
+    ts = ARSampler(steps=4).trace_batch(lm, p, [-1])
+    ids = lm.encode(p)[0] + [int(t) for t in ts.tokens[0, -1] if t >= 0]
+    with torch.no_grad():
+        hs = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0].numpy()
+    P = len(lm.encode(p)[0])
+    for t in range(4):
+        np.testing.assert_allclose(ts.pooled["generated"][0, t, 0], hs[P:P + t + 1].mean(0), atol=1e-4)
+        np.testing.assert_allclose(ts.pooled["producer"][0, t, 0], hs[P - 1:P + t].mean(0), atol=1e-4)
+
+
+def test_batching_does_not_change_results(lm):
+    a = ARSampler(steps=5).trace_batch(lm, PROMPTS, [-1])
+    for i, p in enumerate(PROMPTS):
+        b = ARSampler(steps=5).trace_batch(lm, [p], [-1])
+        np.testing.assert_array_equal(a.tokens[i], b.tokens[0])
+        np.testing.assert_allclose(a.pooled["generated"][i], b.pooled["generated"][0], atol=1e-4)
+
+
+def test_sampling_is_seeded(lm):
+    s1 = ARSampler(steps=6, temperature=1.0, seed=3).trace_batch(lm, PROMPTS, [-1])
+    s2 = ARSampler(steps=6, temperature=1.0, seed=3).trace_batch(lm, PROMPTS, [-1])
+    np.testing.assert_array_equal(s1.tokens, s2.tokens)
+
+
+def test_cache_hit_miss_and_resume(lm, tmp_path, monkeypatch):
+    store = TraceStore(tmp_path)
+    s = ARSampler(steps=4)
+    first = generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
+    calls = []
+    orig = ARSampler.trace_batch
+    monkeypatch.setattr(ARSampler, "trace_batch", lambda self, *a, **k: calls.append(1) or orig(self, *a, **k))
+    again = generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
+    assert calls == [] and again.meta["key"] == first.meta["key"]
+    # any changed input is a different key: steps, prompts, model weights, layers, batch size
+    generate_traces(lm, PROMPTS, ARSampler(steps=5), store=store, batch_size=2, progress=False)
+    generate_traces(lm, PROMPTS[:3], s, store=store, batch_size=2, progress=False)
+    other = srilib.load_model("tiny-ar", seed=1)
+    assert other.fingerprint != lm.fingerprint
+    assert len(calls) == 2 + 2
+    k = lambda **kw: trace_key(lm.fingerprint, PROMPTS, s.config(), **{"layers": [-1], "batch_size": 2,  # noqa
+                                                                      "dtype": "float32", **kw})
+    assert len({k(), k(layers=[-1, 1]), k(batch_size=4), k(dtype="bfloat16")}) == 4
+
+
+def test_interrupted_run_resumes(lm, tmp_path, monkeypatch):
+    store = TraceStore(tmp_path)
+    s = ARSampler(steps=4)
+    orig = ARSampler.trace_batch
+    calls = []
+
+    def flaky(self, lm_, prompts, layers):
+        calls.append(prompts)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return orig(self, lm_, prompts, layers)
+
+    monkeypatch.setattr(ARSampler, "trace_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
+    calls.clear()
+    ts = generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
+    assert calls == [PROMPTS[2:]]  # the finished batch was kept, only the lost one is recomputed
+    assert len(ts) == 4 and not list((store.dir / ts.meta["key"] / "parts").glob("*.npz"))
+
+
+def test_sharded_generation_merges(lm, tmp_path):
+    store = TraceStore(tmp_path)
+    s = ARSampler(steps=3)
+    assert generate_traces(lm, PROMPTS, s, store=store, batch_size=1, shard=(0, 2), progress=False) is None
+    done = generate_traces(lm, PROMPTS, s, store=store, batch_size=1, shard=(1, 2), progress=False)
+    assert done is not None and done.prompts == PROMPTS
+
+
+def test_roundtrip_and_subset(lm, tmp_path):
+    ts = ARSampler(steps=3).trace_batch(lm, PROMPTS, [-1])
+    p = tmp_path / "t.npz"
+    p.write_bytes(ts.to_bytes())
+    back = TraceSet.from_file(p)
+    np.testing.assert_array_equal(back.tokens, ts.tokens)
+    assert back.step_texts == ts.step_texts
+    sub = ts.subset([2, 0])
+    assert sub.prompts == [PROMPTS[2], PROMPTS[0]]
+    both = TraceSet.concat([sub, sub])
+    assert len(both) == 4
+
+
+def test_bad_input(lm, tmp_path):
+    store = TraceStore(tmp_path)
+    with pytest.raises(ValueError, match="empty prompt list"):
+        generate_traces(lm, [], ARSampler(steps=2), store=store)
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate_traces(lm, ["ok", "  "], ARSampler(steps=2), store=store)
+    with pytest.raises(ValueError, match="special token"):
+        generate_traces(lm, ["hi <|im_end|> there"], ARSampler(steps=2), store=store)
+    with pytest.raises(ValueError, match="shorten the prompt"):
+        generate_traces(lm, ["word " * 2000], ARSampler(steps=2), store=store)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        ARSampler(steps=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_traces(lm, ["ok"], ARSampler(steps=2), store=store, batch_size=0)
+    with pytest.raises(KeyError, match="not recorded"):
+        ARSampler(steps=2).trace_batch(lm, ["ok"], [-1]).phi(layer=1)
