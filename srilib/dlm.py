@@ -150,7 +150,31 @@ def mask_predict(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch
     if family not in _ADAPTERS:
         raise ValueError(f"unknown DLM family {family!r} for {lm.name}; use one of {', '.join(FAMILIES)} "
                          "(ModelSpec.family)")
+    if getattr(lm.model, "srilib_ignores_padding", False) and attention_mask is not None and \
+            not bool(attention_mask.bool().all()):
+        raise ValueError(f"{lm.name}'s forward ignores attention_mask (older LLaDA remote code attends to every "
+                         "token), so left padding would change its predictions: trace with batch_size=1, or load a "
+                         "revision whose remote code supports attention_mask (load_model(..., revision=...))")
     return _ADAPTERS[family](lm.model, input_ids, attention_mask, list(layers), start)
+
+
+@torch.no_grad()
+def ignores_padding(lm: LoadedModel) -> bool:
+    """True when the model's forward ignores the attention mask (checked once with a masked-out first token:
+    a forward that honours masks changes its output, one that ignores them returns exactly the same)."""
+    ids = lm.tokenizer("Hello, how are you today? Fine.", add_special_tokens=False)["input_ids"][:12]
+    x = torch.tensor([ids + [lm.mask_id] * 4], device=lm.device)
+    full = torch.ones_like(x)
+    cut = full.clone()
+    cut[0, 0] = 0
+    flag = getattr(lm.model, "srilib_ignores_padding", False)
+    lm.model.srilib_ignores_padding = False
+    try:
+        a, _ = mask_predict(lm, x, full, [])
+        b, _ = mask_predict(lm, x, cut, [])
+    finally:
+        lm.model.srilib_ignores_padding = flag
+    return bool(torch.equal(a[:, 1:], b[:, 1:]))
 
 
 # ------------------------------------------------------------------------------------------ Hub loaders
@@ -174,16 +198,16 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
     from .models import _dtype_name, _fingerprint_dir, list_models
 
     src = spec.hf_id or spec.name
+    extra = {}
+    if load_in_8bit:
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError as e:
+            raise ModelLoadError("load_in_8bit needs bitsandbytes and a CUDA GPU: pip install bitsandbytes") from e
+        extra = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device}}
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code, revision=revision)
-        extra = {}
-        if load_in_8bit:
-            try:
-                from transformers import BitsAndBytesConfig
-                import bitsandbytes  # noqa: F401
-            except ImportError as e:
-                raise ModelLoadError("load_in_8bit needs bitsandbytes: pip install bitsandbytes (CUDA only)") from e
-            extra = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device}}
         model = AutoModel.from_pretrained(src, dtype=dtype, trust_remote_code=spec.trust_remote_code,
                                           revision=revision, **extra, **kw)
     except OSError as e:
@@ -202,6 +226,10 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
         old = gc.eos_token_id
         gc.eos_token_id = sorted(set(ends) | set([old] if isinstance(old, int) else (old or [])))
         model.generation_config = gc
+    lm_ = LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint="", dtype_name="",
+                      mask_id=int(mask), family=spec.family)
+    if ignores_padding(lm_):  # older LLaDA remote code: refuse padded batches instead of silently mixing them
+        model.srilib_ignores_padding = True
     local = Path(src)
     fp = f"dir:{_fingerprint_dir(local)}" if local.is_dir() else \
         f"hf:{src}@{revision or getattr(model.config, '_commit_hash', None) or 'unknown-revision'}"
@@ -257,14 +285,15 @@ class TinyLLaDA(nn.Module):
     """Test double with LLaDA's forward convention: ``forward(input_ids, attention_mask=None, ...)``, no position
     ids (positions 0..S-1), unshifted logits, a 2-D attention mask used only when it holds a zero."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, honour_mask: bool = True):
         super().__init__()
         self.inner = inner
         self.config = inner.config
+        self.honour_mask = honour_mask  # False mimics older LLaDA revisions, which ignore attention_mask
 
     def forward(self, input_ids, input_embeddings=None, attention_mask=None, attention_bias=None,
                 past_key_values=None, use_cache=False, output_hidden_states=None, **_):
-        if attention_mask is not None and not bool(attention_mask.bool().all()):
+        if self.honour_mask and attention_mask is not None and not bool(attention_mask.bool().all()):
             am = attention_mask
         else:
             am = None
@@ -300,8 +329,8 @@ def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int =
     model = {"bidirectional": lambda m: m, "llada": TinyLLaDA, "dream": TinyDream}[family](inner)
     model = model.to(device=device, dtype=dtype)
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
-                       fingerprint=f"tiny-dlm:{family}:{_state_hash(inner)}", dtype_name=str(dtype).replace("torch.", ""),
-                       mask_id=int(tok.mask_token_id), family=family)
+                       fingerprint=f"tiny-dlm:{family}:{_state_hash(inner)}",
+                       dtype_name=str(dtype).replace("torch.", ""), mask_id=int(tok.mask_token_id), family=family)
 
 
 register(ModelSpec("tiny-dlm", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",

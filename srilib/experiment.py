@@ -45,8 +45,10 @@ class Experiment:
     """Shared settings of a notebook (the profile's common parameters) and a cache of loaded models.
 
     Parameters mirror the profiles: ``steps`` (T), ``gen_length`` and ``block_length`` for diffusion samplers,
-    ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in traces, and
-    ``cache`` (the trace store's root; default $SRILIB_CACHE or ~/.cache/srilib).
+    ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in traces (ints, or
+    the names "first", "middle", "last", resolved per model by :func:`resolve_layers`; every notebook of a
+    profile should record the same layers so that they share traces), and ``cache`` (the trace store's root;
+    default $SRILIB_CACHE or ~/.cache/srilib).
     """
 
     steps: int = 32
@@ -54,9 +56,10 @@ class Experiment:
     block_length: int | None = None
     batch_size: int = 16
     dtype: str | None = None
+    quantization: str | None = None  # None | "8bit" (bitsandbytes, GPU only; the colab profile)
     seed: int = 0
     temperature: float = 0.0
-    layers: Sequence[int] = (-1,)
+    layers: Sequence[int | str] = ("first", "middle", "last")
     cache: str | None = None
     progress: bool = True
     _models: dict = field(default_factory=dict, repr=False)
@@ -66,11 +69,29 @@ class Experiment:
         self.layers = tuple(self.layers)
 
     # ---- models and samplers
+    def release(self, name: str | None = None) -> None:
+        """Free loaded models (one, or all): on a GPU, run models one at a time and release each after use."""
+        import gc
+        for k in ([name] if name else list(self._models)):
+            self._models.pop(k, None)
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
     def model(self, name: str):
         """Load (once) and return a model by name."""
         if name not in self._models:
             from .models import load_model
-            self._models[name] = load_model(name, **({"dtype": self.dtype} if self.dtype else {}))
+            kw = {"dtype": self.dtype} if self.dtype else {}
+            if self.quantization == "8bit":
+                kw["load_in_8bit"] = True
+            elif self.quantization:
+                raise ValueError(f"unknown quantization {self.quantization!r}; use None or '8bit'")
+            self._models[name] = load_model(name, **kw)
         return self._models[name]
 
     def resolve(self, spec: str | Run) -> Run:
@@ -103,7 +124,12 @@ class Experiment:
         run = self.resolve(spec)
         lm = self.model(run.model)
         return generate_traces(lm, prompts, self.sampler(run), store=self.store, batch_size=self.batch_size,
-                               layers=self.layers, progress=self.progress, desc=f"{run.label} {desc}".strip())
+                               layers=resolve_layers(lm, self.layers), progress=self.progress,
+                               desc=f"{run.label} {desc}".strip())
+
+    def layer(self, spec: str | Run, name: int | str) -> int:
+        """The hidden-state index that a layer name ("first", "middle", "last") means for a run's model."""
+        return resolve_layers(self.model(self.resolve(spec).model), [name])[0]
 
     def anchors(self, spec: str | Run, sets: "PromptSets", allow_unfiltered: bool = True,
                 layer: int = -1, pooling: str = "generated") -> Anchors:
@@ -120,6 +146,24 @@ class Experiment:
             return build_anchors(h, r, layer=layer, pooling=pooling, allow_unfiltered=True)
 
 
+def resolve_layers(lm, layers: Sequence[int | str]) -> list[int]:
+    """Layer names to hidden-state indices for this model: "first" = 1 (output of the first block), "middle" =
+    n_layers // 2, "last" = -1 (after the final norm). Ints pass through. Duplicates are dropped, order kept."""
+    n = int(getattr(lm.model.config, "num_hidden_layers", 0) or 0)
+    names = {"first": 1, "middle": max(1, n // 2), "last": -1}
+    out = []
+    for x in layers:
+        if isinstance(x, str):
+            if x not in names:
+                raise ValueError(f"unknown layer name {x!r}; use 'first', 'middle', 'last' or an int")
+            x = names[x]
+        if x not in out:
+            out.append(int(x))
+    if -1 not in out:
+        raise ValueError("layers must include the last layer (-1 or 'last'): the SRI signal is defined on it")
+    return out
+
+
 @dataclass
 class PromptSets:
     """The standard prompt lists of every notebook (same parameters -> same lists -> shared trace caches)."""
@@ -131,17 +175,32 @@ class PromptSets:
     attacked: dict[str, list[str]]
 
     @classmethod
-    def build(cls, n_anchor: int, n_eval: int, attacks: Sequence[str] = (), seed: int = 0) -> "PromptSets":
-        """``n_anchor`` harmless + harmful prompts from the anchor split, ``n_eval`` of each from the eval split,
-        and each attack applied to the eval harmful prompts (its eval templates)."""
+    def build(cls, n_anchor: int, n_eval: int, attacks: Sequence[str] = (), seed: int = 0,
+              source: str = "builtin") -> "PromptSets":
+        """``n_anchor`` harmless + harmful anchor prompts, ``n_eval`` evaluation prompts of each kind, and each
+        attack applied to the evaluation harmful prompts (with the attack's evaluation templates).
+
+        ``source="builtin"`` (offline): the built-in sets' anchor and eval splits. ``source="public"`` (needs
+        network and `datasets`; the paper's setting): anchors from Alpaca (harmless) and AdvBench (harmful),
+        evaluation from Alpaca's eval split and the 100 JailbreakBench behaviours, disjoint from the anchors.
+        """
         if n_anchor < 1 or n_eval < 1:
             raise ValueError(f"n_anchor and n_eval must be >= 1 (got {n_anchor}, {n_eval})")
-        eval_harmful = get_prompts("harmful", "eval", n=n_eval, seed=seed)
-        return cls(anchor_harmless=get_prompts("harmless", "anchor", n=n_anchor, seed=seed),
-                   anchor_harmful=get_prompts("harmful", "anchor", n=n_anchor, seed=seed),
-                   eval_harmless=get_prompts("harmless", "eval", n=n_eval, seed=seed),
-                   eval_harmful=eval_harmful,
-                   attacked={a: apply_attack(a, eval_harmful, seed=seed, split="eval") for a in attacks})
+        if source == "builtin":
+            ah = get_prompts("harmless", "anchor", n=n_anchor, seed=seed)
+            ar = get_prompts("harmful", "anchor", n=n_anchor, seed=seed)
+            eh = get_prompts("harmless", "eval", n=n_eval, seed=seed)
+            er = get_prompts("harmful", "eval", n=n_eval, seed=seed)
+        elif source == "public":
+            from .prompts import load_public
+            ah = load_public("alpaca", n=n_anchor, split="anchor", seed=seed)
+            ar = load_public("advbench", n=n_anchor, seed=seed)
+            eh = load_public("alpaca", n=n_eval, split="eval", seed=seed)
+            er = [p for p in load_public("jailbreakbench", seed=seed) if p not in set(ar)][:n_eval]
+        else:
+            raise ValueError(f"unknown prompt source {source!r}; use 'builtin' (offline) or 'public'")
+        return cls(anchor_harmless=ah, anchor_harmful=ar, eval_harmless=eh, eval_harmful=er,
+                   attacked={a: apply_attack(a, er, seed=seed, split="eval") for a in attacks})
 
     def evaluation(self) -> dict[str, tuple[list[str], bool]]:
         """Every evaluation set: name -> (prompts, harmful?). 'raw' is the unattacked harmful set."""
@@ -158,3 +217,13 @@ class PromptSets:
 def stack_signals(anchors: Anchors, traces: dict[str, TraceSet], tau: float = 0.1) -> dict[str, np.ndarray]:
     """SRI signals [N, T] of several trace sets against one set of anchors."""
     return {k: anchors.signal(v, tau=tau) for k, v in traces.items()}
+
+
+def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: Sequence[str] = (),
+          batch_size: int = 16, dtype: str | None = None, quantization: str | None = None, seed: int = 0,
+          source: str = "builtin", cache: str | None = None) -> tuple[Experiment, PromptSets]:
+    """The experiment and prompt sets of a chapter from its profile parameters (every chapter calls this with
+    the profile's shared `common` values, so all chapters share prompt lists and cached traces)."""
+    exp = Experiment(steps=steps, gen_length=gen_length, batch_size=batch_size, dtype=dtype,
+                     quantization=quantization, seed=seed, cache=cache)
+    return exp, PromptSets.build(n_anchor=n_anchor, n_eval=n_eval, attacks=attacks, seed=seed, source=source)

@@ -362,7 +362,8 @@ def text_recovery_rate(text_signal, lambda_c: float = 0.5, lambda_r: float | Seq
 def incomplete_recoveries(sigma, text_signal, dip: float = 0.3, recover: float = 0.5) -> dict[str, np.ndarray]:
     """Generations whose text never refuses while SRI dips toward refusal and drifts back (PAPER.md claim 3).
 
-    Selected: text signal is 1 at every step, sigma < ``dip`` at some step, and the final sigma > ``recover``.
+    Selected: text signal is 1 at every step, sigma is compliant (> ``recover``) at some step, later dips below
+    ``dip`` (a move toward refusal, not merely a low start), and the final sigma is > ``recover`` again.
 
     Returns
     -------
@@ -377,7 +378,9 @@ def incomplete_recoveries(sigma, text_signal, dip: float = 0.3, recover: float =
     if dip > recover:
         raise ValueError(f"dip ({dip}) must not exceed recover ({recover}): a dip is a move toward refusal")
     never = (ts == 1.0).all(axis=1)
-    below = s < dip
+    above = s > recover
+    # a dip counts only after the signal has been compliant: steps below `dip` preceded by a step above `recover`
+    below = (s < dip) & (np.cumsum(above, axis=1) > 0)
     sel = never & below.any(axis=1) & (s[:, -1] > recover)
     idx = np.flatnonzero(sel)
     return {

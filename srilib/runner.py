@@ -142,6 +142,9 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                                 f"them from {profile.path or 'the profile'}")
     os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel
+    # tqdm bars would be saved as widgets and shown in the book; `export TQDM_DISABLE=` (empty) keeps them
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar
     code_hash = srilib_source_hash()
     out_dir = root / EXECUTED
     summary_path = out_dir / SUMMARY
@@ -154,38 +157,46 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         except ValueError:
             pass
     t_all = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        source, output = root / SOURCES / f"{name}.ipynb", out_dir / f"{name}.ipynb"
-        params = profile.params_for(name)
-        stamp = notebook_stamp(source, params, code_hash)
-        meta = executed_meta(output) if output.is_file() else {}
-        tag = f"[{i}/{len(names)}] {name}"
-        if not force and meta.get("stamp") == stamp:
-            print(f"{tag}: up to date ({output.relative_to(root)}, executed in {meta.get('elapsed_s', 0):.1f} s; "
-                  f"--force re-executes)", flush=True)
-            entries[name] = {**meta, "status": "cached"}
-            continue
-        print(f"{tag}: executing {source.relative_to(root)} -> {output.relative_to(root)} ...", flush=True)
-        try:
-            elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
-                                   log_output=log_output)
-        except Exception as e:
-            raise RuntimeError(f"{name} failed; the partly executed notebook is {output} "
-                               f"(open it to see the failing cell)\n{e}") from e
-        nb = json.loads(output.read_text())
-        meta = {"stamp": stamp, "profile": profile.name, "params": params, "elapsed_s": round(elapsed, 2),
-                "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "widget_state": bool(nb.get("metadata", {}).get("widgets"))}
-        nb.setdefault("metadata", {})["srilib"] = meta
-        _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-        entries[name] = {**meta, "status": "executed"}
-        print(f"{tag}: done in {elapsed:.1f} s", flush=True)
-    summary = {"profile": profile.name, "hardware": profile.hardware, "srilib_source": code_hash,
-               **{f"git_{k}": v for k, v in git_info(root).items()},
-               "python": sys.version.split()[0], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "wall_s": round(time.perf_counter() - t_all, 2), "notebooks": entries}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
+    summary: dict = {}
+
+    def write_summary() -> None:
+        summary.update({"profile": profile.name, "hardware": profile.hardware, "srilib_source": code_hash,
+                        **{f"git_{k}": v for k, v in git_info(root).items()}, "python": sys.version.split()[0],
+                        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "wall_s": round(time.perf_counter() - t_all, 2), "notebooks": entries})
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
+
+    try:
+        for i, name in enumerate(names, 1):
+            source, output = root / SOURCES / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+            params = profile.params_for(name)
+            stamp = notebook_stamp(source, params, code_hash)
+            meta = executed_meta(output) if output.is_file() else {}
+            tag = f"[{i}/{len(names)}] {name}"
+            if not force and meta.get("stamp") == stamp:
+                print(f"{tag}: up to date ({output.relative_to(root)}, executed in {meta.get('elapsed_s', 0):.1f} s;"
+                      f" --force re-executes)", flush=True)
+                entries[name] = {**meta, "status": "cached"}
+                continue
+            print(f"{tag}: executing {source.relative_to(root)} -> {output.relative_to(root)} ...", flush=True)
+            entries[name] = {"status": "failed", "profile": profile.name, "params": params}
+            try:
+                elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
+                                       log_output=log_output)
+            except Exception as e:
+                raise RuntimeError(f"{name} failed; the partly executed notebook is {output} "
+                                   f"(open it to see the failing cell)\n{e}") from e
+            nb = json.loads(output.read_text())
+            meta = {"stamp": stamp, "profile": profile.name, "params": params, "elapsed_s": round(elapsed, 2),
+                    "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "widget_state": bool(nb.get("metadata", {}).get("widgets"))}
+            nb.setdefault("metadata", {})["srilib"] = meta
+            _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            entries[name] = {**meta, "status": "executed"}
+            print(f"{tag}: done in {elapsed:.1f} s", flush=True)
+    finally:
+        write_summary()
     print(f"run: {len(names)} notebook(s) in {summary['wall_s']:.1f} s; summary in {summary_path.relative_to(root)}")
     return summary
 

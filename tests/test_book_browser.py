@@ -120,9 +120,12 @@ def browser():
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-         "--window-size=1280,1000", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+         "--window-size=1280,1000", f"--user-data-dir={profile}",
+         # no host name resolves: a page that wants the network fails here without any traffic leaving
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--remote-debugging-address=127.0.0.1",
          "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": profile})  # its singleton socket dirs go away with the profile
     try:
         port_file = Path(profile) / "DevToolsActivePort"
         end = time.monotonic() + 30
@@ -208,9 +211,11 @@ def test_page_renders_offline(browser, page):
     cdp.pump(0.5)  # late console messages and requests
     broken = cdp.eval("Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    size = cdp.send("Page.getLayoutMetrics")["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": min(size["width"], 1600), "height": min(size["height"], 8000), "scale": 1}
-    shot = cdp.send("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+    height = min(int(cdp.send("Page.getLayoutMetrics")["cssContentSize"]["height"]), 8000)
+    cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
+    cdp.pump(0.3)
+    shot = cdp.send("Page.captureScreenshot", format="png")["data"]
+    cdp.send("Emulation.clearDeviceMetricsOverride")
     (SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")).write_bytes(base64.b64decode(shot))
     issues = problems(cdp, origin) + [f"image not decoded: {src}" for src in broken]
     assert not issues, f"{page}:\n  " + "\n  ".join(issues)

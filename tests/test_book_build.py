@@ -118,3 +118,20 @@ def test_toc_check_refuses_mixed_profiles(built):
     with pytest.raises(RuntimeError, match="executed with profile 'fixture', not 'other'"):
         runner.check_toc(root, root / "_toc.yml", other)
     runner.check_toc(root, root / "_toc.yml", load_profile(root / "fixture.yaml"))
+
+
+def test_failing_notebook_is_reported_and_never_built(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "bad.ipynb")
+    (tmp_path / "p.yaml").write_text("name: p\nhardware: cpu\nnotebooks:\n  bad: {}\n")
+    prof = load_profile(tmp_path / "p.yaml")
+    with pytest.raises(RuntimeError, match=r"bad failed; the partly executed notebook is .*book/executed/bad.ipynb"):
+        runner.run_profile(prof, tmp_path)
+    summary = json.loads((tmp_path / "book/executed/run_summary.json").read_text())
+    assert summary["notebooks"]["bad"]["status"] == "failed"
+    (tmp_path / "_toc.yml").write_text("root: book/executed/bad\n")
+    with pytest.raises(RuntimeError, match="executed with profile None"):
+        runner.check_toc(tmp_path, tmp_path / "_toc.yml", prof)

@@ -223,6 +223,7 @@ def test_incomplete_recoveries():
         [0.9, 0.6, 0.4, 0.8],  # never dips below 0.3
         [0.9, 0.25, 0.3, 0.45],  # dips but ends below 0.5
         [0.8, 0.7, 0.05, 0.95],  # dips at t=2 and recovers: selected
+        [0.1, 0.2, 0.6, 0.9],  # starts low and rises: never compliant before the dip, not selected
     ])
     ts = np.ones_like(sigma)
     ts[1, 2:] = 0
@@ -232,7 +233,7 @@ def test_incomplete_recoveries():
     assert out["min_step"].tolist() == [2, 2]
     assert out["min_sigma"].tolist() == [0.1, 0.05]
     assert out["final_sigma"].tolist() == [0.7, 0.95]
-    assert out["n"] == 5 and out["n_text_never_refuses"] == 4
+    assert out["n"] == 6 and out["n_text_never_refuses"] == 5
     with pytest.raises(ValueError, match="same generations"):
         incomplete_recoveries(sigma, ts[:, :3])
     with pytest.raises(ValueError, match="must not exceed"):

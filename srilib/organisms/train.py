@@ -1,0 +1,439 @@
+"""Train the model organisms on the frozen safety corpus (CPU, seeded, cached).
+
+Three recipes share one corpus (:mod:`srilib.organisms.corpus`):
+
+* ``organism-ar``: a Llama causal LM trained from scratch, cross-entropy on the response tokens and the first
+  end-of-turn token.
+* ``organism-dlm``: a ModernBERT masked-LM (rotary positions, every layer global attention) trained with the
+  LLaDA-style masked-diffusion SFT loss: per example t ~ U(eps, 1), every canvas token (the response padded with
+  end-of-turn tokens to ``canvas`` positions) is masked with probability t, the prompt never is, and the loss is
+  the cross-entropy on masked canvas tokens weighted by 1/t, averaged over all canvas positions.
+* ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with its top layers fine-tuned on a seeded subset of
+  the corpus (embeddings and the tied output head frozen), loss on the response tokens.
+
+The two organisms have the same size, tokenizer and compute: they see the *same* batches (the same token tensors,
+left-padded prompt + a ``canvas``-token response) for the same number of optimiser steps, so forward/backward cost
+is equal; only the objective differs. A trained model lives in ``$SRILIB_CACHE/models/<name>-<key>/`` where the
+key hashes the corpus sha, the config and the code version (:func:`code_version`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import CORPUS_FILE, load_corpus, sha256_file
+
+SYSTEM_PROMPT = "You are a helpful assistant"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# Files whose content decides the weights (check.py does not, so editing it never retrains anything).
+TRAIN_SOURCES = ("__init__.py", "corpus.py", "train.py")
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class OrganismConfig:
+    """Everything that decides an organism's weights (all of it goes into the cache key).
+
+    ``kind`` is "ar", "dlm" or "finetune" (SmolLM2). ``steps`` x ``batch_size`` sequences are seen in training;
+    ``max_rows`` keeps a seeded subset of the corpus (None = all rows).
+    """
+
+    kind: str
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 768
+    vocab_size: int = 1536
+    canvas: int = 64
+    max_prompt: int = 400
+    batch_size: int = 32
+    steps: int = 2000
+    lr: float = 2e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    t_eps: float = 1e-3
+    train_layers: int = 0
+    max_rows: int | None = None
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+CONFIGS: dict[str, OrganismConfig] = {
+    "organism-ar": OrganismConfig("ar"),
+    "organism-dlm": OrganismConfig("dlm"),
+    "smollm2-135m-refusal": OrganismConfig("finetune", batch_size=8, steps=120, lr=5e-5, warmup=10,
+                                           min_lr_ratio=0.2, weight_decay=0.0, train_layers=10, max_rows=960,
+                                           canvas=72, max_prompt=400),
+    # seconds-scale variants for tests and the smoke profile
+    "organism-ar-tiny": OrganismConfig("ar", hidden=32, layers=2, heads=4, intermediate=64, vocab_size=512,
+                                       canvas=24, max_prompt=160, batch_size=8, steps=12, warmup=2,
+                                       max_rows=96),
+    "organism-dlm-tiny": OrganismConfig("dlm", hidden=32, layers=2, heads=4, intermediate=64, vocab_size=512,
+                                        canvas=24, max_prompt=160, batch_size=8, steps=12, warmup=2,
+                                        max_rows=96),
+    "smollm2-135m-refusal-tiny": OrganismConfig("finetune", batch_size=2, steps=2, lr=5e-5, warmup=1,
+                                                train_layers=1, max_rows=8, canvas=16, max_prompt=120),
+}
+
+
+def get_config(name: str) -> OrganismConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"no organism config {name!r}; known: {', '.join(CONFIGS)}")
+    return CONFIGS[name]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the organism sources that decide the weights (see ``TRAIN_SOURCES``)."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in TRAIN_SOURCES:
+        h.update(name.encode())
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_key(name: str, cfg: OrganismConfig, base: str = "") -> str:
+    """Key of a trained organism: corpus sha + config + code version (+ base-model fingerprint)."""
+    payload = {"name": name, "corpus": sha256_file(CORPUS_FILE), "config": cfg.as_dict(), "code": code_version(),
+               "base": base}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+def train_tokenizer(rows: list[dict], vocab_size: int):
+    """Byte-level BPE trained on the corpus text, with ChatML specials, a mask token and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = [SYSTEM_PROMPT] + [r["prompt"] for r in rows] + [r["response"] for r in rows]
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   mask_token="<|mask|>", additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = CHATML
+    return fast
+
+
+@lru_cache(maxsize=4)
+def corpus_tokenizer(vocab_size: int, corpus_sha: str):
+    """The organisms' shared tokenizer for this corpus (trained once per process; ``corpus_sha`` keys the cache)."""
+    if corpus_sha != sha256_file(CORPUS_FILE):
+        raise RuntimeError("the corpus changed while running; restart the process")
+    return train_tokenizer(load_corpus(), vocab_size)
+
+
+def chat_prompt(tok, prompt: str) -> str:
+    """The model input for one user prompt: system prompt + ChatML (same as LoadedModel.format_chat)."""
+    msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def encode_rows(tok, rows: list[dict], canvas: int, max_prompt: int, eos_id: int) -> tuple[list, np.ndarray,
+                                                                                             np.ndarray, int]:
+    """Prompt ids (lists), canvas ids [N, canvas] (response + end-of-turn fill) and response lengths [N].
+
+    The response length counts the response tokens plus the first end-of-turn token (capped at ``canvas``).
+    Rows whose prompt exceeds ``max_prompt`` tokens are dropped; their number is returned last.
+    """
+    prompts = tok([chat_prompt(tok, r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
+    resps = tok([r["response"] for r in rows], add_special_tokens=False)["input_ids"]
+    keep = [i for i, p in enumerate(prompts) if len(p) <= max_prompt]
+    cv = np.full((len(keep), canvas), eos_id, dtype=np.int64)
+    lens = np.zeros(len(keep), dtype=np.int64)
+    for j, i in enumerate(keep):
+        r = resps[i][:canvas]
+        cv[j, : len(r)] = r
+        lens[j] = min(len(r) + 1, canvas)
+    return [prompts[i] for i in keep], cv, lens, len(rows) - len(keep)
+
+
+def batches(prompt_lens: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """``steps`` index batches: each epoch is a seeded permutation, bucketed by prompt length (less padding)."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    n = len(prompt_lens)
+    while len(out) < steps:
+        perm = rng.permutation(n)
+        mega = batch_size * 16
+        epoch = []
+        for s in range(0, n, mega):
+            chunk = perm[s: s + mega]
+            chunk = chunk[np.argsort(prompt_lens[chunk], kind="stable")]
+            epoch += [chunk[k: k + batch_size] for k in range(0, len(chunk), batch_size)
+                      if len(chunk[k: k + batch_size]) == batch_size]
+        out += [epoch[i] for i in rng.permutation(len(epoch))]
+    return out[:steps]
+
+
+def collate(prompts: list[list[int]], idx: np.ndarray, pad_id: int):
+    """Left-padded prompt block [B, P], its attention mask, and the shared prompt width P."""
+    import torch
+
+    width = max(len(prompts[i]) for i in idx)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(idx), width), dtype=torch.long)
+    for b, i in enumerate(idx):
+        p = prompts[i]
+        ids[b, width - len(p):] = torch.tensor(p)
+        att[b, width - len(p):] = 1
+    return ids, att, width
+
+
+def lr_at(step: int, cfg: OrganismConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` x the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# ----------------------------------------------------------------------------------------------- models
+def build_model(cfg: OrganismConfig, tok):
+    """A fresh (seeded) Llama causal LM ("ar") or ModernBERT masked LM ("dlm") of the configured size."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(cfg.seed)
+    common = dict(vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+                  num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=1024,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    if cfg.kind == "ar":
+        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=cfg.heads, bos_token_id=None, **common))
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        return model
+    if cfg.kind == "dlm":
+        mcfg = ModernBertConfig(layer_types=["full_attention"] * cfg.layers, bos_token_id=None, cls_token_id=None,
+                                sep_token_id=None, **common)
+        mcfg.mask_token_id = tok.mask_token_id
+        return ModernBertForMaskedLM(mcfg)
+    raise ValueError(f"unknown organism kind {cfg.kind!r}; use 'ar' or 'dlm'")
+
+
+def _ar_loss(model, ids, att, P, canvas, lens):
+    """Next-token cross-entropy on the response tokens (+ first end-of-turn) of the canvas."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.cat([ids, canvas], 1)
+    a = torch.cat([att, torch.ones_like(canvas)], 1)
+    pos = (a.cumsum(-1) - 1).clamp(min=0)
+    h = model.model(input_ids=x[:, :-1], attention_mask=a[:, :-1], position_ids=pos[:, :-1]).last_hidden_state
+    logits = model.lm_head(h[:, P - 1:])  # position P-1+j predicts canvas token j
+    L = canvas.shape[1]
+    keep = torch.arange(L)[None, :] < lens[:, None]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), canvas.reshape(-1), reduction="none")
+    return (ce.view(-1, L) * keep).sum() / keep.sum()
+
+
+def _dlm_loss(model, ids, att, P, canvas, mask_id, t_eps, gen):
+    """Masked-diffusion SFT loss (LLaDA): mask canvas tokens with prob t, CE on masked tokens weighted 1/t."""
+    import torch
+    import torch.nn.functional as F
+
+    B, L = canvas.shape
+    u = (torch.rand(1, generator=gen) + torch.arange(B) / B) % 1.0  # stratified t across the batch
+    t = t_eps + (1 - t_eps) * u
+    masked = torch.rand((B, L), generator=gen) < t[:, None]
+    noisy = torch.where(masked, torch.full_like(canvas, mask_id), canvas)
+    x = torch.cat([ids, noisy], 1)
+    a = torch.cat([att, torch.ones_like(canvas)], 1)
+    pos = (a.cumsum(-1) - 1).clamp(min=0)
+    h = model.model(input_ids=x, attention_mask=a, position_ids=pos).last_hidden_state[:, P:]
+    logits = model.decoder(model.head(h))
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), canvas.reshape(-1), reduction="none")
+    return (ce.view(B, L) * masked / t[:, None]).sum() / (B * L)
+
+
+def subset_rows(rows: list[dict], n: int | None, seed: int) -> list[dict]:
+    """All rows, or a seeded subset of ``n`` rows with harmful and harmless in corpus proportion."""
+    if n is None or n >= len(rows):
+        return rows
+    idx = np.random.default_rng(seed).permutation(len(rows))[:n]
+    return [rows[i] for i in sorted(idx)]
+
+
+def _train_loop(model, params, cfg: OrganismConfig, step_loss, n_steps: int, desc: str) -> list[list[float]]:
+    import torch
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    model.train()
+    curve, run = [], None
+    bar = tqdm(range(n_steps), desc=desc, unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        v = float(loss.detach())
+        run = v if run is None else 0.95 * run + 0.05 * v
+        if step % 10 == 0 or step == n_steps - 1:
+            bar.set_postfix(loss=f"{run:.3f}")
+            curve.append([step, round(run, 4)])
+    model.eval()
+    return curve
+
+
+def train_organism(name: str, cfg: OrganismConfig, out: Path) -> dict:
+    """Train an "ar" or "dlm" organism from scratch and save model, tokenizer and train_log.json to ``out``."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    t0 = time.time()
+    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed)
+    tok = corpus_tokenizer(cfg.vocab_size, sha256_file(CORPUS_FILE))
+    prompts, canvas, lens, dropped = encode_rows(tok, rows, cfg.canvas, cfg.max_prompt, tok.eos_token_id)
+    plan = batches(np.array([len(p) for p in prompts]), cfg.batch_size, cfg.steps, cfg.seed)
+    model = build_model(cfg, tok)
+    canvas_t, lens_t = torch.from_numpy(canvas), torch.from_numpy(lens)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    tokens = [0]
+
+    def step_loss(step: int):
+        idx = plan[step]
+        ids, att, P = collate(prompts, idx, tok.pad_token_id)
+        tokens[0] += ids.numel() + len(idx) * cfg.canvas
+        if cfg.kind == "ar":
+            return _ar_loss(model, ids, att, P, canvas_t[idx], lens_t[idx])
+        return _dlm_loss(model, ids, att, P, canvas_t[idx], tok.mask_token_id, cfg.t_eps, gen)
+
+    t1 = time.time()
+    curve = _train_loop(model, list(model.parameters()), cfg, step_loss, cfg.steps, f"train {name}")
+    seconds = time.time() - t1
+    log = {"name": name, "config": cfg.as_dict(), "corpus_sha256": sha256_file(CORPUS_FILE),
+           "code_version": code_version(), "rows": len(rows), "rows_dropped_long_prompt": dropped,
+           "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(seconds, 1),
+           "total_seconds": round(time.time() - t0, 1), "tokens_processed": tokens[0],
+           "tokens_per_second": round(tokens[0] / max(seconds, 1e-9)), "threads": torch.get_num_threads(),
+           "loadavg_end": os.getloadavg()[0], "loss_curve": curve,
+           "epochs": round(cfg.steps * cfg.batch_size / len(prompts), 2)}
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return log
+
+
+def train_smollm2_refusal(name: str, cfg: OrganismConfig, out: Path) -> dict:
+    """Fine-tune the top ``train_layers`` blocks (and final norm) of SmolLM2-135M-Instruct on a corpus subset."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..models import load_model
+
+    torch.set_num_threads(THREADS)
+    t0 = time.time()
+    lm = load_model("smollm2-135m", dtype="float32", device="cpu")
+    model, tok = lm.model, lm.tokenizer
+    torch.manual_seed(cfg.seed)
+    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts, canvas, lens, dropped = encode_rows(tok, rows, cfg.canvas, cfg.max_prompt, eos)
+    plan = batches(np.array([len(p) for p in prompts]), cfg.batch_size, cfg.steps, cfg.seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    n = model.config.num_hidden_layers
+    train_mods = list(model.model.layers[n - cfg.train_layers:]) + [model.model.norm]
+    params = [p for m in train_mods for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    canvas_t, lens_t = torch.from_numpy(canvas), torch.from_numpy(lens)
+    tokens = [0]
+
+    def step_loss(step: int):
+        idx = plan[step]
+        ids, att, P = collate(prompts, idx, lm.pad_id)
+        cv = canvas_t[idx]
+        Lmax = int(lens_t[idx].max())  # no need to run the end-of-turn fill
+        cv = cv[:, :Lmax]
+        tokens[0] += ids.numel() + cv.numel()
+        x = torch.cat([ids, cv], 1)
+        a = torch.cat([att, torch.ones_like(cv)], 1)
+        pos = (a.cumsum(-1) - 1).clamp(min=0)
+        h = model.model(input_ids=x[:, :-1], attention_mask=a[:, :-1], position_ids=pos[:, :-1]).last_hidden_state
+        logits = model.lm_head(h[:, P - 1:])
+        keep = torch.arange(Lmax)[None, :] < lens_t[idx][:, None]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cv.reshape(-1), reduction="none")
+        return (ce.view(-1, Lmax) * keep).sum() / keep.sum()
+
+    t1 = time.time()
+    curve = _train_loop(model, params, cfg, step_loss, cfg.steps, f"train {name}")
+    seconds = time.time() - t1
+    log = {"name": name, "config": cfg.as_dict(), "corpus_sha256": sha256_file(CORPUS_FILE),
+           "code_version": code_version(), "base": lm.fingerprint, "rows": len(rows),
+           "rows_dropped_long_prompt": dropped, "params": sum(p.numel() for p in model.parameters()),
+           "params_trained": sum(p.numel() for p in params), "train_seconds": round(seconds, 1),
+           "total_seconds": round(time.time() - t0, 1), "tokens_processed": tokens[0],
+           "tokens_per_second": round(tokens[0] / max(seconds, 1e-9)), "threads": torch.get_num_threads(),
+           "loadavg_end": os.getloadavg()[0], "loss_curve": curve,
+           "epochs": round(cfg.steps * cfg.batch_size / len(prompts), 2)}
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return log
+
+
+def model_dir(name: str, cfg: OrganismConfig, cache: Path | None = None, base: str = "") -> Path:
+    from ..traces import default_cache_dir
+
+    return (cache or default_cache_dir()) / "models" / f"{name}-{cache_key(name, cfg, base)}"
+
+
+def ensure_trained(name: str, cfg: OrganismConfig | None = None, cache: Path | None = None) -> Path:
+    """The directory of organism ``name`` (trained now, atomically, if it is not in the cache yet)."""
+    cfg = cfg or get_config(name)
+    base = ""
+    if cfg.kind == "finetune":
+        from ..models import dequantised_smollm2_dir
+        base = dequantised_smollm2_dir(cache)[1]
+    out = model_dir(name, cfg, cache, base)
+    if (out / "DONE").exists():
+        return out
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        fn = train_smollm2_refusal if cfg.kind == "finetune" else train_organism
+        log = fn(name, cfg, tmp)
+        (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
+        (tmp / "DONE").write_text(json.dumps({"key": out.name}))
+        if out.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def train_all(names: list[str] | None = None) -> dict:
+    """Train (or find) every full-size organism; returns name -> train_log."""
+    names = names or ["organism-ar", "organism-dlm", "smollm2-135m-refusal"]
+    return {n: json.loads((ensure_trained(n) / "train_log.json").read_text()) for n in names}
+
+
+def with_overrides(name: str, **kw) -> OrganismConfig:
+    """A copy of a named config with some fields changed (for probes; changes the cache key)."""
+    return replace(get_config(name), **kw)

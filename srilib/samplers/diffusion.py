@@ -1,0 +1,393 @@
+"""Masked-diffusion sampling of a DLM, traced step by step in the shared format (srilib.traces.TraceSet).
+
+The response is a *canvas* of ``gen_length`` mask tokens appended to the chat-formatted (left-padded) prompt. Each
+step runs the model once over prompt + canvas, proposes a token for every masked position and commits some of
+them; committed tokens are never remasked.
+
+- :class:`DiffusionSampler`: LLaDA-style denoising. The canvas is split into blocks of ``block_length`` decoded
+  left to right (semi-AR); the ``steps`` are split evenly over the blocks, and a block's masked positions are
+  committed at an even rate over its steps (the remainder goes to the first steps, as in LLaDA). Which positions
+  are committed is ranked by a *remasking* rule within the current block: ``low_confidence`` (probability of
+  the proposed token, LLaDA), ``random``, and Dream's ``entropy`` (negative entropy), ``maskgit_plus`` (top-1
+  probability; identical to ``low_confidence`` when greedy) and ``topk_margin`` (top-1 minus top-2).
+- :class:`ARDiffusionSampler` (``dlm-ar``): the same weights decoded left to right, one position per forward pass
+  (LLaDA with block length 1); see its docstring for how its ``steps`` relate to the canvas.
+
+Proposals are the argmax of the logits, plus Gumbel noise scaled by ``temperature`` when it is positive (seeded
+``torch.Generator``); the mask token itself is never proposed. Confidences use the untempered softmax.
+
+Recorded per step t (see :class:`srilib.traces.TraceSet`): the canvas after step t (-1 where masked), the committed
+mask, the predictions (committed tokens + the argmax at every masked position, from the forward pass that made
+step t's commit decision), the text a reader would see (committed tokens in canvas order, masked positions and
+special tokens skipped, up to the first committed end-of-text token), the decoded full prediction (cut the same
+way), and pooled activations. The activation of step t comes from the forward pass that sees every token
+committed up to and including step t, which is the pass that decides step t + 1, so tracing adds exactly one
+forward pass (after the last step). Poolings over the response canvas:
+
+- ``generated`` (paper): committed positions before the first committed end-of-text/padding token (zero vector
+  while there are none);
+- ``committed``: every committed position, end-of-text padding included;
+- ``canvas`` (authors' LLaDA code): all ``gen_length`` positions, masked ones included.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..traces import TraceSet
+from .ar import left_pad
+
+REMASKINGS = ("low_confidence", "random", "entropy", "maskgit_plus", "topk_margin")
+SAMPLER_NAMES = REMASKINGS + ("dlm-ar",)
+DLM_POOLINGS = ("generated", "committed", "canvas")
+
+
+def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """Tokens to commit at each of ``steps`` steps for rows with ``n_masked`` masked positions, [B] -> [B, steps]:
+    an even split with the remainder spread over the first steps (sums to ``n_masked``)."""
+    n = n_masked.long()
+    base, rem = n // steps, n % steps
+    first = torch.arange(steps, device=n.device)[None, :] < rem[:, None]
+    return base[:, None] + first.long()
+
+
+def normalize_prefill(prefill, gen_length: int) -> tuple[tuple[int, str], ...] | None:
+    """``{position: text}`` (or pairs) -> sorted ``((position, text), ...)``, checked against the canvas length."""
+    if prefill is None:
+        return None
+    items = prefill.items() if isinstance(prefill, dict) else prefill
+    out = []
+    for item in items:
+        try:
+            pos, text = item
+        except (TypeError, ValueError):
+            raise ValueError(f"prefill entries are (position, text) pairs or a dict {{position: text}}; "
+                             f"got {item!r}") from None
+        if isinstance(pos, str) and pos.strip().lstrip("-").isdigit():
+            pos = int(pos)  # JSON round trips turn keys into strings
+        if not isinstance(pos, (int, np.integer)) or isinstance(pos, bool):
+            raise ValueError(f"prefill position {pos!r} is not an integer canvas position")
+        if not 0 <= int(pos) < gen_length:
+            raise ValueError(f"prefill position {pos} is outside the canvas [0, {gen_length}); use positions "
+                             f"below gen_length={gen_length} or raise gen_length")
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"prefill text at position {pos} must be a non-empty string, got {text!r}")
+        out.append((int(pos), text))
+    return tuple(sorted(out)) or None
+
+
+def _top_k_mask(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the ``k[b]`` highest entries of each row of ``conf`` (ties: lower index first)."""
+    B, n = conf.shape
+    order = conf.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n, device=conf.device).expand(B, n))
+    return rank < k[:, None]
+
+
+def _confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, gen: torch.Generator) -> torch.Tensor:
+    """Ranking score of each proposal [B, n] (higher = committed first)."""
+    if remasking == "random":
+        return torch.rand(x0.shape, generator=gen, device=x0.device)
+    logp = torch.log_softmax(logits, dim=-1)
+    if remasking == "low_confidence":
+        return logp.gather(-1, x0[..., None]).squeeze(-1).exp()
+    p = logp.exp()
+    if remasking == "maskgit_plus":
+        return p.max(dim=-1).values
+    if remasking == "topk_margin":
+        top = p.topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+    if remasking == "entropy":
+        return torch.special.xlogy(p, p).sum(-1)  # negative entropy
+    raise ValueError(f"unknown remasking {remasking!r}; use one of {', '.join(REMASKINGS)}")
+
+
+def _visible(tokens: torch.Tensor, done: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Committed positions before the first committed end-of-text token (what a reader sees)."""
+    stop = torch.isin(tokens, end) & done
+    return done & (stop.long().cumsum(-1) == 0)
+
+
+def _decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
+    """Decode each row's kept tokens in canvas order (special tokens skipped): rows of [..., L] -> flat list."""
+    t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1])
+    return tok.batch_decode([row[m].tolist() for row, m in zip(t2, k2)], skip_special_tokens=True)
+
+
+class _CanvasSampler:
+    """Shared denoising loop; subclasses define the block length, model steps and recording stride."""
+
+    kind = "dlm"
+    gen_length: int
+    temperature: float
+    seed: int
+    prefill: tuple | None
+
+    # ---- provided by subclasses
+    def _schedule(self) -> tuple[int, int, int, str]:
+        """(block_length, model steps, record every n-th step, remasking)."""
+        raise NotImplementedError
+
+    @property
+    def canvas_length(self) -> int:
+        return self.gen_length
+
+    @property
+    def T(self) -> int:
+        _, steps, every, _ = self._schedule()
+        return steps // every
+
+    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
+        """Generate and trace one batch (left-padded) of prompts."""
+        layers = list(layers)
+        if not layers:
+            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
+        return self._run(lm, list(prompts), layers, record=True)
+
+    def generate(self, lm, prompts: list[str]) -> list[str]:
+        """Final texts only: the same sampling loop without recording (no extra forward pass)."""
+        return self._run(lm, list(prompts), [], record=False)
+
+    # ---- internals
+    def _prefill_ids(self, lm) -> list[tuple[int, list[int]]]:
+        out, taken = [], {}
+        for pos, text in self.prefill or ():
+            ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"prefill text {text!r} at position {pos} tokenizes to nothing; use visible text")
+            if lm.mask_id in ids:
+                raise ValueError(f"prefill text {text!r} contains the mask token; leave masked runs out of the "
+                                 "prefill (positions not prefilled stay masked)")
+            if pos + len(ids) > self.gen_length:
+                raise ValueError(f"prefill {text!r} at position {pos} needs {len(ids)} tokens and overruns the "
+                                 f"canvas of {self.gen_length}; move it earlier or raise gen_length")
+            for i in range(pos, pos + len(ids)):
+                if i in taken:
+                    raise ValueError(f"prefill {text!r} at position {pos} overlaps {taken[i]!r} at canvas position "
+                                     f"{i} ({len(ids)} tokens); space the prefill positions further apart")
+                taken[i] = text
+            out.append((pos, ids))
+        return out
+
+    @torch.no_grad()
+    def _run(self, lm, prompts: list[str], layers: list[int], record: bool):
+        from ..dlm import mask_predict
+
+        if getattr(lm, "kind", None) != "dlm" or getattr(lm, "mask_id", None) is None:
+            raise ValueError(f"{self.name} needs a diffusion LM (kind='dlm' with a mask_id); {lm.name!r} is "
+                             f"kind={getattr(lm, 'kind', None)!r}: use ARSampler for causal LMs")
+        block, n_steps, every, remasking = self._schedule()
+        L, dev, mask_id = self.gen_length, lm.device, int(lm.mask_id)
+        ids = lm.validate_prompts(prompts, reserve=L)
+        pad = lm.pad_id if lm.pad_id != mask_id else lm.eos_ids[0]
+        end = torch.tensor(sorted(set(lm.eos_ids) | {pad}), device=dev)
+        x, attn = left_pad(ids, pad, dev)
+        B, P = x.shape
+        canvas = torch.full((B, L), mask_id, dtype=torch.long, device=dev)
+        done = torch.zeros((B, L), dtype=torch.bool, device=dev)
+        for pos, toks in self._prefill_ids(lm):
+            canvas[:, pos:pos + len(toks)] = torch.tensor(toks, device=dev)
+            done[:, pos:pos + len(toks)] = True
+        x = torch.cat([x, canvas], dim=1)
+        attn = torch.cat([attn, torch.ones((B, L), dtype=attn.dtype, device=dev)], dim=1)
+        gen = torch.Generator(device=dev).manual_seed(self.seed)
+
+        logits, _ = mask_predict(lm, x, attn, [], start=P)
+        recs, step = [], 0
+        steps_per_block = n_steps // (L // block)
+        for lo in range(0, L, block):
+            hi = lo + block
+            k_sched = num_transfer_tokens((~done[:, lo:hi]).sum(1), steps_per_block)
+            for s in range(steps_per_block):
+                step += 1
+                rec_step = record and step % every == 0
+                full = logits.float() if rec_step else logits[:, lo:hi].float()  # whole canvas only to record
+                full[..., mask_id] = -torch.inf  # the mask token is never proposed
+                blk = full[:, lo:hi] if rec_step else full
+                if rec_step:  # intermediate full prediction, from this (decision) pass
+                    argmax = full.argmax(-1)
+                    pred = torch.where(done, canvas, argmax)
+                if self.temperature > 0:
+                    u = torch.rand(blk.shape, generator=gen, device=dev)
+                    x0 = (blk / self.temperature - torch.log(-torch.log(u))).argmax(-1)
+                else:
+                    x0 = argmax[:, lo:hi] if rec_step else blk.argmax(-1)
+                conf = _confidence(blk, x0, remasking, gen).masked_fill(done[:, lo:hi], -torch.inf)
+                pick = _top_k_mask(conf, k_sched[:, s]) & ~done[:, lo:hi]
+                canvas[:, lo:hi] = torch.where(pick, x0, canvas[:, lo:hi])
+                done[:, lo:hi] |= pick
+                if rec_step:
+                    pred[:, lo:hi] = torch.where(pick, x0, pred[:, lo:hi])
+                if step == n_steps and not rec_step:
+                    break  # untraced: no pass after the last step
+                x[:, P:] = canvas
+                logits, hidden = mask_predict(lm, x, attn, layers if rec_step else [], start=P)
+                if rec_step:
+                    recs.append(self._record(canvas, done, pred, hidden, end))
+        if not record:
+            keep = _visible(canvas, done, end)
+            return _decode(lm.tokenizer, canvas.cpu().numpy(), keep.cpu().numpy())
+        return self._assemble(lm, prompts, recs, layers, end)
+
+    @staticmethod
+    def _record(canvas, done, pred, hidden, end) -> dict:
+        vis = _visible(canvas, done, end)
+
+        def mean(w):
+            w = w.float()
+            return torch.einsum("bl,blkd->bkd", w, hidden) / w.sum(1).clamp(min=1)[:, None, None]
+
+        return {"tokens": torch.where(done, canvas, -1), "done": done.clone(), "pred": pred, "vis": vis,
+                "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0,
+                "generated": mean(vis), "committed": mean(done), "canvas": hidden.mean(1)}
+
+    def _assemble(self, lm, prompts, recs: list[dict], layers, end) -> TraceSet:
+        st = {k: torch.stack([r[k] for r in recs], dim=1).cpu().numpy() for k in recs[0]}
+        B, T = st["tokens"].shape[:2]
+        step = _decode(lm.tokenizer, st["tokens"], st["vis"])
+        pred = _decode(lm.tokenizer, st["pred"], st["pred_vis"])
+        step_texts = [step[b * T:(b + 1) * T] for b in range(B)]
+        pred_texts = [pred[b * T:(b + 1) * T] for b in range(B)]
+        return TraceSet(prompts=list(prompts), tokens=st["tokens"].astype(np.int32), committed=st["done"],
+                        predictions=st["pred"].astype(np.int32),
+                        pooled={k: st[k].astype(np.float32) for k in DLM_POOLINGS}, layers=list(layers),
+                        texts=[s[-1] for s in step_texts], step_texts=step_texts, pred_texts=pred_texts,
+                        meta={"sampler": self.name})
+
+    def _suffix(self) -> str:
+        return (f"-t{self.temperature:g}" if self.temperature > 0 else "") + ("+prefill" if self.prefill else "")
+
+
+@dataclass
+class DiffusionSampler(_CanvasSampler):
+    """LLaDA-style masked diffusion with per-step traces (see the module docstring).
+
+    Parameters
+    ----------
+    gen_length : int
+        Canvas length L (paper: 128).
+    steps : int
+        T, denoising steps = traced steps (paper: 32, i.e. 4 tokens per step).
+    block_length : int or None
+        Semi-AR block length; None = one block of ``gen_length`` (paper). ``gen_length`` must be a multiple.
+    temperature : float
+        0 = greedy (paper); > 0 adds Gumbel noise (seeded).
+    remasking : str
+        ``low_confidence`` (paper), ``random``, ``entropy``, ``maskgit_plus`` or ``topk_margin``.
+    seed : int
+        Seed of the generator used for Gumbel noise and random remasking.
+    prefill : dict or None
+        ``{canvas position: text}`` committed before step 1 and never remasked (canvas attacks).
+    """
+
+    gen_length: int = 128
+    steps: int = 32
+    block_length: int | None = None
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    seed: int = 0
+    prefill: dict | tuple | None = None
+    kind: str = "dlm"
+
+    def __post_init__(self):
+        if self.block_length is None:
+            self.block_length = self.gen_length
+        if self.gen_length < 1 or self.steps < 1 or self.block_length < 1:
+            raise ValueError(f"gen_length, steps and block_length must be >= 1 (got {self.gen_length}, "
+                             f"{self.steps}, {self.block_length})")
+        if self.gen_length % self.block_length:
+            raise ValueError(f"gen_length={self.gen_length} is not a multiple of block_length={self.block_length}; "
+                             "pick a block_length that divides gen_length")
+        n_blocks = self.gen_length // self.block_length
+        if self.steps % n_blocks:
+            raise ValueError(f"steps={self.steps} cannot be split evenly over {n_blocks} blocks; use a multiple of "
+                             f"{n_blocks} steps (or a longer block_length)")
+        if self.steps > self.gen_length:
+            raise ValueError(f"steps={self.steps} > gen_length={self.gen_length} would leave steps that commit "
+                             "nothing; use steps <= gen_length")
+        if self.remasking not in REMASKINGS:
+            raise ValueError(f"unknown remasking {self.remasking!r}; use one of {', '.join(REMASKINGS)}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        self.prefill = normalize_prefill(self.prefill, self.gen_length)
+
+    def _schedule(self):
+        return self.block_length, self.steps, 1, self.remasking
+
+    @property
+    def name(self) -> str:
+        blk = f"-b{self.block_length}" if self.block_length != self.gen_length else ""
+        return f"{self.remasking}{blk}{self._suffix()}"
+
+    def config(self) -> dict:
+        return {"sampler": "diffusion", **asdict(self)}
+
+
+@dataclass
+class ARDiffusionSampler(_CanvasSampler):
+    """Left-to-right (AR) decoding of a DLM's weights: the paper's sampler ablation (``dlm-ar``).
+
+    The model sees the same canvas as :class:`DiffusionSampler` (``gen_length`` masks after the prompt) and commits
+    exactly one position per forward pass, left to right (LLaDA with block length 1 and ``gen_length`` steps),
+    until the whole canvas is decoded. The trace keeps every (``gen_length / steps``)-th state, so it has T =
+    ``steps`` steps and at traced step t the first (t+1) * gen_length / steps positions are committed: the same
+    number of committed tokens as :class:`DiffusionSampler` (same ``gen_length`` and ``steps``) at its step t, which
+    makes the two SRI signals comparable step by step. With ``gen_length == steps`` each traced step is one
+    token. Prefilled positions are skipped (their pass commits nothing). Tracing adds one forward pass.
+
+    Parameters
+    ----------
+    gen_length : int
+        Canvas length L (decoded completely; L forward passes).
+    steps : int
+        T, traced steps; must divide ``gen_length``.
+    temperature, seed, prefill :
+        As for :class:`DiffusionSampler`.
+    """
+
+    gen_length: int = 128
+    steps: int = 32
+    temperature: float = 0.0
+    seed: int = 0
+    prefill: dict | tuple | None = None
+    kind: str = "dlm"
+
+    def __post_init__(self):
+        if self.gen_length < 1 or self.steps < 1:
+            raise ValueError(f"gen_length and steps must be >= 1 (got {self.gen_length}, {self.steps})")
+        if self.gen_length % self.steps:
+            raise ValueError(f"dlm-ar traces every (gen_length / steps)-th token: gen_length={self.gen_length} must "
+                             f"be a multiple of steps={self.steps} (gen_length=steps traces every token)")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        self.prefill = normalize_prefill(self.prefill, self.gen_length)
+
+    def _schedule(self):
+        return 1, self.gen_length, self.gen_length // self.steps, "low_confidence"
+
+    @property
+    def name(self) -> str:
+        return f"dlm-ar{self._suffix()}"
+
+    def config(self) -> dict:
+        return {"sampler": "dlm-ar", **asdict(self)}
+
+
+def make_diffusion_sampler(name: str, **kw):
+    """Diffusion sampler by name: a remasking rule (``low_confidence``, ``random``, ``entropy``, ``maskgit_plus``,
+    ``topk_margin``) for :class:`DiffusionSampler`, or ``dlm-ar`` for :class:`ARDiffusionSampler`."""
+    if name == "dlm-ar":
+        if kw.pop("block_length", None) not in (None, 1):
+            raise ValueError("dlm-ar decodes one position at a time (block length 1); drop block_length")
+        return ARDiffusionSampler(**kw)
+    if name in REMASKINGS:
+        if "remasking" in kw and kw["remasking"] != name:
+            raise ValueError(f"sampler {name!r} conflicts with remasking={kw['remasking']!r}; pass one of them")
+        kw.pop("remasking", None)
+        return DiffusionSampler(remasking=name, **kw)
+    raise ValueError(f"unknown sampler {name!r}; use 'ar' for causal LMs or one of {', '.join(SAMPLER_NAMES)} "
+                     "for diffusion LMs")

@@ -1,0 +1,176 @@
+"""Chapter "incomplete recovery" on hand-built traces with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from srilib.chapters.recovery import (PAPER_TABLE1, analyse_recovery, conclusions, example_steps,
+                                      incomplete_examples, irr_table, revision_examples, sampler_irr_deltas,
+                                      table1_rows)
+from srilib.chapters.sampling import evaluate_traces
+from srilib.plots_recovery import canvas_html
+from srilib.signal import Anchors
+from srilib.traces import TraceSet
+
+T, D, L = 4, 3, 3
+E1, E2 = np.eye(D)[0], np.eye(D)[1]
+ANCHORS = Anchors(mu_harmless=np.tile(E1, (T, 1)), mu_harmful=np.tile(E2, (T, 1)), n_harmless=5, n_harmful=5)
+REQUESTS = ["req a", "req b", "req c"]
+
+
+class KeywordJudge:
+    name = "keyword"
+
+    def judge(self, prompts, responses):
+        return np.array(["BOMB" in r for r in responses], dtype=bool)
+
+    def describe(self):
+        return "harmful iff BOMB"
+
+
+def path(*zs):
+    return np.stack([z * E1 + (1 - z) * E2 + 1e-3 * np.eye(D)[2] for z in zs])
+
+
+def ts(prompts, step_texts, pred_texts, phis) -> TraceSet:
+    n = len(prompts)
+    z = np.zeros((n, T, L), dtype=np.int32)
+    return TraceSet(prompts=list(prompts), tokens=z, committed=z.astype(bool), predictions=z,
+                    pooled={"generated": np.stack(phis)[:, :, None, :].astype(np.float32)}, layers=[-1],
+                    texts=[s[-1] for s in step_texts], step_texts=step_texts, pred_texts=pred_texts)
+
+
+# generation 0: harmful prediction at step 1, revised at step 2, final text safe (full recovery); text never
+#               refuses while sigma dips to the refusal side and drifts back: an incomplete internal recovery
+# generation 1: harmful prediction from step 2 on, never revised, final harmful; sigma compliant throughout
+# generation 2: never harmful; the text refuses at step 3; sigma compliant then refusal-aligned (IRR)
+STEPS = [["ok", "ok", "fine", "fine"], ["a", "b", "c BOMB", "c BOMB"], ["x", "y", "I'm sorry", "I'm sorry no"]]
+PREDS = [["plan", "BOMB plan", "safe plan", "safe plan"], ["a", "b", "c BOMB", "c BOMB"], ["x", "y", "z", "z"]]
+PHIS = [path(1, 0, 0, 1), path(1, 1, 1, 1), path(1, 1, 0, 0)]
+
+
+def evaluated(run="m@low_confidence", kind="dlm", preds=True, raw_only=False):
+    sets = {"raw": (ts(REQUESTS, STEPS, PREDS if preds else None, PHIS), True)}
+    if not raw_only:
+        sets["harmless"] = (ts(["h"], [STEPS[0]], [PREDS[0]] if preds else None, [PHIS[1]]), False)
+    return evaluate_traces(run, kind, ANCHORS, sets, REQUESTS, KeywordJudge())
+
+
+def test_recovery_numbers_on_known_cases():
+    res = analyse_recovery(evaluated(), KeywordJudge())
+    assert len(res) == 3 and list(res.set_of) == ["raw"] * 3 and res.position.tolist() == [0, 1, 2]
+    rev = res.revision
+    assert rev["ever_harmful"].tolist() == [True, True, False]
+    assert (rev["hrr"].k, rev["hrr"].n) == (1, 2) and (rev["frr"].k, rev["frr"].n) == (1, 2)
+    assert res.final_harmful.tolist() == [False, True, False]
+    assert (res.irr[0.5].k, res.irr[0.1].k) == (1, 1)  # generation 2 only (generation 0 ends compliant)
+    assert res.text_irr[0.5].k == 1  # the text of generation 2 refuses by the end
+    assert res.incomplete["indices"].tolist() == [0]
+    row = res.incomplete_row()
+    assert row["text never refuses"] == 2 and (row["SRI dips and drifts back (of those)"].k,
+                                               row["SRI dips and drifts back (of those)"].n) == (1, 2)
+    assert row["…of which judged harmful"].k == 0
+    t1 = table1_rows([res])
+    assert t1[0]["HRR"] is rev["hrr"] and [r["run"] for r in t1[1:]] == [f"paper: {m}" for m in PAPER_TABLE1]
+    assert irr_table([res])[0]["IRR λ_r=0.3"].k == 1
+
+
+def test_ar_runs_have_no_revision_metrics():
+    res = analyse_recovery(evaluated("a@ar", "ar", preds=False), KeywordJudge())
+    assert res.revision is None and revision_examples(res) == []
+    assert table1_rows([res], paper=False) == []
+    assert "n/a" in res.table1_row()["harmful at some step"]
+
+
+def test_examples_and_steps():
+    res = analyse_recovery(evaluated(), KeywordJudge())
+    assert revision_examples(res) == [0]  # the only revised generation
+    assert example_steps(res, 0) == [1, 2, 3]  # first harmful, first revised, last
+    assert example_steps(res, 1) == [2, 3]  # harmful until the end: no revision step
+    assert example_steps(res, 2) == [0, 2, 3]  # never harmful: start, middle, end
+    assert incomplete_examples(res) == [0]
+
+
+def test_sampler_irr_deltas_pair_runs_of_the_same_weights():
+    remask = analyse_recovery(evaluated(), KeywordJudge())
+    flat = [["ok"] * T] * 3
+    base_ev = evaluate_traces("m@dlm-ar", "dlm", ANCHORS,
+                              {"raw": (ts(REQUESTS, flat, flat, [path(1, 1, 1, 1)] * 3), True)}, REQUESTS,
+                              KeywordJudge())
+    base = analyse_recovery(base_ev, KeywordJudge())
+    rows = sampler_irr_deltas([base, remask], lam=0.5)
+    assert len(rows) == 1 and rows[0]["remasking run"] == "m@low_confidence"
+    assert rows[0]["ΔIRR (remasking − AR sampling)"].value == pytest.approx(1 / 3)
+    text = "\n".join(conclusions([base, remask]))
+    assert "same direction as the paper" in text
+    assert "HRR 0.50" in text and "no intermediate prediction was judged harmful" in text  # remask vs base
+
+
+def test_conclusions_flag_fallback_anchors():
+    ev = evaluated()
+    ev.anchors = Anchors(ANCHORS.mu_harmless, ANCHORS.mu_harmful, 5, 5, fallback="harmful")
+    text = "\n".join(conclusions([analyse_recovery(ev, KeywordJudge())]))
+    assert "unfiltered anchors" in text and "m@low_confidence" in text
+
+
+def test_canvas_html_marks_committed_and_predicted_tokens():
+    vocab = {1: "Sure", 2: " <b>", 3: " no", 4: " sorry", 9: "<eos>"}
+    tokens = np.array([[1, -1, -1, -1], [1, 4, -1, -1]])
+    committed = tokens >= 0
+    predictions = np.array([[1, 2, 9, 9], [1, 4, 3, 9]])
+    out = canvas_html(tokens, committed, predictions, [0, 1], vocab.__getitem__, end_ids=[9],
+                      labels={0: " harmful"})
+    rows = out.split("<b>step ")
+    assert len(rows) == 3 and "harmful" in rows[1] and "(1/4 committed)" in rows[1]
+    assert "&lt;b&gt;" in out and " <b>" not in out.replace("<b>step", "")  # escaped token text
+    assert rows[1].count("⟨end⟩") == 1  # the trailing run of end tokens is collapsed
+    assert "background:#c7e9c0;font-weight:600;'> sorry" in rows[2]  # committed at step 2
+    assert "text-decoration:underline;'> no" in rows[2]  # prediction changed since the row above
+    assert "color:#222;'>Sure" in rows[2]  # committed earlier
+
+
+def test_bad_input_is_named():
+    ev = evaluated(raw_only=True)
+    ev.sets["raw"].traces = None
+    with pytest.raises(ValueError, match="without traces"):
+        analyse_recovery(ev, KeywordJudge())
+    ev2 = evaluated()
+    ev2.sets = {"harmless": ev2.sets["harmless"]}
+    with pytest.raises(ValueError, match="no harmful evaluation set"):
+        analyse_recovery(ev2, KeywordJudge())
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run much faster on one thread (no OpenMP contention on a busy machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_tiny_dlm_end_to_end(tmp_path, one_thread):
+    """run_recoveries on real tiny-dlm traces: numbers are well-formed and the canvas renders."""
+    from srilib.chapters.recovery import run_recoveries
+    from srilib.experiment import Experiment, PromptSets
+
+    exp = Experiment(steps=2, gen_length=4, batch_size=4, progress=False, cache=str(tmp_path))
+    sets = PromptSets.build(2, 2, attacks=["roleplay"], seed=0)
+    (res,) = run_recoveries(exp, ["tiny-dlm@low_confidence"], sets, KeywordJudge(), release=True)
+    assert exp._models == {} and len(res) == 4 and res.sigma.shape == (4, 2)
+    assert res.revision is not None and res.revision["harmful_steps"].shape == (4, 2)
+    assert res.end_ids and res.tokenizer is not None
+    ts = res.traces
+    out = canvas_html(ts.tokens[0], ts.committed[0], ts.predictions[0], [0, 1],
+                      lambda k: res.tokenizer.decode([k]), end_ids=res.end_ids)
+    assert out.count("<b>step ") == 2 and "(2/4 committed)" in out
+
+
+def test_family_irr_is_pooled_with_counts():
+    dlm = analyse_recovery(evaluated(), KeywordJudge())
+    ar = analyse_recovery(evaluated("a@ar", "ar", preds=False), KeywordJudge())
+    text = "\n".join(conclusions([ar, dlm]))
+    assert "pooled per family: DLM runs 0.33 [" in text and "(1/3)" in text
+    assert "do NOT recover internally more often" in text  # same IRR in both families here

@@ -1,0 +1,181 @@
+"""Detector-transfer chapter: guard data splits, bad input, the ablation detectors, an end-to-end run on tiny-ar."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from srilib.attacks import HELDOUT_FAMILIES
+from srilib.chapters.detector import (METHODS, PAPER_ABLATION, GuardConfig, PCAResidual, ablation_rows,
+                                      auroc_est, calibration_split, conclusions, defense_rows, fit_guard,
+                                      guard_prompts, guard_scores, per_attack_rows, run_defenses, run_detector,
+                                      transfer_matrix, transfer_rows)
+from srilib.experiment import Experiment, PromptSets
+from srilib.guard import SRIGuard
+from srilib.judges import HeuristicJudge
+from srilib.metrics import auroc
+from srilib.prompts import get_prompts
+from srilib.signal import Anchors
+
+CFG = GuardConfig(calib_fraction=0.25, min_calibration=3, epochs=30)
+
+
+def smooth(n, rng, T=8):
+    t = np.linspace(0, 1, T)
+    return 0.85 + 0.05 * np.sin(2 * np.pi * t + rng.uniform(0, 6, (n, 1))) + rng.normal(0, 0.01, (n, T))
+
+
+# ------------------------------------------------------------------------------------------------ data and errors
+def test_guard_prompts_are_train_split_only():
+    p = guard_prompts(30, seed=0)
+    assert len(p) == 30 and set(p) <= set(get_prompts("harmless", "train"))
+    assert not set(p) & (set(get_prompts("harmless", "anchor")) | set(get_prompts("harmless", "eval")))
+    with pytest.raises(ValueError, match="n_train_harmless"):
+        guard_prompts(1)
+
+
+def test_calibration_split():
+    tr, cal = calibration_split(40, GuardConfig(min_calibration=10), seed=0)
+    assert len(cal) == 10 and len(tr) == 30 and not set(tr) & set(cal) and set(tr) | set(cal) == set(range(40))
+    tr2, cal2 = calibration_split(40, GuardConfig(min_calibration=10), seed=0)
+    assert np.array_equal(cal, cal2)
+    assert not np.array_equal(cal, calibration_split(40, GuardConfig(min_calibration=10), seed=1)[1])
+
+
+def test_too_few_harmless_signals_names_the_fix():
+    X = smooth(20, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"raise n_train_harmless to at least 80"):
+        fit_guard(X, GuardConfig(min_calibration=20, calib_fraction=0.25))
+    with pytest.raises(ValueError, match="calib_fraction"):
+        GuardConfig(calib_fraction=1.5)
+
+
+def test_nan_signals_are_rejected():
+    X = smooth(40, np.random.default_rng(0))
+    X[7, 3] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 row\(s\) \(first rows \[7\]\)"):
+        fit_guard(X, CFG)
+    g = fit_guard(smooth(40, np.random.default_rng(1)), CFG)
+    with pytest.raises(ValueError, match="NaN"):
+        guard_scores(g, {"harmless": X})
+
+
+def test_guard_against_wrong_anchors(tmp_path):
+    rng = np.random.default_rng(0)
+    a = Anchors(rng.normal(size=(8, 4)), rng.normal(size=(8, 4)), 5, 5)
+    b = Anchors(rng.normal(size=(8, 4)), rng.normal(size=(8, 4)), 5, 5)
+    g = fit_guard(smooth(40, rng), CFG, anchors_key=a)
+    g.save(tmp_path / "g.pt")
+    loaded = SRIGuard.load(tmp_path / "g.pt")
+    X = {"harmless": smooth(5, rng)}
+    assert np.allclose(guard_scores(loaded, X, a)["harmless"], guard_scores(g, X, a)["harmless"])
+    with pytest.raises(ValueError, match="refit or use the matching anchors"):
+        guard_scores(loaded, X, b)
+
+
+def test_fit_guard_uses_the_split():
+    X = smooth(40, np.random.default_rng(0))
+    g = fit_guard(X, CFG, seed=3)
+    assert (g.n_train_, g.n_calib_) == (30, 10)
+    assert g.threshold_ == pytest.approx(np.quantile(g.calib_errors_, 0.99))
+
+
+def test_pca_residual_detects_off_subspace_points():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(3, 20))
+    inl = rng.normal(size=(300, 3)) @ basis + rng.normal(0, 0.01, (300, 20))
+    out = rng.normal(size=(50, 3)) @ basis + rng.normal(0, 0.5, (50, 20))
+    det = PCAResidual(k=3).fit(inl[:200], inl[200:])
+    assert auroc(det.score_samples(inl[200:]), det.score_samples(out), n_boot=10).value > 0.99
+    assert det.predict(out).mean() > 0.9 and det.components_.shape == (3, 20)
+
+
+def test_auroc_point_matches_metrics():
+    rng = np.random.default_rng(0)
+    n, p = rng.normal(size=30), rng.normal(0.5, 1, 25)
+    assert auroc_est(n, p).value == pytest.approx(auroc(n, p, n_boot=10).value)
+    assert np.isnan(auroc_est(n, p).lo) and not np.isnan(auroc_est(n, p, n_boot=20).lo)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    exp = Experiment(steps=3, batch_size=8, cache=str(tmp_path_factory.mktemp("cache")), progress=False)
+    sets = PromptSets.build(n_anchor=3, n_eval=4, attacks=["refusal_suppression", "flip_attack"], seed=0)
+    train = guard_prompts(12)
+    res = run_detector(exp, "tiny-ar", sets, train, seeds=[0, 1], cfg=CFG, n_boot=20)
+    return exp, sets, train, res
+
+
+def test_run_detector_structure(setup):
+    _, sets, _, res = setup
+    assert res.run == "tiny-ar@ar" and res.kind == "ar" and res.seeds == [0, 1]
+    assert set(res.auroc) == {(m, s) for m in METHODS for s in (0, 1)}
+    assert all(0 <= e.value <= 1 for e in res.auroc.values())
+    assert not np.isnan(res.auroc[("sri_last", 0)].lo) and np.isnan(res.auroc[("sri_last", 1)].lo)
+    assert res.signals["train"].shape == (12, 3) and res.signals["harmless"].shape == (4, 3)
+    assert set(res.scores[("sri_last", 0)]) == {"harmless", "raw", "refusal_suppression", "flip_attack"}
+    # tiny-ar has 2 layers: 'first' and 'middle' are both layer 1, and the guard is calibrated on 3 of 12 signals
+    assert res.layer_index == {"first": 1, "middle": 1, "last": -1} and any("same layer" in n for n in res.notes)
+    assert res.anchors["first"] is res.anchors["middle"] and res.anchors["last"].layer == -1
+    assert (res.guard.n_train_, res.guard.n_calib_) == (9, 3)
+    # the scores behind the AUROC are the guard's own scores of the stored signals
+    g, s = res.guard, res.scores[("sri_last", 0)]
+    assert np.allclose(g.score_samples(res.signals["flip_attack"]), s["flip_attack"])
+    pos = np.concatenate([s["refusal_suppression"], s["flip_attack"]])
+    assert res.auroc[("sri_last", 0)].value == pytest.approx(auroc_est(s["harmless"], pos).value)
+
+
+def test_tables(setup):
+    *_, res = setup
+    rows = ablation_rows({"tiny": res})
+    assert [r["detector"] for r in rows][-1].startswith("SRI, last layer")
+    assert rows[-1]["paper (6 models)"] == f"{PAPER_ABLATION['sri_last'][0]:.3f} ± {PAPER_ABLATION['sri_last'][1]:.3f}"
+    assert "seed std (mean over runs)" in rows[0]
+    pa = per_attack_rows({"tiny": res})
+    kinds = {r["set"]: r["kind"] for r in pa}
+    assert kinds["raw"].startswith("raw harmful (not a jailbreak)") and kinds["harmless"].startswith("harmless")
+    assert ("held out" in kinds["flip_attack"]) == ("flip_attack" in HELDOUT_FAMILIES)
+
+
+def test_transfer_matrix(setup):
+    *_, res = setup
+    rng = np.random.default_rng(0)
+    shifted = {k: np.clip(v + rng.normal(0, 0.05, v.shape), 0, 1) for k, v in res.signals.items()}
+    other = replace(res, run="other", signals=shifted)
+    tm = transfer_matrix({"a": res, "b": other})
+    assert tm["auroc"][0, 0] == pytest.approx(res.auroc[("sri_last", 0)].value)
+    sc = {k: res.guard.score_samples(shifted[k]) for k in ["harmless", "refusal_suppression", "flip_attack"]}
+    pos = np.concatenate([sc["refusal_suppression"], sc["flip_attack"]])
+    assert tm["auroc"][0, 1] == pytest.approx(auroc_est(sc["harmless"], pos).value)
+    assert tm["fpr"][0, 1] == pytest.approx((sc["harmless"] > res.guard.threshold_).mean())
+    assert len(transfer_rows(tm)) == 4
+
+
+def test_run_defenses_and_conclusions(setup):
+    exp, sets, train, res = setup
+    rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(), self_examine_tokens=2, n_timing=4,
+                       repeats=2, guard_model=None)
+    names = [r["defense"] for r in rep.rows]
+    assert names == ["undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard"]
+    assert rep.row("LlamaGuard 3")["status"].startswith("not run")
+    sri = rep.row("SRI Guard")
+    assert sri["status"] == "run" and 0 < sri["overhead %"] < rep.row("Self-Examine")["overhead %"]
+    # SRI Guard's false positives are the harmless generations above its threshold
+    expected = (res.scores[("sri_last", 0)]["harmless"] > res.guard.threshold_).sum()
+    assert sri["fpr"].k == expected and sri["fpr"].n == 4
+    assert rep.row("undefended")["fpr"].k == 0 and rep.gen_seconds > 0 and rep.n_timing == 4
+    table = defense_rows({"tiny": rep})
+    assert table[3]["ours"].startswith("not run") and table[4]["paper overhead %"] == 0.02
+    text = conclusions({"tiny": res}, {"tiny": rep}, transfer_matrix({"tiny": res}))
+    assert "SRI Guard" in text and "UNFILTERED" in text
+
+
+def test_run_detector_bad_input(setup, tmp_path):
+    exp, sets, train, _ = setup
+    with pytest.raises(ValueError, match="at least one attack"):
+        run_detector(exp, "tiny-ar", replace(sets, attacked={}), train, cfg=CFG)
+    last_only = Experiment(steps=3, batch_size=8, cache=str(tmp_path), progress=False, layers=("last",))
+    with pytest.raises(ValueError, match="layers"):
+        run_detector(last_only, "tiny-ar", sets, train, cfg=CFG)
+    with pytest.raises(ValueError, match="raise n_train_harmless"):
+        run_detector(exp, "tiny-ar", sets, train, cfg=GuardConfig(min_calibration=20), n_boot=0)
