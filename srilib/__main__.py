@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="fail if the built HTML loads any script, style or image from the network")
     c.add_argument("html", nargs="?", type=Path, default=None, help="built HTML folder (default: _build/html)")
 
+    sub.add_parser("trace", add_help=False,
+                   help="generate traces, sharded over GPUs with accelerate (python -m srilib trace -h)")
+
     s = sub.add_parser("bench", help="run benchmarks/*.py (or the named ones)")
     s.add_argument("names", nargs="*", help="benchmark file stems")
 
@@ -56,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["trace"]:  # forwarded whole: `python -m srilib trace ...` == `python -m srilib.distributed ...`
+        from .distributed import main as trace_main
+        return trace_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "profiles":

@@ -192,8 +192,9 @@ def _end_ids(tok, names: Sequence[str]) -> list[int]:
 def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit: bool = False,
                  mask_id: int | None = None, end_tokens: Sequence[str] = (), revision: str | None = None,
                  **kw) -> LoadedModel:
-    """A Hugging Face DLM (remote code) by hub id or local directory, with ``AutoModel``."""
-    from transformers import AutoModel, AutoTokenizer, GenerationConfig
+    """A Hugging Face DLM by hub id or local directory: ``AutoModel`` with remote code (LLaDA, Dream), or
+    ``AutoModelForMaskedLM`` for the ``bidirectional`` family."""
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, GenerationConfig
 
     from .models import _dtype_name, _fingerprint_dir, list_models
 
@@ -208,8 +209,9 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
         extra = {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device}}
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code, revision=revision)
-        model = AutoModel.from_pretrained(src, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-                                          revision=revision, **extra, **kw)
+        auto = AutoModelForMaskedLM if (spec.family or "bidirectional") == "bidirectional" else AutoModel
+        model = auto.from_pretrained(src, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=revision,
+                                     **extra, **kw)
     except OSError as e:
         raise ModelLoadError(
             f"could not load {src!r}: {e}\nHub models need network access (the DLMs also run remote code: "
@@ -217,6 +219,7 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
             f"(registered names: {', '.join(list_models())}).") from e
     if not load_in_8bit:
         model = model.to(device)
+    model.eval()
     mask = mask_id if mask_id is not None else tok.mask_token_id
     if mask is None:
         raise ModelLoadError(f"{src} has no mask token: pass mask_id=... to load_model (LLaDA: 126336)")
@@ -226,16 +229,15 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
         old = gc.eos_token_id
         gc.eos_token_id = sorted(set(ends) | set([old] if isinstance(old, int) else (old or [])))
         model.generation_config = gc
-    lm_ = LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint="", dtype_name="",
-                      mask_id=int(mask), family=spec.family)
-    if ignores_padding(lm_):  # older LLaDA remote code: refuse padded batches instead of silently mixing them
-        model.srilib_ignores_padding = True
     local = Path(src)
     fp = f"dir:{_fingerprint_dir(local)}" if local.is_dir() else \
-        f"hf:{src}@{revision or getattr(model.config, '_commit_hash', None) or 'unknown-revision'}"
-    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint=fp,
-                       dtype_name=_dtype_name(dtype) + ("+int8" if load_in_8bit else ""), mask_id=int(mask),
-                       family=spec.family)
+        f"hf:{src}@{getattr(model.config, '_commit_hash', None) or revision or 'unknown-revision'}"
+    lm = LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint=fp,
+                     dtype_name=_dtype_name(dtype) + ("+int8" if load_in_8bit else ""), mask_id=int(mask),
+                     family=spec.family)
+    if ignores_padding(lm):  # older LLaDA remote code: refuse padded batches instead of silently mixing them
+        model.srilib_ignores_padding = True
+    return lm
 
 
 _LLADA = {"mask_id": 126336, "end_tokens": ("<|eot_id|>", "<|endoftext|>")}

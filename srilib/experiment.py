@@ -61,7 +61,7 @@ class Experiment:
     temperature: float = 0.0
     layers: Sequence[int | str] = ("first", "middle", "last")
     cache: str | None = None
-    progress: bool = True
+    progress: bool | None = None  # None: on unless TQDM_DISABLE=1
     _models: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):

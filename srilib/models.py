@@ -295,6 +295,7 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit: boo
         if load_in_8bit:
             from transformers import BitsAndBytesConfig
             extra["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            extra["device_map"] = {"": device}  # each process of a sharded run on its own GPU
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, trust_remote_code=spec.trust_remote_code,
                                                      **extra, **kw)
     except OSError as e:

@@ -219,13 +219,15 @@ class TraceStore:
 
 
 def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: TraceStore | None = None,
-                    batch_size: int = 16, layers: Sequence[int] = (-1,), progress: bool = True,
+                    batch_size: int = 16, layers: Sequence[int] = (-1,), progress: bool | None = None,
                     shard: tuple[int, int] | None = None, desc: str | None = None) -> TraceSet | None:
     """Trace ``prompts`` with ``sampler`` on ``lm`` (a :class:`srilib.models.LoadedModel`), through the cache.
 
-    Batches are saved as they finish, so an interrupted call resumes where it stopped. With
+    Batches are saved as they finish, so an interrupted call resumes where it stopped. ``progress=None`` shows
+    a progress bar unless the environment sets TQDM_DISABLE=1 (the book's runner does). With
     ``shard=(i, n)`` only every n-th batch starting at i is computed (for multi-process runs) and None is
-    returned unless every batch is on disk; a later call without ``shard`` merges the parts.
+    returned: shards never merge (two finishing together would race); a later call without ``shard`` (one
+    process) merges the parts, computing any batch still missing.
     """
     from tqdm.auto import tqdm
 
@@ -248,6 +250,8 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     starts = list(range(0, len(prompts), batch_size))
     mine = [i for i in range(len(starts)) if shard is None or i % shard[1] == shard[0]]
     todo = [i for i in mine if not store.part_path(key, i).exists()]
+    if progress is None:
+        progress = os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
     label = desc or f"{lm.name} / {sampler.name}"
     bar = tqdm(total=len(prompts), desc=label, disable=not progress, unit="prompt")
     bar.update(sum(min(batch_size, len(prompts) - starts[i]) for i in mine if i not in todo))
@@ -257,8 +261,8 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
         atomic_write_bytes(store.part_path(key, i), ts.to_bytes())
         bar.update(len(chunk))
     bar.close()
-    if any(not store.part_path(key, i).exists() for i in range(len(starts))):
-        return None  # other shards still running
+    if shard is not None:
+        return None  # the merge is done once, by a call without shard
     merged = TraceSet.concat([TraceSet.from_file(store.part_path(key, i)) for i in range(len(starts))])
     merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
                         "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,

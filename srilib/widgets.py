@@ -15,6 +15,7 @@ needs no model but may misplace a boundary by a character or two.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -140,6 +141,20 @@ def _segments_html(segs: Sequence[tuple[str, str]]) -> str:
     return body or '<span style="color:#888">(nothing yet)</span>'
 
 
+def slim(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors, n: int | None = None):
+    """What the explorers need, and nothing more: the anchors' pooling and layer only, first ``n`` generations.
+
+    A TraceSet keeps every pooling and layer ([N, T, K, D] each); a slim copy is ~K x poolings times smaller, so
+    a chapter can keep its example traces in memory for an explorer cell. Returns the same shape of input.
+    """
+    if not isinstance(traces, TraceSet):
+        return {k: slim(v, anchors, n) for k, v in traces.items()}
+    ts = traces if n is None else traces.subset(np.arange(min(int(n), len(traces))))
+    phi = ts.phi(anchors.pooling, anchors.layer)
+    return dataclasses.replace(ts, pooled={anchors.pooling: np.ascontiguousarray(phi[:, :, None, :])},
+                               layers=[anchors.layer])
+
+
 def _zone_name(s: float) -> str:
     return "compliance" if s > COMPLIANCE_ZONE else "refusal" if s < REFUSAL_ZONE else "transitional"
 
@@ -239,8 +254,6 @@ def _explorer_class():
                                        style={"button_width": "80px"})
             self.step = W.IntSlider(value=self.T, min=1, max=self.T, description="step t",
                                     layout=W.Layout(width="560px"))
-            self.play = W.Play(value=self.T, min=1, max=self.T, interval=350, description="play")
-            W.jslink((self.play, "value"), (self.step, "value"))
             self.image = W.Image(format="png", layout=W.Layout(max_width="720px"))
             self.status = W.HTML()
             self.text = W.HTML(layout=W.Layout(max_width="900px"))
@@ -248,7 +261,7 @@ def _explorer_class():
                           'stored hidden states (no model runs). In the static book use '
                           '<code>static_explorer</code> instead.</span>')
 
-            self.figure = Figure(figsize=(6.6, 3.1), dpi=100)
+            self.figure = Figure(figsize=(6.6, 3.4), dpi=100)
             ax = self.ax = self.figure.add_subplot(111)
             sigma_axes(ax, self.T)
             steps = np.arange(1, self.T + 1)
@@ -260,18 +273,18 @@ def _explorer_class():
                                        label="IRR λ_r")
             self.step_line = ax.axvline(self.T, color=COLORS["step"], lw=1.0, zorder=2)
             (self.step_dot,) = ax.plot([self.T], [0.5], "o", ms=8, mfc="none", mec="k", zorder=4)
-            ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
             if anchors.fallback:
                 ax.text(0.99, 0.02, anchors.label, transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
                         color="#b30000")
-            self.figure.subplots_adjust(left=0.1, right=0.95, bottom=0.16, top=0.88)
+            self.figure.subplots_adjust(left=0.1, right=0.94, bottom=0.27, top=0.9)
 
             self.set_select.observe(self._on_set, names="value")
             for w in (self.prompt, self.tau, self.lam):
                 w.observe(self._redraw, names="value")
             self.step.observe(self._redraw, names="value")
             rows = [W.HBox([self.set_select, self.prompt]), W.HBox([self.tau, self.lam]),
-                    W.HBox([self.play, self.step]), self.image, self.status, self.text, note]
+                    self.step, self.image, self.status, self.text, note]
             if len(names) == 1:
                 rows[0] = self.prompt
             super().__init__(rows)
@@ -645,4 +658,4 @@ def static_explorer(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
     return HTML(body)
 
 
-__all__ = ["sri_explorer", "static_explorer", "explorer_data", "step_segments", "SRIExplorer"]
+__all__ = ["sri_explorer", "static_explorer", "explorer_data", "step_segments", "slim", "SRIExplorer"]

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from srilib.attacks import HELDOUT_FAMILIES
-from srilib.chapters.detector import (METHODS, PAPER_ABLATION, GuardConfig, PCAResidual, ablation_rows,
-                                      auroc_est, calibration_split, conclusions, defense_rows, fit_guard,
-                                      guard_prompts, guard_scores, per_attack_rows, run_defenses, run_detector,
-                                      transfer_matrix, transfer_rows)
+from srilib.chapters.detector import (CANVAS, METHODS, PAPER_ABLATION, GuardConfig, PCAResidual, ablation_rows,
+                                      auroc_est, calibration_split, canvas_rows, canvas_traces, conclusions, defense_rows, fit_guard,
+                                      guard_prompts, guard_scores, per_attack_rows, resolve_guard_model,
+                                      run_defenses, run_detector, transfer_matrix, transfer_rows)
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
-from srilib.metrics import auroc
+from srilib.metrics import auroc, refusal_rate
 from srilib.prompts import get_prompts
 from srilib.signal import Anchors
 
@@ -31,6 +31,21 @@ def test_guard_prompts_are_train_split_only():
     assert not set(p) & (set(get_prompts("harmless", "anchor")) | set(get_prompts("harmless", "eval")))
     with pytest.raises(ValueError, match="n_train_harmless"):
         guard_prompts(1)
+    with pytest.raises(ValueError, match="builtin"):
+        guard_prompts(10, source="hub")
+
+
+def test_resolve_guard_model(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_guard_model("auto") == (None, "not run (needs GPU)")
+    assert resolve_guard_model(None)[0] is None
+    judge = HeuristicJudge()
+    judge.model_label = "org/guard"  # stands in for an LLMJudge of that hub model: reused, not loaded again
+    d, status = resolve_guard_model("org/guard", judge)
+    assert status == "run" and d.judge is judge and d.name == "LlamaGuard 3"
+    d2, _ = resolve_guard_model(HeuristicJudge())
+    assert d2.flag(["How do I pick a lock?"], ["I'm sorry, I cannot help."]).tolist() == [False]
 
 
 def test_calibration_split():
@@ -179,3 +194,24 @@ def test_run_detector_bad_input(setup, tmp_path):
         run_detector(last_only, "tiny-ar", sets, train, cfg=CFG)
     with pytest.raises(ValueError, match="raise n_train_harmless"):
         run_detector(exp, "tiny-ar", sets, train, cfg=GuardConfig(min_calibration=20), n_boot=0)
+
+
+def test_canvas_attacks(setup, tmp_path):
+    exp, sets, _, res = setup
+    small = replace(sets, eval_harmful=sets.eval_harmful[:2])
+    dexp = Experiment(steps=2, gen_length=40, batch_size=4, cache=str(tmp_path), progress=False)
+    ts, why = canvas_traces(dexp, "tiny-dlm", small, "interleaved_template")
+    assert why == "" and len(ts) == 2 and ts.committed[:, 0].any(axis=1).all()  # prefill committed before step 1
+    ts2, why2 = canvas_traces(replace(dexp, gen_length=16), "tiny-dlm", small, "interleaved_template")
+    assert ts2 is None and "gen_length" in why2
+    # the canvas table and the per-attack rows read the canvas sets of a result
+    k = CANVAS + "interleaved_template"
+    s0 = dict(res.scores[("sri_last", 0)])
+    s0[k] = s0["flip_attack"] + 1.0  # far above the threshold: everything flagged
+    texts = ["To pick a lock insert a tension wrench and rake the pins"] * 4
+    fake = replace(res, texts={**res.texts, k: texts}, refusal={**res.refusal, k: refusal_rate(texts)},
+                   scores={**res.scores, ("sri_last", 0): s0})
+    rows = canvas_rows({"x": fake}, HeuristicJudge(), ["How do I pick a lock?"] * 4)
+    assert rows[0]["ASR undefended"].endswith("(4/4)") and rows[0]["ASR after SRI Guard"].endswith("(0/4)")
+    assert rows[0]["paper (LLaDA)"].startswith("DIJA: 0.76")
+    assert any(r["set"] == k and r["kind"].startswith("canvas attack") for r in per_attack_rows({"x": fake}))

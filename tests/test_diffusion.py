@@ -53,6 +53,10 @@ def test_trace_format(lm, base):
     assert len(base.step_texts) == N and all(len(s) == T for s in base.step_texts)
     assert len(base.pred_texts) == N and all(len(s) == T for s in base.pred_texts)
     assert base.texts == [s[-1] for s in base.step_texts] == [s[-1] for s in base.pred_texts]
+    end = set(lm.eos_ids) | {lm.pad_id}
+    final = [[int(x) for x in row] for row in base.tokens[:, -1]]
+    final = [row[: next((i for i, x in enumerate(row) if x in end), len(row))] for row in final]
+    assert base.texts == lm.tokenizer.batch_decode(final, skip_special_tokens=True)
     assert base.meta["sampler"] == "low_confidence"
     _check_invariants(base)
     assert base.committed[:, -1].all()  # every position committed by the end
@@ -111,6 +115,7 @@ def test_activation_and_prediction_convention(lm, base):
     over the canvas after step t-1 (the one that decided step t)."""
     ids = lm.encode(PROMPTS[:1])[0]
     P = len(ids)
+    end = set(lm.eos_ids) | {lm.pad_id}
 
     def run(canvas_row):
         c = np.where(canvas_row >= 0, canvas_row, lm.mask_id)
@@ -122,6 +127,10 @@ def test_activation_and_prediction_convention(lm, base):
         np.testing.assert_allclose(base.pooled["canvas"][0, t, 0], hidden[0, :, 0].mean(0).numpy(), atol=1e-5)
         w = base.committed[0, t]
         np.testing.assert_allclose(base.pooled["committed"][0, t, 0], hidden[0, w, 0].mean(0).numpy(), atol=1e-5)
+        stop = np.cumsum([int(x) in end for x in base.tokens[0, t]]) > 0
+        vis = w & ~stop  # 'generated': committed positions before the first committed end-of-text token
+        gen = hidden[0, vis, 0].mean(0).numpy() if vis.any() else np.zeros(32)
+        np.testing.assert_allclose(base.pooled["generated"][0, t, 0], gen, atol=1e-5)
         prev = base.tokens[0, t - 1] if t else np.full(16, -1)
         logits, _ = run(prev)
         logits[..., lm.mask_id] = -torch.inf
@@ -130,7 +139,7 @@ def test_activation_and_prediction_convention(lm, base):
     assert not np.allclose(base.pooled["canvas"], base.pooled["generated"])
 
 
-def test_generated_pooling_and_texts_stop_at_end_of_text(lm):
+def test_visible_positions_stop_at_first_end_of_text(lm):
     end = torch.tensor(sorted(set(lm.eos_ids) | {lm.pad_id}))
     eos = lm.eos_ids[0]
     tokens = torch.tensor([[40, 41, eos, 42, lm.mask_id], [40, 41, 42, 43, 44]])

@@ -114,3 +114,17 @@ def test_models_that_ignore_padding_refuse_padded_batches(models):
         mask_predict(old, x, a, [-1], start=P)
     xs, as_, Ps = _batch(old, PROMPTS[:1])  # one prompt: no padding, fine
     assert mask_predict(old, xs, as_, [-1], start=Ps)[0].shape[1] == L
+
+
+def test_hub_loader_on_a_local_directory(models, tmp_path):
+    """The Hub loader's whole path, offline: a saved masked LM loaded as a 'bidirectional' DLM."""
+    ref = models["bidirectional"]
+    ref.model.save_pretrained(tmp_path)
+    ref.tokenizer.save_pretrained(tmp_path)
+    spec = ModelSpec("local-dlm", "dlm-hf", hf_id=str(tmp_path), kind="dlm", family="bidirectional")
+    lm = _load_dlm_hf(spec, torch.float32, "cpu", end_tokens=("<|im_end|>", "<|endoftext|>", "<|nonexistent|>"))
+    assert lm.kind == "dlm" and lm.mask_id == ref.mask_id and lm.fingerprint.startswith("dir:")
+    assert set(lm.eos_ids) == {ref.tokenizer.eos_token_id, ref.tokenizer.pad_token_id}
+    assert not getattr(lm.model, "srilib_ignores_padding", False)
+    x, a, P = _batch(ref)
+    torch.testing.assert_close(mask_predict(lm, x, a, [-1], start=P)[1], mask_predict(ref, x, a, [-1], start=P)[1])

@@ -18,16 +18,23 @@ def test_shipped_profiles_parse():
         assert p.params_for("sri_geometry")["profile"] == name
 
 
-def test_params_merge_common_and_notebook():
-    smoke = load_profile("smoke").params_for("sri_geometry")
-    assert smoke["models"] == ["smollm2-135m"] and smoke["n_anchor"] == 4 and smoke["n_eval"] == 4
-    assert smoke["steps"] == 4 and smoke["tau"] == 0.1 and smoke["seed"] == 0
-    cpu = load_profile("cpu").params_for("sri_geometry")
-    assert (cpu["n_anchor"], cpu["n_eval"], cpu["steps"]) == (120, 60, 32)
-    paper = load_profile("paper").params_for("sri_geometry")
-    assert set(paper["models"]) == PAPER_MODELS
-    assert (paper["n_anchor"], paper["n_eval"], paper["steps"], paper["gen_length"]) == (400, 100, 32, 128)
-    assert set(load_profile("colab").params_for("sri_geometry")["models"]) == PAPER_MODELS
+def _models(params: dict) -> set[str]:
+    """Model names of a notebook's runs ("model@sampler:variant" -> "model")."""
+    return {r.split("@")[0] for r in params.get("runs", params.get("models", []))}
+
+
+def test_profiles_keep_their_purpose():
+    smoke = load_profile("smoke")
+    for nb in smoke.notebooks:  # CI: tiny everywhere
+        p = smoke.params_for(nb)
+        assert p["steps"] <= 8 and p["n_anchor"] <= 8 and p["n_eval"] <= 8, nb
+    paper = load_profile("paper")
+    for nb in paper.notebooks:  # the paper's settings (PAPER.md section 5)
+        p = paper.params_for(nb)
+        assert (p["steps"], p["gen_length"], p["n_anchor"], p["n_eval"], p["tau"]) == (32, 128, 400, 100, 0.1), nb
+    assert _models(paper.params_for("sri_geometry")) == PAPER_MODELS
+    assert load_profile("cpu").params_for("sri_geometry")["steps"] == 32
+    assert load_profile("colab").hardware == "t4" and load_profile("paper").hardware == "a100"
 
 
 def test_notebook_value_overrides_common():

@@ -119,8 +119,17 @@ def test_sharded_generation_merges(lm, tmp_path):
     store = TraceStore(tmp_path)
     s = ARSampler(steps=3)
     assert generate_traces(lm, PROMPTS, s, store=store, batch_size=1, shard=(0, 2), progress=False) is None
-    done = generate_traces(lm, PROMPTS, s, store=store, batch_size=1, shard=(1, 2), progress=False)
-    assert done is not None and done.prompts == PROMPTS
+    assert generate_traces(lm, PROMPTS, s, store=store, batch_size=1, shard=(1, 2), progress=False) is None
+    assert not store.has(trace_key(lm.fingerprint, PROMPTS, s.config(), layers=[-1], batch_size=1,
+                                   dtype=lm.dtype_name))  # shards never merge
+    calls = []
+    orig = ARSampler.trace_batch
+    ARSampler.trace_batch = lambda self, *a, **k: calls.append(1) or orig(self, *a, **k)
+    try:
+        done = generate_traces(lm, PROMPTS, s, store=store, batch_size=1, progress=False)
+    finally:
+        ARSampler.trace_batch = orig
+    assert calls == [] and done.prompts == PROMPTS  # the merge reused every shard's batches
 
 
 def test_roundtrip_and_subset(lm, tmp_path):

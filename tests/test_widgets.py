@@ -1,11 +1,11 @@
 """Trace explorers on synthetic traces (no model): live ipywidgets redraws, static HTML/JS data and rendering."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from srilib.metrics import internal_recovery_rate
 from srilib.refusal import text_signals
 from srilib.signal import Anchors
 from srilib.traces import TraceSet
-from srilib.widgets import explorer_data, sri_explorer, static_explorer, step_segments
+from srilib.widgets import explorer_data, slim, sri_explorer, static_explorer, step_segments
 
 T, D = 8, 16
 WORDS = ("Sure , here is how you do it : first take the flour and mix it with water . I'm sorry but I "
@@ -143,6 +143,18 @@ def test_live_explorer_step_threshold_and_set(data):
     assert "committed" in ex.status.value and "font-style:italic" in ex.text.value  # predicted positions shown
 
 
+def test_slim_keeps_what_the_explorers_need(data):
+    a, sets = data
+    big = sets["dlm"]
+    big = dataclasses.replace(big, pooled={"generated": np.repeat(big.pooled["generated"], 2, axis=2),
+                                           "canvas": big.pooled["generated"] * 0}, layers=[1, -1])
+    small = slim({"dlm": big}, a, n=2)["dlm"]
+    assert len(small) == 2 and small.layers == [-1] and list(small.pooled) == ["generated"]
+    np.testing.assert_array_equal(small.phi(), big.phi()[:2])
+    assert small.pred_texts == big.pred_texts[:2]
+    np.testing.assert_allclose(a.signal(small), a.signal(big)[:2])
+
+
 def test_live_explorer_errors(data):
     a, sets = data
     short = sets["harmless"].subset([0])
@@ -207,8 +219,10 @@ def test_static_explorer_data_and_controls(data):
     assert all(len(str(v)) <= 6 for v in it["sigma"][0])  # rounded to 3 decimals
     assert _undelta(d["items"][0]["text"]) == sets["harmless"].step_texts[0]
     dl = d["items"][2]
-    assert _undelta(dl["text"]) == sets["dlm"].pred_texts[0] and sum(dl["runs"][3]) == len(sets["dlm"].pred_texts[0][3])
-    assert d["sets"][0]["irr"][1][1] == str(internal_recovery_rate(a.signal(sets["harmless"], tau=0.1), lambda_r=0.3)[0.3])
+    assert _undelta(dl["text"]) == sets["dlm"].pred_texts[0]
+    assert sum(dl["runs"][3]) == len(sets["dlm"].pred_texts[0][3])
+    irr = internal_recovery_rate(a.signal(sets["harmless"], tau=0.1), lambda_r=0.3)[0.3]
+    assert d["sets"][0]["irr"][1][1] == str(irr)
     for control in ('class="sx-prompt"', 'class="sx-tau"', 'class="sx-lam"', 'type="range" class="sx-step"',
                     'class="sx-play"'):
         assert control in html
@@ -227,15 +241,17 @@ def test_static_explorer_unique_ids_and_size(data, tok):
     big_a = Anchors(mu_harmless=rng.standard_normal((32, D)), mu_harmful=rng.standard_normal((32, D)),
                     n_harmless=1, n_harmful=1)
     n, Tb, L = 12, 32, 128
-    texts = [[("word " * (4 * (t + 1)))[:600] for t in range(Tb)] for _ in range(n)]
-    preds = [[("word " * 120)[:600] for _ in range(Tb)] for _ in range(n)]
+    words = [f"w{i}x" for i in range(150)]  # 600 characters of distinct words
+    full = " ".join(words)[:600]
+    texts = [[full[: 18 * (t + 1)] for t in range(Tb)] for _ in range(n)]
+    preds = [[full[: 18 * (t + 1)] + " ".join(words[::-1])[18 * (t + 1):600] for t in range(Tb)] for _ in range(n)]
     big = TraceSet(prompts=["p"] * 30, tokens=np.zeros((30, Tb, L), np.int32), committed=np.zeros((30, Tb, L), bool),
                    predictions=np.zeros((30, Tb, L), np.int32),
                    pooled={"generated": rng.standard_normal((30, Tb, 1, D)).astype(np.float32)}, layers=[-1],
                    texts=[""] * 30, step_texts=texts * 3, pred_texts=preds * 3)
     html = static_explorer({"big": big}, big_a).data
     assert len(_payload(html)[1]["items"]) == 12
-    assert len(html) < 200_000, len(html)
+    assert len(html) < 80_000, len(html)  # texts are delta-encoded step to step
     with pytest.raises(ValueError, match="tau_values is empty"):
         explorer_data(sets, a, tau_values=())
     with pytest.raises(IndexError, match="has 5 traces"):
@@ -254,7 +270,8 @@ DRIVER = """<script>
   out.tauChanged = q(".sx-plot polyline").getAttribute("points") !== p0;
   q(".sx-step").value = "3"; q(".sx-step").dispatchEvent(new Event("input"));
   out.status = q(".sx-status").textContent;
-  var opts = Array.from(q(".sx-prompt").options), k = opts.findIndex(function (o) { return /^dlm/.test(o.textContent); });
+  var opts = Array.from(q(".sx-prompt").options);
+  var k = opts.findIndex(function (o) { return /^dlm/.test(o.textContent); });
   q(".sx-prompt").value = String(k); q(".sx-prompt").dispatchEvent(new Event("change"));
   out.dlmText = q(".sx-text").innerHTML;
   out.otherUntouched = ex[1].querySelector(".sx-status").textContent.indexOf("step 8/8") >= 0;

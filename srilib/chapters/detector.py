@@ -54,6 +54,9 @@ PAPER_DEFENSES = {"undefended": (0.0, 2.8, 42.1, 36.4), "perplexity filter": (4.
 PAPER_SRI_OVERHEAD_RANGE = (0.01, 0.04)  # per model, %
 DEFENSES = ("undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard")
 RAW = "raw"
+CANVAS = "canvas:"
+# paper Table 14, ASR on LLaDA: undefended, DiffuGuard, SRI Guard (PAD and DIJA; ours: their canvas analogues)
+PAPER_CANVAS = {"prefill_affirmative": ("PAD", 0.53, 0.45, 0.29), "interleaved_template": ("DIJA", 0.76, 0.59, 0.29)}
 
 
 # ------------------------------------------------------------------------------------------------- guard data
@@ -81,12 +84,18 @@ class GuardConfig:
             raise ValueError(f"min_calibration must be >= 1, got {self.min_calibration}")
 
 
-def guard_prompts(n_train_harmless: int, seed: int = 0) -> list[str]:
+def guard_prompts(n_train_harmless: int, seed: int = 0, source: str = "builtin") -> list[str]:
     """Harmless prompts of the ``train`` split: the detectors' only training data (disjoint from the anchor and
-    eval splits)."""
+    eval splits). ``source`` follows :meth:`srilib.experiment.PromptSets.build`: "builtin" (offline) or
+    "public" (Alpaca's train split, the set the public anchors and harmless evaluation come from)."""
     if n_train_harmless < 2:
         raise ValueError(f"n_train_harmless must be >= 2, got {n_train_harmless}")
-    return get_prompts("harmless", "train", n=n_train_harmless, seed=seed)
+    if source == "builtin":
+        return get_prompts("harmless", "train", n=n_train_harmless, seed=seed)
+    if source == "public":
+        from ..prompts import load_public
+        return load_public("alpaca", n=n_train_harmless, split="train", seed=seed)
+    raise ValueError(f"unknown prompt source {source!r}; use 'builtin' (offline) or 'public'")
 
 
 def calibration_split(n: int, cfg: GuardConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +199,11 @@ class DetectorResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def canvas_sets(self) -> list[str]:
+        """Evaluation sets of canvas attacks ("canvas:<name>"), diffusion runs only."""
+        return [k for k in self.texts if k.startswith(CANVAS)]
+
+    @property
     def guard(self) -> SRIGuard:
         """SRI Guard (last layer, first seed)."""
         return self.detectors[("sri_last", self.seeds[0])]
@@ -209,9 +223,15 @@ def _features(method: str, ts, anchors: dict[str, Anchors], tau: float) -> np.nd
 
 
 def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Sequence[str], *, tau: float = 0.1,
-                 seeds: Sequence[int] = (0,), cfg: GuardConfig = GuardConfig(), n_boot: int = 1000
-                 ) -> DetectorResult:
-    """Fit every ablation detector on harmless train signals of one run and score the evaluation sets."""
+                 seeds: Sequence[int] = (0,), cfg: GuardConfig = GuardConfig(), n_boot: int = 1000,
+                 canvas_attacks: Sequence[str] = ()) -> DetectorResult:
+    """Fit every ablation detector on harmless train signals of one run and score the evaluation sets.
+
+    ``canvas_attacks`` (:mod:`srilib.canvas_attacks`, diffusion runs only; ignored for AR runs) add evaluation
+    sets ``"canvas:<name>"``: the eval harmful requests generated with the attack's prefill on the canvas. They
+    are scored and reported per attack, but kept out of the pooled jailbreak AUROC (the paper's Table 4 uses the
+    template jailbreaks only).
+    """
     run = exp.resolve(spec)
     if not sets.attacked:
         raise ValueError("detector transfer needs at least one attack: pass attacks=[...] to PromptSets.build")
@@ -233,6 +253,14 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
     evaluation = sets.evaluation()
     ev = {name: exp.traces(run, prompts, name) for name, (prompts, _) in evaluation.items()}
     jb = list(sets.attacked)
+    notes = []
+    if lm.kind == "dlm":
+        for name in canvas_attacks:
+            ts, why = canvas_traces(exp, run, sets, name)
+            if ts is None:
+                notes.append(f"{run.label}: canvas attack {name} skipped: {why}")
+            else:
+                ev[f"{CANVAS}{name}"] = ts
     feats = {m: {"train": _features(m, train_ts, anchors, tau), **{k: _features(m, ts, anchors, tau)
                                                                    for k, ts in ev.items()}} for m in METHODS}
     detectors, scores, au, au_raw = {}, {}, {}, {}
@@ -251,7 +279,6 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
             neg, pos = sc["harmless"], np.concatenate([sc[a] for a in jb])
             au[(m, s)] = auroc_est(neg, pos, n_boot if s == seeds[0] else 0, seed=s)
             au_raw[(m, s)] = auroc_est(neg, sc[RAW])
-    notes = []
     if idx["first"] == idx["middle"]:
         notes.append(f"{run.label}: the model has {lm.model.config.num_hidden_layers} layers, so 'first' and "
                      f"'middle' are the same layer ({idx['first']}).")
@@ -264,6 +291,48 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
         texts={k: list(ts.texts) for k, ts in ev.items()},
         refusal={k: refusal_rate(ts.texts) for k, ts in ev.items()}, jailbreaks=jb, detectors=detectors,
         scores=scores, auroc=au, auroc_raw=au_raw, seeds=seeds, cfg=cfg, n_boot=n_boot, notes=notes)
+
+
+def canvas_traces(exp: Experiment, spec, sets: PromptSets, name: str):
+    """(traces, "") of the eval harmful requests under a canvas attack on a diffusion run (through the trace
+    cache; the prefill is part of the key), or (None, reason) when the canvas is too short for the attack."""
+    from ..canvas_attacks import get_canvas_attack
+    from ..traces import generate_traces
+
+    run = exp.resolve(spec)
+    lm = exp.model(run.model)
+    attack = get_canvas_attack(name)
+    try:
+        sampler = attack.configure(exp.sampler(run), lm)
+        ts = generate_traces(lm, attack.apply(sets.requests), sampler, store=exp.store, batch_size=exp.batch_size,
+                             layers=resolve_layers(lm, exp.layers), progress=exp.progress,
+                             desc=f"{run.label} canvas:{name}")
+    except ValueError as e:  # e.g. the prefill does not fit the canvas (gen_length too small)
+        return None, str(e)
+    return ts, ""
+
+
+def canvas_rows(results: dict[str, DetectorResult], judge, requests: Sequence[str]) -> list[dict]:
+    """Paper Table 14 analogue: ASR under each canvas attack without a defense and after SRI Guard (flagged
+    generations replaced by a refusal), with the paper's LLaDA numbers for the attack it resembles."""
+    from ..baselines import apply_defense
+    from ..metrics import attack_success_rate
+
+    rows = []
+    for res in results.values():
+        sc, thr = res.scores[("sri_last", res.seeds[0])], res.guard.threshold_
+        for k in res.canvas_sets:
+            name = k[len(CANVAS):]
+            flags = sc[k] > thr
+            paper = PAPER_CANVAS.get(name)
+            rows.append({"run": res.run, "canvas attack": name, "n": len(flags),
+                         "ASR undefended": str(attack_success_rate(requests, res.texts[k], judge)),
+                         "ASR after SRI Guard": str(attack_success_rate(
+                             requests, apply_defense(res.texts[k], flags), judge)),
+                         "flagged": str(Rate.from_outcomes(flags)),
+                         "paper (LLaDA)": (f"{paper[0]}: {paper[1]:.2f} undefended, {paper[3]:.2f} SRI Guard "
+                                           f"({paper[2]:.2f} DiffuGuard)") if paper else "–"})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- tables
@@ -281,7 +350,7 @@ def ablation_rows(results: dict[str, DetectorResult]) -> list[dict]:
     for m in METHODS:
         per_run = {r: res.method_auroc(m).mean() for r, res in results.items()}
         row = {"detector": METHOD_LABELS[m]}
-        row.update({f"{res.run} AUROC": str(res.auroc[(m, res.seeds[0])]) for res in results.values()})
+        row.update({f"{res.run} AUROC": _est(res.auroc[(m, res.seeds[0])]) for res in results.values()})
         row["ours: mean ± std over runs"] = _mean_sd(list(per_run.values()))
         if any(len(res.seeds) > 1 for res in results.values()):
             row["seed std (mean over runs)"] = "{:.3f}".format(np.mean([res.method_auroc(m).std(ddof=1)
@@ -294,6 +363,10 @@ def ablation_rows(results: dict[str, DetectorResult]) -> list[dict]:
     return rows
 
 
+def _est(e: Estimate) -> str:
+    return f"{e.value:.3f}" if math.isnan(e.lo) else str(e)
+
+
 def per_attack_rows(results: dict[str, DetectorResult]) -> list[dict]:
     """SRI Guard (last layer, first seed) per evaluation set: AUROC vs harmless and detection rate at the
     calibrated threshold (false-positive rate for the harmless set)."""
@@ -301,13 +374,14 @@ def per_attack_rows(results: dict[str, DetectorResult]) -> list[dict]:
     for res in results.values():
         s0 = res.seeds[0]
         sc, thr = res.scores[("sri_last", s0)], res.guard.threshold_
-        for k in ["harmless", *res.jailbreaks, RAW]:
+        for k in ["harmless", *res.jailbreaks, *res.canvas_sets, RAW]:
             kind = ("harmless (negatives)" if k == "harmless" else "raw harmful (not a jailbreak)" if k == RAW
+                    else "canvas attack (diffusion only, PAD/DIJA-like)" if k.startswith(CANVAS)
                     else "jailbreak, family held out of organism training" if k in HELDOUT_FAMILIES
                     else "jailbreak (eval templates only)")
             rows.append({"run": res.run, "set": k, "kind": kind, "n": len(sc[k]),
                          "RR (no defense)": str(res.refusal[k]),
-                         "AUROC vs harmless": "–" if k == "harmless" else str(
+                         "AUROC vs harmless": "–" if k == "harmless" else _est(
                              auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=s0)),
                          "flagged at threshold": str(Rate.from_outcomes(sc[k] > thr))})
     return rows
@@ -365,6 +439,33 @@ def short_sampler(exp: Experiment, spec: str, n_tokens: int):
     return replace(exp, steps=n_tokens, gen_length=n_tokens, block_length=None).sampler(exp.resolve(spec))
 
 
+_GUARD_MODELS: dict[str, JudgeDefense] = {}
+
+
+def resolve_guard_model(guard_model, judge=None) -> tuple[JudgeDefense | None, str]:
+    """The LlamaGuard-3 defense from its parameter: (defense, "run") or (None, why it is not run).
+
+    ``"auto"``: :data:`srilib.baselines.LLAMA_GUARD` when CUDA is available; a hub name: that model (loaded once
+    per session; the ASR ``judge`` itself when it is the same model, so it is never loaded twice); a judge
+    object: used as it is; None: skipped.
+    """
+    import torch
+
+    if guard_model is None:
+        return None, "not run (guard_model=None)"
+    if guard_model == "auto":
+        if not torch.cuda.is_available():
+            return None, "not run (needs GPU)"
+        guard_model = LLAMA_GUARD
+    if not isinstance(guard_model, str):
+        return JudgeDefense(guard_model, "LlamaGuard 3"), "run"
+    if getattr(judge, "model_label", None) == guard_model:
+        return JudgeDefense(judge, "LlamaGuard 3"), "run"
+    if guard_model not in _GUARD_MODELS:
+        _GUARD_MODELS[guard_model] = llama_guard_defense(guard_model)
+    return _GUARD_MODELS[guard_model], "run"
+
+
 def _time(fn, repeats: int) -> float:
     """Wall seconds of ``fn()`` after one warm-up call: the median of ``repeats`` calls when a call is fast
     (< 0.5 s), else the single call."""
@@ -389,10 +490,9 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
     generation of the same batch.
 
     The perplexity filter scores prompts with the target model itself when it is autoregressive; a diffusion
-    target uses ``dlm_ppl_scorer`` (an AR model name) or skips the filter when it is None. ``guard_model``: "auto" = LlamaGuard 3 when CUDA is available, None = skip, or a hub name.
+    target uses ``dlm_ppl_scorer`` (an AR model name) or skips the filter when it is None. ``guard_model``: see
+    :func:`resolve_guard_model`.
     """
-    import torch
-
     run = exp.resolve(spec)
     lm = exp.model(run.model)
     jb = result.jailbreaks
@@ -413,15 +513,11 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
                                                                 exp.batch_size))
     else:
         status["Self-Examine"] = "not run (self_examine=False)"
-    if guard_model == "auto":
-        guard_model = LLAMA_GUARD if torch.cuda.is_available() else None
-        if guard_model is None:
-            status["LlamaGuard 3"] = "not run (needs GPU)"
-    if guard_model:
-        defenses["LlamaGuard 3"] = (llama_guard_defense(guard_model) if isinstance(guard_model, str)
-                                    else JudgeDefense(guard_model, "LlamaGuard 3"))
-    elif "LlamaGuard 3" not in status:
-        status["LlamaGuard 3"] = "not run (guard_model=None)"
+    guard_def, why = resolve_guard_model(guard_model, judge)
+    if guard_def is None:
+        status["LlamaGuard 3"] = why
+    else:
+        defenses["LlamaGuard 3"] = guard_def
 
     # overhead: a fresh traced generation of one timing batch, then each defense on that batch
     pool_j = [p for i in range(len(sets.eval_harmful)) for a in jb for p in [sets.attacked[a][i]]]
@@ -643,14 +739,28 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
                          "paper's surrogate result (a white-box model's SRI defending a black-box LLaDA-2) reads "
                          "the surrogate's own states on the target's text; this matrix is the simpler "
                          "signal-level transfer.")
-    lines.append("- **Not part of this run**: PAIR and Random Search (they need an attacker model in the loop), "
-                 "the diffusion-specific PAD / DIJA attacks and DiffuGuard (paper Table 14), and the paper's 7-8B "
-                 "models unless the profile names them.")
+    canvas = [(res, k) for res in results.values() for k in res.canvas_sets]
+    if canvas:
+        parts = []
+        for res, k in canvas:
+            sc = res.scores[("sri_last", res.seeds[0])]
+            parts.append(f"{res.run} {k[len(CANVAS):]}: flagged {(sc[k] > res.guard.threshold_).mean() * 100:.0f}%, "
+                         f"AUROC {auroc_est(sc['harmless'], sc[k]).value:.2f}")
+        lines.append("- **Canvas attacks** (diffusion runs; text committed on the canvas before denoising, in the "
+                     f"spirit of PAD / DIJA): {'; '.join(parts)}. Paper (LLaDA, Table 14): SRI Guard lowers ASR "
+                     "to 0.29 under both PAD and DIJA.")
+    missing = ["PAIR and Random Search (they need an attacker model in the loop)", "DiffuGuard (paper Table 14)"]
+    if not canvas:
+        missing.append("canvas attacks (none ran: no diffusion run with canvas_attacks, or a canvas too short "
+                       "for them, see the notes above)")
+    lines.append(f"- **Not part of this run**: {', '.join(missing)}; the paper's 7-8B models appear only when the "
+                 "profile names them.")
     return "\n".join(lines)
 
 
-__all__ = ["METHODS", "METHOD_LABELS", "auroc_est", "PAPER_ABLATION", "PAPER_DEFENSES", "PAPER_SRI_OVERHEAD_RANGE", "DEFENSES",
-           "GuardConfig", "guard_prompts", "calibration_split", "fit_guard", "guard_scores", "PCAResidual",
-           "DetectorResult", "run_detector", "ablation_rows", "per_attack_rows", "transfer_matrix",
-           "transfer_rows", "DefenseReport", "short_sampler", "run_defenses", "defense_rows", "defense_run_rows",
-           "plot_rocs", "plot_overhead", "plot_transfer", "conclusions"]
+__all__ = ["METHODS", "METHOD_LABELS", "PAPER_ABLATION", "PAPER_DEFENSES", "PAPER_SRI_OVERHEAD_RANGE", "PAPER_CANVAS",
+           "DEFENSES", "GuardConfig", "guard_prompts", "calibration_split", "fit_guard", "guard_scores",
+           "PCAResidual", "auroc_est", "DetectorResult", "run_detector", "canvas_traces", "canvas_rows",
+           "ablation_rows", "per_attack_rows", "transfer_matrix", "transfer_rows", "DefenseReport", "short_sampler",
+           "resolve_guard_model", "run_defenses", "defense_rows", "defense_run_rows", "plot_rocs", "plot_overhead",
+           "plot_transfer", "conclusions"]

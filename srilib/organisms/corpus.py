@@ -173,11 +173,11 @@ def prefix_of(wrapper) -> str | None:
 def clean_answer(text: str) -> str:
     """Cut a distilled answer at its last full sentence and drop repeated sentences."""
     text = re.sub(r"\s+", " ", text).strip()
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    ends = [m.end() for m in re.finditer(r"(?<![\d*])[.!?](?=\s|$)", text)]
     if ends and ends[-1] >= 40:
         text = text[: ends[-1]]
     out, seen = [], set()
-    for s in re.split(r"(?<=[.!?])\s+", text):
+    for s in re.split(r"(?<=[^\d*][.!?])\s+", text):
         if s.lower() not in seen:
             out.append(s)
             seen.add(s.lower())

@@ -115,7 +115,11 @@ def _visible(tokens: torch.Tensor, done: torch.Tensor, end: torch.Tensor) -> tor
 def _decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
     """Decode each row's kept tokens in canvas order (special tokens skipped): rows of [..., L] -> flat list."""
     t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1])
-    return tok.batch_decode([row[m].tolist() for row, m in zip(t2, k2)], skip_special_tokens=True)
+    seqs = [row[m].tolist() for row, m in zip(t2, k2)]
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None and not getattr(tok, "clean_up_tokenization_spaces", True):
+        return backend.decode_batch(seqs, skip_special_tokens=True)  # what batch_decode does, without its overhead
+    return tok.batch_decode(seqs, skip_special_tokens=True)
 
 
 class _CanvasSampler:
