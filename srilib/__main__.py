@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="fail if the built HTML loads any script, style or image from the network")
     c.add_argument("html", nargs="?", type=Path, default=None, help="built HTML folder (default: _build/html)")
 
+    cb = sub.add_parser("colab", help="write the repository URL into the notebooks' Colab cells and _config.yml")
+    cb.add_argument("--repo", default=None, help="repository URL (default: srilib.colab.REPO_URL)")
+
     sub.add_parser("trace", add_help=False,
                    help="generate traces, sharded over GPUs with accelerate (python -m srilib trace -h)")
 
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:6s} [{prof.hardware}] notebooks: {', '.join(prof.notebooks)}\n       {prof.description}")
             return 0
         root = runner.find_root(args.root)
+        if args.cmd == "colab":
+            from . import colab
+            changed = colab.sync(root, args.repo or colab.REPO_URL)
+            print("updated: " + (", ".join(changed) or "nothing (already in sync)"))
+            return 0
         if args.cmd == "run":
             runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
                                timeout=args.timeout, log_output=args.log_output)

