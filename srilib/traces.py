@@ -169,7 +169,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def code_version() -> str:
     """Hash of the source files that produce traces; any edit to them invalidates cached traces."""
     here = Path(__file__).parent
-    files = [here / "traces.py", here / "models.py", *sorted((here / "samplers").glob("*.py"))]
+    files = [here / "traces.py", here / "models.py", here / "dlm.py", *sorted((here / "samplers").glob("*.py"))]
     h = hashlib.sha256()
     for f in files:
         if f.exists():
