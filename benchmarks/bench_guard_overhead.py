@@ -28,9 +28,10 @@ PAPER = {"SRI Guard": "0.02 (0.01-0.04 per model)", "perplexity filter": "4.26",
          "LlamaGuard 3": "8.45"}
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median wall seconds of ``repeats`` calls of ``fn`` (after one warm-up call)."""
-    fn()
+def median_time(fn, repeats: int, warmup: bool = True) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` (after one warm-up call unless ``warmup=False``)."""
+    if warmup:
+        fn()
     t = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
@@ -50,7 +51,7 @@ def plain_generate_seconds(lm, prompts, T: int, repeats: int) -> float:
         with torch.no_grad():
             lm.model.generate(input_ids=x, attention_mask=a, max_new_tokens=T, do_sample=False,
                               pad_token_id=lm.pad_id)
-    return median_time(gen, repeats)
+    return median_time(gen, repeats, warmup=False)  # the model is warm from the traced generations
 
 
 def main(argv=None) -> int:
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-anchor", type=int, default=8, help="anchor prompts per class (default 8)")
     p.add_argument("--n-train", type=int, default=40, help="harmless train prompts for the guard (default 40)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls of SRI Guard (median; default 20)")
-    p.add_argument("--gen-repeats", type=int, default=1, help="timed generations (median; default 1)")
+    p.add_argument("--gen-repeats", type=int, default=3, help="timed generations (median; default 3)")
     p.add_argument("--no-baselines", action="store_true", help="skip the perplexity filter and Self-Examine")
     p.add_argument("--target", type=float, default=0.1, help="fail when SRI Guard adds this %% or more")
     p.add_argument("--cache", default=None, help="trace cache (default $SRILIB_CACHE or <repo>/.cache)")
@@ -112,8 +113,8 @@ def main(argv=None) -> int:
 
     if lm.kind == "ar":
         plain = plain_generate_seconds(lm, prompts, args.steps, args.gen_repeats)
-        print(f"plain HF generate of the same batch (no hidden states): {plain:.2f} s -> recording the states "
-              f"costs {100.0 * (gen - plain) / plain:+.1f}% (not counted in SRI Guard's overhead)")
+        print(f"plain HF generate of the same batch (no hidden states): {plain:.2f} s; traced vs plain: "
+              f"{100.0 * (gen - plain) / plain:+.1f}% (recording the states; not counted in SRI Guard's overhead)")
     if not args.no_baselines:
         if lm.kind == "ar":
             ppl = PerplexityFilter(lm, batch_size=args.batch).fit(sets.eval_harmless[:4])

@@ -33,3 +33,14 @@ def show_table(rows: Sequence[dict], columns: Iterable[str] | None = None, digit
     """Display a Markdown table (with an optional caption line) in a notebook."""
     from IPython.display import Markdown, display
     display(Markdown((f"**{caption}**\n\n" if caption else "") + md_table(rows, columns, digits)))
+
+
+def show_summary(text: str, glue_name: str | None = None):
+    """Display a Markdown summary; with ``glue_name`` also glue it (as HTML, which Jupyter Book can paste into
+    another page, e.g. the landing page) under that name."""
+    from IPython.display import HTML, Markdown, display
+    display(Markdown(text))
+    if glue_name:
+        from markdown_it import MarkdownIt  # a dependency of Jupyter Book's MyST parser
+        from myst_nb import glue
+        glue(glue_name, HTML(MarkdownIt("commonmark").render(text)), display=False)

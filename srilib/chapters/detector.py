@@ -435,8 +435,10 @@ class DefenseReport:
 
 
 def short_sampler(exp: Experiment, spec: str, n_tokens: int):
-    """The run's sampler with ``n_tokens`` steps and tokens (for yes/no answers)."""
-    return replace(exp, steps=n_tokens, gen_length=n_tokens, block_length=None).sampler(exp.resolve(spec))
+    """The run's sampler (its remasking rule, one block) with ``n_tokens`` steps and tokens (yes/no answers)."""
+    run = exp.resolve(spec)
+    run = type(run)(run.model, run.sampler.partition(":")[0])  # drop a block-length suffix such as ":b16"
+    return replace(exp, steps=n_tokens, gen_length=n_tokens, block_length=None).sampler(run)
 
 
 _GUARD_MODELS: dict[str, JudgeDefense] = {}

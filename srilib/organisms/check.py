@@ -130,7 +130,8 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
     from .corpus import load_manifest
     from .train import ensure_trained, get_config
 
-    torch.set_num_threads(2)
+    from .train import THREADS
+    torch.set_num_threads(THREADS)
     attacks = attacks or list_attacks()
     sets = eval_sets(attacks, n_harmful, n_harmless)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": config,

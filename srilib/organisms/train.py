@@ -38,7 +38,9 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 # Files whose content decides the weights (check.py does not, so editing it never retrains anything).
 TRAIN_SOURCES = ("__init__.py", "corpus.py", "train.py")
-THREADS = 2
+# One thread by default: on a shared 2-core machine a 2-thread pool spent most of its time waiting for a
+# descheduled worker (6x slower per step, measured); SRILIB_TRAIN_THREADS overrides (not part of the key).
+THREADS = int(os.environ.get("SRILIB_TRAIN_THREADS", "1"))
 
 
 @dataclass(frozen=True)
