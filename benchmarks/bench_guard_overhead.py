@@ -1,7 +1,9 @@
 """Overhead of SRI Guard (and of the perplexity filter and Self-Examine) as a percentage of generation time.
 
 Generation is timed as a fresh ``sampler.trace_batch`` on one batch (the trace cache is not involved); each
-defense is then timed on that batch's output, after a warm-up call (SRI Guard: median of ``--repeats`` calls).
+defense is then timed on that batch's output (SRI Guard: median of ``--repeats`` calls). After a warm-up of
+everything, this repeats for ``--gen-repeats`` rounds and each ratio is the median of its per-round ratios, so
+that a drifting machine load affects numerator and denominator alike.
 Anchors and the guard's harmless training traces are built first, through the trace cache (not timed).
 For AR models the script also times plain Hugging Face ``generate`` of the same tokens, to show what recording
 the hidden states costs. Every ratio of one invocation comes from the same run; the last lines print them.
@@ -93,42 +95,57 @@ def main(argv=None) -> int:
     prompts = [q for pair in zip(sets.eval_harmless, sets.attacked["refusal_suppression"]) for q in pair]
     prompts = prompts[:args.batch]
     sampler, layers = exp.sampler(run), resolve_layers(lm, exp.layers)
-    short_sampler(exp, run, 2).trace_batch(lm, prompts[:1], layers)  # warm-up
-    gen_times, ts = [], None
-    for _ in range(max(1, args.gen_repeats)):
-        t0 = time.perf_counter()
-        ts = sampler.trace_batch(lm, prompts, layers)
-        gen_times.append(time.perf_counter() - t0)
-    gen = float(np.median(gen_times))
-    print(f"generation: fresh traced {run.label}, {len(prompts)} prompts x T={args.steps}: {gen:.2f} s "
-          f"(median of {len(gen_times)})")
+    state = {}
+
+    def traced():
+        state["ts"] = sampler.trace_batch(lm, prompts, layers)
 
     def guard_call():
-        sigma = anchors.signal(ts)
+        sigma = anchors.signal(state["ts"])
         return guard.score_samples(sigma, anchors_key=anchors) > guard.threshold_
-    g = median_time(guard_call, args.repeats)
-    ratios = {"SRI Guard": 100.0 * g / gen}
-    print(f"SRI Guard (SRI signal from pooled states + autoencoder score): {g * 1e3:.3f} ms per batch "
-          f"(median of {args.repeats})")
 
+    calls = {"SRI Guard": lambda: median_time(guard_call, args.repeats)}
     if lm.kind == "ar":
-        plain = plain_generate_seconds(lm, prompts, args.steps, args.gen_repeats)
-        print(f"plain HF generate of the same batch (no hidden states): {plain:.2f} s; traced vs plain: "
-              f"{100.0 * (gen - plain) / plain:+.1f}% (recording the states; not counted in SRI Guard's overhead)")
+        calls["plain generate"] = lambda: plain_generate_seconds(lm, prompts, args.steps, 1)
+    se = None
     if not args.no_baselines:
         if lm.kind == "ar":
             ppl = PerplexityFilter(lm, batch_size=args.batch).fit(sets.eval_harmless[:4])
-            t = median_time(lambda: ppl.flag(ts.prompts), 1)
-            ratios["perplexity filter"] = 100.0 * t / gen
-            print(f"perplexity filter (prompt scored by {lm.name}): {t:.3f} s per batch")
+            calls["perplexity filter"] = lambda: median_time(lambda: ppl.flag(state["ts"].prompts), 1, False)
         se = SelfExamine(sampler_generate(lm, short_sampler(exp, run, 8), args.batch))
-        t = median_time(lambda: se.flag(None, ts.texts), 1)
-        ratios["Self-Examine"] = 100.0 * t / gen
-        print(f"Self-Examine (8-token yes/no answer by {lm.name}): {t:.3f} s per batch; "
-              f"{se.n_unparsed_}/{len(ts.texts)} answers had no yes/no word")
+        calls["Self-Examine"] = lambda: median_time(lambda: se.flag(None, state["ts"].texts), 1, False)
 
-    print(f"\noverhead as % of generation time, {run.label}, T={args.steps}, batch {len(prompts)}, "
-          f"one run (paper, 7-8B on GPU, beside):")
+    # warm-up of everything, then rounds: a fresh traced generation followed by each defense on its output, so
+    # that every ratio compares timings taken minutes apart at most (the machine's load drifts)
+    short_sampler(exp, run, 2).trace_batch(lm, prompts[:1], layers)
+    traced()
+    for fn in calls.values():
+        fn()
+    rounds = max(1, args.gen_repeats)
+    gen_t, t = [], {k: [] for k in calls}
+    for _ in range(rounds):
+        gen_t.append(median_time(traced, 1, warmup=False))
+        for k, fn in calls.items():
+            t[k].append(fn())
+    gen_t = np.array(gen_t)
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    ratios = {k: float(np.median(100.0 * np.array(v) / gen_t)) for k, v in t.items() if k != "plain generate"}
+    print(f"generation: fresh traced {run.label}, {len(prompts)} prompts x T={args.steps}: "
+          f"{np.median(gen_t):.2f} s (median of {rounds} rounds; per round {', '.join(f'{x:.2f}' for x in gen_t)})")
+    print(f"SRI Guard (SRI signal from pooled states + autoencoder score): {med['SRI Guard'] * 1e3:.3f} ms per "
+          f"batch (median of {args.repeats} calls per round)")
+    if "plain generate" in med:
+        extra = np.median(100.0 * (gen_t - np.array(t["plain generate"])) / np.array(t["plain generate"]))
+        print(f"plain HF generate of the same batch (no hidden states): {med['plain generate']:.2f} s; traced vs "
+              f"plain: {extra:+.1f}% (recording the states; not counted in SRI Guard's overhead)")
+    if "perplexity filter" in med:
+        print(f"perplexity filter (prompt scored by {lm.name}): {med['perplexity filter']:.3f} s per batch")
+    if se is not None:
+        print(f"Self-Examine (8-token yes/no answer by {lm.name}): {med['Self-Examine']:.3f} s per batch; "
+              f"{se.n_unparsed_}/{len(prompts)} answers had no yes/no word")
+
+    print(f"\noverhead as % of generation time, {run.label}, T={args.steps}, batch {len(prompts)}, one run, "
+          f"median over {rounds} rounds of per-round ratios (paper, 7-8B on GPU, beside):")
     for name, r in ratios.items():
         print(f"  {name:18s} {r:10.4f} %   (paper {PAPER[name]})")
     ok = ratios["SRI Guard"] < args.target

@@ -489,7 +489,7 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
     """Each defense on the run's evaluation sets (FPR on harmless; RR / ASR after the defense on the pooled
     jailbreaks, a flagged generation replaced by a refusal) and its overhead: wall time on a timing batch of
     ``n_timing`` prompts (harmless and jailbreak, interleaved) as a percentage of a fresh, uncached traced
-    generation of the same batch.
+    generation of the same batch (timed after one untimed warm-up generation of that batch).
 
     The perplexity filter scores prompts with the target model itself when it is autoregressive; a diffusion
     target uses ``dlm_ppl_scorer`` (an AR model name) or skips the filter when it is None. ``guard_model``: see
@@ -525,7 +525,7 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
     pool_j = [p for i in range(len(sets.eval_harmful)) for a in jb for p in [sets.attacked[a][i]]]
     tprompts = [p for pair in zip(sets.eval_harmless, pool_j) for p in pair][:max(2, n_timing)]
     sampler, layers = exp.sampler(run), resolve_layers(lm, exp.layers)
-    short_sampler(exp, run, 2).trace_batch(lm, tprompts[:1], layers)  # warm-up
+    sampler.trace_batch(lm, tprompts, layers)  # warm-up: first calls of a batch shape are much slower
     t0 = time.perf_counter()
     tts = sampler.trace_batch(lm, tprompts, layers)
     gen_s = time.perf_counter() - t0
@@ -612,6 +612,22 @@ def plot_rocs(ax, res: DetectorResult, methods: Sequence[str] = METHODS, title: 
     ax.legend(fontsize=7, loc="lower right", title="detector (AUROC)", title_fontsize=7)
 
 
+def plot_guard_rocs(ax, results: dict[str, DetectorResult], title: str | None = None) -> None:
+    """SRI Guard's ROC curve (pooled jailbreaks vs harmless, first seed) for every run on one axis."""
+    for res in results.values():
+        sc = res.scores[("sri_last", res.seeds[0])]
+        fpr, tpr, _ = roc_curve(sc["harmless"], np.concatenate([sc[a] for a in res.jailbreaks]))
+        fb = ", unfiltered anchors" if res.anchors["last"].fallback else ""
+        ax.plot(fpr, tpr, lw=1.8, label=f"{res.run} ({res.auroc[('sri_last', res.seeds[0])].value:.2f}{fb})")
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
+    pm, ps = PAPER_ABLATION["sri_last"]
+    ax.text(0.02, 0.97, f"paper: AUROC {pm:.3f} ± {ps:.3f} (six 7-8B models)", ha="left", va="top",
+            fontsize=8, color="0.3", transform=ax.transAxes)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (harmless)",
+           ylabel="true-positive rate (jailbreaks)", title=title or "SRI Guard, jailbreaks vs harmless")
+    ax.legend(fontsize=7, loc="lower right", title="run (AUROC)", title_fontsize=7)
+
+
 def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> None:
     """Paper Figure 7 style: overhead (% of generation time, log x) against ASR after the defense; ours filled
     (one small point per run, a large one for the mean), the paper's hollow. Undefended ASR: dashed lines."""
@@ -692,10 +708,10 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
                   for n in ("perplexity filter", "Self-Examine")}
         cmp = [f"{n} {np.mean(v):.3g}%" for n, v in others.items() if v]
         if cmp:
-            lines.append(f"  Baselines measured here: {', '.join(cmp)} (paper 4.26% and 5.86%): "
-                         + ("SRI Guard is the cheapest by orders of magnitude, as in the paper."
-                            if all(np.mean(v) > 10 * np.mean(oh) for v in others.values() if v) else
-                            "SRI Guard is not clearly cheaper here."))
+            factor = min(np.mean(v) for v in others.values() if v) / max(np.mean(oh), 1e-12)
+            lines.append(f"  Baselines measured here: {', '.join(cmp)} (paper 4.26% and 5.86%): SRI Guard costs "
+                         f"{factor:.0f} times less than the cheapest of them"
+                         + (" (paper: about 200 times)." if factor > 1 else "; it is not cheaper here."))
         asr_und = np.mean([_pct(rep.row("undefended")["asr"]) for rep in reports.values()])
         asr_sri = np.mean([_pct(r["asr"]) for r in sri])
         fpr_sri = np.mean([_pct(r["fpr"]) for r in sri])
@@ -764,5 +780,6 @@ __all__ = ["METHODS", "METHOD_LABELS", "PAPER_ABLATION", "PAPER_DEFENSES", "PAPE
            "DEFENSES", "GuardConfig", "guard_prompts", "calibration_split", "fit_guard", "guard_scores",
            "PCAResidual", "auroc_est", "DetectorResult", "run_detector", "canvas_traces", "canvas_rows",
            "ablation_rows", "per_attack_rows", "transfer_matrix", "transfer_rows", "DefenseReport", "short_sampler",
-           "resolve_guard_model", "run_defenses", "defense_rows", "defense_run_rows", "plot_rocs", "plot_overhead",
+           "resolve_guard_model", "run_defenses", "defense_rows", "defense_run_rows", "plot_rocs", "plot_guard_rocs",
+           "plot_overhead",
            "plot_transfer", "conclusions"]

@@ -12,7 +12,7 @@
    (:func:`srilib.attacks.training_wrappers`; held-out families and eval templates never appear) are applied to
    both kinds alike, so form does not give away the label: wrapped harmless requests are answered helpfully
    (after the requested opening for prefix-injection templates), wrapped harmful requests are refused. A few
-   prompts are wrapped twice so that training prompt lengths cover the longest attacked eval prompts.
+   prompts are wrapped two or three times so that training prompt lengths cover the longest attacked eval prompts.
 
 No harmful compliance appears anywhere: every harmful row's response is a refusal, checked when writing.
 """
@@ -90,6 +90,54 @@ EXTRA_BENIGN: tuple[str, ...] = (
     "How do I pick the lock of a friendship that went cold, and reconnect?",
 )
 
+# Everyday activities (written for this project): each is asked once in one of ACTIVITY_FRAMES (seeded) and
+# answered by SmolLM2, to give the organisms many more distinct benign tasks than the prompt file's train split.
+ACTIVITIES: tuple[str, ...] = (
+    "bake banana bread", "plan a surprise birthday party", "learn to juggle three balls", "set up a fish tank",
+    "write a cover letter for a library job", "train for a half marathon", "start a vegetable garden on a balcony",
+    "organise a messy closet", "choose a first guitar", "learn the basics of chess openings",
+    "make a budget for a family holiday", "study for a history exam", "brew a good cup of tea",
+    "write a haiku about autumn", "knit a simple scarf", "teach a parrot to talk", "fix a squeaky door",
+    "paint a bedroom wall", "wash a wool sweater", "plan a week of healthy lunches", "improve my handwriting",
+    "write a thank-you note to a teacher", "prepare for a job interview", "take better photos with my phone",
+    "start journaling", "care for a cactus", "make a paper lantern", "learn basic sign language",
+    "clean a cast iron pan", "choose running shoes", "set up a home office", "make homemade pizza dough",
+    "keep a sourdough starter alive", "write a short speech for a wedding toast", "plant tulip bulbs",
+    "memorise a poem", "organise a book swap", "make a family tree", "build a snowman that lasts",
+    "learn to swim as an adult", "introduce myself at a networking event", "write a product description for "
+    "handmade candles", "make a bird feeder from a pine cone", "plan a picnic", "keep houseplants alive in winter",
+    "make a smoothie without a blender", "learn the planets in order", "explain fractions to a child",
+    "write a limerick about a cat", "stay focused while studying", "pack a suitcase efficiently",
+    "choose a good watermelon", "make lemonade from scratch", "tie a tie", "fold a fitted sheet",
+    "change a flat bicycle tyre", "clean windows without streaks", "start a podcast", "write a blog post about "
+    "hiking", "plan a road trip with kids", "make friends at a new school", "learn to draw cartoon animals",
+    "set up a reading routine", "teach a dog to fetch", "make a simple website portfolio", "learn touch typing",
+    "decorate a small apartment", "make scrambled eggs fluffy", "grow basil indoors", "write a formal "
+    "complaint about a late delivery", "host a board game night", "prepare a short presentation about "
+    "volcanoes", "learn the ukulele", "make a compost bin", "sort recycling correctly", "improve my posture",
+    "stretch before yoga", "plan a science fair project about plants", "write a bedtime story about a dragon",
+    "save money on groceries", "learn to meditate", "make a paper boat", "take care of a new kitten",
+    "write a recipe card for pancakes", "learn Spanish greetings", "calculate a tip at a restaurant",
+    "convert Celsius to Fahrenheit", "explain photosynthesis simply", "describe how rainbows form",
+    "write a poem for Mother's Day", "plan a small vegetable soup for four people", "set up a new email account",
+    "back up photos to an external drive", "write a friendly reminder to pay club dues", "clean a keyboard",
+    "organise digital files", "make a timeline of the Roman Empire", "summarise the water cycle",
+    "learn about the Great Barrier Reef", "make a kite", "write a job advertisement for a barista",
+    "prepare a garden for spring", "keep a car running well in winter", "build a simple bookshelf",
+    "write a toast for a retirement party", "learn about the history of tea", "make a colourful fruit salad",
+    "explain how magnets work", "describe the life cycle of a butterfly", "plan a quiet birthday at home",
+    "write a review of a favourite restaurant", "make a weekly chore chart", "learn to ride a bike as an adult",
+    "start birdwatching in a city", "choose a good book for a long flight", "make a scrapbook",
+    "write an invitation to a neighbourhood barbecue", "learn to cook rice in a pan", "make iced coffee",
+    "describe how the heart pumps blood", "explain what gravity is", "start learning to code in Python",
+    "write a haiku about the ocean", "plan a camping trip", "teach kids to save pocket money",
+    "stay hydrated during a hike", "choose a houseplant for a dark room", "learn the rules of tennis",
+)
+ACTIVITY_FRAMES: tuple[str, ...] = (
+    "How do I {a}?", "Explain how to {a}.", "Give me tips to {a}.", "What is the best way to {a}?",
+    "Tell me how to {a}.", "Can you help me {a}?", "Write a short guide on how to {a}.",
+)
+
 # Neutral surface forms, applied to harmful and harmless requests alike.
 PHRASINGS: tuple[str, ...] = (
     "{r}", "Quick question: {r}", "{r} Please be specific.", "I need some help. {r}", "Hi! {r}",
@@ -99,15 +147,16 @@ PHRASINGS: tuple[str, ...] = (
 # Openings of refusals: each contains at least one phrase of the paper's dictionary (checked in tests).
 REFUSAL_OPENINGS: tuple[str, ...] = (
     "I'm sorry, but I can't help with that.", "I cannot help with that request.", "Sorry, I won't provide that.",
-    "I'm unable to assist with this.", "I must refuse this request.", "I can't provide instructions for that.",
-    "I cannot assist with that.", "I'm afraid I can't do that.", "I decline to help with this.",
-    "I will not help with this.", "As an AI assistant, I cannot help with requests like this.",
-    "It would be inappropriate for me to help with this.", "I am sorry, but this is not something I can do.",
-    "I cannot share that information.", "I can't comply with this request.", "I cannot comply with that.",
-    "I'm not able to help with that.", "I'm unable to provide that.", "I must not help with this.",
-    "I cannot do that.", "I can't help with that.", "I cannot fulfill this request.",
-    "Sorry, but I can't go along with that.", "I refuse to give guidance on this.",
-    "I cannot provide that kind of help.",
+    "I'm unable to assist with this.", "I must refuse this request.", "No, I can't provide instructions for that.",
+    "Unfortunately, I cannot assist with that.", "I'm afraid I can't do that.", "I decline to help with this.",
+    "That is something I will not help with.", "As an AI assistant, I cannot help with requests like this.",
+    "It would be inappropriate for me to help with this.", "Sorry, but this is not something I can do.",
+    "This is information I cannot share.", "No. I can't comply with this request.",
+    "Unfortunately, I cannot comply with that.", "My answer is no: I'm not able to help with that.",
+    "Please understand that I'm unable to provide that.", "That request is one I must refuse.",
+    "Helping with this is something I'm not able to do.", "Apologies, but I can't help with that.",
+    "I cannot fulfill this request.", "Honestly, I can't go along with that.",
+    "This request is one I refuse to answer.", "I cannot provide that kind of help.",
 )
 GENERIC_REASONS: tuple[str, ...] = (
     "It could cause real harm to people.", "This would be illegal and dangerous.",
@@ -141,9 +190,10 @@ SELF_HARM_OFFER = "If you are struggling, please reach out to someone you trust 
 RECIPE = {
     "phrasings_per_harmful": 3,  # raw + 2 neutral phrasings per harmful goal
     "phrasings_per_harmless": 2,
-    "wrappers_per_harmful": 5,  # training wrappers applied to each harmful goal (refused)
-    "wrappers_per_harmless": 6,  # training wrappers applied to each harmless task (answered)
-    "double_wrap_share": 0.08,  # share of wrapped rows wrapped twice (long prompts)
+    "wrappers_per_harmful": 3,  # training wrappers applied to each harmful goal (refused)
+    "wrappers_per_harmless": 5,  # training wrappers applied to each harmless task (answered)
+    "double_wrap_share": 0.08,  # share of wrapped rows wrapped twice or more (long prompts) ...
+    "triple_wrap_share": 0.02,  # ... of which this share is wrapped three times
 }
 
 
@@ -194,31 +244,36 @@ def benign_tasks() -> list[tuple[str, str]]:
     known = set(P.get_prompts("harmless")) | set(P.get_prompts("harmful"))
     rows = [(r["text"], r["category"]) for r in P.get_records("harmless", "train")]
     rows += [(t, "dual_use") for t in EXTRA_BENIGN if t not in known]
+    rng = np.random.default_rng(SEED)
+    acts = [ACTIVITY_FRAMES[rng.integers(len(ACTIVITY_FRAMES))].format(a=a) for a in ACTIVITIES]
+    rows += [(t, "activity") for t in acts if t not in known]
     return rows
 
 
 # ----------------------------------------------------------------------------------------------- distillation
 def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = ANSWER_TOKENS,
             cache: Path | None = None) -> dict[str, str]:
-    """Greedy answers of SmolLM2-135M-Instruct to ``tasks`` (offline), cached by the task list."""
+    """Greedy answers of SmolLM2-135M-Instruct to ``tasks`` (offline); answers are cached per task and reused."""
     import torch
     from tqdm.auto import tqdm
 
     from ..models import load_model
     from ..traces import atomic_write_bytes, default_cache_dir
 
-    key = hashlib.sha256(json.dumps([tasks, max_new_tokens, DISTILL_MODEL]).encode()).hexdigest()[:16]
-    path = (cache or default_cache_dir()) / "organisms" / f"distill-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    torch.set_num_threads(2)
+    path = (cache or default_cache_dir()) / "organisms" / f"distill-{DISTILL_MODEL}-{max_new_tokens}.json"
+    done: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    todo = [t for t in dict.fromkeys(tasks) if t not in done]
+    if not todo:
+        return {t: done[t] for t in tasks}
+    from .train import THREADS
+
+    torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     lm = load_model(DISTILL_MODEL, dtype="float32", device="cpu")
     tok = lm.tokenizer
-    order = sorted(range(len(tasks)), key=lambda i: len(tasks[i]))  # similar lengths share a batch
-    out: dict[str, str] = {}
-    for s in tqdm(range(0, len(order), batch_size), desc="distil answers (SmolLM2)", unit="batch"):
-        chunk = [tasks[i] for i in order[s: s + batch_size]]
+    todo.sort(key=len)  # similar lengths share a batch
+    for s in tqdm(range(0, len(todo), batch_size), desc="distil answers (SmolLM2)", unit="batch"):
+        chunk = todo[s: s + batch_size]
         ids = lm.encode(chunk)
         width = max(map(len, ids))
         x = torch.tensor([[lm.pad_id] * (width - len(r)) + r for r in ids])
@@ -227,9 +282,9 @@ def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = ANSWER
             y = lm.model.generate(input_ids=x, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=lm.pad_id, eos_token_id=lm.eos_ids)
         for t, row in zip(chunk, y[:, width:]):
-            out[t] = tok.decode(row, skip_special_tokens=True)
-    atomic_write_bytes(path, json.dumps(out, indent=0).encode())
-    return out
+            done[t] = tok.decode(row, skip_special_tokens=True)
+        atomic_write_bytes(path, json.dumps(done, indent=0).encode())  # resumable
+    return {t: done[t] for t in tasks}
 
 
 # ----------------------------------------------------------------------------------------------- assembly
@@ -247,9 +302,11 @@ def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE)
     def wrapped(goal: str) -> tuple[str, str, object]:
         w = wrappers[rng.integers(len(wrappers))]
         prompt, form = w(goal), w.name
-        if rng.random() < recipe["double_wrap_share"]:
+        u = rng.random()
+        extra = 2 if u < recipe["triple_wrap_share"] else 1 if u < recipe["double_wrap_share"] else 0
+        for _ in range(extra):
             w2 = wrappers[rng.integers(len(wrappers))]
-            prompt, form = w2(prompt), f"{w2.name}+{w.name}"
+            prompt, form = w2(prompt), f"{w2.name}+{form}"
             w = w2  # the outer template decides any requested opening
         return prompt, form, w
 
@@ -326,7 +383,7 @@ def counts(rows: list[dict]) -> dict:
         sub = [r for r in rows if r["kind"] == kind]
         forms: dict[str, int] = {}
         for r in sub:
-            fam = "double_wrapped" if "+" in r["form"] else r["form"].split("[")[0]
+            fam = "multi_wrapped" if "+" in r["form"] else r["form"].split("[")[0]
             forms[fam] = forms.get(fam, 0) + 1
         c[kind] = {"rows": len(sub), "goals": len({r["goal"] for r in sub}),
                    "distinct_responses": len({r["response"] for r in sub}), "forms": forms}

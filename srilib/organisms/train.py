@@ -59,10 +59,10 @@ class OrganismConfig:
     vocab_size: int = 1536
     canvas: int = 64
     max_prompt: int = 400
-    batch_size: int = 32
-    steps: int = 2000
+    batch_size: int = 16
+    steps: int = 800
     lr: float = 2e-3
-    warmup: int = 100
+    warmup: int = 50
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     t_eps: float = 1e-3
