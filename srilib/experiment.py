@@ -129,7 +129,7 @@ class Experiment:
 
     def layer(self, spec: str | Run, name: int | str) -> int:
         """The hidden-state index that a layer name ("first", "middle", "last") means for a run's model."""
-        return resolve_layers(self.model(self.resolve(spec).model), [name])[0]
+        return resolve_layers(self.model(self.resolve(spec).model), [name, "last"])[0]
 
     def anchors(self, spec: str | Run, sets: "PromptSets", allow_unfiltered: bool = True,
                 layer: int = -1, pooling: str = "generated") -> Anchors:

@@ -408,19 +408,22 @@ def _labels(scores_neg, scores_pos) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return neg, pos, y, np.r_[neg, pos]
 
 
+def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """AUROC as the Mann-Whitney probability P(pos > neg) + P(pos == neg) / 2 (ties count half), by ranks."""
+    from scipy.stats import rankdata
+
+    r = rankdata(np.r_[neg, pos])
+    n0, n1 = len(neg), len(pos)
+    return float((r[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
 def auroc(scores_neg, scores_pos, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> Estimate:
     """AUROC of positives (e.g. jailbreaks) vs negatives (harmless); higher score = more positive.
 
     The interval is a percentile bootstrap resampling negatives and positives separately (stratified).
     """
-    from sklearn.metrics import roc_auc_score
-
     neg, pos, _, _ = _labels(scores_neg, scores_pos)
-
-    def stat(a, b):
-        return roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b])
-
-    est, lo, hi = bootstrap_ci((neg, pos), stat, n_boot=n_boot, seed=seed, conf=conf, paired=False)
+    est, lo, hi = bootstrap_ci((neg, pos), _auc, n_boot=n_boot, seed=seed, conf=conf, paired=False)
     return Estimate(est, lo, hi, "stratified-bootstrap", conf,
                     {"n_neg": len(neg), "n_pos": len(pos), "n_boot": n_boot})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -102,7 +103,7 @@ class Anchors:
     def T(self) -> int:
         return int(self.mu_harmless.shape[0])
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Content hash: identifies these anchors (a guard refuses signals made against other anchors)."""
         h = hashlib.sha256()
