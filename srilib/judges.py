@@ -387,5 +387,24 @@ def agreement(judge_a, judge_b, prompts: Sequence[str], responses: Sequence[str]
             "names": (getattr(judge_a, "name", "a"), getattr(judge_b, "name", "b"))}
 
 
-__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "agreement", "STOPWORDS", "YESNO_TEMPLATE", "words", "stem",
+__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "make_judge", "agreement", "STOPWORDS", "YESNO_TEMPLATE", "words", "stem",
            "content_stems", "parse_llamaguard", "parse_yesno"]
+
+
+def make_judge(spec: str | None = "heuristic"):
+    """A judge from its parameter: ``"heuristic"`` (offline default) or ``"llm:<model id>"`` (GPU).
+
+    ``None`` or ``""`` gives None (no judge), so optional second judges can be switched off.
+    """
+    if spec is None or spec == "":
+        return None
+    if not isinstance(spec, str):
+        return spec  # already a judge object
+    if spec == "heuristic":
+        return HeuristicJudge()
+    if spec.startswith("llm:") and len(spec) > 4:
+        import torch
+        dev = "cuda" if torch.cuda.is_available() else None
+        return LLMJudge(spec[4:], device=dev, dtype="bfloat16" if dev else None)
+    raise ValueError(f"unknown judge {spec!r}; use 'heuristic' or 'llm:<hub model id>' "
+                     "(e.g. 'llm:meta-llama/Llama-Guard-3-8B')")

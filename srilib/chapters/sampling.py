@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..attacks import get_attack
+from ..judges import make_judge  # noqa: F401  (re-exported: notebooks call S.make_judge)
 from ..experiment import Experiment, PromptSets, parse_run
 from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, attack_success_rate, delta, internal_recovery_rate,
                        refusal_rate)
@@ -66,27 +67,6 @@ def paper_column(set_name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------- judges
-def make_judge(spec: str | None = "heuristic"):
-    """A judge from its parameter: ``"heuristic"`` (offline default) or ``"llm:<model id>"`` (GPU).
-
-    ``None`` or ``""`` gives None (no judge), so optional second judges can be switched off.
-    """
-    from ..judges import HeuristicJudge, LLMJudge
-
-    if spec is None or spec == "":
-        return None
-    if not isinstance(spec, str):
-        return spec  # already a judge object
-    if spec == "heuristic":
-        return HeuristicJudge()
-    if spec.startswith("llm:") and len(spec) > 4:
-        import torch
-        dev = "cuda" if torch.cuda.is_available() else None
-        return LLMJudge(spec[4:], device=dev, dtype="bfloat16" if dev else None)
-    raise ValueError(f"unknown judge {spec!r}; use 'heuristic' or 'llm:<hub model id>' "
-                     "(e.g. 'llm:meta-llama/Llama-Guard-3-8B')")
-
-
 # ---------------------------------------------------------------------------------------------------- core
 def family(kind: str, sampler: str) -> str:
     """'AR' (causal LM), 'DLM' (diffusion LM with a remasking sampler) or 'DLM, AR sampling' (dlm-ar)."""
