@@ -9,7 +9,7 @@ Compares, on the same model, prompts, steps and dtype (greedy decoding):
 Each method runs in its own child process (so peak memory is its own), alternating methods over several
 rounds to spread machine noise; we report medians. The last lines print the ratios.
 
-    python benchmarks/bench_ar_trace.py [--model smollm2-135m] [--prompts 32] [--steps 32] [--rounds 3]
+    python benchmarks/bench_ar_trace.py [--model smollm2-135m] [--prompts 32] [--steps 32] [--rounds 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def child(args) -> dict:
     from srilib.samplers.ar import left_pad
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = srilib.load_model(args.model, **({"dtype": args.dtype} if args.dtype else {}))
     prompts = (get_prompts("harmful", "eval", n=args.prompts // 2) +
                get_prompts("harmless", "eval", n=args.prompts - args.prompts // 2))
@@ -105,6 +107,9 @@ def main():
     ap.add_argument("--naive-prompts", type=int, default=4, help="prompts timed for the naive method")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per child (0: torch's default). On a shared machine, 1 thread per child "
+                         "avoids oversubscription noise; the ratios compare like with like either way.")
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:
@@ -112,7 +117,7 @@ def main():
         return
     res: dict[str, list[dict]] = {"trace": [], "generate": [], "naive": []}
     base = [sys.executable, __file__, "--model", args.model, "--prompts", str(args.prompts), "--steps",
-            str(args.steps), "--naive-prompts", str(args.naive_prompts)] + (["--dtype", args.dtype] if args.dtype else [])
+            str(args.steps), "--naive-prompts", str(args.naive_prompts), "--threads", str(args.threads)] + (["--dtype", args.dtype] if args.dtype else [])
     env = {**os.environ, "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     for r in range(args.rounds):
         for mode in (("trace", "generate", "naive") if r == 0 else ("generate", "trace")):
