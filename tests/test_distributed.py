@@ -64,10 +64,11 @@ def test_profile_jobs_are_the_notebooks_sets():
                       attacks=c["attacks"], batch_size=c["batch_size"], seed=c["seed"])
     assert job.prompts["anchor/harmless"] == sets.anchor_harmless and job.prompts["raw"] == sets.eval_harmful
     assert all(job.prompts[a] == sets.attacked[a] for a in c["attacks"])
-    assert job.prompts["guard/harmless-train"] == get_prompts("harmless", "train", n=200, seed=0)
+    n_guard = load_profile("cpu").params_for("detector_transfer")["n_train_harmless"]
+    assert job.prompts["guard/harmless-train"] == get_prompts("harmless", "train", n=n_guard, seed=0)
     assert job.settings["steps"] == exp.steps and job.settings["batch_size"] == exp.batch_size
     assert "sri_geometry" in job.source and "detector_transfer" in job.source
-    assert "organism-dlm@low_confidence:b16" in profile_runs("cpu", "organism-dlm")  # block-length variant
+    assert "organism-dlm@low_confidence:b16" in profile_runs("cpu-organisms", "organism-dlm")  # block-length variant
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
         profile_jobs("cpu", ["tiny-ar"])
     with pytest.raises(ValueError, match="its models are"):
