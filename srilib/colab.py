@@ -20,8 +20,9 @@ AUTO_TAG = "colab-profile"
 def badge_source(name: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
     path = re.sub(r"^https://github.com/", "", repo.rstrip("/"))
     url = f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{name}.ipynb"
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})  \n"
-            "Rerun this chapter in Colab: the first cell installs srilib, the profile is picked from the GPU.")
+    # a text link, not the usual remote badge image: the built book must not load anything from the network
+    return (f"**[▶ Open this chapter in Colab]({url})**: the first cell installs srilib, the profile is picked "
+            "from the GPU.")
 
 
 def setup_source(repo: str = REPO_URL) -> str:
