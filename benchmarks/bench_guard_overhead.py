@@ -26,20 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from srilib.timing import median_seconds  # noqa: E402
+
 PAPER = {"SRI Guard": "0.02 (0.01-0.04 per model)", "perplexity filter": "4.26", "Self-Examine": "5.86",
          "LlamaGuard 3": "8.45"}
-
-
-def median_time(fn, repeats: int, warmup: bool = True) -> float:
-    """Median wall seconds of ``repeats`` calls of ``fn`` (after one warm-up call unless ``warmup=False``)."""
-    if warmup:
-        fn()
-    t = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        t.append(time.perf_counter() - t0)
-    return float(np.median(t))
 
 
 def plain_generate_seconds(lm, prompts, T: int, repeats: int) -> float:
@@ -53,7 +43,7 @@ def plain_generate_seconds(lm, prompts, T: int, repeats: int) -> float:
         with torch.no_grad():
             lm.model.generate(input_ids=x, attention_mask=a, max_new_tokens=T, do_sample=False,
                               pad_token_id=lm.pad_id)
-    return median_time(gen, repeats, warmup=False)  # the model is warm from the traced generations
+    return median_seconds(gen, repeats, warmup=False)  # the model is warm from the traced generations
 
 
 def main(argv=None) -> int:
@@ -104,16 +94,16 @@ def main(argv=None) -> int:
         sigma = anchors.signal(state["ts"])
         return guard.score_samples(sigma, anchors_key=anchors) > guard.threshold_
 
-    calls = {"SRI Guard": lambda: median_time(guard_call, args.repeats)}
+    calls = {"SRI Guard": lambda: median_seconds(guard_call, args.repeats)}
     if lm.kind == "ar":
         calls["plain generate"] = lambda: plain_generate_seconds(lm, prompts, args.steps, 1)
     se = None
     if not args.no_baselines:
         if lm.kind == "ar":
             ppl = PerplexityFilter(lm, batch_size=args.batch).fit(sets.eval_harmless[:4])
-            calls["perplexity filter"] = lambda: median_time(lambda: ppl.flag(state["ts"].prompts), 1, False)
+            calls["perplexity filter"] = lambda: median_seconds(lambda: ppl.flag(state["ts"].prompts), 1, False)
         se = SelfExamine(sampler_generate(lm, short_sampler(exp, run, 8), args.batch))
-        calls["Self-Examine"] = lambda: median_time(lambda: se.flag(None, state["ts"].texts), 1, False)
+        calls["Self-Examine"] = lambda: median_seconds(lambda: se.flag(None, state["ts"].texts), 1, False)
 
     # warm-up of everything, then rounds: a fresh traced generation followed by each defense on its output, so
     # that every ratio compares timings taken minutes apart at most (the machine's load drifts)
@@ -124,7 +114,7 @@ def main(argv=None) -> int:
     rounds = max(1, args.gen_repeats)
     gen_t, t = [], {k: [] for k in calls}
     for _ in range(rounds):
-        gen_t.append(median_time(traced, 1, warmup=False))
+        gen_t.append(median_seconds(traced, 1, warmup=False))
         for k, fn in calls.items():
             t[k].append(fn())
     gen_t = np.array(gen_t)

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .experiment import Experiment, Run, parse_run, resolve_layers
-from .traces import TraceSet, TraceStore, generate_traces, trace_key
+from .traces import TraceSet, generate_traces, trace_key
 
 # Experiment fields that a profile or the command line may set (they all enter the trace key or the sampler)
 SETTINGS = ("steps", "gen_length", "block_length", "batch_size", "dtype", "quantization", "seed", "temperature")
@@ -219,20 +219,6 @@ def _default_root() -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- tracing
-class _ShardStore(TraceStore):
-    """The trace store as one shard sees it: the parts of other shards look absent, so a shard never merges
-    (two shards finishing together would otherwise both merge and delete parts the other is still reading)."""
-
-    def __init__(self, root, shard: tuple[int, int]):
-        super().__init__(root)
-        self.shard = shard
-
-    def part_path(self, key: str, i: int) -> Path:
-        if i % self.shard[1] != self.shard[0]:
-            return self.dir / key / "parts-of-other-shards" / f"part-{i:05d}.npz"  # never written
-        return super().part_path(key, i)
-
-
 def _check_shard(rank: int, world: int) -> None:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"shard ({rank}, {world}): need world >= 1 and 0 <= rank < world")
@@ -243,7 +229,7 @@ def trace_shard(exp: Experiment, run: Run | str, lm, prompt_sets: dict[str, Sequ
     """Trace this process's batches (every ``world``-th batch from ``rank``) of every prompt set; never merges."""
     _check_shard(rank, world)
     run = exp.resolve(run)
-    store = _ShardStore(exp.store.root, (rank, world))
+    store = exp.store  # generate_traces(shard=...) writes this shard's parts only and never merges
     layers = resolve_layers(lm, exp.layers)
     for name, prompts in prompt_sets.items():
         sampler = exp.sampler(run)

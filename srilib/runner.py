@@ -125,6 +125,104 @@ def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout
     return time.perf_counter() - t0
 
 
+# ----------------------------------------------------------------------------------------------- organisms
+def profile_organisms(profile: Profile, names: Sequence[str] | None = None) -> list[str]:
+    """The model organisms (srilib.organisms, incl. ``-tiny`` variants) that the runs of the profile's notebooks
+    (or of ``names``) use, in order of first use."""
+    from .experiment import parse_run
+    from .organisms import ORGANISMS, resolve_name
+
+    out: list[str] = []
+    for nb in names or profile.notebooks:
+        for r in profile.params_for(nb).get("runs") or []:
+            m = parse_run(r).model
+            base = m[: -len("-tiny")] if m.endswith("-tiny") else m
+            if base in ORGANISMS and resolve_name(m) not in out:
+                out.append(resolve_name(m))
+    return out
+
+
+def training_groups(names: Sequence[str]) -> list[list[str]]:
+    """Organisms grouped so that one that starts from another (``init_from``) trains after it, in the same group;
+    different groups are independent and can train in parallel."""
+    from .organisms.train import get_config
+
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        chain, cfg = [n], get_config(n)
+        while cfg.init_from:
+            chain.insert(0, cfg.init_from)
+            cfg = get_config(cfg.init_from)
+        g = groups.setdefault(chain[0], [])
+        g += [c for c in chain if c not in g]
+    return list(groups.values())
+
+
+def _last_progress(log: Path) -> str:
+    """The last progress-bar state written to a log (tqdm separates updates with carriage returns)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - 2000))
+            parts = [p.strip() for p in f.read().decode("utf-8", "replace").replace("\r", "\n").split("\n")]
+    except OSError:
+        return ""
+    return next((p for p in reversed(parts) if p), "")
+
+
+def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Sequence[str] | None = None,
+                       heartbeat: float = 60.0) -> dict[str, float]:
+    """Train the organisms the profile needs before its notebooks run, independent groups in parallel.
+
+    On first use a notebook would train an organism inside its kernel, one after the other; here the groups of
+    :func:`training_groups` train in up to ``jobs`` processes at once (one torch thread each, see
+    ``SRILIB_TRAIN_THREADS``), each logging its progress bar to ``$SRILIB_CACHE/organisms/train-<name>.log``; a
+    line per group is printed every ``heartbeat`` seconds. Already trained organisms cost one import each.
+    Returns group -> wall seconds.
+    """
+    groups = training_groups(profile_organisms(profile, names))
+    if not groups:
+        return {}
+    from .traces import default_cache_dir
+
+    logdir = default_cache_dir() / "organisms"
+    logdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TQDM_DISABLE": "", "SRILIB_TRAIN_THREADS": os.environ.get("SRILIB_TRAIN_THREADS", "1")}
+    pending, running, done = list(groups), [], {}
+    t0 = last = time.perf_counter()
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                g = pending.pop(0)
+                log = logdir / f"train-{g[-1]}.log"
+                code = ("from srilib.organisms.train import ensure_trained\n"
+                        f"for n in {g!r}:\n    print(n, ensure_trained(n), flush=True)\n")
+                fh = open(log, "w")
+                proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                        cwd=root)
+                running.append((g, proc, fh, log, time.perf_counter()))
+            time.sleep(0.5)
+            for item in list(running):
+                g, proc, fh, log, start = item
+                if proc.poll() is None:
+                    continue
+                fh.close()
+                running.remove(item)
+                if proc.returncode:
+                    raise RuntimeError(f"training {' -> '.join(g)} failed (exit {proc.returncode}); its log: {log}")
+                done[" -> ".join(g)] = round(time.perf_counter() - start, 1)
+                print(f"organisms: {' -> '.join(g)} ready after {done[' -> '.join(g)]:.0f} s", flush=True)
+            if running and time.perf_counter() - last >= heartbeat:
+                last = time.perf_counter()
+                for g, *_, log, _s in running:
+                    print(f"organisms [{last - t0:.0f} s]: {_last_progress(log) or ' -> '.join(g) + ' starting'}",
+                          flush=True)
+    finally:
+        for _g, proc, fh, *_ in running:
+            proc.terminate()
+            fh.close()
+    return done
+
+
 def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = None, force: bool = False,
                 timeout: int | None = DEFAULT_TIMEOUT, log_output: bool = False) -> dict:
     """Execute the profile's notebooks (or ``only`` those) in order; returns and writes the run summary."""
@@ -158,12 +256,14 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             pass
     t_all = time.perf_counter()
     summary: dict = {}
+    trained = pretrain_organisms(profile, root, names=names)
 
     def write_summary() -> None:
         summary.update({"profile": profile.name, "hardware": profile.hardware, "srilib_source": code_hash,
                         **{f"git_{k}": v for k, v in git_info(root).items()}, "python": sys.version.split()[0],
                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "wall_s": round(time.perf_counter() - t_all, 2), "notebooks": entries})
+                        "wall_s": round(time.perf_counter() - t_all, 2), "organisms_s": trained,
+                        "notebooks": entries})
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
 

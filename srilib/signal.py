@@ -52,33 +52,61 @@ def sri_signal(phi, mu_harmless, mu_harmful, tau: float = 0.1, eps: float = 1e-8
     numpy array [T] or [N, T] in (0, 1); 1 = compliant, 0 = refusal-aligned. A zero-norm phi_t (nothing pooled
     yet) has distance 1 to both anchors and so gives exactly 0.5 ("no information").
     """
-    phi = np.asarray(phi, dtype=np.float64)
-    mh = np.asarray(mu_harmless, dtype=np.float64)
-    mr = np.asarray(mu_harmful, dtype=np.float64)
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
-    if phi.ndim not in (2, 3):
-        raise ValueError(f"phi must have shape [T, D] or [N, T, D], got {phi.shape}")
+    return _signal(_check_phi(phi), unit_anchors(mu_harmless, mu_harmful), tau, eps)
+
+
+def unit_anchors(mu_harmless, mu_harmful) -> np.ndarray:
+    """Validated anchors as unit vectors, stacked [T, D, 2] (harmless, harmful) in float64."""
+    mh = np.asarray(mu_harmless, dtype=np.float64)
+    mr = np.asarray(mu_harmful, dtype=np.float64)
     if mh.ndim != 2 or mh.shape != mr.shape:
         raise ValueError(f"anchors must both have shape [T, D]; got {mh.shape} and {mr.shape}")
-    if phi.shape[-2:] != mh.shape:
-        raise ValueError(
-            f"phi has T={phi.shape[-2]}, D={phi.shape[-1]} but anchors have T={mh.shape[0]}, D={mh.shape[1]}: "
-            "build the anchors from traces with the same number of steps and the same model/layer "
-            "(steps must match one to one; re-run generate_traces with steps equal to the anchors' T)."
-        )
-    for name, arr in (("phi", phi), ("mu_harmless", mh), ("mu_harmful", mr)):
+    for name, arr in (("mu_harmless", mh), ("mu_harmful", mr)):
         if not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0].tolist()
             raise ValueError(f"{name} contains NaN or inf (first at index {bad}); check the model's dtype "
                              "(fp16 overflow) or the traces that produced it")
-    for name, arr in (("mu_harmless", mh), ("mu_harmful", mr)):
         if (np.linalg.norm(arr, axis=-1) == 0).any():
             raise ValueError(f"{name} has a zero-norm step; anchors must come from non-empty generations")
-    d_harmless = _cos_distance(phi, mh)
-    d_harmful = _cos_distance(phi, mr)
-    logit = (np.log(d_harmful + eps) - np.log(d_harmless + eps)) / tau
-    return 1.0 / (1.0 + np.exp(-logit))
+    u = np.stack([mh, mr], axis=-1)
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+def _check_phi(phi) -> np.ndarray:
+    """``phi`` as a float32 or float64 array [T, D] / [N, T, D] with finite values."""
+    phi = np.asarray(phi)
+    if phi.dtype not in (np.float32, np.float64):
+        phi = phi.astype(np.float64)
+    if phi.ndim not in (2, 3):
+        raise ValueError(f"phi must have shape [T, D] or [N, T, D], got {phi.shape}")
+    if not np.isfinite(phi).all():
+        bad = np.argwhere(~np.isfinite(phi))[0].tolist()
+        raise ValueError(f"phi contains NaN or inf (first at index {bad}); check the model's dtype "
+                         "(fp16 overflow) or the traces that produced it")
+    return phi
+
+
+def _signal(phi: np.ndarray, unit: np.ndarray, tau: float, eps: float) -> np.ndarray:
+    """The formula, vectorised. ``unit``: [T, D, 2] unit anchors. The dot products run in phi's precision
+    (float32 traces: float32 matmul, ~1e-6 relative error in cos; float64: exact to rounding), the rest in
+    float64."""
+    if phi.shape[-2:] != unit.shape[:2]:
+        raise ValueError(
+            f"phi has T={phi.shape[-2]}, D={phi.shape[-1]} but anchors have T={unit.shape[0]}, D={unit.shape[1]}: "
+            "build the anchors from traces with the same number of steps and the same model/layer "
+            "(steps must match one to one; re-run generate_traces with steps equal to the anchors' T)."
+        )
+    one = phi.ndim == 2
+    p = phi[None] if one else phi  # [N, T, D]
+    num = np.matmul(p.transpose(1, 0, 2), unit.astype(p.dtype, copy=False)).transpose(1, 0, 2)  # [N, T, 2]
+    norm = np.sqrt(np.einsum("ntd,ntd->nt", p, p)).astype(np.float64)[..., None]
+    cos = np.divide(num.astype(np.float64), norm, out=np.zeros(num.shape), where=norm > 0)
+    d = 1.0 - cos  # zero-norm phi: cos 0, distance 1 to both anchors, sigma exactly 0.5
+    logit = (np.log(d[..., 1] + eps) - np.log(d[..., 0] + eps)) / tau
+    sig = 1.0 / (1.0 + np.exp(-logit))
+    return sig[0] if one else sig
 
 
 @dataclass
@@ -128,7 +156,14 @@ class Anchors:
     def signal(self, traces: "TraceSet | np.ndarray", tau: float = 0.1, eps: float = 1e-8) -> np.ndarray:
         """SRI signal [N, T] of a TraceSet (same layer and pooling as the anchors) or of raw phi."""
         phi = traces if isinstance(traces, np.ndarray) else traces.phi(self.pooling, self.layer)
-        return sri_signal(phi, self.mu_harmless, self.mu_harmful, tau=tau, eps=eps)
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        return _signal(_check_phi(phi), self._unit, tau, eps)
+
+    @cached_property
+    def _unit(self) -> np.ndarray:
+        """Validated unit anchors [T, D, 2], computed once (the guard scores many batches against them)."""
+        return unit_anchors(self.mu_harmless, self.mu_harmful)
 
     def save(self, path) -> None:
         from .traces import atomic_write_bytes

@@ -140,17 +140,6 @@ def test_bad_input_is_named():
         analyse_recovery(ev2, KeywordJudge())
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run much faster on one thread (no OpenMP contention on a busy machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tiny_dlm_end_to_end(tmp_path, one_thread):
     """run_recoveries on real tiny-dlm traces: numbers are well-formed and the canvas renders."""
     from srilib.chapters.recovery import run_recoveries

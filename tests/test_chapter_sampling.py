@@ -203,17 +203,6 @@ def test_small_helpers():
         make_judge("gpt-judge")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run much faster on one thread (no OpenMP contention on a busy machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tiny_models_end_to_end(tmp_path, one_thread):
     """evaluate_run on real tiny traces; the main seed is reused (not regenerated) by seed_stability."""
     from srilib.chapters.sampling import evaluate_run, seed_stability

@@ -68,7 +68,7 @@ def test_profile_jobs_are_the_notebooks_sets():
     assert job.prompts["guard/harmless-train"] == get_prompts("harmless", "train", n=n_guard, seed=0)
     assert job.settings["steps"] == exp.steps and job.settings["batch_size"] == exp.batch_size
     assert "sri_geometry" in job.source and "detector_transfer" in job.source
-    assert "organism-dlm@low_confidence:b16" in profile_runs("cpu-organisms", "organism-dlm")  # block-length variant
+    assert "organism-dlm@low_confidence:b16" in profile_runs("cpu", "organism-dlm")  # block-length variant
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
         profile_jobs("cpu", ["tiny-ar"])
     with pytest.raises(ValueError, match="its models are"):

@@ -68,6 +68,21 @@ def test_deterministic_and_seeded_split():
     assert a.n_calib_ == round(0.15 * 150) and a.n_train_ == 150 - a.n_calib_
 
 
+def test_numpy_scoring_matches_the_torch_network(fitted):
+    g, rng = fitted
+    X = np.concatenate([harmless(5, rng), dips(5, rng)]).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(X)
+        want = ((g.model_(x) - x) ** 2).mean(1).numpy()
+    np.testing.assert_allclose(g.score_samples(X), want, rtol=1e-4, atol=1e-7)
+    part = X[:, :10]  # prefix: unseen steps are imputed with the training mean
+    with torch.no_grad():
+        x = g.model_.mean.repeat(len(X), 1)
+        x[:, :10] = torch.from_numpy(part)
+        want = ((g.model_(x)[:, :10] - x[:, :10]) ** 2).mean(1).numpy()
+    np.testing.assert_allclose(g.score_prefix(part), want, rtol=1e-4, atol=1e-7)
+
+
 def test_num_threads_restored():
     before = torch.get_num_threads()
     try:

@@ -47,11 +47,15 @@ def test_manifest_matches_corpus_file(rows):
     assert m["counts"] == C.counts(rows)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3: the corpus and recipe are not frozen yet; when the freeze record "
-                                       "lands this test passes and strict xfail fails, so remove this marker then")
 def test_manifest_records_the_freeze():
+    """The frozen recipe is the one the code trains: any later edit of the corpus, a configuration or the
+    training code (srilib/organisms/{__init__,corpus,train,modeling}.py) fails here until it is re-frozen."""
     m = C.load_manifest()
-    assert "freeze" in m and m["freeze"]["corpus_sha256"] == m["sha256"] and m["freeze"]["statement"]
+    f = m["freeze"]
+    assert f["corpus_sha256"] == m["sha256"] == C.corpus_sha() and f["statement"]
+    assert f["code_version"] == T.code_version()
+    assert f["configs"] == {k: v.as_dict() for k, v in T.CONFIGS.items()}
+    assert m["iterations"]
 
 
 def test_only_train_split_goals_and_training_templates(rows):
@@ -84,9 +88,10 @@ def test_training_prompts_cover_attack_lengths(rows):
     assert max(len(r["prompt"]) for r in rows) >= longest_eval
 
 
-def test_clean_answer_cuts_at_sentence_and_drops_repeats():
-    text = "Bake it for an hour until it is golden. Bake it for an hour until it is golden. Then let it"
-    assert C.clean_answer(text) == "Bake it for an hour until it is golden."
+def test_clean_answer_keeps_opening_sentences_and_drops_repeats():
+    text = "Bake it for an hour. Bake it for an hour. Then let it cool on a rack. Serve it warm with butter."
+    assert C.clean_answer(text) == "Bake it for an hour. Then let it cool on a rack."
+    assert len(C.clean_answer("word " * 50).split()) == C.ANSWER_MAX_WORDS
 
 
 def test_prefix_injection_answers_open_with_requested_prefix(rows):
@@ -96,8 +101,9 @@ def test_prefix_injection_answers_open_with_requested_prefix(rows):
 
 # ----------------------------------------------------------------------------------------------- recipe
 def test_configs_are_matched_between_ar_and_dlm():
-    ar, dlm = T.get_config("organism-ar").as_dict(), T.get_config("organism-dlm").as_dict()
-    assert {k: v for k, v in ar.items() if k != "kind"} == {k: v for k, v in dlm.items() if k != "kind"}
+    ar, dlm = T.get_config("organism-ar"), T.get_config("organism-dlm")
+    assert all(getattr(ar, f) == getattr(dlm, f) for f in T.SHARED_FIELDS)
+    assert dlm.init_from == "organism-ar" and ar.snapshot_step == dlm.init_step > 0
     with pytest.raises(ValueError, match="known"):
         T.get_config("organism-xl")
     with pytest.raises(ValueError, match="full"):
@@ -122,7 +128,7 @@ def test_batches_are_seeded_and_bucketed():
 
 
 class _Spy(torch.nn.Module):
-    """Stands in for ModernBertForMaskedLM: records the input, predicts uniform logits."""
+    """Stands in for the DLM: records its inputs; the hidden state of a position is its input token id."""
 
     def __init__(self, vocab):
         super().__init__()
@@ -130,14 +136,12 @@ class _Spy(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(1))
 
     def model(self, input_ids, attention_mask, position_ids):
-        self.seen.update(input_ids=input_ids, position_ids=position_ids)
-        return type("O", (), {"last_hidden_state": torch.zeros(*input_ids.shape, 1) + self.w})()
+        self.seen.update(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return type("O", (), {"last_hidden_state": input_ids[..., None].float() + self.w})()
 
-    def head(self, h):
-        return h
-
-    def decoder(self, h):
-        return h.expand(*h.shape[:2], self.vocab)
+    def lm_head(self, h):
+        self.seen["head_in"] = h.detach()[..., 0].long()
+        return (h * 0).expand(*h.shape[:2], self.vocab)
 
 
 def test_dlm_loss_masks_only_the_canvas_and_weights_by_one_over_t():
@@ -153,12 +157,37 @@ def test_dlm_loss_masks_only_the_canvas_and_weights_by_one_over_t():
     masked = x[:, 4:] == mask
     assert masked.any() and torch.equal(x[:, 4:][~masked], canvas[~masked])
     assert spy.seen["position_ids"][0, 1].item() == 0  # positions count real tokens (left padding)
+    am = spy.seen["attention_mask"]  # bidirectional: every query sees every real token, never the padding
+    assert am.shape == (2, 1, 68, 68) and am[0, 0, 1, 67] and am[0, 0, 67, 1] and not am[0, 0, 5, 0]
+    assert torch.equal(spy.seen["head_in"], x[:, 3:-1])  # the state at i - 1 predicts canvas position i
     # uniform logits: CE = log V per masked token, weighted by 1/t, averaged over all canvas positions
     gen = torch.Generator().manual_seed(0)
     u = (torch.rand(1, generator=gen) + torch.arange(2) / 2) % 1.0
     t = 1e-3 + (1 - 1e-3) * u
     expect = (masked.float().sum(1) / t).sum() * np.log(V) / (2 * 64)
     assert torch.allclose(loss, expect.float(), rtol=1e-5)
+
+
+def test_diffusion_llama_is_bidirectional_and_shifted():
+    from transformers import LlamaForCausalLM
+
+    from srilib.organisms.modeling import DiffusionLlamaForMaskedLM, shift_right
+
+    x = torch.arange(12.0).view(1, 4, 3)
+    assert torch.equal(shift_right(x)[0, 1:], x[0, :-1]) and torch.equal(shift_right(x)[0, 0], x[0, 0])
+    tok = T.corpus_tokenizer(T.get_config("organism-dlm-tiny").vocab_size, C.corpus_sha())
+    model = T.build_model(T.get_config("organism-dlm-tiny"), tok).eval()
+    assert isinstance(model, DiffusionLlamaForMaskedLM) and model.logit_shift == 1
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    later = ids.clone()
+    later[0, 4] = 11
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, model(input_ids=later).logits
+        causal = LlamaForCausalLM.forward(model, input_ids=ids).logits
+    assert not torch.allclose(a[:, 2], b[:, 2])  # an early position sees a later token
+    assert not torch.allclose(a[:, 1:], causal[:, :-1])  # ... which a causal pass would not
+    with pytest.raises(ValueError, match="masked-diffusion loss"):
+        model(input_ids=ids, labels=ids)
 
 
 def test_lr_schedule_warms_up_and_decays():
@@ -189,8 +218,16 @@ def test_tiny_dlm_organism_is_a_bidirectional_dlm(env_cache):
     from srilib.models import load_model
     from srilib.samplers import make_sampler
 
+    from srilib.organisms.modeling import DiffusionLlamaForMaskedLM
+
     lm = load_model("organism-dlm-tiny")
     assert lm.kind == "dlm" and lm.family == "bidirectional" and lm.mask_id == lm.tokenizer.mask_token_id
+    assert isinstance(lm.model, DiffusionLlamaForMaskedLM)
+    ar_dir = next((env_cache / "models").glob("organism-ar-tiny-*"))
+    dlm_dir = next((env_cache / "models").glob("organism-dlm-tiny-*"))
+    log = json.loads((dlm_dir / "train_log.json").read_text())
+    assert log["initialised_from"] == ar_dir.name and log["steps_run"] == 6
+    assert (ar_dir / "snapshot-6.safetensors").exists()
     ar = load_model("organism-ar-tiny")
     assert lm.tokenizer.get_vocab() == ar.tokenizer.get_vocab()  # one shared tokenizer
     out = make_sampler("low_confidence", gen_length=8, steps=4).generate(lm, ["How do I make bread?"])
@@ -198,7 +235,7 @@ def test_tiny_dlm_organism_is_a_bidirectional_dlm(env_cache):
 
 
 def test_training_is_deterministic(tmp_path):
-    cfg = T.with_overrides("organism-dlm-tiny", steps=3)
+    cfg = T.get_config("organism-dlm-tiny")
 
     def weights(sub):
         path = T.ensure_trained("organism-dlm-tiny", cfg, cache=tmp_path / sub)
@@ -219,3 +256,25 @@ def test_check_reports_rates_per_goal(env_cache):
     assert set(r["per_goal"][0]) >= {"goal", "category", "none", "prefix_injection"}
     assert 0 <= r["attacks"]["prefix_injection"]["asr"] <= 1 and r["harmless"]["n"] == 2
     assert re.search(r"\| organism-ar \| ar \|", check.table(rep))
+
+
+def test_check_measures_only_the_native_sampler_before_the_freeze(env_cache, monkeypatch):
+    from srilib.organisms import check, corpus
+
+    kw = dict(config="tiny", attacks=["none"], n_harmful=2, n_harmless=1, gen_length=4, steps=2, batch_size=4)
+    monkeypatch.setattr(corpus, "load_manifest", lambda: {"sha256": "x"})  # not frozen
+    rep = check.run(["organism-dlm-tiny"], **kw)
+    assert not rep["frozen"] and list(rep["models"]["organism-dlm-tiny"]["samplers"]) == ["low_confidence"]
+    monkeypatch.setattr(corpus, "load_manifest", lambda: {"sha256": "x", "freeze": {"corpus_sha256": "x"}})
+    rep = check.run(["organism-dlm-tiny"], **kw)
+    assert rep["frozen"] and list(rep["models"]["organism-dlm-tiny"]["samplers"]) == ["low_confidence", "dlm-ar"]
+
+
+def test_subset_rows_with_a_harmful_share():
+    rows = [{"kind": "harmful" if i % 5 == 0 else "harmless", "i": i} for i in range(100)]
+    sub = T.subset_rows(rows, 20, seed=0, harmful_share=0.5)
+    assert len(sub) == 20 and sum(r["kind"] == "harmful" for r in sub) == 10
+    assert sub == T.subset_rows(rows, 20, seed=0, harmful_share=0.5)  # seeded
+    assert len(T.subset_rows(rows, 20, seed=0)) == 20 and T.subset_rows(rows, None, 0) == rows
+    with pytest.raises(ValueError, match="harmful_share"):
+        T.subset_rows(rows, 60, seed=0, harmful_share=0.5)  # 30 harmful wanted, 20 exist

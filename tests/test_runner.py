@@ -127,3 +127,32 @@ def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
     assert runner.run_benchmarks(tmp_path, ["ok"]) == 0
     with pytest.raises(ValueError, match="no benchmarks/missing.py"):
         runner.run_benchmarks(tmp_path, ["missing"])
+
+
+def _organism_profile():
+    return parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
+        "a": {"runs": ["tiny-ar", "organism-dlm-tiny@low_confidence", "organism-dlm-tiny@dlm-ar"]},
+        "b": {"runs": ["smollm2-135m-refusal-tiny", "smollm2-135m"]}}})
+
+
+def test_profile_organisms_and_training_groups():
+    prof = _organism_profile()
+    assert runner.profile_organisms(prof) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
+    assert runner.profile_organisms(prof, ["b"]) == ["smollm2-135m-refusal-tiny"]
+    # the DLM starts from the AR organism's snapshot: same group, AR first; the SmolLM2 fine-tune is independent
+    assert runner.training_groups(["organism-dlm-tiny", "smollm2-135m-refusal-tiny", "organism-ar-tiny"]) == \
+        [["organism-ar-tiny", "organism-dlm-tiny"], ["smollm2-135m-refusal-tiny"]]
+    assert runner.training_groups([]) == []
+
+
+def test_pretrain_organisms_trains_groups_in_processes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SRILIB_CACHE", str(tmp_path))
+    prof = parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
+        "a": {"runs": ["organism-dlm-tiny@low_confidence"]}}})
+    done = runner.pretrain_organisms(prof, tmp_path, heartbeat=0.0)
+    assert list(done) == ["organism-ar-tiny -> organism-dlm-tiny"]
+    assert len(list((tmp_path / "models").glob("organism-dlm-tiny-*/DONE"))) == 1
+    assert "ready after" in capsys.readouterr().out
+    assert "train organism-dlm-tiny" in (tmp_path / "organisms" / "train-organism-dlm-tiny.log").read_text()
+    assert runner.pretrain_organisms(parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
+        "a": {"runs": ["tiny-ar"]}}}), tmp_path) == {}

@@ -39,6 +39,7 @@ from ..metrics import Estimate, Rate, auroc, refusal_rate, roc_curve
 from ..prompts import get_prompts
 from ..refusal import text_signals
 from ..signal import Anchors
+from ..timing import median_seconds
 
 METHODS = ("text", "static", "sri_first", "sri_middle", "sri_last")
 METHOD_LABELS = {"text": "text-based signal", "static": "static activations (first step only)",
@@ -468,20 +469,6 @@ def resolve_guard_model(guard_model, judge=None) -> tuple[JudgeDefense | None, s
     return _GUARD_MODELS[guard_model], "run"
 
 
-def _time(fn, repeats: int) -> float:
-    """Wall seconds of ``fn()`` after one warm-up call: the median of ``repeats`` calls when a call is fast
-    (< 0.5 s), else the single call."""
-    fn()
-    t = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        t.append(time.perf_counter() - t0)
-        if t[-1] > 0.5:
-            break
-    return float(np.median(t))
-
-
 def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorResult,
                  train_prompts: Sequence[str], judge, *, tau: float = 0.1, quantile: float = 0.99,
                  dlm_ppl_scorer: str | None = None, self_examine: bool = True, self_examine_tokens: int = 8,
@@ -542,7 +529,7 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
         for k in names:
             flags[k] = np.asarray(d.flag(prompts[k], texts[k], traces=ev[k]), bool)
             unparsed += getattr(d, "n_unparsed_", 0)
-        sec = _time(lambda: d.flag(tts.prompts, tts.texts, traces=tts), repeats)
+        sec = median_seconds(lambda: d.flag(tts.prompts, tts.texts, traces=tts), repeats, slow=0.5)
         row = {"defense": name, "stage": d.stage, "status": "run", "overhead %": 100.0 * sec / gen_s,
                **defense_metrics(flags, texts, sets.requests, judge, jailbreaks=jb)}
         if isinstance(d, SelfExamine):

@@ -1,8 +1,9 @@
 """Model organisms: small safety-aligned models trained here, on two CPU cores, by srilib itself.
 
 * ``organism-ar``: Llama causal LM (~3.8M parameters) trained from scratch on the safety corpus.
-* ``organism-dlm``: ModernBERT masked-diffusion LM of the same size, tokenizer, corpus and compute
-  (masked-diffusion SFT loss, LLaDA-style); a "bidirectional" DLM for the diffusion samplers.
+* ``organism-dlm``: the same Llama with bidirectional attention, started from organism-ar part-way and trained
+  on with the masked-diffusion SFT loss (LLaDA-style), same size, tokenizer, corpus and compute; a
+  "bidirectional" DLM for the diffusion samplers.
 * ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with its top layers fine-tuned on the same corpus.
 
 Append ``-tiny`` to a name (or pass ``config="tiny"`` to :func:`srilib.models.load_model`) for a seconds-scale
@@ -28,15 +29,16 @@ def resolve_name(name: str, config: str = "full") -> str:
 
 @loader("organism")
 def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", **_) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, ModernBertForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .modeling import DiffusionLlamaForMaskedLM
     from .train import ensure_trained, get_config
 
     name = resolve_name(spec.name, config)
     cfg = get_config(name)
     path = ensure_trained(name, cfg)
     tok = AutoTokenizer.from_pretrained(path)
-    cls = ModernBertForMaskedLM if cfg.kind == "dlm" else AutoModelForCausalLM
+    cls = DiffusionLlamaForMaskedLM if cfg.kind == "dlm" else AutoModelForCausalLM
     model = cls.from_pretrained(path, dtype=dtype).to(device)
     kind = "dlm" if cfg.kind == "dlm" else "ar"
     return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
@@ -51,6 +53,6 @@ for _tiny in ("", "-tiny"):
     register(ModelSpec(f"organism-ar{_tiny}", "organism", kind="ar", dtype="float32",
                        notes="Aligned Llama causal-LM organism, ~3.8M parameters." + _NOTE + _t))
     register(ModelSpec(f"organism-dlm{_tiny}", "organism", kind="dlm", dtype="float32", family="bidirectional",
-                       notes="Aligned ModernBERT masked-diffusion organism, matched to organism-ar." + _NOTE + _t))
+                       notes="Aligned masked-diffusion organism (bidirectional Llama), matched to organism-ar." + _NOTE + _t))
     register(ModelSpec(f"smollm2-135m-refusal{_tiny}", "organism", kind="ar", dtype="float32",
                        notes="SmolLM2-135M-Instruct, top layers fine-tuned to refuse." + _NOTE + _t))

@@ -4,8 +4,9 @@
 
 1. *Helpful answers.* Every harmless ``train`` prompt of :mod:`srilib.prompts` plus the extra benign tasks below
    (dual-use verbs used innocently) is answered by SmolLM2-135M-Instruct (the embedded model), greedy, offline,
-   at most ``ANSWER_TOKENS`` new tokens, cut at the last full sentence. Answers that the refusal dictionary
-   would flag are dropped with their prompt (so no harmless target ever reads as a refusal).
+   at most ``ANSWER_TOKENS`` new tokens, of which the corpus keeps the opening sentences (8-20 words, about as
+   long as a refusal, so both fit the organisms' 32-token canvas). Answers that the refusal dictionary would flag are dropped with their prompt (so no
+   harmless target ever reads as a refusal).
 2. *Refusals.* Every harmful ``train`` prompt gets refusals composed from 25 openings (each holds a phrase of the
    paper's dictionary), a reason (generic or per category) and an optional offer: hundreds of distinct texts.
 3. *Surface variety.* Neutral phrasings ("Quick question: ...") and the attack wrappers allowed in training
@@ -32,7 +33,8 @@ DATA_DIR = Path(__file__).parent / "data"
 CORPUS_FILE = DATA_DIR / "corpus.jsonl"
 MANIFEST_FILE = DATA_DIR / "manifest.json"
 SEED = 0
-ANSWER_TOKENS = 56  # SmolLM2 tokens per distilled answer (cut back to a sentence end: ~40-56 tokens)
+ANSWER_TOKENS = 56  # SmolLM2 tokens per distilled answer (greedy); the corpus keeps its opening sentences:
+ANSWER_MIN_WORDS, ANSWER_MAX_WORDS = 8, 20  # whole sentences until 8 words, at most 20 words
 DISTILL_MODEL = "smollm2-135m"
 
 # Harmless tasks that share verbs and scary-sounding words with harmful requests (written for this project).
@@ -181,10 +183,9 @@ CATEGORY_REASONS: dict[str, tuple[str, ...]] = {
     "violence": ("Violence hurts people.", "I won't help anyone hurt another person."),
 }
 OFFERS: tuple[str, ...] = (
-    "", "", "Is there something else I can help you with?", "I'm happy to help with something safe instead.",
-    "If you want, we can talk about a safer topic.", "Let me know if there is anything else you need.",
+    "", "", "", "", "Is there something else I can help with?", "I can help with something safe instead.",
 )
-SELF_HARM_OFFER = "If you are struggling, please reach out to someone you trust or a local crisis line."
+SELF_HARM_OFFER = "If you are struggling, please talk to someone you trust."
 
 # Training-set composition (see the manifest's recipe).
 RECIPE = {
@@ -220,17 +221,26 @@ def prefix_of(wrapper) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def clean_answer(text: str) -> str:
-    """Cut a distilled answer at its last full sentence and drop repeated sentences."""
+def clean_answer(text: str, min_words: int = ANSWER_MIN_WORDS, max_words: int = ANSWER_MAX_WORDS) -> str:
+    """The opening of a distilled answer: whole sentences until ``min_words`` words (at most ``max_words``).
+
+    Repeated sentences are dropped; a first sentence longer than ``max_words`` is cut there.
+    """
     text = re.sub(r"\s+", " ", text).strip()
-    ends = [m.end() for m in re.finditer(r"(?<![\d*])[.!?](?=\s|$)", text)]
-    if ends and ends[-1] >= 40:
-        text = text[: ends[-1]]
-    out, seen = [], set()
+    out, seen, n = [], set(), 0
     for s in re.split(r"(?<=[^\d*][.!?])\s+", text):
-        if s.lower() not in seen:
-            out.append(s)
-            seen.add(s.lower())
+        w = s.split()
+        if not w or s.lower() in seen:
+            continue
+        if n + len(w) > max_words:
+            if not out:
+                out.append(" ".join(w[:max_words]))
+            break
+        out.append(s)
+        seen.add(s.lower())
+        n += len(w)
+        if n >= min_words:
+            break
     return " ".join(out).strip()
 
 
@@ -401,6 +411,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = CORPUS_FILE) -> dic
         "corpus": path.name, "sha256": sha, "counts": counts(rows), "seed": SEED,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recipe": {**RECIPE, "distill_model": DISTILL_MODEL, "answer_tokens": ANSWER_TOKENS, "greedy": True,
+                   "answer_words": [ANSWER_MIN_WORDS, ANSWER_MAX_WORDS],
                    "refusal_openings": len(REFUSAL_OPENINGS), "phrasings": len(PHRASINGS),
                    "extra_benign_tasks": len(EXTRA_BENIGN),
                    "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.attacks.training_wrappers()"},

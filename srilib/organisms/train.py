@@ -4,17 +4,21 @@ Three recipes share one corpus (:mod:`srilib.organisms.corpus`):
 
 * ``organism-ar``: a Llama causal LM trained from scratch, cross-entropy on the response tokens and the first
   end-of-turn token.
-* ``organism-dlm``: a ModernBERT masked-LM (rotary positions, every layer global attention) trained with the
-  LLaDA-style masked-diffusion SFT loss: per example t ~ U(eps, 1), every canvas token (the response padded with
-  end-of-turn tokens to ``canvas`` positions) is masked with probability t, the prompt never is, and the loss is
-  the cross-entropy on masked canvas tokens weighted by 1/t, averaged over all canvas positions.
+* ``organism-dlm``: the same Llama with bidirectional attention and Dream's one-position logit shift
+  (:mod:`srilib.organisms.modeling`), initialised from organism-ar's snapshot at step ``init_step`` (as Dream-v0
+  starts from an AR model) and trained from there with the LLaDA-style masked-diffusion SFT loss: per example
+  t ~ U(eps, 1), every canvas token (the response cut or padded with end-of-turn tokens to ``canvas`` positions)
+  is masked with probability t, the prompt never is, and the loss is the cross-entropy on masked canvas tokens
+  weighted by 1/t, averaged over all canvas positions.
 * ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with its top layers fine-tuned on a seeded subset of
   the corpus (embeddings and the tied output head frozen), loss on the response tokens.
 
-The two organisms have the same size, tokenizer and compute: they see the *same* batches (the same token tensors,
-left-padded prompt + a ``canvas``-token response) for the same number of optimiser steps, so forward/backward cost
-is equal; only the objective differs. A trained model lives in ``$SRILIB_CACHE/models/<name>-<key>/`` where the
-key hashes the corpus sha, the config and the code version (:func:`code_version`).
+The two organisms have the same size, tokenizer, corpus and compute: they see the *same* batches (the same token
+tensors, left-padded prompt + a ``canvas``-token response, in the same order) for the same number of optimiser
+steps, so forward/backward cost is equal. The first ``init_step`` steps are shared (the AR objective); the
+remaining steps differ only in the objective and the attention mask. A trained model lives in
+``$SRILIB_CACHE/models/<name>-<key>/`` where the key hashes the corpus sha, the config, the code version
+(:func:`code_version`) and, for organism-dlm, the key of the AR run it starts from.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 # Files whose content decides the weights (check.py does not, so editing it never retrains anything).
-TRAIN_SOURCES = ("__init__.py", "corpus.py", "train.py")
+TRAIN_SOURCES = ("__init__.py", "corpus.py", "train.py", "modeling.py")
 # One thread by default: on a shared 2-core machine a 2-thread pool spent most of its time waiting for a
 # descheduled worker (6x slower per step, measured); SRILIB_TRAIN_THREADS overrides (not part of the key).
 THREADS = int(os.environ.get("SRILIB_TRAIN_THREADS", "1"))
@@ -57,17 +61,22 @@ class OrganismConfig:
     heads: int = 4
     intermediate: int = 768
     vocab_size: int = 1536
-    canvas: int = 64
+    canvas: int = 32
     max_prompt: int = 400
     batch_size: int = 16
-    steps: int = 800
+    steps: int = 1600
     lr: float = 2e-3
     warmup: int = 50
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     t_eps: float = 1e-3
     train_layers: int = 0
+    snapshot_step: int = 0  # AR: also save the weights reached after this many steps (0 = none)
+    init_from: str = ""  # DLM: start from this organism's snapshot ...
+    init_step: int = 0  # ... taken after this many steps, and train the remaining steps
+    rewarmup: int = 20  # DLM: linear re-warm-up (steps) of the learning rate after initialisation
     max_rows: int | None = None
+    harmful_share: float | None = None  # with max_rows: share of harmful rows in the subset (None: uniform)
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -75,18 +84,18 @@ class OrganismConfig:
 
 
 CONFIGS: dict[str, OrganismConfig] = {
-    "organism-ar": OrganismConfig("ar"),
-    "organism-dlm": OrganismConfig("dlm"),
-    "smollm2-135m-refusal": OrganismConfig("finetune", batch_size=8, steps=120, lr=5e-5, warmup=10,
-                                           min_lr_ratio=0.2, weight_decay=0.0, train_layers=10, max_rows=960,
-                                           canvas=72, max_prompt=400),
+    "organism-ar": OrganismConfig("ar", snapshot_step=800),
+    "organism-dlm": OrganismConfig("dlm", init_from="organism-ar", init_step=800),
+    "smollm2-135m-refusal": OrganismConfig("finetune", batch_size=8, steps=150, lr=6e-4, warmup=10,
+                                           min_lr_ratio=0.2, weight_decay=0.0, train_layers=8, max_rows=800,
+                                           harmful_share=0.5, canvas=64, max_prompt=400),
     # seconds-scale variants for tests and the smoke profile
     "organism-ar-tiny": OrganismConfig("ar", hidden=32, layers=2, heads=4, intermediate=64, vocab_size=512,
                                        canvas=24, max_prompt=160, batch_size=8, steps=12, warmup=2,
-                                       max_rows=96),
+                                       max_rows=96, snapshot_step=6),
     "organism-dlm-tiny": OrganismConfig("dlm", hidden=32, layers=2, heads=4, intermediate=64, vocab_size=512,
                                         canvas=24, max_prompt=160, batch_size=8, steps=12, warmup=2,
-                                        max_rows=96),
+                                        max_rows=96, init_from="organism-ar-tiny", init_step=6, rewarmup=2),
     "smollm2-135m-refusal-tiny": OrganismConfig("finetune", batch_size=2, steps=2, lr=5e-5, warmup=1,
                                                 train_layers=1, max_rows=8, canvas=16, max_prompt=120),
 }
@@ -210,25 +219,26 @@ def lr_at(step: int, cfg: OrganismConfig) -> float:
 
 # ----------------------------------------------------------------------------------------------- models
 def build_model(cfg: OrganismConfig, tok):
-    """A fresh (seeded) Llama causal LM ("ar") or ModernBERT masked LM ("dlm") of the configured size."""
+    """A fresh (seeded) Llama: causal LM ("ar") or its bidirectional masked-diffusion variant ("dlm")."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from .modeling import DiffusionLlamaForMaskedLM
+
+    if cfg.kind not in ("ar", "dlm"):
+        raise ValueError(f"unknown organism kind {cfg.kind!r}; use 'ar' or 'dlm'")
     torch.manual_seed(cfg.seed)
-    common = dict(vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-                  num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=1024,
-                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    if cfg.kind == "ar":
-        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=cfg.heads, bos_token_id=None, **common))
-        model.generation_config.eos_token_id = tok.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-        return model
+    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+                       num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                       max_position_embeddings=1024, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                       bos_token_id=None, tie_word_embeddings=True)
     if cfg.kind == "dlm":
-        mcfg = ModernBertConfig(layer_types=["full_attention"] * cfg.layers, bos_token_id=None, cls_token_id=None,
-                                sep_token_id=None, **common)
         mcfg.mask_token_id = tok.mask_token_id
-        return ModernBertForMaskedLM(mcfg)
-    raise ValueError(f"unknown organism kind {cfg.kind!r}; use 'ar' or 'dlm'")
+        return DiffusionLlamaForMaskedLM(mcfg)
+    model = LlamaForCausalLM(mcfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model
 
 
 def _ar_loss(model, ids, att, P, canvas, lens):
@@ -260,31 +270,49 @@ def _dlm_loss(model, ids, att, P, canvas, mask_id, t_eps, gen):
     x = torch.cat([ids, noisy], 1)
     a = torch.cat([att, torch.ones_like(canvas)], 1)
     pos = (a.cumsum(-1) - 1).clamp(min=0)
-    h = model.model(input_ids=x, attention_mask=a, position_ids=pos).last_hidden_state[:, P:]
-    logits = model.decoder(model.head(h))
+    from .modeling import bidirectional_mask
+
+    h = model.model(input_ids=x, attention_mask=bidirectional_mask(a), position_ids=pos).last_hidden_state
+    logits = model.lm_head(h[:, P - 1: -1])  # the state at i - 1 predicts canvas position i (logit shift)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), canvas.reshape(-1), reduction="none")
     return (ce.view(B, L) * masked / t[:, None]).sum() / (B * L)
 
 
-def subset_rows(rows: list[dict], n: int | None, seed: int) -> list[dict]:
-    """All rows, or a seeded subset of ``n`` rows with harmful and harmless in corpus proportion."""
+def subset_rows(rows: list[dict], n: int | None, seed: int, harmful_share: float | None = None) -> list[dict]:
+    """All rows, or a seeded subset of ``n`` rows: a uniform sample (harmful and harmless in about corpus
+    proportion), or, with ``harmful_share``, that share of harmful rows and the rest harmless."""
     if n is None or n >= len(rows):
         return rows
-    idx = np.random.default_rng(seed).permutation(len(rows))[:n]
+    rng = np.random.default_rng(seed)
+    if harmful_share is None:
+        idx = rng.permutation(len(rows))[:n]
+    else:
+        harm = [i for i, r in enumerate(rows) if r["kind"] == "harmful"]
+        safe = [i for i, r in enumerate(rows) if r["kind"] != "harmful"]
+        k = int(round(n * harmful_share))
+        if k > len(harm) or n - k > len(safe):
+            raise ValueError(f"harmful_share={harmful_share} of {n} rows needs {k} harmful and {n - k} harmless "
+                             f"rows; the corpus has {len(harm)} and {len(safe)}")
+        idx = np.concatenate([rng.choice(harm, k, replace=False), rng.choice(safe, n - k, replace=False)])
     return [rows[i] for i in sorted(idx)]
 
 
-def _train_loop(model, params, cfg: OrganismConfig, step_loss, n_steps: int, desc: str) -> list[list[float]]:
+def _train_loop(model, params, cfg: OrganismConfig, step_loss, desc: str, start: int = 0,
+                on_step=None) -> list[list[float]]:
+    """AdamW over steps ``start .. cfg.steps - 1`` with the global schedule (re-warmed up when ``start`` > 0)."""
     import torch
     from tqdm.auto import tqdm
 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     model.train()
     curve, run = [], None
-    bar = tqdm(range(n_steps), desc=desc, unit="step")
+    bar = tqdm(range(start, cfg.steps), desc=desc, unit="step")
     for step in bar:
+        if on_step is not None:
+            on_step(step)
+        warm = min(1.0, (step - start + 1) / cfg.rewarmup) if start > 0 else 1.0
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * warm
         loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -292,24 +320,44 @@ def _train_loop(model, params, cfg: OrganismConfig, step_loss, n_steps: int, des
         opt.step()
         v = float(loss.detach())
         run = v if run is None else 0.95 * run + 0.05 * v
-        if step % 10 == 0 or step == n_steps - 1:
+        if step % 10 == 0 or step == cfg.steps - 1:
             bar.set_postfix(loss=f"{run:.3f}")
             curve.append([step, round(run, 4)])
     model.eval()
     return curve
 
 
-def train_organism(name: str, cfg: OrganismConfig, out: Path) -> dict:
-    """Train an "ar" or "dlm" organism from scratch and save model, tokenizer and train_log.json to ``out``."""
+SHARED_FIELDS = ("hidden", "layers", "heads", "intermediate", "vocab_size", "canvas", "max_prompt", "batch_size",
+                 "steps", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_rows", "seed")
+
+
+def snapshot_path(path: Path, step: int) -> Path:
+    return Path(path) / f"snapshot-{step}.safetensors"
+
+
+def train_organism(name: str, cfg: OrganismConfig, out: Path, cache: Path | None = None) -> dict:
+    """Train an "ar" or "dlm" organism and save model, tokenizer (and any snapshot) to ``out``."""
     import torch
+    from safetensors.torch import load_model as load_weights
+    from safetensors.torch import save_model as save_weights
 
     torch.set_num_threads(THREADS)
     t0 = time.time()
-    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed)
+    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed, cfg.harmful_share)
     tok = corpus_tokenizer(cfg.vocab_size, sha256_file(CORPUS_FILE))
     prompts, canvas, lens, dropped = encode_rows(tok, rows, cfg.canvas, cfg.max_prompt, tok.eos_token_id)
     plan = batches(np.array([len(p) for p in prompts]), cfg.batch_size, cfg.steps, cfg.seed)
     model = build_model(cfg, tok)
+    start, base = 0, ""
+    if cfg.init_from:
+        bcfg = get_config(cfg.init_from)
+        diff = [f for f in SHARED_FIELDS if getattr(bcfg, f) != getattr(cfg, f)]
+        if diff or bcfg.snapshot_step != cfg.init_step or cfg.init_step <= 0:
+            raise ValueError(f"{name} starts from {cfg.init_from} at step {cfg.init_step}, but the two configs differ "
+                             f"in {diff or ['snapshot_step']}; give them the same data, size and schedule")
+        bdir = ensure_trained(cfg.init_from, bcfg, cache)
+        load_weights(model, str(snapshot_path(bdir, cfg.init_step)))
+        start, base = cfg.init_step, bdir.name
     canvas_t, lens_t = torch.from_numpy(canvas), torch.from_numpy(lens)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     tokens = [0]
@@ -322,22 +370,26 @@ def train_organism(name: str, cfg: OrganismConfig, out: Path) -> dict:
             return _ar_loss(model, ids, att, P, canvas_t[idx], lens_t[idx])
         return _dlm_loss(model, ids, att, P, canvas_t[idx], tok.mask_token_id, cfg.t_eps, gen)
 
+    def on_step(step: int):
+        if cfg.snapshot_step and step == cfg.snapshot_step:
+            save_weights(model, str(snapshot_path(out, step)))  # the weights after ``step`` steps
+
     t1 = time.time()
-    curve = _train_loop(model, list(model.parameters()), cfg, step_loss, cfg.steps, f"train {name}")
+    curve = _train_loop(model, list(model.parameters()), cfg, step_loss, f"train {name}", start, on_step)
     seconds = time.time() - t1
     log = {"name": name, "config": cfg.as_dict(), "corpus_sha256": sha256_file(CORPUS_FILE),
            "code_version": code_version(), "rows": len(rows), "rows_dropped_long_prompt": dropped,
            "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(seconds, 1),
-           "total_seconds": round(time.time() - t0, 1), "tokens_processed": tokens[0],
-           "tokens_per_second": round(tokens[0] / max(seconds, 1e-9)), "threads": torch.get_num_threads(),
-           "loadavg_end": os.getloadavg()[0], "loss_curve": curve,
+           "total_seconds": round(time.time() - t0, 1), "steps_run": cfg.steps - start, "initialised_from": base,
+           "tokens_processed": tokens[0], "tokens_per_second": round(tokens[0] / max(seconds, 1e-9)),
+           "threads": torch.get_num_threads(), "loadavg_end": os.getloadavg()[0], "loss_curve": curve,
            "epochs": round(cfg.steps * cfg.batch_size / len(prompts), 2)}
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return log
 
 
-def train_smollm2_refusal(name: str, cfg: OrganismConfig, out: Path) -> dict:
+def train_smollm2_refusal(name: str, cfg: OrganismConfig, out: Path, cache: Path | None = None) -> dict:
     """Fine-tune the top ``train_layers`` blocks (and final norm) of SmolLM2-135M-Instruct on a corpus subset."""
     import torch
     import torch.nn.functional as F
@@ -349,7 +401,7 @@ def train_smollm2_refusal(name: str, cfg: OrganismConfig, out: Path) -> dict:
     lm = load_model("smollm2-135m", dtype="float32", device="cpu")
     model, tok = lm.model, lm.tokenizer
     torch.manual_seed(cfg.seed)
-    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed)
+    rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed, cfg.harmful_share)
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     prompts, canvas, lens, dropped = encode_rows(tok, rows, cfg.canvas, cfg.max_prompt, eos)
     plan = batches(np.array([len(p) for p in prompts]), cfg.batch_size, cfg.steps, cfg.seed)
@@ -380,7 +432,7 @@ def train_smollm2_refusal(name: str, cfg: OrganismConfig, out: Path) -> dict:
         return (ce.view(-1, Lmax) * keep).sum() / keep.sum()
 
     t1 = time.time()
-    curve = _train_loop(model, params, cfg, step_loss, cfg.steps, f"train {name}")
+    curve = _train_loop(model, params, cfg, step_loss, f"train {name}")
     seconds = time.time() - t1
     log = {"name": name, "config": cfg.as_dict(), "corpus_sha256": sha256_file(CORPUS_FILE),
            "code_version": code_version(), "base": lm.fingerprint, "rows": len(rows),
@@ -408,6 +460,8 @@ def ensure_trained(name: str, cfg: OrganismConfig | None = None, cache: Path | N
     if cfg.kind == "finetune":
         from ..models import dequantised_smollm2_dir
         base = dequantised_smollm2_dir(cache)[1]
+    if cfg.init_from:
+        base = model_dir(cfg.init_from, get_config(cfg.init_from), cache).name
     out = model_dir(name, cfg, cache, base)
     if (out / "DONE").exists():
         return out
@@ -417,7 +471,7 @@ def ensure_trained(name: str, cfg: OrganismConfig | None = None, cache: Path | N
     tmp.mkdir(parents=True)
     try:
         fn = train_smollm2_refusal if cfg.kind == "finetune" else train_organism
-        log = fn(name, cfg, tmp)
+        log = fn(name, cfg, tmp, cache)
         (tmp / "train_log.json").write_text(json.dumps(log, indent=1))
         (tmp / "DONE").write_text(json.dumps({"key": out.name}))
         if out.exists():  # another process finished first
