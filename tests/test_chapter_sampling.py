@@ -1,6 +1,8 @@
 """Chapter "sampling vs representation" on hand-built traces with known answers (plus one tiny-model run)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -136,6 +138,11 @@ def test_negative_gain_is_called_out():
     c.base, c.other = other.run, base.run
     line = conclusions([base, other], [c])[0]
     assert "Negative gains on raw, flip_attack" in line
+    # a negative delta whose interval excludes zero is named as such, never as "no interval excludes zero"
+    row = next(r for r in c.rows if r["set"] == "raw")
+    row["d_rr"] = dataclasses.replace(row["d_rr"], value=-0.2, lo=-0.3, hi=-0.1)
+    line = conclusions([base, other], [c])[0]
+    assert "opposite to the paper's on raw" in line and "No interval excludes zero" not in line
 
 
 def test_sampler_comparisons_pairs_every_remasking_run_with_dlm_ar():

@@ -29,7 +29,8 @@ class GeometryResult:
         return {"run": self.run, "anchors (harmless/harmful)": f"{a.n_harmless}/{a.n_harmful}",
                 "anchor fallback": a.fallback or "none", "anchor separation (mean 1−cos)": float(a.separation.mean()),
                 "RR raw harmful": str(self.refusal["raw"]), "RR harmless": str(self.refusal["harmless"]),
-                **{f"final σ ({g}, n={len(self.by_group[g])})": final[g] for g in GROUPS},
+                **{f"final σ ({g})": (f"{final[g]:.2f} (n={len(self.by_group[g])})" if len(self.by_group[g])
+                                      else "– (n=0)") for g in GROUPS},
                 "LDA balanced acc.": (self.projection.cv_accuracy if self.projection else float("nan"))}
 
 

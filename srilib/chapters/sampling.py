@@ -518,6 +518,7 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
         down = sum(r["d_asr"].value > 0 for r in sets)
         neg = [r["set"] for r in sets if r["d_rr"].value < 0 or r["d_asr"].value < 0]
         sig = [r["set"] for r in sets if r["d_rr"].lo > 0 or r["d_asr"].lo > 0]
+        sig_neg = [r["set"] for r in sets if r["d_rr"].hi < 0 or r["d_asr"].hi < 0]
         line = (f"- **{c.other} vs {c.base}** (same weights): RR rose on {up} of {len(sets)} sets and ASR fell on "
                 f"{down} of {len(sets)}. ")
         if neg:
@@ -526,8 +527,14 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
             line += "No negative gain, as in the paper's Table 2. "
         else:
             line += "Neither rate moved at all (the paper gains up to 55 points RR and 60 points ASR). "
-        line += (f"The 95% interval excludes zero on {', '.join(sig)}." if sig else
-                 "No interval excludes zero: at this sample size the sampler effect is not resolved.")
+        if sig:
+            line += f"The 95% interval of a gain excludes zero on {', '.join(sig)}. "
+        if sig_neg:
+            line += (f"The 95% interval excludes zero in the direction opposite to the paper's on "
+                     f"{', '.join(sig_neg)}. ")
+        if not sig and not sig_neg:
+            line += "No interval excludes zero: at this sample size the sampler effect is not resolved. "
+        line = line.rstrip()
         try:
             aj = c.row(ALL_JAILBREAKS)
             line += (f" Pooled over attacks: ΔRR {aj['d_rr']}, ΔASR {aj['d_asr']}, ΔIRR {aj['d_irr']} "
@@ -548,8 +555,13 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
             verdict = "Both families have the same pooled ASR here: the paper's gap is not reproduced."
         else:
             verdict = "Our DLMs are LESS safe than our AR models here, the opposite of the paper."
+        pools = {fam: sorted({r.model for r in results if r.family == fam and _has(r, ALL_JAILBREAKS)})
+                 for fam in ("AR", "DLM")}
         lines.append(f"- **Family comparison (Table 3)**: pooled ASR over every attack, AR minus DLM = {gap} "
-                     f"(paper: AR 48-62% vs DLM 9-21% per model). " + verdict)
+                     f"(paper: AR 48-62% vs DLM 9-21% per model). " + verdict +
+                     f" The pools are different models (AR: {', '.join(pools['AR'])}; DLM: {', '.join(pools['DLM'])}),"
+                     " so the gap mixes family with everything else that differs between them (size, pretraining,"
+                     " alignment); the same-weights comparisons above isolate the sampler.")
     else:
         lines.append("- The family comparison needs at least one AR run and one DLM run with a remasking sampler.")
     fb = [r.run for r in results if r.anchors.fallback]
