@@ -95,8 +95,8 @@ class SRIGuard:
     anchors_key : str or Anchors, optional
         The anchors the signals were computed against; when set, scoring signals from other anchors fails.
     num_threads : int or None
-        Torch intra-op threads used inside fit/score, restored afterwards (the global setting is left as it
-        was). Default 1: fastest for this tiny network; None leaves torch's setting.
+        Torch intra-op threads used inside fit, restored afterwards (the global setting is left as it was).
+        Default 1: fastest for this tiny network; None leaves torch's setting. Scoring runs in numpy.
 
     Attributes (after fit)
     ----------------------
