@@ -129,7 +129,7 @@ class Experiment:
 
     def layer(self, spec: str | Run, name: int | str) -> int:
         """The hidden-state index that a layer name ("first", "middle", "last") means for a run's model."""
-        return resolve_layers(self.model(self.resolve(spec).model), [name, "last"])[0]
+        return layer_index(self.model(self.resolve(spec).model), name)
 
     def anchors(self, spec: str | Run, sets: "PromptSets", allow_unfiltered: bool = True,
                 layer: int = -1, pooling: str = "generated") -> Anchors:
@@ -146,19 +146,22 @@ class Experiment:
             return build_anchors(h, r, layer=layer, pooling=pooling, allow_unfiltered=True)
 
 
-def resolve_layers(lm, layers: Sequence[int | str]) -> list[int]:
-    """Layer names to hidden-state indices for this model: "first" = 1 (output of the first block), "middle" =
-    n_layers // 2, "last" = -1 (after the final norm). Ints pass through. Duplicates are dropped, order kept."""
+def layer_index(lm, layer: int | str) -> int:
+    """One layer name to its hidden-state index for this model: "first" = 1 (output of the first block),
+    "middle" = n_layers // 2, "last" = -1 (after the final norm). Ints pass through."""
+    if not isinstance(layer, str):
+        return int(layer)
     n = int(getattr(lm.model.config, "num_hidden_layers", 0) or 0)
     names = {"first": 1, "middle": max(1, n // 2), "last": -1}
-    out = []
-    for x in layers:
-        if isinstance(x, str):
-            if x not in names:
-                raise ValueError(f"unknown layer name {x!r}; use 'first', 'middle', 'last' or an int")
-            x = names[x]
-        if x not in out:
-            out.append(int(x))
+    if layer not in names:
+        raise ValueError(f"unknown layer name {layer!r}; use 'first', 'middle', 'last' or an int")
+    return names[layer]
+
+
+def resolve_layers(lm, layers: Sequence[int | str]) -> list[int]:
+    """Layer names to hidden-state indices (see :func:`layer_index`); duplicates are dropped, order kept, and the
+    last layer must be among them (the SRI signal is defined on it)."""
+    out = list(dict.fromkeys(layer_index(lm, x) for x in layers))
     if -1 not in out:
         raise ValueError("layers must include the last layer (-1 or 'last'): the SRI signal is defined on it")
     return out

@@ -387,10 +387,6 @@ def agreement(judge_a, judge_b, prompts: Sequence[str], responses: Sequence[str]
             "names": (getattr(judge_a, "name", "a"), getattr(judge_b, "name", "b"))}
 
 
-__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "make_judge", "agreement", "STOPWORDS", "YESNO_TEMPLATE", "words", "stem",
-           "content_stems", "parse_llamaguard", "parse_yesno"]
-
-
 def make_judge(spec: str | None = "heuristic"):
     """A judge from its parameter: ``"heuristic"`` (offline default) or ``"llm:<model id>"`` (GPU).
 
@@ -408,3 +404,7 @@ def make_judge(spec: str | None = "heuristic"):
         return LLMJudge(spec[4:], device=dev, dtype="bfloat16" if dev else None)
     raise ValueError(f"unknown judge {spec!r}; use 'heuristic' or 'llm:<hub model id>' "
                      "(e.g. 'llm:meta-llama/Llama-Guard-3-8B')")
+
+
+__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "make_judge", "agreement", "STOPWORDS", "YESNO_TEMPLATE",
+           "words", "stem", "content_stems", "parse_llamaguard", "parse_yesno"]

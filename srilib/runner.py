@@ -136,8 +136,7 @@ def profile_organisms(profile: Profile, names: Sequence[str] | None = None) -> l
     for nb in names or profile.notebooks:
         for r in profile.params_for(nb).get("runs") or []:
             m = parse_run(r).model
-            base = m[: -len("-tiny")] if m.endswith("-tiny") else m
-            if base in ORGANISMS and resolve_name(m) not in out:
+            if m.removesuffix("-tiny") in ORGANISMS and resolve_name(m) not in out:
                 out.append(resolve_name(m))
     return out
 

@@ -52,8 +52,6 @@ def sri_signal(phi, mu_harmless, mu_harmful, tau: float = 0.1, eps: float = 1e-8
     numpy array [T] or [N, T] in (0, 1); 1 = compliant, 0 = refusal-aligned. A zero-norm phi_t (nothing pooled
     yet) has distance 1 to both anchors and so gives exactly 0.5 ("no information").
     """
-    if tau <= 0:
-        raise ValueError(f"tau must be positive, got {tau}")
     return _signal(_check_phi(phi), unit_anchors(mu_harmless, mu_harmful), tau, eps)
 
 
@@ -92,6 +90,8 @@ def _signal(phi: np.ndarray, unit: np.ndarray, tau: float, eps: float) -> np.nda
     """The formula, vectorised. ``unit``: [T, D, 2] unit anchors. The dot products run in phi's precision
     (float32 traces: float32 matmul, ~1e-6 relative error in cos; float64: exact to rounding), the rest in
     float64."""
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
     if phi.shape[-2:] != unit.shape[:2]:
         raise ValueError(
             f"phi has T={phi.shape[-2]}, D={phi.shape[-1]} but anchors have T={unit.shape[0]}, D={unit.shape[1]}: "
@@ -156,8 +156,6 @@ class Anchors:
     def signal(self, traces: "TraceSet | np.ndarray", tau: float = 0.1, eps: float = 1e-8) -> np.ndarray:
         """SRI signal [N, T] of a TraceSet (same layer and pooling as the anchors) or of raw phi."""
         phi = traces if isinstance(traces, np.ndarray) else traces.phi(self.pooling, self.layer)
-        if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
         return _signal(_check_phi(phi), self._unit, tau, eps)
 
     @cached_property

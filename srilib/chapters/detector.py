@@ -33,7 +33,7 @@ import numpy as np
 from ..attacks import HELDOUT_FAMILIES
 from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                          defense_metrics, llama_guard_defense, sampler_generate)
-from ..experiment import Experiment, PromptSets, resolve_layers
+from ..experiment import Experiment, PromptSets, layer_index, resolve_layers
 from ..guard import SRIGuard
 from ..metrics import Estimate, Rate, auroc, refusal_rate, roc_curve
 from ..prompts import get_prompts
@@ -239,7 +239,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
     seeds = [int(s) for s in seeds] or [0]
     lm = exp.model(run.model)
     # resolve_layers insists on the last layer being in the list, so ask for [name, "last"]
-    idx = {name: resolve_layers(lm, [name, "last"])[0] for name in ("first", "middle", "last")}
+    idx = {name: layer_index(lm, name) for name in ("first", "middle", "last")}
     recorded = resolve_layers(lm, exp.layers)
     missing = [f"{n} ({i})" for n, i in idx.items() if i not in recorded]
     if missing:
