@@ -9,6 +9,7 @@ python -m srilib profiles                      # list the shipped profiles
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("html", nargs="?", type=Path, default=None, help="built HTML folder (default: _build/html)")
 
     cb = sub.add_parser("colab", help="write the repository URL into the notebooks' Colab cells and _config.yml")
-    cb.add_argument("--repo", default=None, help="repository URL (default: srilib.colab.REPO_URL)")
+    cb.add_argument("--repo", default=None, help="repository URL (default: srilib.colab.REPO_URL; with --dry-run: "
+                    "this checkout's committed HEAD)")
+    cb.add_argument("--dry-run", type=Path, default=None, metavar="DIR",
+                    help="instead: open each notebook as a fresh Colab runtime would (new venv with only torch, "
+                         "install cell as written, papermill) under DIR; needs PyPI")
+    cb.add_argument("--profile", default="smoke", help="parameters for --dry-run (default: smoke)")
 
     sub.add_parser("trace", add_help=False,
                    help="generate traces, sharded over GPUs with accelerate (python -m srilib trace -h)")
@@ -76,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         root = runner.find_root(args.root)
         if args.cmd == "colab":
             from . import colab
+            if args.dry_run is not None:
+                results = colab.dry_run(root, args.dry_run, repo=args.repo, profile=args.profile)
+                for r in results:
+                    print(f"{r['notebook']}: {'OK' if r['ok'] else 'FAILED'} (exit {r['returncode']}); torch "
+                          f"{r['torch_before']} -> {r['torch_after']}; srilib preinstalled: {r['srilib_before']}; "
+                          f"kernel {r['kernel']}; runtime {r['runtime_setup_s']} s, install cell "
+                          f"{r['install_cell_s']} s, notebook {r['notebook_s']} s")
+                    if not r["ok"]:
+                        print(r["log_tail"])
+                (args.dry_run / "dry_run.json").write_text(json.dumps(results, indent=1) + "\n")
+                return 0 if all(r["ok"] for r in results) else 1
             changed = colab.sync(root, args.repo or colab.REPO_URL)
             print("updated: " + (", ".join(changed) or "nothing (already in sync)"))
             return 0

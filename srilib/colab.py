@@ -3,12 +3,21 @@
 The repository URL lives in :data:`REPO_URL`. ``python -m srilib colab --repo URL`` rewrites it everywhere it is
 used: the Open-in-Colab badge and the install cell of every notebook, and the book's launch buttons
 (``_config.yml``). A test checks that all of them agree.
+
+``python -m srilib colab --dry-run DIR`` opens every notebook as a fresh Colab runtime would, on this machine
+(:func:`dry_run`; it needs PyPI, not the Hub).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Sequence
 
 REPO_URL = "https://github.com/srilib/srilib"
 BRANCH = "main"
@@ -62,7 +71,7 @@ def hardware_parameters(notebook: str) -> dict:
 
 
 def _cell(kind: str, source: str, tag: str, extra_tags=()) -> dict:
-    cell = {"cell_type": kind, "metadata": {"tags": [tag, *extra_tags]}, "source": source}
+    cell = {"cell_type": kind, "id": tag, "metadata": {"tags": [tag, *extra_tags]}, "source": source}
     if kind == "code":
         cell.update(outputs=[], execution_count=None)
     return cell
@@ -97,3 +106,75 @@ def sync(root: Path, repo: str = REPO_URL) -> list[str]:
         cfg.write_text(new)
         changed.append(cfg.name)
     return changed
+
+
+# ------------------------------------------------------------------------------------- fresh-runtime dry run
+
+def _in_env(py: Path, code: str, env: dict | None = None) -> str:
+    return subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str = "smoke",
+            notebooks: Sequence[str] | None = None, timeout: int = 3600) -> list[dict]:
+    """Open each notebook the way a fresh Colab runtime does, on this machine; returns one result per notebook.
+
+    Per notebook: a new virtual environment holding only a runtime's own packages (this interpreter's torch
+    version, ipykernel, papermill), no srilib and nothing of this checkout; the notebook with its install cell
+    pointing at ``repo`` (default ``file://`` this checkout, i.e. its committed HEAD; the same rewrite that
+    ``python -m srilib colab --repo`` makes for a fork) is executed by that environment's papermill, from an
+    empty folder, with an empty cache, ``HF_HUB_OFFLINE=1`` and ``profile``'s parameters. The install cell runs
+    as written. Checks: the notebook runs to the end, and the environment's torch is the one it started with
+    (the install cell must not replace the runtime's torch). Needs PyPI access (not the Hub).
+    """
+    import torch
+
+    from .profiles import load_profile
+
+    root, workdir = Path(root).resolve(), Path(workdir).resolve()
+    repo = repo or f"file://{root}"
+    prof = load_profile(profile)
+    results = []
+    for name in notebooks or prof.notebooks:
+        run = workdir / name
+        shutil.rmtree(run, ignore_errors=True)
+        content = run / "content"
+        content.mkdir(parents=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(run / "runtime")], check=True)
+        py = run / "runtime" / "bin" / "python"
+        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}",
+                        "ipykernel", "papermill"], check=True)
+        env = {**os.environ, "SRILIB_CACHE": str(run / "cache"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
+               "JUPYTER_PREFER_ENV_PATH": "1", "PYTHONNOUSERSITE": "1"}
+        env.pop("VIRTUAL_ENV", None)
+        kernel = _in_env(py, "from jupyter_client.kernelspec import KernelSpecManager as K; "
+                             "print(K().get_kernel_spec('python3').argv[0])", env)
+        torch_before = _in_env(py, "import torch; print(torch.__version__)", env)
+        has_srilib = _in_env(py, "import importlib.util; print(importlib.util.find_spec('srilib') is not None)", env)
+        setup_s = time.perf_counter() - t0
+        source = content / f"{name}.ipynb"
+        shutil.copy(root / "notebooks" / f"{name}.ipynb", source)
+        sync_notebook(source, repo)
+        params = run / "params.yaml"
+        params.write_text(json.dumps(prof.params_for(name)))  # JSON is YAML
+        out = content / f"{name}.executed.ipynb"
+        t1 = time.perf_counter()
+        proc = subprocess.run([str(py), "-m", "papermill", str(source), str(out), "-f", str(params), "-k", "python3",
+                               "--cwd", str(content), "--execution-timeout", str(timeout), "--no-progress-bar"],
+                              env=env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - t1
+        torch_after = _in_env(py, "import torch; print(torch.__version__)", env)
+        install_cell_s = None
+        if out.is_file():
+            cells = json.loads(out.read_text())["cells"]
+            setup = next((c for c in cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])), None)
+            install_cell_s = (setup or {}).get("metadata", {}).get("papermill", {}).get("duration")
+        kernel_ok = kernel in ("python", "python3") or Path(kernel).resolve() == py.resolve() or \
+            Path(kernel).parent.resolve() == py.parent.resolve()
+        results.append({"notebook": name, "ok": proc.returncode == 0 and torch_before == torch_after and kernel_ok,
+                        "returncode": proc.returncode, "kernel": kernel, "kernel_in_runtime": kernel_ok,
+                        "srilib_before": has_srilib == "True", "torch_before": torch_before,
+                        "torch_after": torch_after, "runtime_setup_s": round(setup_s, 1),
+                        "install_cell_s": install_cell_s and round(install_cell_s, 1), "notebook_s": round(elapsed, 1),
+                        "executed": str(out), "log_tail": (proc.stdout + proc.stderr)[-3000:]})
+    return results

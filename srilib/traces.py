@@ -223,7 +223,9 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
                     shard: tuple[int, int] | None = None, desc: str | None = None) -> TraceSet | None:
     """Trace ``prompts`` with ``sampler`` on ``lm`` (a :class:`srilib.models.LoadedModel`), through the cache.
 
-    Batches are saved as they finish, so an interrupted call resumes where it stopped. ``progress=None`` shows
+    Prompts are batched in order of their token length (ties keep the given order), so that a batch holds
+    prompts of similar length and left padding wastes little compute; the result is in the given order. Batches
+    are saved as they finish, so an interrupted call resumes where it stopped. ``progress=None`` shows
     a progress bar unless the environment sets TQDM_DISABLE=1 (the book's runner does). With
     ``shard=(i, n)`` only every n-th batch starting at i is computed (for multi-process runs) and None is
     returned: shards never merge (two finishing together would race); a later call without ``shard`` (one
@@ -240,13 +242,14 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     if getattr(sampler, "kind", None) and getattr(lm, "kind", None) and sampler.kind != lm.kind:
         raise ValueError(f"sampler {sampler.name!r} needs a {sampler.kind} model but {lm.name!r} is a {lm.kind} "
                          "model; pick a sampler from srilib.samplers that fits the model")
-    lm.validate_prompts(prompts)
+    lengths = [len(x) for x in lm.validate_prompts(prompts)]
     layers = list(layers)
     key = trace_key(lm.fingerprint, prompts, sampler.config(), layers=layers, batch_size=batch_size,
                     dtype=lm.dtype_name)
     store = store if store is not None else TraceStore()
     if store.has(key):
         return store.load(key)
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)  # stable: equal lengths keep their order
     starts = list(range(0, len(prompts), batch_size))
     mine = [i for i in range(len(starts)) if shard is None or i % shard[1] == shard[0]]
     todo = [i for i in mine if not store.part_path(key, i).exists()]
@@ -256,7 +259,7 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     bar = tqdm(total=len(prompts), desc=label, disable=not progress, unit="prompt")
     bar.update(sum(min(batch_size, len(prompts) - starts[i]) for i in mine if i not in todo))
     for i in todo:
-        chunk = prompts[starts[i]: starts[i] + batch_size]
+        chunk = [prompts[j] for j in order[starts[i]: starts[i] + batch_size]]
         ts = sampler.trace_batch(lm, chunk, layers)
         atomic_write_bytes(store.part_path(key, i), ts.to_bytes())
         bar.update(len(chunk))
@@ -264,6 +267,7 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     if shard is not None:
         return None  # the merge is done once, by a call without shard
     merged = TraceSet.concat([TraceSet.from_file(store.part_path(key, i)) for i in range(len(starts))])
+    merged = merged.subset(np.argsort(order))  # back to the given prompt order
     merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
                         "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,
                         "batch_size": batch_size, "code_version": code_version()})

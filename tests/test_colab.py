@@ -25,6 +25,8 @@ def test_every_notebook_and_the_book_use_the_one_repository_url():
         assert colab.SETUP_TAG in tags[first_code], f"{p.name}: the install cell must be the first code cell"
         params = next(i for i, t in enumerate(tags) if "parameters" in t)
         assert colab.AUTO_TAG in tags[params + 1]
+        ids = [c.get("id") for c in cells]  # nbformat 4.5 requires unique cell ids
+        assert all(ids) and len(set(ids)) == len(ids), f"{p.name}: cells without ids or with duplicate ids"
     assert f'url: "{colab.REPO_URL}"' in (ROOT / "_config.yml").read_text()
 
 

@@ -68,6 +68,26 @@ def test_batching_does_not_change_results(lm):
         np.testing.assert_allclose(a.pooled["generated"][i], b.pooled["generated"][0], atol=1e-4)
 
 
+def test_batches_group_prompts_by_length(lm, tmp_path, monkeypatch):
+    """Batches hold prompts of similar token length (less padding); results come back in the given order."""
+    prompts = ["Write a poem about the sea and the sky", "Hi", "Explain in detail how tides and moons work", "Yo",
+               "List three fruits"]
+    n = {p: len(lm.encode([p])[0]) for p in prompts}
+    assert n["Hi"] == n["Yo"]  # a tie: kept in the given order
+    seen = []
+    orig = ARSampler.trace_batch
+    monkeypatch.setattr(ARSampler, "trace_batch", lambda self, lm_, ps, ls: seen.append(ps) or orig(self, lm_, ps, ls))
+    ts = generate_traces(lm, prompts, ARSampler(steps=4), store=TraceStore(tmp_path), batch_size=2, progress=False)
+    by_length = sorted(prompts, key=n.get)
+    assert seen == [by_length[0:2], by_length[2:4], by_length[4:]]
+    assert ts.prompts == prompts
+    for i, p in enumerate(prompts):
+        one = orig(ARSampler(steps=4), lm, [p], [-1])
+        np.testing.assert_array_equal(ts.tokens[i], one.tokens[0])
+        assert ts.step_texts[i] == one.step_texts[0]
+        np.testing.assert_allclose(ts.phi()[i], one.phi()[0], atol=1e-4)
+
+
 def test_sampling_is_seeded(lm):
     s1 = ARSampler(steps=6, temperature=1.0, seed=3).trace_batch(lm, PROMPTS, [-1])
     s2 = ARSampler(steps=6, temperature=1.0, seed=3).trace_batch(lm, PROMPTS, [-1])
@@ -111,7 +131,8 @@ def test_interrupted_run_resumes(lm, tmp_path, monkeypatch):
         generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
     calls.clear()
     ts = generate_traces(lm, PROMPTS, s, store=store, batch_size=2, progress=False)
-    assert calls == [PROMPTS[2:]]  # the finished batch was kept, only the lost one is recomputed
+    by_length = sorted(PROMPTS, key=lambda x: len(lm.encode([x])[0]))
+    assert calls == [by_length[2:]]  # the finished batch was kept, only the lost one is recomputed
     assert len(ts) == 4 and not list((store.dir / ts.meta["key"] / "parts").glob("*.npz"))
 
 
