@@ -110,8 +110,9 @@ def sync(root: Path, repo: str = REPO_URL) -> list[str]:
 
 # ------------------------------------------------------------------------------------- fresh-runtime dry run
 
-def _in_env(py: Path, code: str, env: dict | None = None) -> str:
-    return subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, env=env).stdout.strip()
+def _in_env(py: Path, code: str, env: dict, cwd: Path) -> str:
+    return subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True, env=env,
+                          cwd=cwd).stdout.strip()
 
 
 def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str = "smoke",
@@ -119,7 +120,7 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
     """Open each notebook the way a fresh Colab runtime does, on this machine; returns one result per notebook.
 
     Per notebook: a new virtual environment holding only a runtime's own packages (this interpreter's torch
-    version, ipykernel, papermill), no srilib and nothing of this checkout; the notebook with its install cell
+    version, a current pip, ipykernel, papermill), no srilib and nothing of this checkout; the notebook with its install cell
     pointing at ``repo`` (default ``file://`` this checkout, i.e. its committed HEAD; the same rewrite that
     ``python -m srilib colab --repo`` makes for a fork) is executed by that environment's papermill, from an
     empty folder, with an empty cache, ``HF_HUB_OFFLINE=1`` and ``profile``'s parameters. The install cell runs
@@ -142,15 +143,18 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "venv", str(run / "runtime")], check=True)
         py = run / "runtime" / "bin" / "python"
+        # a runtime's pip is recent (Colab's is >= 24); a venv's bundled pip may be too old for git+file:// URLs
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "pip>=24.1"], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}",
                         "ipykernel", "papermill"], check=True)
         env = {**os.environ, "SRILIB_CACHE": str(run / "cache"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
                "JUPYTER_PREFER_ENV_PATH": "1", "PYTHONNOUSERSITE": "1"}
         env.pop("VIRTUAL_ENV", None)
         kernel = _in_env(py, "from jupyter_client.kernelspec import KernelSpecManager as K; "
-                             "print(K().get_kernel_spec('python3').argv[0])", env)
-        torch_before = _in_env(py, "import torch; print(torch.__version__)", env)
-        has_srilib = _in_env(py, "import importlib.util; print(importlib.util.find_spec('srilib') is not None)", env)
+                             "print(K().get_kernel_spec('python3').argv[0])", env, content)
+        torch_before = _in_env(py, "import torch; print(torch.__version__)", env, content)
+        has_srilib = _in_env(py, "import importlib.util; print(importlib.util.find_spec('srilib') is not None)", env,
+                             content)
         setup_s = time.perf_counter() - t0
         source = content / f"{name}.ipynb"
         shutil.copy(root / "notebooks" / f"{name}.ipynb", source)
@@ -163,7 +167,7 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
                                "--cwd", str(content), "--execution-timeout", str(timeout), "--no-progress-bar"],
                               env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - t1
-        torch_after = _in_env(py, "import torch; print(torch.__version__)", env)
+        torch_after = _in_env(py, "import torch; print(torch.__version__)", env, content)
         install_cell_s = None
         if out.is_file():
             cells = json.loads(out.read_text())["cells"]
