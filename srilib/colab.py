@@ -120,12 +120,13 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
     """Open each notebook the way a fresh Colab runtime does, on this machine; returns one result per notebook.
 
     Per notebook: a new virtual environment holding only a runtime's own packages (this interpreter's torch
-    version, a current pip, ipykernel, papermill), no srilib and nothing of this checkout; the notebook with its install cell
-    pointing at ``repo`` (default ``file://`` this checkout, i.e. its committed HEAD; the same rewrite that
-    ``python -m srilib colab --repo`` makes for a fork) is executed by that environment's papermill, from an
-    empty folder, with an empty cache, ``HF_HUB_OFFLINE=1`` and ``profile``'s parameters. The install cell runs
-    as written. Checks: the notebook runs to the end, and the environment's torch is the one it started with
-    (the install cell must not replace the runtime's torch). Needs PyPI access (not the Hub).
+    version, a current pip, ipykernel, papermill), no srilib and nothing of this checkout; the notebook, with
+    its install cell pointing at ``repo`` (default ``file://`` this checkout, i.e. its committed HEAD; the
+    rewrite that ``python -m srilib colab --repo`` makes for a fork), is executed by that environment's
+    papermill from an empty folder, with an empty cache, ``HF_HUB_OFFLINE=1`` and ``profile``'s parameters. The
+    install cell runs as written. Checks: the notebook runs to the end in the environment's own kernel, and the
+    environment's torch is the one it started with (the install cell must not replace a runtime's torch).
+    Needs PyPI access (not the Hub).
     """
     import torch
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import srilib
-from srilib.canvas_attacks import CANVAS_ATTACKS, CanvasAttack, get_canvas_attack, interleaved_prefill
+from srilib.canvas_attacks import (AFFIRMATIVE, CANVAS_ATTACKS, MIN_CONTENT, STEP_MARKERS, CanvasAttack,
+                                   get_canvas_attack, interleaved_prefill)
 from srilib.dlm import mask_predict
 from srilib.samplers import ARSampler, make_sampler
 from srilib.samplers.diffusion import (ARDiffusionSampler, DiffusionSampler, _visible, normalize_prefill,
@@ -196,8 +197,23 @@ def test_prefill_respected(lm):
 def test_canvas_attacks(lm):
     assert {"prefill_affirmative", "interleaved_template"} <= set(CANVAS_ATTACKS)
     pad = get_canvas_attack("prefill_affirmative")
-    s = pad.configure(DiffusionSampler(gen_length=32, steps=8), lm)
-    assert s.prefill[0][0] == 0 and s.prefill[0][1].startswith("Sure") and len(s.prefill) >= 3
+    n = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    n_sure, n_step = n(AFFIRMATIVE), max(n("\n" + m) for m in STEP_MARKERS)
+    long = n_sure + 4 * (n_step + MIN_CONTENT)  # room for all three markers
+    s = pad.configure(DiffusionSampler(gen_length=long, steps=8), lm)
+    gap = (long - n_sure) // 4
+    assert s.prefill == ((0, AFFIRMATIVE), (n_sure + gap, "\nStep 1:"), (n_sure + 2 * gap, "\nStep 2:"),
+                         (n_sure + 3 * gap, "\nStep 3:"))
+    ts = s.trace_batch(lm, PROMPTS[:1], [-1])  # the sampler accepts it: nothing overlaps
+    assert all(ts.committed[0, 0, p] for p, _ in s.prefill)
+    assert (~ts.committed[0, 0, n_sure + gap - MIN_CONTENT:n_sure + gap]).all()  # room left before a marker
+    # a shorter canvas gets fewer markers; one with no room after the prefix is refused with the fix
+    assert len(pad.prefill(long - 1, lm.tokenizer)) == 3
+    assert pad.prefill(n_sure + MIN_CONTENT, lm.tokenizer) == {0: AFFIRMATIVE}
+    with pytest.raises(ValueError, match="raise gen_length"):
+        pad.prefill(n_sure + MIN_CONTENT - 1, lm.tokenizer)
+    with pytest.raises(ValueError, match="pass the model"):
+        pad.prefill(32)
     assert pad.apply(["Tell me a joke"]) == ["Tell me a joke"]
     dija = get_canvas_attack("interleaved_template")
     s2 = dija.configure(DiffusionSampler(gen_length=48, steps=4), lm)

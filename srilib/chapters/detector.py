@@ -198,6 +198,7 @@ class DetectorResult:
     cfg: GuardConfig
     n_boot: int
     notes: list[str] = field(default_factory=list)
+    prefills: dict[str, list] = field(default_factory=dict)  # canvas set -> the sampler's ((position, text), ...)
 
     @property
     def canvas_sets(self) -> list[str]:
@@ -254,7 +255,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
     evaluation = sets.evaluation()
     ev = {name: exp.traces(run, prompts, name) for name, (prompts, _) in evaluation.items()}
     jb = list(sets.attacked)
-    notes = []
+    notes, prefills = [], {}
     if lm.kind == "dlm":
         for name in canvas_attacks:
             ts, why = canvas_traces(exp, run, sets, name)
@@ -262,6 +263,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
                 notes.append(f"{run.label}: canvas attack {name} skipped: {why}")
             else:
                 ev[f"{CANVAS}{name}"] = ts
+                prefills[f"{CANVAS}{name}"] = ts.meta["sampler_config"]["prefill"]
     feats = {m: {"train": _features(m, train_ts, anchors, tau), **{k: _features(m, ts, anchors, tau)
                                                                    for k, ts in ev.items()}} for m in METHODS}
     detectors, scores, au, au_raw = {}, {}, {}, {}
@@ -291,7 +293,8 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
         signals={"train": feats["sri_last"]["train"], **{k: feats["sri_last"][k] for k in ev}},
         texts={k: list(ts.texts) for k, ts in ev.items()},
         refusal={k: refusal_rate(ts.texts) for k, ts in ev.items()}, jailbreaks=jb, detectors=detectors,
-        scores=scores, auroc=au, auroc_raw=au_raw, seeds=seeds, cfg=cfg, n_boot=n_boot, notes=notes)
+        scores=scores, auroc=au, auroc_raw=au_raw, seeds=seeds, cfg=cfg, n_boot=n_boot, notes=notes,
+        prefills=prefills)
 
 
 def canvas_traces(exp: Experiment, spec, sets: PromptSets, name: str):
@@ -326,7 +329,9 @@ def canvas_rows(results: dict[str, DetectorResult], judge, requests: Sequence[st
             name = k[len(CANVAS):]
             flags = sc[k] > thr
             paper = PAPER_CANVAS.get(name)
-            rows.append({"run": res.run, "canvas attack": name, "n": len(flags),
+            prefill = "; ".join(f"{pos}: {text!r}" for pos, text in res.prefills.get(k) or ())
+            rows.append({"run": res.run, "canvas attack": name, "prefill (position: text)": prefill or "–",
+                         "n": len(flags),
                          "ASR undefended": str(attack_success_rate(requests, res.texts[k], judge)),
                          "ASR after SRI Guard": str(attack_success_rate(
                              requests, apply_defense(res.texts[k], flags), judge)),
