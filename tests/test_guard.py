@@ -217,7 +217,7 @@ class FakeLM:
     name, kind, fingerprint, dtype_name = "fake", "ar", "fake-fp", "float32"
 
     def validate_prompts(self, prompts):
-        pass
+        return [[ord(c) for c in p] for p in prompts]  # token ids, as LoadedModel.validate_prompts returns
 
 
 class FakeSampler:
