@@ -201,6 +201,25 @@ def incomplete_examples(res: RecoveryResult, k: int = 4) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- conclusions
+def _revision_verdict(hrr) -> str:
+    """Whether revising a harmful prediction is the common case, read from HRR's confidence interval."""
+    if hrr.lo > 0.5:
+        return "Recovery by revision is the common case (the interval lies above 0.5), as in the paper."
+    if hrr.hi < 0.5:
+        return "Revision is the exception here (the interval lies below 0.5), unlike the paper."
+    return (f"The interval spans 0.5: {hrr.n} such generations are too few to tell whether revision is the "
+            "common case.")
+
+
+def _vs_positive_paper(e) -> str:
+    """How a difference that the paper finds positive compares here, read from its interval."""
+    if e.lo > 0:
+        return "same direction as the paper (the interval excludes zero)."
+    if e.hi < 0:
+        return "the OPPOSITE of the paper (the interval excludes zero)."
+    return "the interval includes zero, so no difference is detected here."
+
+
 def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
                 judge_name: str = "heuristic") -> list[str]:
     """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why."""
@@ -220,8 +239,7 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
         else:
             lines.append(f"- **{r.run}**: {rev['harmful_any']} of harmful generations had a harmful intermediate "
                          f"prediction; HRR {rev['hrr']}, FRR {rev['frr']} ({ref}). "
-                         + ("Recovery by revision is the common case, as in the paper."
-                            if rev["hrr"].value >= 0.5 else "Revision is the exception here, unlike the paper."))
+                         + _revision_verdict(rev["hrr"]))
     # Figure 5
     ar = [r for r in results if r.family == "AR" and not r.ev.anchors.fallback]
     dl = [r for r in results if r.family == "DLM" and not r.ev.anchors.fallback]
@@ -239,15 +257,18 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
     if ar and dl:
         a, d = pool([r.irr[loose] for r in ar]), pool([r.irr[loose] for r in dl])
         lines.append(f"- IRR at λ_r={loose:g}, pooled per family: DLM runs {d} vs AR runs {a}: "
-                     + ("DLMs recover internally more often, as in the paper." if d.value > a.value
-                        else "our DLMs do NOT recover internally more often than our AR models, unlike the paper."))
+                     + ("DLMs recover internally more often, as in the paper (the intervals do not overlap)."
+                        if d.lo > a.hi else
+                        "our DLMs recover internally LESS often than our AR models, unlike the paper (the intervals "
+                        "do not overlap)." if d.hi < a.lo else
+                        "the intervals overlap, so no family difference is detected (the paper finds DLMs recover "
+                        "more often)."))
     # Figure 6
     for row in sampler_irr_deltas(results, lam=loose):
         e: Estimate = row["ΔIRR (remasking − AR sampling)"]
         lines.append(f"- **{row['remasking run']} vs AR sampling of the same weights**: ΔIRR {e} (paper: "
                      f"+{PAPER_IRR_LOSS[0]:.2f} to +{PAPER_IRR_LOSS[1]:.2f}); "
-                     + ("same direction as the paper." if e.value > 0 else
-                        "no difference, unlike the paper." if e.value == 0 else "the OPPOSITE of the paper."))
+                     + _vs_positive_paper(e))
     # SRI vs text, incomplete recoveries
     for r in results:
         lam = min(lambda_r, key=lambda x: abs(x - 0.3))
