@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
     sampler.generate(lm, batch)
     rounds = []
     for _ in range(a.rounds):
-        rounds.append((_timed(lambda: sampler.trace_batch(lm, batch, layers)), _timed(lambda: sampler.generate(lm, batch))))
+        traced = _timed(lambda: sampler.trace_batch(lm, batch, layers))
+        rounds.append((traced, _timed(lambda: sampler.generate(lm, batch))))
 
     many = get_prompts("harmless", n=a.prompts, seed=1)
     _fresh_run(lm, many[:2], sampler, 1)  # warm-up of the store path

@@ -113,8 +113,8 @@ class CanvasAttack:
 CANVAS_ATTACKS: dict[str, CanvasAttack] = {a.name: a for a in (
     CanvasAttack("prefill_affirmative",
                  f"PAD-like: {AFFIRMATIVE!r} committed at canvas position 0 and step markers "
-                 f"{', '.join(STEP_MARKERS)} spread over the canvas after it (as many as fit with at least {MIN_CONTENT} "
-                 "masked positions after each), committed before step 1 and never remasked.",
+                 f"{', '.join(STEP_MARKERS)} spread over the canvas after it (as many as fit with at least "
+                 f"{MIN_CONTENT} masked positions after each), committed before step 1 and never remasked.",
                  affirmative_prefill, needs_tokenizer=True),
     CanvasAttack("interleaved_template",
                  "DIJA-like: a response template with text fragments interleaved with mask runs for the model "
