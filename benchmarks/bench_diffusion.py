@@ -30,7 +30,7 @@ import torch
 import srilib
 from srilib.prompts import get_prompts
 from srilib.samplers import make_sampler
-from srilib.traces import TraceStore, generate_traces
+from srilib.traces import TraceStore, generate_traces, length_batches
 
 CLOCKS = ("wall", "cpu")
 
@@ -54,8 +54,8 @@ def _fresh_run(lm, prompts, sampler, batch_size: int) -> tuple[float, float]:
 
 def _padding_efficiency(lm, prompts, batch_size: int, canvas: int) -> float:
     """Real tokens over padded positions when ``prompts`` are batched as generate_traces batches them."""
-    n = sorted(len(x) + canvas for x in lm.encode(prompts))
-    batches = [n[i:i + batch_size] for i in range(0, len(n), batch_size)]
+    n = [len(x) + canvas for x in lm.encode(prompts)]
+    batches = [[n[i] for i in b] for b in length_batches(n, batch_size)]
     return sum(sum(b) for b in batches) / sum(max(b) * len(b) for b in batches)
 
 
@@ -104,7 +104,8 @@ def main(argv=None) -> dict:
     print(f"model={a.model} device={lm.device} dtype={lm.dtype_name} sampler={sampler.name} "
           f"gen_length={a.gen_length} steps={a.steps} batch={a.batch} rounds={a.rounds} prompts={len(many)} "
           f"torch_threads={torch.get_num_threads()}")
-    floor = (sampler.T + 1) / sampler.T if sampler.name != "dlm-ar" else (a.gen_length + 1) / a.gen_length
+    passes = sampler._schedule()[1]  # forward passes of an untraced run; tracing adds one
+    floor = (passes + 1) / passes
     for clock in CLOCKS:
         r = out[clock]
         lo, hi = r["overhead_range"]

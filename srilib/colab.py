@@ -174,8 +174,8 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
             cells = json.loads(out.read_text())["cells"]
             setup = next((c for c in cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])), None)
             install_cell_s = (setup or {}).get("metadata", {}).get("papermill", {}).get("duration")
-        kernel_ok = kernel in ("python", "python3") or Path(kernel).resolve() == py.resolve() or \
-            Path(kernel).parent.resolve() == py.parent.resolve()
+        # jupyter_client runs a bare "python" as the environment's own interpreter
+        kernel_ok = kernel in ("python", "python3") or Path(kernel).parent.resolve() == py.parent.resolve()
         results.append({"notebook": name, "ok": proc.returncode == 0 and torch_before == torch_after and kernel_ok,
                         "returncode": proc.returncode, "kernel": kernel, "kernel_in_runtime": kernel_ok,
                         "srilib_before": has_srilib == "True", "torch_before": torch_before,

@@ -218,13 +218,19 @@ class TraceStore:
         return sorted(p.parent.name for p in self.dir.glob("*/traces.npz"))
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of items with these token ``lengths``, in batches of ``batch_size`` taken in order of length (ties
+    keep the given order), so that a batch holds prompts of similar length and left padding wastes little."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: TraceStore | None = None,
                     batch_size: int = 16, layers: Sequence[int] = (-1,), progress: bool | None = None,
                     shard: tuple[int, int] | None = None, desc: str | None = None) -> TraceSet | None:
     """Trace ``prompts`` with ``sampler`` on ``lm`` (a :class:`srilib.models.LoadedModel`), through the cache.
 
-    Prompts are batched in order of their token length (ties keep the given order), so that a batch holds
-    prompts of similar length and left padding wastes little compute; the result is in the given order. Batches
+    Prompts are batched by token length (:func:`length_batches`); the result is in the given order. Batches
     are saved as they finish, so an interrupted call resumes where it stopped. ``progress=None`` shows
     a progress bar unless the environment sets TQDM_DISABLE=1 (the book's runner does). With
     ``shard=(i, n)`` only every n-th batch starting at i is computed (for multi-process runs) and None is
@@ -249,29 +255,28 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     store = store if store is not None else TraceStore()
     if store.has(key):
         return store.load(key)
-    order = sorted(range(len(prompts)), key=lengths.__getitem__)  # stable: equal lengths keep their order
-    starts = list(range(0, len(prompts), batch_size))
-    mine = [i for i in range(len(starts)) if shard is None or i % shard[1] == shard[0]]
+    batches = length_batches(lengths, batch_size)
+    mine = [i for i in range(len(batches)) if shard is None or i % shard[1] == shard[0]]
     todo = [i for i in mine if not store.part_path(key, i).exists()]
     if progress is None:
         progress = os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
     label = desc or f"{lm.name} / {sampler.name}"
     bar = tqdm(total=len(prompts), desc=label, disable=not progress, unit="prompt")
-    bar.update(sum(min(batch_size, len(prompts) - starts[i]) for i in mine if i not in todo))
+    bar.update(sum(len(batches[i]) for i in mine if i not in todo))
     for i in todo:
-        chunk = [prompts[j] for j in order[starts[i]: starts[i] + batch_size]]
+        chunk = [prompts[j] for j in batches[i]]
         ts = sampler.trace_batch(lm, chunk, layers)
         atomic_write_bytes(store.part_path(key, i), ts.to_bytes())
         bar.update(len(chunk))
     bar.close()
     if shard is not None:
         return None  # the merge is done once, by a call without shard
-    merged = TraceSet.concat([TraceSet.from_file(store.part_path(key, i)) for i in range(len(starts))])
-    merged = merged.subset(np.argsort(order))  # back to the given prompt order
+    merged = TraceSet.concat([TraceSet.from_file(store.part_path(key, i)) for i in range(len(batches))])
+    merged = merged.subset(np.argsort(np.concatenate(batches)))  # back to the given prompt order
     merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
                         "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,
                         "batch_size": batch_size, "code_version": code_version()})
     store.save(key, merged)
-    for i in range(len(starts)):
+    for i in range(len(batches)):
         store.part_path(key, i).unlink(missing_ok=True)
     return merged

@@ -239,7 +239,6 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
         raise ValueError("detector transfer needs at least one attack: pass attacks=[...] to PromptSets.build")
     seeds = [int(s) for s in seeds] or [0]
     lm = exp.model(run.model)
-    # resolve_layers insists on the last layer being in the list, so ask for [name, "last"]
     idx = {name: layer_index(lm, name) for name in ("first", "middle", "last")}
     recorded = resolve_layers(lm, exp.layers)
     missing = [f"{n} ({i})" for n, i in idx.items() if i not in recorded]
@@ -667,7 +666,7 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
     per = {m: np.array([res.method_auroc(m).mean() for res in results.values()]) for m in METHODS}
     last, pm = per["sri_last"], PAPER_ABLATION["sri_last"][0]
     lines.append(f"- **SRI Guard detection** (last layer): mean AUROC {last.mean():.3f} over {len(last)} run(s) "
-                 f"(paper 0.920 over six 7-8B models). " + (
+                 f"(paper {pm:.3f} over six 7-8B models). " + (
                      "It detects jailbreaks well above chance." if last.mean() >= 0.75 else
                      "It is above chance but well below the paper." if last.mean() > 0.55 else
                      "It does **not** detect jailbreaks better than chance here."))

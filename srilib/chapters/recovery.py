@@ -220,6 +220,16 @@ def _vs_positive_paper(e) -> str:
     return "the interval includes zero, so no difference is detected here."
 
 
+def _family_verdict(dlm, ar) -> str:
+    """DLM vs AR pooled IRR (the paper: DLMs recover more often), read from whether the intervals overlap."""
+    if dlm.lo > ar.hi:
+        return "DLMs recover internally more often, as in the paper (the intervals do not overlap)."
+    if dlm.hi < ar.lo:
+        return ("our DLMs recover internally LESS often than our AR models, unlike the paper (the intervals do not "
+                "overlap).")
+    return "the intervals overlap, so no family difference is detected (the paper finds DLMs recover more often)."
+
+
 def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
                 judge_name: str = "heuristic") -> list[str]:
     """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why."""
@@ -257,12 +267,7 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
     if ar and dl:
         a, d = pool([r.irr[loose] for r in ar]), pool([r.irr[loose] for r in dl])
         lines.append(f"- IRR at λ_r={loose:g}, pooled per family: DLM runs {d} vs AR runs {a}: "
-                     + ("DLMs recover internally more often, as in the paper (the intervals do not overlap)."
-                        if d.lo > a.hi else
-                        "our DLMs recover internally LESS often than our AR models, unlike the paper (the intervals "
-                        "do not overlap)." if d.hi < a.lo else
-                        "the intervals overlap, so no family difference is detected (the paper finds DLMs recover "
-                        "more often)."))
+                     + _family_verdict(d, a))
     # Figure 6
     for row in sampler_irr_deltas(results, lam=loose):
         e: Estimate = row["ΔIRR (remasking − AR sampling)"]
