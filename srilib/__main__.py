@@ -97,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             print("updated: " + (", ".join(changed) or "nothing (already in sync)"))
             return 0
         if args.cmd == "run":
-            runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
-                               timeout=args.timeout, log_output=args.log_output)
+            summary = runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
+                                         timeout=args.timeout, log_output=args.log_output)
+            failed = runner.failure_summary(summary)
+            if failed:
+                print(f"srilib run: not everything ran: {failed}", file=sys.stderr)
+                return 1
         elif args.cmd == "book":
             runner.make_book(load_profile(args.profile), root, toc=args.toc, force=args.force,
                              timeout=args.timeout, all_pages=not args.incremental)

@@ -321,17 +321,40 @@ class TinyDream(nn.Module):
         return out
 
 
+class TinyEndFirst(nn.Module):
+    """Test double of a DLM that commits end-of-text at the tail of the canvas first, as real LLaDA does by
+    default: the logit of ``end_id`` at the last ``tail`` positions of the sequence (the canvas ends the sequence)
+    gets ``bias`` added, so low-confidence remasking commits those positions, and nothing a reader sees, in its
+    first steps. Bidirectional forward convention (unshifted logits)."""
+
+    def __init__(self, inner: nn.Module, end_id: int, tail: int = 8, bias: float = 30.0):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+        self.end_id, self.tail, self.bias = int(end_id), int(tail), float(bias)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=None, **_):
+        out = _inner_forward(self.inner, input_ids, attention_mask, position_ids, output_hidden_states)
+        logits = out.logits.clone()
+        logits[:, -self.tail:, self.end_id] += self.bias
+        out.logits = logits
+        return out
+
+
 @loader("tiny-dlm")
-def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, **_) -> LoadedModel:
+def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, end_first_tail: int = 0,
+                   **_) -> LoadedModel:
     from .testing import _state_hash, tiny_tokenizer
 
     tok = tiny_tokenizer()
     inner = tiny_dlm_model(tok, seed=seed)
     family = spec.family or "bidirectional"
     model = {"bidirectional": lambda m: m, "llada": TinyLLaDA, "dream": TinyDream}[family](inner)
+    variant = family
+    if end_first_tail:
+        model, variant = TinyEndFirst(inner, tok.eos_token_id, tail=end_first_tail), f"{family}+end-first"
     model = model.to(device=device, dtype=dtype)
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
-                       fingerprint=f"tiny-dlm:{family}:{_state_hash(inner)}",
+                       fingerprint=f"tiny-dlm:{variant}:{end_first_tail}:{_state_hash(inner)}",
                        dtype_name=str(dtype).replace("torch.", ""), mask_id=int(tok.mask_token_id), family=family)
 
 
@@ -339,5 +362,9 @@ register(ModelSpec("tiny-dlm", "tiny-dlm", kind="dlm", dtype="float32", family="
                    notes="random 2-layer ModernBERT masked LM for tests and the smoke profile"))
 register(ModelSpec("tiny-dlm-llada", "tiny-dlm", kind="dlm", dtype="float32", family="llada",
                    notes="tiny-dlm's weights behind LLaDA's forward convention (adapter test double)"))
+register(ModelSpec("tiny-dlm-end-first", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",
+                   options={"end_first_tail": 8},
+                   notes="tiny-dlm that commits end-of-text at the canvas tail first (the last 8 positions), "
+                         "as LLaDA does: its first steps show nothing generated (tests, smoke profile)"))
 register(ModelSpec("tiny-dlm-dream", "tiny-dlm", kind="dlm", dtype="float32", family="dream",
                    notes="tiny-dlm's weights behind Dream's shifted-logits convention (adapter test double)"))

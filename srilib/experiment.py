@@ -14,7 +14,7 @@ import numpy as np
 
 from .attacks import apply_attack
 from .prompts import get_prompts
-from .signal import AnchorError, Anchors, build_anchors
+from .signal import AnchorError, Anchors, AnchorStepError, build_anchors
 from .traces import TraceSet, TraceStore, generate_traces
 
 DLM_DEFAULT_SAMPLER = "low_confidence"
@@ -139,6 +139,8 @@ class Experiment:
         r = self.traces(spec, sets.anchor_harmful, "anchors/harmful")
         try:
             return build_anchors(h, r, layer=layer, pooling=pooling)
+        except AnchorStepError:
+            raise  # unfiltered means would not fill an empty step
         except AnchorError as e:
             if not allow_unfiltered:
                 raise

@@ -3,10 +3,16 @@
 ``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<name>.ipynb`` (executed, widget state saved) ->
 ``jupyter-book build`` (never re-executes) -> ``_build/html``. A notebook is only re-executed when its source,
 its parameters or the srilib source changed (a stamp in the executed notebook's metadata), or with ``force``.
+
+One failure never takes the book down: a run a chapter cannot analyse is reported in that chapter (see
+:func:`srilib.chapters.each_run`) and a notebook that fails is kept as far as it ran, with a note at its top and
+placeholders for the results the landing page pastes from it. The book is still built and checked; then
+:class:`BookIncomplete` names every failure in one line (``python -m srilib book`` exits 1).
 """
 from __future__ import annotations
 
 import hashlib
+from html import escape as html_escape
 import json
 import os
 import re
@@ -27,6 +33,10 @@ SOURCES = Path("notebooks")
 SUMMARY = "run_summary.json"
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
+
+
+class BookIncomplete(RuntimeError):
+    """The book was built, but a chapter or a run failed (the message is the one-line summary)."""
 
 
 # ----------------------------------------------------------------------------------------------- locations
@@ -123,6 +133,65 @@ def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout
                         execution_timeout=timeout, progress_bar=sys.stderr.isatty(), log_output=log_output,
                         store_widget_state=True)
     return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------------------------- failures
+def failed_runs(nb: dict) -> list[dict]:
+    """The runs a chapter reported as not analysed (outputs tagged by :func:`srilib.chapters.report_failure`)."""
+    from .chapters import FAILED_RUN_KEY
+
+    return [o["metadata"][FAILED_RUN_KEY] for c in nb.get("cells", []) for o in c.get("outputs", []) or []
+            if FAILED_RUN_KEY in (o.get("metadata") or {})]
+
+
+def _error_line(err: BaseException) -> str:
+    """One line naming a notebook's failure (papermill's exception carries the failing cell's error)."""
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+    return first[:300]
+
+
+def mark_failed(source: Path, output: Path, meta: dict) -> None:
+    """Keep a failed notebook in the book: the executed copy (or the source, if papermill wrote nothing) gets a
+    note under its title naming the error, and a placeholder for every result it glues, so that pages which
+    paste those results still build and say why they are missing."""
+    from myst_nb.ext.glue import GLUE_PREFIX
+
+    try:
+        nb = json.loads(output.read_text())
+    except (OSError, ValueError):
+        nb = json.loads(source.read_text())
+    why = (f"**This chapter failed to run** (profile `{meta.get('profile')}`): `{meta['error']}`. The cells below "
+           "show how far it got; the failing cell holds the traceback. `python -m srilib run --only "
+           f"{source.stem}` re-executes it after a fix.")
+    note = {"cell_type": "markdown", "id": "srilib-failed", "metadata": {}, "source": why}
+    cells = [c for c in nb.get("cells", []) if c.get("id") not in ("srilib-failed", "srilib-missing-glue")]
+    glued = set(re.findall(r'glue\(\s*["\']([\w-]+)["\']', source.read_text()))
+    have = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in cells for o in c.get("outputs", []) or []}
+    outs = [{"output_type": "display_data", "metadata": {"scrapbook": {"name": k, "mime_prefix": GLUE_PREFIX}},
+             "data": {GLUE_PREFIX + "text/html": f"<p><em>Not available: the chapter {source.stem} failed "
+                                                 f"({html_escape(meta['error'])}).</em></p>",
+                      GLUE_PREFIX + "text/plain": f"Not available: the chapter {source.stem} failed."}}
+            for k in sorted(glued - have)]
+    if outs:
+        cells.append({"cell_type": "code", "id": "srilib-missing-glue", "metadata": {"tags": ["remove-cell"]},
+                      "execution_count": None, "outputs": outs, "source": "# results this chapter did not produce"})
+    nb["cells"] = cells[:1] + [note] + cells[1:]
+    nb.setdefault("metadata", {})["srilib"] = meta
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def failure_summary(summary: dict) -> str:
+    """One line naming every failed notebook and every run left out of a chapter ('' when none)."""
+    parts = []
+    for name, e in (summary.get("notebooks") or {}).items():
+        if e.get("status") == "failed":
+            parts.append(f"{name} FAILED ({e.get('error', 'see the notebook')})")
+        for r in e.get("failed_runs") or []:
+            parts.append(f"{name}: run {r['run']} left out ({r['error'][:160]})")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- organisms
@@ -280,20 +349,28 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                 continue
             print(f"{tag}: executing {source.relative_to(root)} -> {output.relative_to(root)} ...", flush=True)
             entries[name] = {"status": "failed", "profile": profile.name, "params": params}
+            t_nb = time.perf_counter()
             try:
                 elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
                                        log_output=log_output)
-            except Exception as e:
-                raise RuntimeError(f"{name} failed; the partly executed notebook is {output} "
-                                   f"(open it to see the failing cell)\n{e}") from e
+            except Exception as e:  # noqa: BLE001 - the book goes on; the failure is named in it and at the end
+                meta = {"stamp": None, "profile": profile.name, "params": params, "status": "failed",
+                        "error": _error_line(e), "elapsed_s": round(time.perf_counter() - t_nb, 2),
+                        "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                mark_failed(source, output, meta)
+                entries[name] = meta
+                print(f"{tag}: FAILED after {meta['elapsed_s']:.0f} s: {meta['error']}\n    the partly executed "
+                      f"notebook is {output} (the book shows it with this note); going on", flush=True)
+                continue
             nb = json.loads(output.read_text())
             meta = {"stamp": stamp, "profile": profile.name, "params": params, "elapsed_s": round(elapsed, 2),
                     "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "widget_state": bool(nb.get("metadata", {}).get("widgets"))}
+                    "widget_state": bool(nb.get("metadata", {}).get("widgets")), "failed_runs": failed_runs(nb)}
             nb.setdefault("metadata", {})["srilib"] = meta
             _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             entries[name] = {**meta, "status": "executed"}
-            print(f"{tag}: done in {elapsed:.1f} s", flush=True)
+            left = f"; {len(meta['failed_runs'])} run(s) left out" if meta["failed_runs"] else ""
+            print(f"{tag}: done in {elapsed:.1f} s{left}", flush=True)
     finally:
         write_summary()
     print(f"run: {len(names)} notebook(s) in {summary['wall_s']:.1f} s; summary in {summary_path.relative_to(root)}")
@@ -437,7 +514,7 @@ def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: b
     root = Path(root)
     t0 = time.perf_counter()
     vendor_js(root)
-    run_profile(profile, root, force=force, timeout=timeout)
+    summary = run_profile(profile, root, force=force, timeout=timeout)
     toc = Path(toc) if toc is not None else root / "_toc.yml"
     check_toc(root, toc, profile)
     html = build_book(root, toc=toc if toc != root / "_toc.yml" else None, all_pages=all_pages)
@@ -447,6 +524,9 @@ def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: b
                            + "\n  ".join(remote[:50]) + ("\n  ..." if len(remote) > 50 else ""))
     index = html / "index.html"
     print(f"book: offline check passed; total {time.perf_counter() - t0:.1f} s\nOpen {index}")
+    failed = failure_summary(summary)
+    if failed:
+        raise BookIncomplete(f"the book was built ({index}) but not everything ran: {failed}")
     return index
 
 

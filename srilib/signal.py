@@ -27,6 +27,11 @@ class AnchorError(ValueError):
     """Anchors cannot be built as asked (e.g. the refusal filter leaves a class empty)."""
 
 
+class AnchorStepError(AnchorError):
+    """An anchor step has nothing to average (every kept generation pooled a zero vector there) or holds NaN.
+    Falling back to unfiltered means would not fix it: the traces or the pooling must change."""
+
+
 def _cos_distance(phi: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """1 - cos(phi_t, mu_t) along the last axis; a zero-norm phi gives cos = 0 (distance 1)."""
     num = np.einsum("...td,td->...t", phi, mu)
@@ -216,8 +221,18 @@ def build_anchors(harmless: "TraceSet", harmful: "TraceSet", *, layer: int = -1,
             fallback.append(name)
     phi_h = harmless.phi(pooling, layer)[keep_h]
     phi_r = harmful.phi(pooling, layer)[keep_r]
+    mu_h, mu_r = phi_h.mean(axis=0), phi_r.mean(axis=0)
+    for name, mu, n in (("harmless", mu_h, len(phi_h)), ("harmful", mu_r, len(phi_r))):
+        bad = np.flatnonzero(~np.isfinite(mu).all(-1) | (np.linalg.norm(mu, axis=-1) == 0))
+        if len(bad):
+            raise AnchorStepError(
+                f"the {name} anchor ({pooling!r} pooling, layer {layer}) is undefined at step(s) "
+                f"{bad.tolist()}: none of its {n} generations has anything pooled there (or the traces hold "
+                "NaN). The 'generated' pooling of traces made by this srilib version never leaves a step empty "
+                "(it falls back to the canvas mean, see srilib.traces); regenerate traces made by an older "
+                "version, or pass pooling='generated' or 'canvas'.")
     return Anchors(
-        mu_harmless=phi_h.mean(axis=0), mu_harmful=phi_r.mean(axis=0),
+        mu_harmless=mu_h, mu_harmful=mu_r,
         n_harmless=int(keep_h.sum()), n_harmful=int(keep_r.sum()), layer=layer, pooling=pooling,
         fallback=",".join(fallback) or None,
         source_keys=(harmless.meta.get("key", ""), harmful.meta.get("key", "")),
@@ -231,5 +246,5 @@ def zone(sigma: np.ndarray | float) -> np.ndarray:
     return np.where(s > COMPLIANCE_ZONE, 2, np.where(s < REFUSAL_ZONE, 0, 1))
 
 
-__all__: Sequence[str] = ("sri_signal", "Anchors", "AnchorError", "build_anchors", "zone",
+__all__: Sequence[str] = ("sri_signal", "Anchors", "AnchorError", "AnchorStepError", "build_anchors", "zone",
                           "COMPLIANCE_ZONE", "REFUSAL_ZONE")

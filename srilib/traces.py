@@ -6,6 +6,12 @@ AR decoding), which positions are committed, the current prediction at every pos
 and the last-layer hidden state (plus optional extra layers) pooled in several named ways at once, so that
 switching pooling never means regenerating.
 
+A step with nothing generated yet (a diffusion sampler that commits end-of-text at the tail of the canvas
+first, as LLaDA does) has no tokens for the paper's ``generated`` pooling to average: its ``generated`` vector
+is then the ``canvas`` pooling of that step (the mean over every response position, masked ones included: the
+authors' LLaDA pooling), and ``TraceSet.empty`` marks the (prompt, step) pairs where that happened; the trace
+metadata names the rule (``empty_pooling``) and the share of such pairs (``empty_share``).
+
 Convention: the activation of step t is read from a forward pass that sees every token committed up to and
 including step t (for AR decoding this means one extra forward pass after the last token).
 
@@ -35,6 +41,7 @@ DEFAULT_POOLING = "generated"
 #   canvas     authors' LLaDA code: mean over every response position, still-masked ones included
 #   committed  mean over committed response positions, end-of-text padding included (DLM)
 POOLINGS = ("generated", "producer", "canvas", "committed")
+EMPTY_POOLING = "canvas"  # what `generated` holds at a step with nothing generated yet (see the module docstring)
 
 
 @dataclass
@@ -50,6 +57,7 @@ class TraceSet:
     texts: list[str]  # final response text
     step_texts: list[list[str]]  # [N][T] committed text after step t
     pred_texts: list[list[str]] | None = None  # [N][T] decoded full intermediate prediction (DLMs)
+    empty: np.ndarray | None = None  # bool [N, T]: nothing generated yet; `generated` fell back to `canvas`
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -71,6 +79,11 @@ class TraceSet:
     def poolings(self) -> list[str]:
         return list(self.pooled)
 
+    @property
+    def empty_share(self) -> float:
+        """Share of (prompt, step) pairs with nothing generated yet (0.0 when not recorded, e.g. old traces)."""
+        return float(self.empty.mean()) if self.empty is not None and self.empty.size else 0.0
+
     def phi(self, pooling: str | None = None, layer: int = -1) -> np.ndarray:
         """Pooled activations [N, T, D] for one pooling and one recorded layer."""
         pooling = pooling or DEFAULT_POOLING
@@ -90,7 +103,8 @@ class TraceSet:
             prompts=pick(self.prompts), tokens=self.tokens[idx], committed=self.committed[idx],
             predictions=self.predictions[idx], pooled={k: v[idx] for k, v in self.pooled.items()},
             layers=list(self.layers), texts=pick(self.texts), step_texts=pick(self.step_texts),
-            pred_texts=pick(self.pred_texts) if self.pred_texts is not None else None, meta=dict(self.meta))
+            pred_texts=pick(self.pred_texts) if self.pred_texts is not None else None,
+            empty=self.empty[idx] if self.empty is not None else None, meta=dict(self.meta))
 
     @staticmethod
     def concat(parts: Sequence["TraceSet"]) -> "TraceSet":
@@ -103,6 +117,7 @@ class TraceSet:
                     set(p.pooled) != set(first.pooled):
                 raise ValueError("cannot concatenate traces with different steps, canvas, layers or poolings")
         has_pred = all(p.pred_texts is not None for p in parts)
+        has_empty = all(p.empty is not None for p in parts)
         return TraceSet(
             prompts=[x for p in parts for x in p.prompts],
             tokens=np.concatenate([p.tokens for p in parts]),
@@ -112,13 +127,15 @@ class TraceSet:
             layers=list(first.layers), texts=[x for p in parts for x in p.texts],
             step_texts=[x for p in parts for x in p.step_texts],
             pred_texts=[x for p in parts for x in p.pred_texts] if has_pred else None,
-            meta=dict(first.meta))
+            empty=np.concatenate([p.empty for p in parts]) if has_empty else None, meta=dict(first.meta))
 
     # ---- serialisation (no pickle) ----
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         arrays = {"tokens": self.tokens, "committed": self.committed, "predictions": self.predictions}
         arrays.update({f"pooled__{k}": v for k, v in self.pooled.items()})
+        if self.empty is not None:
+            arrays["empty"] = self.empty
         text = {"prompts": self.prompts, "texts": self.texts, "step_texts": self.step_texts,
                 "pred_texts": self.pred_texts, "layers": self.layers, "meta": self.meta, "format": TRACE_FORMAT}
         np.savez(buf, text=np.array(json.dumps(text)), **arrays)
@@ -133,7 +150,8 @@ class TraceSet:
             pooled = {k[len("pooled__"):]: z[k] for k in z.files if k.startswith("pooled__")}
             return cls(prompts=text["prompts"], tokens=z["tokens"], committed=z["committed"],
                        predictions=z["predictions"], pooled=pooled, layers=text["layers"], texts=text["texts"],
-                       step_texts=text["step_texts"], pred_texts=text["pred_texts"], meta=text["meta"])
+                       step_texts=text["step_texts"], pred_texts=text["pred_texts"],
+                       empty=z["empty"] if "empty" in z.files else None, meta=text["meta"])
 
 
 class Sampler(Protocol):
@@ -275,7 +293,8 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     merged = merged.subset(np.argsort(np.concatenate(batches)))  # back to the given prompt order
     merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
                         "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,
-                        "batch_size": batch_size, "code_version": code_version()})
+                        "batch_size": batch_size, "code_version": code_version(),
+                        "empty_pooling": EMPTY_POOLING, "empty_share": merged.empty_share})
     store.save(key, merged)
     for i in range(len(batches)):
         store.part_path(key, i).unlink(missing_ok=True)

@@ -149,11 +149,17 @@ def test_visible_positions_stop_at_first_end_of_text(lm):
                                                     [True, False, True, True, True]]
 
 
-def test_prefix_zero_when_nothing_generated(lm):
-    """The 'generated' pooling is a zero vector while only end-of-text tokens are committed."""
+def test_generated_falls_back_to_canvas_when_nothing_is_generated(lm):
+    """While only end-of-text is committed (here prefilled at position 0) no token is visible: 'generated' is the
+    canvas mean of that step and the step is flagged empty."""
     s = DiffusionSampler(gen_length=8, steps=4, prefill={0: lm.tokenizer.eos_token})
     ts = s.trace_batch(lm, PROMPTS[:1], [-1])
-    assert (ts.pooled["generated"] == 0).all() and ts.texts == [""]
+    assert ts.texts == [""] and ts.empty.all()
+    np.testing.assert_array_equal(ts.pooled["generated"], ts.pooled["canvas"])
+    other = DiffusionSampler(gen_length=8, steps=4).trace_batch(lm, PROMPTS[:1], [-1])
+    t = 0  # 2 of 8 positions committed: a non-empty step averages those, not the whole canvas
+    assert other.committed[0, t].sum() == 2 and not other.empty[0, t]
+    assert not np.allclose(other.pooled["generated"][0, t], other.pooled["canvas"][0, t])
     assert not (ts.pooled["committed"] == 0).all()
 
 

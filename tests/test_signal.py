@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from srilib.signal import AnchorError, Anchors, build_anchors, sri_signal, zone
+from srilib.signal import AnchorError, Anchors, AnchorStepError, build_anchors, sri_signal, zone
 from srilib.traces import TraceSet
 
 
@@ -86,3 +86,29 @@ def test_anchor_errors():
         build_anchors(h, r)
     with pytest.raises(AnchorError, match="at least one"):
         build_anchors(h.subset([]), r)
+
+
+def test_empty_anchor_step_is_an_early_error_that_names_the_fix():
+    phi = np.ones((2, 3, 2))
+    phi[:, 1] = 0.0  # every refused generation pooled nothing at step 1 (traces of an older srilib)
+    h = _ts(np.ones((2, 3, 2)), ["ok", "fine"])
+    r = _ts(phi, ["I cannot help", "I'm sorry"])
+    with pytest.raises(AnchorStepError, match=r"harmful anchor .* step\(s\) \[1\].*regenerate") as e:
+        build_anchors(h, r)
+    assert isinstance(e.value, AnchorError)
+    phi[0, 1] = 1.0  # one generation with content is enough: the mean's direction is defined
+    assert build_anchors(h, _ts(phi, ["I cannot help", "I'm sorry"])).T == 3
+
+
+def test_experiment_does_not_retry_an_empty_step_as_an_unfiltered_fallback(monkeypatch, tmp_path, capsys):
+    from srilib import experiment
+
+    exp = experiment.Experiment(cache=str(tmp_path), progress=False)
+    monkeypatch.setattr(exp, "traces", lambda spec, prompts, desc="": _ts(
+        np.ones((1, 2, 2)) if "harmless" in desc else np.zeros((1, 2, 2)),
+        ["Here you go"] if "harmless" in desc else ["I cannot help"]))
+    monkeypatch.setattr(exp, "resolve", lambda spec: experiment.Run("m", "ar"))
+    sets = experiment.PromptSets(["a"], ["b"], [], [], {})
+    with pytest.raises(AnchorStepError):
+        exp.anchors("m", sets)
+    assert "unfiltered fallback" not in capsys.readouterr().out

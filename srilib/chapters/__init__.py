@@ -6,7 +6,11 @@ recovery), detector (SRI Guard and detector transfer). Shared helpers for tables
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+import traceback
+from typing import Callable, Iterable, Sequence
+
+# Output metadata key that marks a run a chapter could not analyse; the book's runner collects these.
+FAILED_RUN_KEY = "srilib_failed_run"
 
 
 def fmt(x, digits: int = 2) -> str:
@@ -44,3 +48,38 @@ def show_summary(text: str, glue_name: str | None = None):
         from markdown_it import MarkdownIt  # a dependency of Jupyter Book's MyST parser
         from myst_nb import glue
         glue(glue_name, HTML(MarkdownIt("commonmark").render(text)), display=False)
+
+
+def report_failure(run: str, err: BaseException) -> dict:
+    """Show in the notebook that ``run`` could not be analysed (the reason and where it was raised) and tag the
+    output with :data:`FAILED_RUN_KEY`, so that ``python -m srilib book`` lists it and exits non-zero after
+    building the book. Returns the record."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 2)[-1] if len(frames[-1].filename) else '?'}:{frames[-1].lineno}" \
+        if frames else "?"
+    record = {"run": str(run), "error": f"{type(err).__name__}: {err}", "where": where}
+    text = (f"> **Run `{run}` could not be analysed and is left out of this chapter.**  \n"
+            f"> {type(err).__name__} (raised at `{where}`): {str(err).splitlines()[0] if str(err) else ''}")
+    try:
+        from IPython.display import Markdown, display
+        display(Markdown(text), metadata={FAILED_RUN_KEY: record})
+    except ImportError:  # pragma: no cover - outside a notebook
+        print(text)
+    return record
+
+
+def each_run(specs: Sequence, analyse: Callable, *, on_error: str = "report") -> dict:
+    """``{spec: analyse(spec)}`` for every run, in order. With ``on_error="report"`` (the book's notebooks) a run
+    whose analysis raises is left out and reported (:func:`report_failure`), so that one bad run never takes the
+    chapter down; ``"raise"`` re-raises."""
+    if on_error not in ("report", "raise"):
+        raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
+    out = {}
+    for spec in specs:
+        try:
+            out[spec] = analyse(spec)
+        except Exception as e:  # noqa: BLE001 - any failure of one run is reported, the others go on
+            if on_error == "raise":
+                raise
+            report_failure(getattr(spec, "label", spec), e)
+    return out

@@ -116,10 +116,10 @@ def run_recovery(exp: Experiment, spec: str, sets: PromptSets, judge, tau: float
 
 def run_recoveries(exp: Experiment, specs: Sequence[str], sets: PromptSets, judge, tau: float = 0.1,
                    dip: float = 0.3, recover: float = 0.5, lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
-                   release: bool | None = None) -> list[RecoveryResult]:
+                   release: bool | None = None, on_error: str = "raise") -> list[RecoveryResult]:
     """:func:`run_recovery` for several runs, one model at a time (see :func:`sampling.evaluate_runs`)."""
-    return evaluate_runs(exp, specs, sets, judge, release=release, evaluate=lambda e, r: run_recovery(
-        e, r, sets, judge, tau=tau, dip=dip, recover=recover, lambda_r=lambda_r))
+    return evaluate_runs(exp, specs, sets, judge, release=release, on_error=on_error, evaluate=lambda e, r:
+                         run_recovery(e, r, sets, judge, tau=tau, dip=dip, recover=recover, lambda_r=lambda_r))
 
 
 # ------------------------------------------------------------------------------------------- tables

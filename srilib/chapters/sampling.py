@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..attacks import get_attack
+from . import each_run
 from ..judges import make_judge  # noqa: F401  (re-exported: notebooks call S.make_judge)
 from ..experiment import Experiment, PromptSets, parse_run
 from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, attack_success_rate, delta, internal_recovery_rate,
@@ -209,23 +210,23 @@ def evaluate_run(exp: Experiment, spec: str, sets: PromptSets, judge, tau: float
 
 
 def evaluate_runs(exp: Experiment, specs: Sequence[str], sets: PromptSets, judge, tau: float = 0.1,
-                  lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, release: bool | None = None, evaluate=None) -> list:
+                  lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, release: bool | None = None, evaluate=None,
+                  on_error: str = "raise") -> list:
     """:func:`evaluate_run` for several runs, one model at a time, results in the order of ``specs``.
 
     ``release`` drops each model from the experiment's cache once all its runs are done (so that a GPU holds
     one model at a time); None = only when CUDA is available. ``evaluate(exp, spec)`` replaces the per-run call.
+    ``on_error="report"`` (the book) leaves a failing run out and reports it (:func:`srilib.chapters.each_run`).
     """
     evaluate = evaluate or (lambda e, s: evaluate_run(e, s, sets, judge, tau=tau, lambda_r=lambda_r))
     release = _cuda() if release is None else release
     runs = [exp.resolve(s) for s in specs]
-    out: dict[int, object] = {}
+    out: dict = {}
     for model in dict.fromkeys(r.model for r in runs):
-        for i, r in enumerate(runs):
-            if r.model == model:
-                out[i] = evaluate(exp, r)
+        out.update(each_run([r for r in runs if r.model == model], lambda r: evaluate(exp, r), on_error=on_error))
         if release:
             exp.release(model)
-    return [out[i] for i in range(len(runs))]
+    return [out[r] for r in runs if r in out]
 
 
 def _cuda() -> bool:

@@ -168,4 +168,5 @@ class ARSampler:
         return TraceSet(prompts=list(prompts), tokens=canvas, committed=committed, predictions=canvas.copy(),
                         pooled={k: v.astype(np.float32) for k, v in pooled.items()}, layers=list(layers),
                         texts=[s[-1] for s in step_texts], step_texts=step_texts, pred_texts=None,
+                        empty=np.zeros((B, T), dtype=bool),  # the first token always counts, EOS included
                         meta={"sampler": self.name})

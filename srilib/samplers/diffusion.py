@@ -24,8 +24,10 @@ way), and pooled activations. The activation of step t comes from the forward pa
 committed up to and including step t, which is the pass that decides step t + 1, so tracing adds exactly one
 forward pass (after the last step). Poolings over the response canvas:
 
-- ``generated`` (paper): committed positions before the first committed end-of-text/padding token (zero vector
-  while there are none);
+- ``generated`` (paper): committed positions before the first committed end-of-text/padding token; at a step
+  where there are none (nothing a reader would see yet, e.g. only end-of-text committed at the tail, which is
+  what low-confidence remasking often commits first), the ``canvas`` pooling of that step, flagged in
+  ``TraceSet.empty`` (see :mod:`srilib.traces`);
 - ``committed``: every committed position, end-of-text padding included;
 - ``canvas`` (authors' LLaDA code): all ``gen_length`` positions, masked ones included.
 """
@@ -245,9 +247,12 @@ class _CanvasSampler:
             w = w.float()
             return torch.einsum("bl,blkd->bkd", w, hidden) / w.sum(1).clamp(min=1)[:, None, None]
 
+        whole = hidden.mean(1)
+        empty = ~vis.any(1)  # nothing generated yet: `generated` falls back to the canvas mean
         return {"tokens": torch.where(done, canvas, -1), "done": done.clone(), "pred": pred, "vis": vis,
-                "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0,
-                "generated": mean(vis), "committed": mean(done), "canvas": hidden.mean(1)}
+                "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0, "empty": empty,
+                "generated": torch.where(empty[:, None, None], whole, mean(vis)), "committed": mean(done),
+                "canvas": whole}
 
     def _assemble(self, lm, prompts, recs: list[dict], layers, end) -> TraceSet:
         st = {k: torch.stack([r[k] for r in recs], dim=1).cpu().numpy() for k in recs[0]}
@@ -260,7 +265,7 @@ class _CanvasSampler:
                         predictions=st["pred"].astype(np.int32),
                         pooled={k: st[k].astype(np.float32) for k in DLM_POOLINGS}, layers=list(layers),
                         texts=[s[-1] for s in step_texts], step_texts=step_texts, pred_texts=pred_texts,
-                        meta={"sampler": self.name})
+                        empty=st["empty"].astype(bool), meta={"sampler": self.name})
 
     def _suffix(self) -> str:
         return (f"-t{self.temperature:g}" if self.temperature > 0 else "") + ("+prefill" if self.prefill else "")
