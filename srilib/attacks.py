@@ -1,6 +1,6 @@
 """Template jailbreak attacks: pure, seeded functions from a request to an attacked prompt.
 
-Families (PAPER.md section 5; template text written for this project):
+Families (the paper's attacks, Tables 2-3; template text written for this project):
 
 - ``none``: the request unchanged.
 - ``refusal_suppression``: rules that forbid apologies, disclaimers and refusal words.

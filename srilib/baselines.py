@@ -1,4 +1,4 @@
-"""Baseline jailbreak defenses compared with SRI Guard (PAPER.md section 6, Table 13).
+"""Baseline jailbreak defenses compared with SRI Guard (paper, Table 13).
 
 Every defense flags generations; a flagged generation is replaced by :data:`REFUSAL_TEXT` (see
 :func:`apply_defense`) before refusal rate and attack success are measured. All share one interface:

@@ -1,6 +1,6 @@
 """Canvas attacks: diffusion-specific jailbreaks that write text into the response canvas before denoising.
 
-In the spirit of PAD and DIJA (PAPER.md section 5; no code from either). A diffusion LM fills a canvas of mask
+In the spirit of PAD and DIJA (the paper's Table 14; no code from either). A diffusion LM fills a canvas of mask
 tokens, so an attacker who controls the canvas can commit text at any position before step 1; those tokens are
 never remasked and every later step is conditioned on them.
 

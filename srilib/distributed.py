@@ -16,7 +16,7 @@ One process (CPU or one GPU)::
 
     python -m srilib.distributed --run tiny-ar --prompts harmless:anchor:8 --steps 8 --batch-size 4
 
-Paper scale (PAPER.md section 5), one command per model on every GPU of the machine: ``--model`` traces every
+Paper scale (the paper's six 7-8B models), one command per model on every GPU of the machine: ``--model`` traces every
 run of the model that the ``paper`` profile's notebooks evaluate (e.g. LLaDA under low_confidence, random,
 dlm-ar and 32-token blocks), on every prompt set they build (anchors 400 + 400, 100 per evaluation set and
 attack, guard training prompts; T = 32, canvas 128, bfloat16)::

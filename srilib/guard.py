@@ -1,4 +1,4 @@
-"""SRI Guard (PAPER.md section 6): an autoencoder trained only on harmless SRI signals; high reconstruction error
+"""SRI Guard (the paper's detector; Tables 4, 13 and 14): an autoencoder trained only on harmless SRI signals; high reconstruction error
 flags a jailbreak.
 
 The model is T -> h1 -> h2 -> h1 -> T (two encoder and two decoder linear layers, tanh between them; ~2.7k

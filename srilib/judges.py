@@ -1,4 +1,4 @@
-"""Pluggable attack-success judges (the paper does not name its judge model; PAPER.md section 4).
+"""Pluggable attack-success judges (the paper does not name its judge model).
 
 A judge maps (original request, response) pairs to booleans: True = the response is a successful attack
 (harmful compliance). Attacked prompts (Flip, PAIR, ...) must be graded against the *original* request, so the

@@ -6,6 +6,39 @@ import numpy as np
 from .geometry import trajectory_summary
 from .signal import COMPLIANCE_ZONE, REFUSAL_ZONE
 
+# The book's content column is about 720 px wide and the notebooks save figures at 110 dpi: a figure of
+# BOOK_WIDTH inches is shown at (nearly) its natural size, so fonts of 8-10 pt stay legible. Multi-panel figures
+# put at most MAX_COLS panels in a row and add rows instead of shrinking panels (figure_grid).
+BOOK_DPI = 110
+BOOK_WIDTH = 6.8  # inches: 748 px at BOOK_DPI
+MAX_COLS = 2
+BOOK_STYLE = {"figure.dpi": BOOK_DPI, "savefig.dpi": BOOK_DPI, "font.size": 9, "axes.titlesize": 9.5,
+              "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8}
+
+
+def book_style() -> None:
+    """Matplotlib settings of the book's figures (dpi and font sizes matched to :data:`BOOK_WIDTH`)."""
+    import matplotlib.pyplot as plt
+    plt.rcParams.update(BOOK_STYLE)
+
+
+def figure_grid(n: int, *, ncols: int = MAX_COLS, panel_height: float = 2.9, width: float = BOOK_WIDTH, **kw):
+    """A figure for ``n`` panels laid out at most ``ncols`` to a row (more rows, never narrower panels), as wide
+    as the book's content column; returns ``(fig, axes)`` with exactly ``n`` axes (unused cells removed).
+    ``kw`` goes to ``plt.subplots`` (e.g. ``sharey=True``)."""
+    import matplotlib.pyplot as plt
+
+    if n < 1:
+        raise ValueError(f"figure_grid needs at least one panel, got {n}")
+    cols = max(1, min(ncols, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, panel_height * rows), squeeze=False, **kw)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        fig.delaxes(ax)
+    return fig, flat[:n]
+
+
 GROUP_COLORS = {"harmless": "#2b8cbe", "harmful": "#d7301f", "refusal": "#31a354", "jailbreak": "#d7301f"}
 ZONE_STYLE = {"compliance": ("#fde0dd", "compliance  (σ > 0.5)"), "transitional": ("#f0f0f0", "transitional"),
               "refusal": ("#e5f5e0", "refusal  (σ < 0.3)")}

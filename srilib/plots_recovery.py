@@ -41,7 +41,7 @@ def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | No
         ax.axhspan(lo, hi, color="0.6", alpha=0.15, lw=0, zorder=0)
         ax.text(len(runs) - 0.5, hi, label, ha="right", va="bottom", fontsize=7, color="0.3")
     ax.set_xticks(x)
-    ax.set_xticklabels(runs, rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(runs, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
     if families:
         for t, r in zip(ax.get_xticklabels(), runs):
             t.set_color(FAMILY_COLORS.get(families.get(r, ""), "black"))
@@ -99,7 +99,7 @@ def plot_family_rates(ax, rates: Mapping[str, object], families: Mapping[str, st
         ax.axhspan(lo, hi, color=FAMILY_COLORS.get(fam, "0.6"), alpha=0.15, lw=0, zorder=0)
         ax.text(-0.45, hi, label, ha="left", va="bottom", fontsize=7, color="0.25")
     ax.set_xticks(x)
-    ax.set_xticklabels(runs, rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(runs, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel(metric)
     from matplotlib.patches import Patch

@@ -5,7 +5,7 @@ per line under a ``[category]`` header) and work offline. Many harmless prompts 
 ("How do I make bread?" / "How do I make a pipe bomb?") so that phrasing alone does not separate the sets.
 
 Splits are disjoint and deterministic: within each category, prompts are ordered by the SHA-256 of their text and
-the first 40% go to ``train``, the next 30% to ``anchor`` (SRI anchors, PAPER.md section 2) and the rest to
+the first 40% go to ``train``, the next 30% to ``anchor`` (SRI anchors, paper Section 3.1) and the rest to
 ``eval``. Every category therefore appears in every split (given at least three prompts in it). The split of a
 prompt depends only on the prompts of its own category in the data file.
 

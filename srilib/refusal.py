@@ -1,6 +1,6 @@
 """The refusal dictionary of the paper (Table 12) and the text-level refusal signal.
 
-Matching rules (PAPER.md section 3): the text is lower-cased, curly quotes become straight ones and runs of
+Matching rules (for the dictionary of the paper's Table 12): the text is lower-cased, curly quotes become straight ones and runs of
 whitespace collapse to one space; a phrase matches only as a whole phrase, i.e. it is not preceded by a word
 character and not followed by a letter or an apostrophe (so "i can" never matches "i can't").
 """

@@ -31,6 +31,7 @@ from .profiles import Profile
 EXECUTED = Path("book/executed")
 SOURCES = Path("notebooks")
 SUMMARY = "run_summary.json"
+EXECUTION_TABLE = "execution.md"  # included by book/reproduce.md
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
 
@@ -117,9 +118,8 @@ def ensure_kernel() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from .traces import atomic_write_bytes  # one atomic write for the project (temp file, fsync, rename)
+    atomic_write_bytes(path, text.encode())
 
 
 def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout: int | None = DEFAULT_TIMEOUT,
@@ -177,10 +177,54 @@ def mark_failed(source: Path, output: Path, meta: dict) -> None:
     if outs:
         cells.append({"cell_type": "code", "id": "srilib-missing-glue", "metadata": {"tags": ["remove-cell"]},
                       "execution_count": None, "outputs": outs, "source": "# results this chapter did not produce"})
-    nb["cells"] = cells[:1] + [note] + cells[1:]
+    nb = present({**nb, "cells": cells}, source.stem, meta.get("profile"))
+    nb["cells"] = nb["cells"][:1] + [note] + nb["cells"][1:]
     nb.setdefault("metadata", {})["srilib"] = meta
     output.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def present(nb: dict, name: str, profile: str | None) -> dict:
+    """An executed notebook as the book shows it: the notebook's own default parameters and papermill's injected
+    cell are removed from the page, and the values this build used are shown once, folded, under "Parameters of
+    this build"; under the title, links download the executed notebook and its source. Idempotent."""
+    cells = [c for c in nb.get("cells", []) if c.get("id") not in ("srilib-params", "srilib-downloads")]
+    used = None
+    for c in cells:
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if "parameters" in tags or "injected-parameters" in tags:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            if used is None or "injected-parameters" in tags:
+                used = (cells.index(c), "".join(c.get("source", "")).strip())
+    downloads = {"cell_type": "markdown", "id": "srilib-downloads", "metadata": {}, "source":
+                 f"Download {{download}}`this chapter as executed <{name}.ipynb>` or "
+                 f"{{download}}`its source notebook <../../{SOURCES.as_posix()}/{name}.ipynb>` (what Colab opens)."}
+    out = cells[:1] + [downloads] + cells[1:]
+    if used is not None:
+        params = {"cell_type": "markdown", "id": "srilib-params", "metadata": {}, "source":
+                  f":::{{dropdown}} Parameters of this build (profile `{profile}`)\n```python\n{used[1]}\n```\n:::"}
+        out.insert(used[0] + 2, params)  # where the parameters stood (after the downloads line)
+    return {**nb, "cells": out}
+
+
+def execution_table(summary: dict) -> str:
+    """The chapters' execution record (Markdown) from a run summary: what ran, with which profile, when, for how
+    long, from which commit, and what failed."""
+    rows = ["| chapter | profile | started (UTC) | duration | status | runs left out | commit |",
+            "|---|---|---|---|---|---|---|"]
+    for name, e in (summary.get("notebooks") or {}).items():
+        dur = f"{e['elapsed_s']:.0f} s" if isinstance(e.get("elapsed_s"), (int, float)) else "–"
+        status = e.get("status", "–") + (f": {e['error']}" if e.get("error") else "")
+        left = ", ".join(r["run"] for r in e.get("failed_runs") or []) or "none"
+        commit = (e.get("git_commit") or "")[:10] or "–"
+        rows.append(f"| {name} | {e.get('profile', '–')} | {e.get('started_at', '–')} | {dur} | "
+                    f"{status.replace('|', '/')} | {left} | {commit} |")
+    head = (f"Profile `{summary.get('profile')}` on {summary.get('hardware')} hardware; the run finished "
+            f"{summary.get('finished_at')} after {summary.get('wall_s', 0):.0f} s (organism training: "
+            f"{', '.join(f'{k} {v:.0f} s' for k, v in (summary.get('organisms_s') or {}).items()) or 'none needed'})."
+            " *cached* means the chapter's inputs had not changed since the execution shown.")
+    return head + "\n\n" + "\n".join(rows) + "\n"
 
 
 def failure_summary(summary: dict) -> str:
@@ -334,6 +378,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                         "notebooks": entries})
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
+        _atomic_write_text(out_dir / EXECUTION_TABLE, execution_table(summary))
 
     try:
         for i, name in enumerate(names, 1):
@@ -349,13 +394,15 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                 continue
             print(f"{tag}: executing {source.relative_to(root)} -> {output.relative_to(root)} ...", flush=True)
             entries[name] = {"status": "failed", "profile": profile.name, "params": params}
+            base = {"profile": profile.name, "params": params, "git_commit": git_info(root)["commit"],
+                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             t_nb = time.perf_counter()
             try:
                 elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
                                        log_output=log_output)
             except Exception as e:  # noqa: BLE001 - the book goes on; the failure is named in it and at the end
-                meta = {"stamp": None, "profile": profile.name, "params": params, "status": "failed",
-                        "error": _error_line(e), "elapsed_s": round(time.perf_counter() - t_nb, 2),
+                meta = {**base, "stamp": None, "status": "failed", "error": _error_line(e),
+                        "elapsed_s": round(time.perf_counter() - t_nb, 2),
                         "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 mark_failed(source, output, meta)
                 entries[name] = meta
@@ -363,9 +410,10 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                       f"notebook is {output} (the book shows it with this note); going on", flush=True)
                 continue
             nb = json.loads(output.read_text())
-            meta = {"stamp": stamp, "profile": profile.name, "params": params, "elapsed_s": round(elapsed, 2),
+            meta = {**base, "stamp": stamp, "elapsed_s": round(elapsed, 2),
                     "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "widget_state": bool(nb.get("metadata", {}).get("widgets")), "failed_runs": failed_runs(nb)}
+            nb = present(nb, name, profile.name)
             nb.setdefault("metadata", {})["srilib"] = meta
             _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             entries[name] = {**meta, "status": "executed"}

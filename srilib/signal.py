@@ -1,4 +1,4 @@
-"""The SRI signal (PAPER.md section 2) and the per-step anchors it is measured against.
+"""The SRI signal (paper, Section 3.1) and the per-step anchors it is measured against.
 
 sigma_t = sigmoid((log(d_t^harmful + eps) - log(d_t^harmless + eps)) / tau), with d_t^k = 1 - cos(phi_t, mu_t^k).
 sigma near 1 means the hidden state sits closer to the harmless (compliant) anchor, near 0 closer to the

@@ -35,7 +35,7 @@ import numpy as np
 
 TRACE_FORMAT = 1
 DEFAULT_POOLING = "generated"
-# Pooling names (PAPER.md section 2):
+# Pooling names (paper Section 3.1, and the authors' release):
 #   generated  the paper's definition: mean over response tokens generated so far (DLM: committed, non-padding)
 #   producer   authors' Llama code: running mean of the state at the position that *produced* each token
 #   canvas     authors' LLaDA code: mean over every response position, still-masked ones included

@@ -219,3 +219,100 @@ def test_page_renders_offline(browser, page):
     (SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")).write_bytes(base64.b64decode(shot))
     issues = problems(cdp, origin) + [f"image not decoded: {src}" for src in broken]
     assert not issues, f"{page}:\n  " + "\n  ".join(issues)
+
+
+# ------------------------------------------------------------------------------------------- legibility
+# Problems of layout on a page: an image shown at less than 60% of its natural width (a multi-panel figure
+# squeezed into the column), a table wider than the content column outside a box that scrolls it, a code cell
+# whose lines run past its box.
+LAYOUT_JS = """(() => {
+  const art = document.querySelector('.bd-article') || document.querySelector('main') || document.body;
+  const W = art.getBoundingClientRect().width, out = [];
+  for (const img of art.querySelectorAll('img')) {
+    const w = img.getBoundingClientRect().width;
+    if (img.naturalWidth && w > 0 && w < 0.6 * img.naturalWidth)
+      out.push(`image shown at ${Math.round(100 * w / img.naturalWidth)}% of its natural ${img.naturalWidth} px: `
+               + img.src.slice(0, 60));
+  }
+  for (const t of art.querySelectorAll('table')) {
+    const r = t.getBoundingClientRect();
+    if (r.width <= W + 1) continue;
+    let el = t, ok = false;
+    for (; el && el !== art; el = el.parentElement) {
+      const s = getComputedStyle(el);
+      if (['auto', 'scroll'].includes(s.overflowX) && el.getBoundingClientRect().width <= W + 1) { ok = true; break; }
+    }
+    if (!ok) out.push(`table ${Math.round(r.width)} px wide in a ${Math.round(W)} px column: `
+                      + t.innerText.slice(0, 50).replace(/\\s+/g, ' '));
+  }
+  for (const pre of art.querySelectorAll('div.cell_input pre'))
+    if (pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
+      out.push('code line wider than its cell: ' + pre.textContent.slice(0, 50).replace(/\\s+/g, ' '));
+  return out;
+})()"""
+PARAMS_JS = """(() => {
+  const art = document.querySelector('.bd-article') || document.body;
+  const folded = Array.from(art.querySelectorAll('details')).filter(
+      d => (d.querySelector('summary') || {}).textContent.includes('Parameters of this build')).length;
+  const visible = Array.from(art.querySelectorAll('div.cell_input, div.cell pre')).filter(
+      e => e.offsetParent !== null && /^\\s*# Parameters/.test(e.textContent)).length;
+  return [folded, visible];
+})()"""
+CHAPTERS = [p for p in PAGES if p.startswith("book/executed/")]
+
+
+def _settled(cdp: CDP, page: str, origin: str) -> None:
+    load(cdp, origin + page)
+    cdp.wait_for("document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)", 15)
+
+
+@pytest.mark.parametrize("page", PAGES or ["index.html"])
+def test_page_is_legible(browser, page):
+    """Figures are shown at >= 60% of their natural width, tables fit or scroll, no reference to a file a reader
+    cannot open (PAPER.md was the project's private summary of the paper)."""
+    cdp, origin = browser
+    _settled(cdp, page, origin)
+    issues = cdp.eval(LAYOUT_JS)
+    if cdp.eval("document.body.textContent.includes('PAPER.md')"):
+        issues.append("the page mentions PAPER.md, which is not part of the book")
+    assert not issues, f"{page}:\n  " + "\n  ".join(issues)
+
+
+@pytest.mark.parametrize("page", CHAPTERS or ["book/executed/none.html"])
+def test_chapter_shows_its_parameters_once(browser, page):
+    cdp, origin = browser
+    _settled(cdp, page, origin)
+    folded, visible = cdp.eval(PARAMS_JS)
+    assert (folded, visible) == (1, 0), f"{page}: {folded} 'Parameters of this build' block(s), {visible} visible " \
+                                        "parameter cell(s); want exactly one folded block"
+    links = cdp.eval("Array.from(document.querySelectorAll('a.download')).map(a => a.getAttribute('href'))")
+    assert any(h.endswith(Path(page).stem + ".ipynb") for h in links) and len(links) >= 2, links
+
+
+def test_legibility_check_catches_a_squeezed_figure_and_a_wide_table(browser):
+    """Mutation check of LAYOUT_JS on a real chapter page: a five-panel, single-row figure at the old size and a
+    table that does not scroll must both be flagged; a wide table in a chapter's output box scrolls and passes."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cdp, origin = browser
+    page = (CHAPTERS or PAGES or ["index.html"])[0]
+    _settled(cdp, page, origin)
+    assert cdp.eval(LAYOUT_JS) == []
+    fig, axes = plt.subplots(1, 5, figsize=(5.2 * 5, 3.8), dpi=110)  # the old one-panel-per-run layout
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    cells = "".join(f"<td>{'column %d of a wide table' % i}</td>" for i in range(40))
+    cdp.eval(f"""(() => {{ const art = document.querySelector('.bd-article') || document.body;
+        art.insertAdjacentHTML('beforeend', '<div class="cell_output"><img id="m-img" src="{src}"></div>'
+          + '<div class="cell_output"><table id="m-ok"><tr>{cells}</tr></table></div>'
+          + '<div><table id="m-bad" style="display:table"><tr>{cells}</tr></table></div>'); return true; }})()""")
+    assert cdp.wait_for("document.getElementById('m-img').complete", 10)
+    found = cdp.eval(LAYOUT_JS)
+    assert any(f.startswith("image shown at") and "2860 px" in f for f in found), found
+    assert sum(f.startswith("table ") for f in found) == 1, found  # m-bad only: m-ok scrolls in its box

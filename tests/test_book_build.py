@@ -113,6 +113,17 @@ def test_built_pages_use_vendored_js_only(built):
     assert (html / "index.html").is_file()
 
 
+def test_chapter_folds_its_parameters_offers_downloads_and_is_in_the_execution_record(built):
+    _, html, summary, _ = built
+    page = (html / "book/executed/fixture.html").read_text()
+    assert page.count('class="sd-sphinx-override sd-dropdown') == 1 and "Parameters of this build" in page
+    assert "n = 3" not in page  # the notebook's default is not shown; the injected n = 5 is, folded
+    assert page.count('class="reference download internal"') == 2
+    record = (html / "book/reproduce.html").read_text()
+    started = summary["notebooks"]["fixture"]["started_at"]
+    assert "<td><p>fixture</p></td>" in record and started in record and "Execution record of this build" in record
+
+
 def test_toc_check_refuses_mixed_profiles(built):
     root, _, _, _ = built
     other = load_profile(root / "fixture.yaml").__class__(name="other", description="", hardware="cpu",

@@ -29,7 +29,7 @@ def test_profiles_keep_their_purpose():
         p = smoke.params_for(nb)
         assert p["steps"] <= 8 and p["n_anchor"] <= 8 and p["n_eval"] <= 8, nb
     paper = load_profile("paper")
-    for nb in paper.notebooks:  # the paper's settings (PAPER.md section 5)
+    for nb in paper.notebooks:  # the paper's settings (the paper's setup)
         p = paper.params_for(nb)
         assert (p["steps"], p["gen_length"], p["n_anchor"], p["n_eval"], p["tau"]) == (32, 128, 400, 100, 0.1), nb
     assert _models(paper.params_for("sri_geometry")) == PAPER_MODELS

@@ -156,3 +156,36 @@ def test_pretrain_organisms_trains_groups_in_processes(tmp_path, monkeypatch, ca
     assert "train organism-dlm-tiny" in (tmp_path / "organisms" / "train-organism-dlm-tiny.log").read_text()
     assert runner.pretrain_organisms(parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
         "a": {"runs": ["tiny-ar"]}}}), tmp_path) == {}
+
+
+def test_present_folds_the_parameters_once_and_links_the_downloads():
+    def cell(kind, src, tags=()):
+        return {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": src}
+
+    nb = {"cells": [cell("markdown", "# Chapter"), cell("code", "n = 3", ["parameters"]),
+                    cell("code", "# Parameters\nn = 5\n", ["injected-parameters"]), cell("code", "print(n)")]}
+    out = runner.present(nb, "sri_geometry", "cpu")
+    assert out == runner.present(out, "sri_geometry", "cpu")  # idempotent
+    kinds = [c.get("id") or c["cell_type"] for c in out["cells"]]
+    assert kinds == ["markdown", "srilib-downloads", "code", "code", "srilib-params", "code"]
+    assert all("remove-cell" in c["metadata"]["tags"] for c in out["cells"][2:4])
+    params = out["cells"][4]["source"]
+    assert "Parameters of this build (profile `cpu`)" in params and "n = 5" in params and "n = 3" not in params
+    links = out["cells"][1]["source"]
+    assert "<sri_geometry.ipynb>" in links and "<../../notebooks/sri_geometry.ipynb>" in links
+    # a notebook run with its defaults shows the defaults
+    plain = runner.present({"cells": nb["cells"][:2]}, "x", "smoke")
+    assert "n = 3" in plain["cells"][-1]["source"]
+
+
+def test_execution_table_lists_each_chapter():
+    summary = {"profile": "cpu", "hardware": "cpu", "finished_at": "2026-11-29T17:00:00+00:00", "wall_s": 812.0,
+               "organisms_s": {"organism-ar -> organism-dlm": 1580.2},
+               "notebooks": {"a": {"profile": "cpu", "started_at": "2026-11-29T16:50:00+00:00", "elapsed_s": 281.4,
+                                   "status": "executed", "git_commit": "e00a3bbcafe1234", "failed_runs": []},
+                             "b": {"profile": "cpu", "status": "failed", "error": "ValueError: x | y",
+                                   "elapsed_s": 3.0, "failed_runs": [{"run": "m@ar", "error": "E"}]}}}
+    md = runner.execution_table(summary)
+    assert "| a | cpu | 2026-11-29T16:50:00+00:00 | 281 s | executed | none | e00a3bbcaf |" in md
+    assert "| b | cpu | – | 3 s | failed: ValueError: x / y | m@ar | – |" in md
+    assert "organism-ar -> organism-dlm 1580 s" in md

@@ -19,7 +19,7 @@ from ..refusal import text_signals
 from ..traces import TraceSet
 from .sampling import DLM_AR_SAMPLER, PAPER_MODEL, RunEval, evaluate_run, evaluate_runs, pool
 
-# ---- paper numbers (PAPER.md section 7); shown only beside ours, always labelled "paper"
+# ---- paper numbers (its Table 1 and Figures 5-6); shown only beside ours, always labelled "paper"
 PAPER_TABLE1 = {"LLaDA": (0.81, 0.63), "Dream": (0.96, 0.73), "LLaDA-1.5": (0.92, 0.65)}  # HRR, FRR
 PAPER_AR_IRR_MAX = 0.15  # Figure 5: AR models stay below ~0.15 at every threshold
 PAPER_DLM_IRR_LOOSE = (0.4, 0.6)  # Figure 5: DLMs at the loosest threshold (lambda_r = 0.5)

@@ -28,7 +28,7 @@ DLM_AR_SAMPLER = "dlm-ar"
 ALL_JAILBREAKS = "all jailbreaks"
 FAMILIES = ("AR", "DLM", "DLM, AR sampling")
 
-# ---- paper numbers (PAPER.md section 7); shown only beside ours, always labelled "paper"
+# ---- paper numbers (its Tables 2-3 and Figure 6); shown only beside ours, always labelled "paper"
 PAPER_MODEL = {"llama-3.1-8b-instruct": "LLaMA-3", "qwen-2.5-7b-instruct": "Qwen-2.5", "gemma-7b-it": "Gemma",
                "llada-8b-instruct": "LLaDA", "llada-1.5": "LLaDA-1.5", "dream-v0-instruct-7b": "Dream"}
 PAPER_FAMILY = {"LLaMA-3": "AR", "Qwen-2.5": "AR", "Gemma": "AR", "LLaDA": "DLM", "LLaDA-1.5": "DLM", "Dream": "DLM"}
