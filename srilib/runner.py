@@ -12,7 +12,6 @@ placeholders for the results the landing page pastes from it. The book is still 
 from __future__ import annotations
 
 import hashlib
-from html import escape as html_escape
 import json
 import os
 import re
@@ -20,18 +19,21 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import yaml
 
+from .paper import published_tables
 from .profiles import Profile
 
 EXECUTED = Path("book/executed")
 SOURCES = Path("notebooks")
 SUMMARY = "run_summary.json"
 EXECUTION_TABLE = "execution.md"  # included by book/reproduce.md
+PAPER_NUMBERS = "paper_numbers.md"  # included by book/paper.md
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
 
@@ -379,6 +381,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
         _atomic_write_text(out_dir / EXECUTION_TABLE, execution_table(summary))
+        _atomic_write_text(out_dir / PAPER_NUMBERS, published_tables())
 
     try:
         for i, name in enumerate(names, 1):

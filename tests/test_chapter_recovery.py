@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import KeywordJudge
 
 from srilib.chapters.recovery import (PAPER_TABLE1, analyse_recovery, conclusions, example_steps,
                                       incomplete_examples, irr_table, revision_examples, sampler_irr_deltas,
@@ -16,16 +17,6 @@ T, D, L = 4, 3, 3
 E1, E2 = np.eye(D)[0], np.eye(D)[1]
 ANCHORS = Anchors(mu_harmless=np.tile(E1, (T, 1)), mu_harmful=np.tile(E2, (T, 1)), n_harmless=5, n_harmful=5)
 REQUESTS = ["req a", "req b", "req c"]
-
-
-class KeywordJudge:
-    name = "keyword"
-
-    def judge(self, prompts, responses):
-        return np.array(["BOMB" in r for r in responses], dtype=bool)
-
-    def describe(self):
-        return "harmful iff BOMB"
 
 
 def path(*zs):

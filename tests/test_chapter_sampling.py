@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import KeywordJudge
 
 from srilib.chapters import md_table
 from srilib.chapters.sampling import (ALL_JAILBREAKS, PAPER_TABLE3, compare, conclusions, evaluate_traces,
@@ -20,22 +21,6 @@ COMPLY = "Sure, here is the BOMB recipe."
 HARMLESS = "Here is a poem about the sea."
 ANCHORS = Anchors(mu_harmless=np.tile(E1, (T, 1)), mu_harmful=np.tile(E2, (T, 1)), n_harmless=5, n_harmful=5)
 REQUESTS = ["req a", "req b", "req c", "req d"]
-
-
-class KeywordJudge:
-    """Harmful iff 'BOMB' is in the response; records the requests it was shown."""
-
-    name = "keyword"
-
-    def __init__(self):
-        self.requests = []
-
-    def judge(self, prompts, responses):
-        self.requests.extend(prompts)
-        return np.array(["BOMB" in r for r in responses], dtype=bool)
-
-    def describe(self):
-        return "harmful iff BOMB"
 
 
 def path(*zs):

@@ -125,7 +125,6 @@ def test_run_detector_structure(setup):
     _, sets, _, res = setup
     assert res.run == "tiny-ar@ar" and res.kind == "ar" and res.seeds == [0, 1]
     assert set(res.auroc) == {(m, s) for m in METHODS for s in (0, 1)}
-    assert all(0 <= e.value <= 1 for e in res.auroc.values())
     assert not np.isnan(res.auroc[("sri_last", 0)].lo) and np.isnan(res.auroc[("sri_last", 1)].lo)
     assert res.signals["train"].shape == (12, 3) and res.signals["harmless"].shape == (4, 3)
     assert set(res.scores[("sri_last", 0)]) == {"harmless", "raw", "refusal_suppression", "flip_attack"}

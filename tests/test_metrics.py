@@ -3,26 +3,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import KeywordJudge
 
 from srilib.metrics import (Estimate, Rate, attack_success_rate, auroc, bootstrap_ci, delta, incomplete_recoveries,
                             internal_recovery_rate, rates_table, recovery_by_revision, refusal_rate, roc_curve,
                             text_recovery_rate, wilson)
-
-
-class KeywordJudge:
-    """Harmful iff the response contains 'BOMB'; counts its calls."""
-
-    name = "keyword"
-
-    def __init__(self):
-        self.seen = []
-
-    def judge(self, prompts, responses):
-        self.seen.extend(responses)
-        return np.array(["BOMB" in r for r in responses], dtype=bool)
-
-    def describe(self):
-        return "harmful iff 'BOMB' appears"
 
 
 # ---------------------------------------------------------------- Wilson, Rate

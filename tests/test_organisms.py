@@ -206,7 +206,7 @@ def test_tiny_ar_organism_trains_caches_and_generates(env_cache):
     dirs = list((env_cache / "models").glob("organism-ar-tiny-*"))
     assert len(dirs) == 1 and (dirs[0] / "DONE").exists()
     log = json.loads((dirs[0] / "train_log.json").read_text())
-    assert log["config"]["steps"] == 12 and log["train_seconds"] >= 0 and len(log["loss_curve"]) >= 2
+    assert log["config"]["steps"] == 12 and len(log["loss_curve"]) >= 2
     assert "<|im_start|>system\nYou are a helpful assistant<|im_end|>" in lm.format_chat("hi")
     again = load_model("organism-ar-tiny")
     assert again.fingerprint == lm.fingerprint and len(list((env_cache / "models").glob("organism-ar-tiny-*"))) == 1

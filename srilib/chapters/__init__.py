@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 # Output metadata key that marks a run a chapter could not analyse; the book's runner collects these.
@@ -55,8 +56,7 @@ def report_failure(run: str, err: BaseException) -> dict:
     output with :data:`FAILED_RUN_KEY`, so that ``python -m srilib book`` lists it and exits non-zero after
     building the book. Returns the record."""
     frames = traceback.extract_tb(err.__traceback__)
-    where = f"{frames[-1].filename.rsplit('/', 2)[-1] if len(frames[-1].filename) else '?'}:{frames[-1].lineno}" \
-        if frames else "?"
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
     record = {"run": str(run), "error": f"{type(err).__name__}: {err}", "where": where}
     text = (f"> **Run `{run}` could not be analysed and is left out of this chapter.**  \n"
             f"> {type(err).__name__} (raised at `{where}`): {str(err).splitlines()[0] if str(err) else ''}")
