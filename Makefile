@@ -7,12 +7,13 @@ PY      := $(VENV)/bin/python
 # Re-install only when pyproject.toml (or this Makefile) changes.
 STAMP   := $(VENV)/.srilib-install-stamp
 
-.PHONY: install book smoke-book test vendor run bench clean help
+.PHONY: install book smoke-book test vendor run bench clean help organisms
 
 help:
 	@echo "make book [PROFILE=cpu|smoke|colab|paper]  build the book into _build/html"
 	@echo "make test                                  run the test suite"
 	@echo "make smoke-book                            tiny CI-sized book (smoke profile)"
+	@echo "make organisms [ORGANISMS_ARGS=--install]   retrain the shipped organisms and compare (about 30 min)"
 	@echo "make run / vendor / bench / clean"
 
 $(PY):
@@ -38,6 +39,9 @@ run: $(STAMP)
 
 vendor: $(STAMP)
 	$(PY) -m srilib vendor
+
+organisms: $(STAMP)
+	$(PY) -m srilib.organisms.reproduce $(ORGANISMS_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m srilib bench

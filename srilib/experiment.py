@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
-
 from .attacks import apply_attack
 from .prompts import get_prompts
 from .signal import AnchorError, Anchors, AnchorStepError, build_anchors
@@ -115,9 +113,6 @@ class Experiment:
             kw["block_length"] = int(block.lstrip("b"))
         return make_sampler(name, **kw)
 
-    def is_dlm(self, spec) -> bool:
-        return self.model(self.resolve(spec).model).kind == "dlm"
-
     # ---- traces and anchors
     def traces(self, spec: str | Run, prompts: Sequence[str], desc: str = "") -> TraceSet:
         """Traces of ``prompts`` under a run, from the cache when the key matches."""
@@ -126,10 +121,6 @@ class Experiment:
         return generate_traces(lm, prompts, self.sampler(run), store=self.store, batch_size=self.batch_size,
                                layers=resolve_layers(lm, self.layers), progress=self.progress,
                                desc=f"{run.label} {desc}".strip())
-
-    def layer(self, spec: str | Run, name: int | str) -> int:
-        """The hidden-state index that a layer name ("first", "middle", "last") means for a run's model."""
-        return layer_index(self.model(self.resolve(spec).model), name)
 
     def anchors(self, spec: str | Run, sets: "PromptSets", allow_unfiltered: bool = True,
                 layer: int = -1, pooling: str = "generated") -> Anchors:
@@ -217,11 +208,6 @@ class PromptSets:
     def requests(self) -> list[str]:
         """The original harmful requests behind every attacked prompt (judges see these, not the attack)."""
         return self.eval_harmful
-
-
-def stack_signals(anchors: Anchors, traces: dict[str, TraceSet], tau: float = 0.1) -> dict[str, np.ndarray]:
-    """SRI signals [N, T] of several trace sets against one set of anchors."""
-    return {k: anchors.signal(v, tau=tau) for k, v in traces.items()}
 
 
 def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: Sequence[str] = (),

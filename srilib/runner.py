@@ -34,6 +34,7 @@ SOURCES = Path("notebooks")
 SUMMARY = "run_summary.json"
 EXECUTION_TABLE = "execution.md"  # included by book/reproduce.md
 PAPER_NUMBERS = "paper_numbers.md"  # included by book/paper.md
+ORGANISMS_SUMMARY = "organisms_summary.md"  # included by book/intro.md and book/limitations.md
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
 
@@ -241,11 +242,12 @@ def failure_summary(summary: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- organisms
-def profile_organisms(profile: Profile, names: Sequence[str] | None = None) -> list[str]:
+def profile_organisms(profile: Profile, names: Sequence[str] | None = None, to_train: bool = False) -> list[str]:
     """The model organisms (srilib.organisms, incl. ``-tiny`` variants) that the runs of the profile's notebooks
-    (or of ``names``) use, in order of first use."""
+    (or of ``names``) use, in order of first use; ``to_train`` keeps only those without shipped weights."""
     from .experiment import parse_run
     from .organisms import ORGANISMS, resolve_name
+    from .organisms.weights import record
 
     out: list[str] = []
     for nb in names or profile.notebooks:
@@ -253,7 +255,18 @@ def profile_organisms(profile: Profile, names: Sequence[str] | None = None) -> l
             m = parse_run(r).model
             if m.removesuffix("-tiny") in ORGANISMS and resolve_name(m) not in out:
                 out.append(resolve_name(m))
-    return out
+    return [n for n in out if not record(n)] if to_train else out
+
+
+def organisms_summary() -> str:
+    """The shipped organisms' measured preconditions (srilib/organisms/data/preconditions.json) as bullets."""
+    from .organisms.check import summary_text
+    from .organisms.reproduce import REPORT_FILE
+
+    if not REPORT_FILE.is_file():
+        return (f"*The organisms' preconditions have not been measured yet ({REPORT_FILE.name} is missing: run "
+                "`python -m srilib.organisms.check --book --out srilib/organisms/data/preconditions.json`).*")
+    return summary_text(json.loads(REPORT_FILE.read_text()))
 
 
 def training_groups(names: Sequence[str]) -> list[list[str]]:
@@ -285,15 +298,21 @@ def _last_progress(log: Path) -> str:
 
 def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Sequence[str] | None = None,
                        heartbeat: float = 60.0) -> dict[str, float]:
-    """Train the organisms the profile needs before its notebooks run, independent groups in parallel.
+    """Train the organisms the profile needs and that ship no weights (the ``-tiny`` variants of the tests and the
+    smoke profile) before its notebooks run, independent groups in parallel (:func:`train_in_processes`).
+    Shipped organisms (srilib/organisms/weights) are loaded, never trained, here. Returns group -> wall seconds."""
+    return train_in_processes(training_groups(profile_organisms(profile, names, to_train=True)), root, jobs=jobs,
+                              heartbeat=heartbeat)
 
-    On first use a notebook would train an organism inside its kernel, one after the other; here the groups of
-    :func:`training_groups` train in up to ``jobs`` processes at once (one torch thread each, see
-    ``SRILIB_TRAIN_THREADS``), each logging its progress bar to ``$SRILIB_CACHE/organisms/train-<name>.log``; a
-    line per group is printed every ``heartbeat`` seconds. Already trained organisms cost one import each.
-    Returns group -> wall seconds.
+
+def train_in_processes(groups: Sequence[Sequence[str]], root: Path, *, jobs: int = 2,
+                       heartbeat: float = 60.0) -> dict[str, float]:
+    """Train groups of organisms (each group in order, in its own process), up to ``jobs`` processes at once.
+
+    Each process uses one torch thread (``SRILIB_TRAIN_THREADS``) and logs its progress bar to
+    ``$SRILIB_CACHE/organisms/train-<last name>.log``; a line per group is printed every ``heartbeat`` seconds.
+    Already trained organisms cost one import each. Returns group -> wall seconds.
     """
-    groups = training_groups(profile_organisms(profile, names))
     if not groups:
         return {}
     from .traces import default_cache_dir
@@ -301,7 +320,7 @@ def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Se
     logdir = default_cache_dir() / "organisms"
     logdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TQDM_DISABLE": "", "SRILIB_TRAIN_THREADS": os.environ.get("SRILIB_TRAIN_THREADS", "1")}
-    pending, running, done = list(groups), [], {}
+    pending, running, done = [list(g) for g in groups], [], {}
     t0 = last = time.perf_counter()
     try:
         while pending or running:
@@ -382,6 +401,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
         _atomic_write_text(out_dir / EXECUTION_TABLE, execution_table(summary))
         _atomic_write_text(out_dir / PAPER_NUMBERS, published_tables())
+        _atomic_write_text(out_dir / ORGANISMS_SUMMARY, organisms_summary())
 
     try:
         for i, name in enumerate(names, 1):

@@ -14,6 +14,32 @@ from typing import Callable, Iterable, Sequence
 FAILED_RUN_KEY = "srilib_failed_run"
 
 
+def weak_models_line(runs: Iterable[str]) -> str | None:
+    """A conclusions bullet naming every model of ``runs`` (run labels or model names) that misses a precondition
+    of the organisms page (srilib/organisms/data/preconditions.json), with what it misses; None if none does.
+    Every chapter puts it first, so that no verdict on a weak model stands without the caveat."""
+    import json
+
+    from ..experiment import parse_run
+    from ..organisms.check import NATIVE, misses
+    from ..organisms.reproduce import REPORT_FILE
+
+    if not REPORT_FILE.is_file():
+        return None
+    models = (json.loads(REPORT_FILE.read_text()).get("models") or {})
+    weak = []
+    for m in dict.fromkeys(parse_run(r).model for r in runs):
+        e = models.get(m)
+        res = e and e["samplers"].get(NATIVE.get(m, ""))
+        miss = misses(res) if res else []
+        if miss:
+            weak.append(f"`{m}` {'; '.join(miss)}")
+    if not weak:
+        return None
+    return ("- **Weak models.** " + ". ".join(weak) + " (measured preconditions, organisms page). Every verdict "
+            "below on these models is a measurement of a weak model, not evidence for or against the paper.")
+
+
 def fmt(x, digits: int = 2) -> str:
     """Format a number (or a metrics Rate / Estimate via its own str) for a table cell."""
     if x is None:

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import weak_models_line
 from ..attacks import HELDOUT_FAMILIES
 from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                          defense_metrics, llama_guard_defense, sampler_generate)
@@ -662,7 +663,8 @@ def plot_transfer(ax, tm: dict, key: str = "auroc", title: str = "AUROC of a gua
 # ------------------------------------------------------------------------------------------------- conclusions
 def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseReport], tm: dict) -> str:
     """'What we reproduce, what we do not, and why', generated from the measured numbers (Markdown)."""
-    lines = []
+    weak = weak_models_line(list(results))
+    lines = [weak] if weak else []
     per = {m: np.array([res.method_auroc(m).mean() for res in results.values()]) for m in METHODS}
     last, pm = per["sri_last"], PAPER_ABLATION["sri_last"][0]
     lines.append(f"- **SRI Guard detection** (last layer): mean AUROC {last.mean():.3f} over {len(last)} run(s) "

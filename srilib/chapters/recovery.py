@@ -13,17 +13,17 @@ from typing import Sequence
 import numpy as np
 
 from ..experiment import Experiment, PromptSets
+from . import weak_models_line
 from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, delta, incomplete_recoveries, internal_recovery_rate,
                        recovery_by_revision, text_recovery_rate)
 from ..refusal import text_signals
 from ..traces import TraceSet
-from .sampling import DLM_AR_SAMPLER, PAPER_MODEL, RunEval, evaluate_run, evaluate_runs, pool
+from .sampling import DLM_AR_SAMPLER, PAPER_IRR_LOSS, PAPER_MODEL, RunEval, evaluate_run, evaluate_runs, pool
 
 # ---- paper numbers (its Table 1 and Figures 5-6); shown only beside ours, always labelled "paper"
 PAPER_TABLE1 = {"LLaDA": (0.81, 0.63), "Dream": (0.96, 0.73), "LLaDA-1.5": (0.92, 0.65)}  # HRR, FRR
 PAPER_AR_IRR_MAX = 0.15  # Figure 5: AR models stay below ~0.15 at every threshold
 PAPER_DLM_IRR_LOOSE = (0.4, 0.6)  # Figure 5: DLMs at the loosest threshold (lambda_r = 0.5)
-PAPER_IRR_LOSS = (0.29, 0.48)  # Figure 6: IRR lost by LLaDA / LLaDA-1.5 weights under AR sampling
 
 
 @dataclass
@@ -233,7 +233,8 @@ def _family_verdict(dlm, ar) -> str:
 def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
                 judge_name: str = "heuristic") -> list[str]:
     """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why."""
-    lines = []
+    weak = weak_models_line([r.ev.run for r in results])
+    lines = [weak] if weak else []
     loose = max(lambda_r)
     # Table 1
     for r in results:

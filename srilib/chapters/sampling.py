@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..attacks import get_attack
-from . import each_run
+from . import each_run, weak_models_line
 from ..judges import make_judge  # noqa: F401  (re-exported: notebooks call S.make_judge)
 from ..experiment import Experiment, PromptSets, parse_run
 from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, attack_success_rate, delta, internal_recovery_rate,
@@ -512,7 +512,8 @@ def _head(r: RunEval, n: int) -> RunEval:
 def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: Stability | None = None,
                 judge_name: str = "heuristic") -> list[str]:
     """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why."""
-    lines = []
+    weak = weak_models_line([r.run for r in results])
+    lines = [weak] if weak else []
     for c in comps:
         sets = [r for r in c.rows if r["set"] != ALL_JAILBREAKS]
         up = sum(r["d_rr"].value > 0 for r in sets)

@@ -4,11 +4,13 @@
 * ``organism-dlm``: the same Llama with bidirectional attention, started from organism-ar part-way and trained
   on with the masked-diffusion SFT loss (LLaDA-style), same size, tokenizer, corpus and compute; a
   "bidirectional" DLM for the diffusion samplers.
-* ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with its top layers fine-tuned on the same corpus.
+* ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with a low-rank adapter trained on the same corpus.
 
-Append ``-tiny`` to a name (or pass ``config="tiny"`` to :func:`srilib.models.load_model`) for a seconds-scale
-variant used by tests and the smoke profile. Loading a name trains it when it is not cached yet
-(``$SRILIB_CACHE/models/<name>-<key>/``); see :mod:`srilib.organisms.train` and book/organisms.md.
+Loading a full-size name loads the weights shipped in ``srilib/organisms/weights/`` (checked against the
+manifest's sha256, :mod:`srilib.organisms.weights`); ``weights="trained"`` loads the model retrained from the
+recipe in ``$SRILIB_CACHE/models/`` instead (training it first if needed, as ``make organisms`` does). Append
+``-tiny`` to a name (or pass ``config="tiny"``) for a seconds-scale variant used by tests and the smoke profile,
+always trained on first use. See :mod:`srilib.organisms.train` and book/organisms.md.
 This module stays light: torch-heavy work happens only inside the loader.
 """
 from __future__ import annotations
@@ -27,32 +29,63 @@ def resolve_name(name: str, config: str = "full") -> str:
     return f"{base}-tiny" if (config == "tiny" or name.endswith("-tiny")) else base
 
 
+WEIGHT_SOURCES = ("shipped", "trained")
+
+
+def organism_path(name: str, weights: str = "shipped"):
+    """(directory, fingerprint) of organism ``name``: its shipped weights, or the retrained ones in the cache."""
+    from . import weights as W
+    from .train import ensure_trained, get_config
+
+    if weights not in WEIGHT_SOURCES:
+        raise ValueError(f"weights={weights!r}; use one of {WEIGHT_SOURCES}")
+    if weights == "shipped" and name in W.SHIPPED:
+        path = W.shipped_dir(name)
+        if path is None:
+            raise W.ShippedWeightsError(f"no shipped weights for {name} are recorded in the manifest; train them with "
+                                        "`make organisms` (or load with weights='trained')")
+        return path, f"organism:{name}:shipped:{W.fingerprint(name)}"
+    path = ensure_trained(name, get_config(name))
+    return path, f"organism:{path.name}"
+
+
 @loader("organism")
-def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", **_) -> LoadedModel:
+def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", weights: str = "shipped",
+                   **_) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .modeling import DiffusionLlamaForMaskedLM
-    from .train import ensure_trained, get_config
+    from .train import get_config
 
     name = resolve_name(spec.name, config)
     cfg = get_config(name)
-    path = ensure_trained(name, cfg)
-    tok = AutoTokenizer.from_pretrained(path)
-    cls = DiffusionLlamaForMaskedLM if cfg.kind == "dlm" else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=dtype).to(device)
+    path, fp = organism_path(name, weights)
+    if cfg.kind == "lora":  # the adapter on the embedded SmolLM2 (its tokenizer too), merged
+        from peft import PeftModel
+
+        from ..models import dequantised_smollm2_dir
+
+        base_dir = dequantised_smollm2_dir()[0]
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+        model = PeftModel.from_pretrained(base, path).merge_and_unload().to(dtype=dtype, device=device)
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+        cls = DiffusionLlamaForMaskedLM if cfg.kind == "dlm" else AutoModelForCausalLM
+        model = cls.from_pretrained(path, dtype=dtype).to(device)
     kind = "dlm" if cfg.kind == "dlm" else "ar"
     return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
-                       fingerprint=f"organism:{path.name}", dtype_name=str(dtype).replace("torch.", ""),
+                       fingerprint=fp, dtype_name=str(dtype).replace("torch.", ""),
                        mask_id=tok.mask_token_id if kind == "dlm" else None,
                        family="bidirectional" if kind == "dlm" else "")
 
 
-_NOTE = " Trained here on the srilib safety corpus when first loaded (see book/organisms.md)."
+_NOTE = " Trained by srilib on its safety corpus; the weights ship with srilib (see book/organisms.md)."
 for _tiny in ("", "-tiny"):
     _t = " Tiny (seconds) variant for tests." if _tiny else ""
     register(ModelSpec(f"organism-ar{_tiny}", "organism", kind="ar", dtype="float32",
-                       notes="Aligned Llama causal-LM organism, ~3.8M parameters." + _NOTE + _t))
+                       notes="Aligned Llama causal-LM organism, ~3.9M parameters." + _NOTE + _t))
     register(ModelSpec(f"organism-dlm{_tiny}", "organism", kind="dlm", dtype="float32", family="bidirectional",
                        notes="Aligned masked-diffusion organism (bidirectional Llama), matched to organism-ar." + _NOTE + _t))
     register(ModelSpec(f"smollm2-135m-refusal{_tiny}", "organism", kind="ar", dtype="float32",
-                       notes="SmolLM2-135M-Instruct, top layers fine-tuned to refuse." + _NOTE + _t))
+                       notes="SmolLM2-135M-Instruct with a LoRA adapter trained to refuse." + _NOTE + _t))

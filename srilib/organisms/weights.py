@@ -1,0 +1,113 @@
+"""The organisms' shipped weights: ``srilib/organisms/weights/<name>/``, checked against the manifest's sha256.
+
+The book analyses the weights shipped in the repository, so that every machine analyses the same models (trained
+on first use they would differ with the CPU's floating-point arithmetic). ``make organisms`` retrains them from
+the committed corpus with the recorded recipe (:mod:`srilib.organisms.train`) into the cache and compares the
+retrained models' preconditions with the shipped ones' (:mod:`srilib.organisms.check`); ``--install`` replaces
+the shipped files and records their sha256 in ``srilib/organisms/data/manifest.json`` ("weights").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
+# What a model directory needs at load time (train_log.json documents it); optimiser state is never shipped.
+_KEEP = ("model.safetensors", "adapter_model.safetensors", "config.json", "adapter_config.json",
+         "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+         "chat_template.jinja", "train_log.json")
+_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+MAX_TOTAL_MB = 40.0
+
+
+class ShippedWeightsError(RuntimeError):
+    """Shipped weights missing or not the ones the manifest records."""
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest() -> dict:
+    from .corpus import load_manifest
+
+    return load_manifest()
+
+
+def record(name: str) -> dict | None:
+    """The manifest's record of ``name``'s shipped files (None if it ships none)."""
+    return (_manifest().get("weights") or {}).get(name)
+
+
+def shipped_dir(name: str, verify: bool = True) -> Path | None:
+    """The directory of ``name``'s shipped weights (checked against the manifest), or None if none are shipped."""
+    rec = record(name)
+    if rec is None:
+        return None
+    d = WEIGHTS_DIR / name
+    if verify:
+        bad = [f for f, sha in rec["files"].items() if not (d / f).is_file() or _sha(d / f) != sha]
+        if bad:
+            raise ShippedWeightsError(
+                f"the shipped weights of {name} in {d} do not match the manifest (files {bad}); restore them with "
+                f"`git checkout -- {d}` (weights are stored in the repository) or retrain and reinstall them with "
+                "`make organisms ORGANISMS_ARGS=--install`")
+    return d
+
+
+def fingerprint(name: str) -> str:
+    """A short hash of the shipped files (it keys the trace cache, so new weights never reuse old traces)."""
+    rec = record(name) or {}
+    return hashlib.sha256(json.dumps(rec.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def total_mb() -> float:
+    return sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file()) / 2 ** 20
+
+
+def install(name: str, src: Path) -> dict:
+    """Copy a trained model directory into the shipped weights and record the files' sha256 in the manifest."""
+    from .corpus import MANIFEST_FILE
+
+    src = Path(src)
+    dst = WEIGHTS_DIR / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    files = {}
+    adapter = (src / "adapter_model.safetensors").is_file()
+    for f in _KEEP:
+        if adapter and f in _TOKENIZER:  # an adapter uses its base model's tokenizer (from the embedded GGUF)
+            continue
+        if (src / f).is_file():
+            shutil.copy2(src / f, dst / f)
+            files[f] = _sha(dst / f)
+    if not ({"model.safetensors", "adapter_model.safetensors"} & set(files)):
+        raise ShippedWeightsError(f"{src} holds no model.safetensors or adapter_model.safetensors")
+    m = _manifest()
+    log = json.loads((src / "train_log.json").read_text()) if (src / "train_log.json").is_file() else {}
+    m.setdefault("weights", {})[name] = {
+        "files": files, "installed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trained_from": src.name, "code_version": log.get("code_version"), "corpus_sha256": log.get("corpus_sha256"),
+        "train_seconds": log.get("train_seconds"), "threads": log.get("threads")}
+    MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    if total_mb() > MAX_TOTAL_MB:
+        raise ShippedWeightsError(f"shipped weights total {total_mb():.1f} MB, over the {MAX_TOTAL_MB:.0f} MB budget")
+    return m["weights"][name]
+
+
+def same_files(a: Path, b: Path) -> dict[str, bool]:
+    """Per weight file: are the two directories' files bit-identical?"""
+    out = {}
+    for f in ("model.safetensors", "adapter_model.safetensors"):
+        if (Path(a) / f).is_file() or (Path(b) / f).is_file():
+            out[f] = (Path(a) / f).is_file() and (Path(b) / f).is_file() and _sha(Path(a) / f) == _sha(Path(b) / f)
+    return out
