@@ -7,11 +7,12 @@ PY      := $(VENV)/bin/python
 # Re-install only when pyproject.toml (or this Makefile) changes.
 STAMP   := $(VENV)/.srilib-install-stamp
 
-.PHONY: install book smoke-book test vendor run bench clean help organisms
+.PHONY: install book smoke-book test test-fast vendor run bench clean help organisms
 
 help:
 	@echo "make book [PROFILE=cpu|smoke|colab|paper]  build the book into _build/html"
 	@echo "make test                                  run the test suite"
+	@echo "make test-fast                             the tests that neither train nor load SmolLM2 nor need a browser"
 	@echo "make smoke-book                            tiny CI-sized book (smoke profile)"
 	@echo "make organisms [ORGANISMS_ARGS=--install]   retrain the shipped organisms and compare (about 30 min)"
 	@echo "make run / vendor / bench / clean"
@@ -50,6 +51,9 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(MAKE) test PYTEST_ARGS='-m "not slow and not browser"'
 
 clean:
 	rm -rf _build book/executed book/_static/vendor

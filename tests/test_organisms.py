@@ -223,6 +223,7 @@ def test_lr_schedule_warms_up_and_decays():
 
 
 # ----------------------------------------------------------------------------------------------- tiny organisms
+@pytest.mark.slow
 def test_tiny_ar_organism_trains_caches_and_generates(env_cache):
     from srilib.models import load_model
     from srilib.samplers import ARSampler
@@ -240,6 +241,7 @@ def test_tiny_ar_organism_trains_caches_and_generates(env_cache):
     assert ts.tokens.shape == (1, 3, 3)
 
 
+@pytest.mark.slow
 def test_tiny_dlm_organism_is_a_bidirectional_dlm(env_cache):
     from srilib.models import load_model
     from srilib.samplers import make_sampler
@@ -260,6 +262,7 @@ def test_tiny_dlm_organism_is_a_bidirectional_dlm(env_cache):
     assert len(out) == 1 and isinstance(out[0], str)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(tmp_path):
     cfg = T.get_config("organism-dlm-tiny")
 
@@ -272,6 +275,7 @@ def test_training_is_deterministic(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_ar_continued_from_its_snapshot_equals_an_uninterrupted_run(tmp_path):
     """The shared snapshot (weights + optimiser state) makes the AR run resumable without changing it."""
     from safetensors.torch import load_file
@@ -322,6 +326,7 @@ def test_every_shipped_organism_matches_the_manifest_and_the_budget():
     assert W.total_mb() <= W.MAX_TOTAL_MB
 
 
+@pytest.mark.slow
 def test_tiny_lora_organism_loads_as_a_merged_smollm2(env_cache):
     from srilib.models import load_model
 
@@ -333,6 +338,7 @@ def test_tiny_lora_organism_loads_as_a_merged_smollm2(env_cache):
     assert 0 < log["params_trained"] < log["params"] / 100
 
 
+@pytest.mark.slow
 def test_check_reports_rates_per_goal(env_cache):
     from srilib.organisms import check
 
@@ -346,6 +352,7 @@ def test_check_reports_rates_per_goal(env_cache):
     assert re.search(r"\| organism-ar \| ar \| \d+% \(\d+/3; \d+%-\d+%\)", check.table(rep))
 
 
+@pytest.mark.slow
 def test_check_measures_only_the_native_sampler_before_the_freeze(env_cache, monkeypatch):
     from srilib.organisms import check, corpus
 

@@ -144,6 +144,7 @@ def test_profile_organisms_and_training_groups():
     assert runner.training_groups([]) == []
 
 
+@pytest.mark.slow
 def test_pretrain_organisms_trains_groups_in_processes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SRILIB_CACHE", str(tmp_path))
     prof = parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
