@@ -55,9 +55,9 @@ def test_prompt_specs(tmp_path):
 
 def test_profile_jobs_are_the_notebooks_sets():
     """--profile cpu builds exactly the notebooks' prompt lists and settings (so the cache keys are shared)."""
-    jobs = profile_jobs("cpu", ["smollm2-135m"])
-    assert list(jobs) == ["smollm2-135m@ar"] and len(jobs["smollm2-135m@ar"]) == 1
-    job = jobs["smollm2-135m@ar"][0]
+    jobs = profile_jobs("cpu", ["smollm2-135m-refusal"])
+    assert list(jobs) == ["smollm2-135m-refusal@ar"] and len(jobs["smollm2-135m-refusal@ar"]) == 1
+    job = jobs["smollm2-135m-refusal@ar"][0]
     from srilib.profiles import load_profile
     c = load_profile("cpu").common
     exp, sets = setup(steps=c["steps"], gen_length=c["gen_length"], n_anchor=c["n_anchor"], n_eval=c["n_eval"],
@@ -68,6 +68,8 @@ def test_profile_jobs_are_the_notebooks_sets():
     assert job.prompts["guard/harmless-train"] == get_prompts("harmless", "train", n=n_guard, seed=0)
     assert job.settings["steps"] == exp.steps and job.settings["batch_size"] == exp.batch_size
     assert "sri_geometry" in job.source and "detector_transfer" in job.source
+    base = profile_jobs("cpu", ["smollm2-135m"])["smollm2-135m@ar"][0]  # not in the detector chapter
+    assert "detector_transfer" not in base.source and "guard/harmless-train" not in base.prompts
     assert "organism-dlm@low_confidence:b16" in profile_runs("cpu", "organism-dlm")  # block-length variant
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
         profile_jobs("cpu", ["tiny-ar"])

@@ -29,11 +29,9 @@ class ShippedWeightsError(RuntimeError):
 
 
 def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from .corpus import sha256_file
+
+    return sha256_file(path)
 
 
 def _manifest() -> dict:
