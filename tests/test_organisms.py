@@ -49,13 +49,16 @@ def test_manifest_matches_corpus_file(rows):
 
 def test_manifest_records_the_freeze():
     """The frozen recipe is the one the code trains: any later edit of the corpus, a configuration or the
-    training code (srilib/organisms/{__init__,corpus,train,modeling}.py) fails here until it is re-frozen."""
+    training code (srilib/organisms/{train,modeling}.py) fails here until it is re-frozen."""
     m = C.load_manifest()
     f = m["freeze"]
     assert f["corpus_sha256"] == m["sha256"] == C.corpus_sha() and f["statement"]
     assert f["code_version"] == T.code_version()
     assert f["configs"] == {k: v.as_dict() for k, v in T.CONFIGS.items()}
     assert m["iterations"]
+    plan, now = f["analysis_plan"], C.analysis_plan()  # the comparisons' design cannot move unnoticed
+    assert plan["cpu_profile_runs"] == now["cpu_profile_runs"] and plan["cpu_profile_dtype"] == "float32"
+    assert all(C.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
 
 
 def test_only_train_split_goals_and_training_templates(rows):
