@@ -5,7 +5,8 @@
    the other), with progress bars in ``$SRILIB_CACHE/organisms/train-<name>.log``.
 2. Says, per model, whether the retrained weight files are bit-identical to the shipped ones (they are on the
    machine kind that trained them; another CPU's floating-point arithmetic gives other weights).
-3. Measures the retrained models' preconditions (:mod:`srilib.organisms.check`, native samplers) and prints them
+3. Measures the retrained models' preconditions (:mod:`srilib.organisms.check`, every sampler once the recipe
+   is frozen) and prints them
    beside the shipped models' recorded report (``data/preconditions.json``).
 4. ``--install`` replaces the shipped weights by the retrained ones and records their sha256 in the manifest;
    ``--record`` writes this run's record (CPU, wall time, bit-identity) to ``data/retrain.json``, which the book's
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -70,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     from . import weights as W
     from .check import run, table
     from .train import ensure_trained
-
-    import os
 
     t0 = time.time()
     train_in_processes([list(g) for g in GROUPS], Path.cwd(), jobs=args.jobs)
