@@ -14,6 +14,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .corpus import sha256_file as _sha
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
 # What a model directory needs at load time (train_log.json documents it); optimiser state is never shipped.
@@ -26,12 +28,6 @@ MAX_TOTAL_MB = 40.0
 
 class ShippedWeightsError(RuntimeError):
     """Shipped weights missing or not the ones the manifest records."""
-
-
-def _sha(path: Path) -> str:
-    from .corpus import sha256_file
-
-    return sha256_file(path)
 
 
 def _manifest() -> dict:
