@@ -1,13 +1,19 @@
 """Benchmark: the cost of step-wise SRI tracing on an AR model, measured in one run.
 
 Compares, on the same model, prompts, steps and dtype (greedy decoding):
-  trace     srilib's ARSampler.trace_batch (batched, KV cache, pooled activations of every step)
-  generate  plain batched Hugging Face `generate` (no capture at all)
-  naive     the authors' release's approach: one prompt at a time, the whole sequence recomputed at every step
-            without a KV cache, all hidden states returned each step (timed on a subset, compared per prompt)
+  trace           srilib's ARSampler.trace_batch, capture="after" (the default: batched, KV cache, every pooling
+                  of every step; one extra single-token forward pass after the last token)
+  trace-decision  the same with capture="decision" (states read from the passes that chose each token: no extra
+                  pass; the authors' convention)
+  ar-generate     srilib's ARSampler.generate: the same decoding loop, no hidden states, nothing pooled
+  generate        plain batched Hugging Face `generate` (no capture at all): the denominator of every ratio
+  naive           the authors' release's approach: one prompt at a time, the whole sequence recomputed at every step
+                  without a KV cache, all hidden states returned each step (timed on a subset, compared per prompt)
 
 Each method runs in its own child process (so peak memory is its own), alternating methods over several
-rounds to spread machine noise; we report medians. The last lines print the ratios.
+rounds to spread machine noise; we report medians of wall time and of the child's CPU time (on a machine that
+other jobs share, CPU time is the steadier clock). The CPU model is printed with the numbers; the last lines
+print the ratios.
 
     python benchmarks/bench_ar_trace.py [--model smollm2-135m] [--prompts 32] [--steps 32] [--rounds 3] [--threads N]
 """
@@ -21,6 +27,22 @@ import subprocess
 import sys
 import threading
 import time
+
+
+MODES = ("trace", "trace-decision", "ar-generate", "generate", "naive")
+
+
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
 
 
 def _rss_bytes() -> int:
@@ -69,6 +91,12 @@ def child(args) -> dict:
     def trace(ps):
         return ARSampler(steps=T).trace_batch(lm, ps, [-1])
 
+    def trace_decision(ps):
+        return ARSampler(steps=T, capture="decision").trace_batch(lm, ps, [-1])
+
+    def ar_generate(ps):
+        return ARSampler(steps=T).generate(lm, ps)
+
     def generate(ps):
         x, a = left_pad(lm.encode(ps), lm.pad_id, lm.device)
         with torch.no_grad():
@@ -88,14 +116,15 @@ def child(args) -> dict:
                 if int(nxt) in eos:
                     break
 
-    fn = {"trace": trace, "generate": generate, "naive": naive}[args.mode]
+    fn = {"trace": trace, "trace-decision": trace_decision, "ar-generate": ar_generate, "generate": generate,
+          "naive": naive}[args.mode]
     ps = prompts[: args.naive_prompts] if args.mode == "naive" else prompts
     fn(ps[:2])  # warm-up (allocator, kernels)
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(ps)
-        dt = time.perf_counter() - t0
-    return {"mode": args.mode, "seconds": dt, "n_prompts": len(ps), "peak_mb": mem.peak / 2**20,
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    return {"mode": args.mode, "seconds": dt, "cpu_seconds": dc, "n_prompts": len(ps), "peak_mb": mem.peak / 2**20,
             "rss_mb": mem.peak_abs / 2**20, "dtype": lm.dtype_name, "threads": torch.get_num_threads()}
 
 
@@ -115,12 +144,13 @@ def main():
     if args.mode:
         print(json.dumps(child(args)))
         return
-    res: dict[str, list[dict]] = {"trace": [], "generate": [], "naive": []}
+    res: dict[str, list[dict]] = {m: [] for m in MODES}
     base = [sys.executable, __file__, "--model", args.model, "--prompts", str(args.prompts), "--steps",
-            str(args.steps), "--naive-prompts", str(args.naive_prompts), "--threads", str(args.threads)] + (["--dtype", args.dtype] if args.dtype else [])
+            str(args.steps), "--naive-prompts", str(args.naive_prompts), "--threads", str(args.threads)]
+    base += ["--dtype", args.dtype] if args.dtype else []
     env = {**os.environ, "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     for r in range(args.rounds):
-        for mode in (("trace", "generate", "naive") if r == 0 else ("generate", "trace")):
+        for mode in (MODES if r == 0 else ("generate", "trace", "ar-generate", "trace-decision")):
             out = subprocess.run(base + ["--mode", mode], capture_output=True, text=True, env=env)
             if out.returncode:
                 sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -129,17 +159,24 @@ def main():
             print(f"round {r + 1} {mode:8s} {row['seconds']:7.2f} s for {row['n_prompts']} prompts, "
                   f"peak +{row['peak_mb']:.0f} MiB (rss {row['rss_mb']:.0f} MiB)", flush=True)
     med = {m: statistics.median(x["seconds"] / x["n_prompts"] for x in v) for m, v in res.items() if v}
+    cpu = {m: statistics.median(x["cpu_seconds"] / x["n_prompts"] for x in v) for m, v in res.items() if v}
     peak = {m: max(x["peak_mb"] for x in v) for m, v in res.items() if v}
     rss = {m: max(x["rss_mb"] for x in v) for m, v in res.items() if v}
     r0 = res["trace"][0]
-    print(f"\nmodel={args.model} dtype={r0['dtype']} threads={r0['threads']} prompts={args.prompts} T={args.steps} "
+    print(f"\ncpu: {cpu_model()} ({os.cpu_count()} logical CPUs)")
+    print(f"model={args.model} dtype={r0['dtype']} threads={r0['threads']} prompts={args.prompts} T={args.steps} "
           f"rounds={args.rounds} (naive timed on {args.naive_prompts} prompts)")
     for m in med:
-        print(f"{m:8s} median {med[m] * 1000:8.1f} ms/prompt   peak +{peak[m]:.0f} MiB over the loaded model "
-              f"(process peak {rss[m]:.0f} MiB)")
-    print(f"ratio trace/generate (target <= 1.10): {med['trace'] / med['generate']:.3f}")
+        print(f"{m:14s} median {med[m] * 1000:8.1f} ms/prompt wall, {cpu[m] * 1000:8.1f} ms/prompt cpu   "
+              f"peak +{peak[m]:.0f} MiB over the loaded model (process peak {rss[m]:.0f} MiB)")
+    g, gc = med["generate"], cpu["generate"]
+    print(f"ratio trace/generate (target <= 1.05): {med['trace'] / g:.3f} wall, {cpu['trace'] / gc:.3f} cpu")
+    print(f"ratio trace-decision/generate (target <= 1.05): {med['trace-decision'] / g:.3f} wall, "
+          f"{cpu['trace-decision'] / gc:.3f} cpu")
+    print(f"ratio ar-generate/generate: {med['ar-generate'] / g:.3f} wall, {cpu['ar-generate'] / gc:.3f} cpu")
     print(f"ratio naive/trace (target >= 10): {med['naive'] / med['trace']:.1f}")
-    print(f"peak memory trace/generate: {peak['trace'] / max(peak['generate'], 1e-9):.2f}")
+    print(f"peak memory trace/generate: {peak['trace'] / max(peak['generate'], 1e-9):.2f}; "
+          f"trace-decision/generate: {peak['trace-decision'] / max(peak['generate'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark of the diffusion tracer, measured in one run on one model.
 
-(a) tracing overhead: ``trace_batch`` (all recording: one extra forward pass, hidden-state pooling, texts) over
+(a) tracing overhead: ``trace_batch`` (all recording: hidden-state pooling, texts and, under the default
+    ``--capture after``, one extra forward pass; ``--capture decision`` reads the deciding passes, none extra) over
     ``generate`` (the same sampling loop with recording off), same model, prompts and batch of ``--batch``;
     target <= 1.10. Traced and untraced calls alternate for ``--rounds`` rounds; the ratio reported is the median
     of the per-round ratios (each round's two calls ran back to back, under the same machine load), next to the
@@ -17,6 +18,9 @@ ratios by the clock chosen with ``--clock`` (default wall).
 
     python benchmarks/bench_diffusion.py [--model tiny-dlm] [--sampler low_confidence] [--gen-length 128]
         [--steps 32] [--batch 16] [--prompts 64] [--rounds 15] [--clock wall|cpu] [--threads N] [--dtype D]
+        [--capture after|decision]
+
+The CPU model is printed first.
 """
 from __future__ import annotations
 
@@ -33,6 +37,19 @@ from srilib.samplers import make_sampler
 from srilib.traces import TraceStore, generate_traces, length_batches
 
 CLOCKS = ("wall", "cpu")
+
+
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -72,12 +89,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--clock", choices=CLOCKS, default="wall")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--dtype", default=None)
+    ap.add_argument("--capture", choices=("after", "decision"), default="after")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
 
     lm = srilib.load_model(a.model, **({"dtype": a.dtype} if a.dtype else {}))
-    sampler = make_sampler(a.sampler, gen_length=a.gen_length, steps=a.steps)
+    sampler = make_sampler(a.sampler, gen_length=a.gen_length, steps=a.steps, capture=a.capture)
     batch = get_prompts("harmless", n=a.batch, seed=0)
     layers = [-1]
     sampler.trace_batch(lm, batch, layers)  # warm-up
@@ -101,11 +119,12 @@ def main(argv=None) -> dict:
                       "per_prompt_batch": batched[i] / len(many), "per_prompt_single": singles[i] / len(many),
                       "batching": singles[i] / batched[i]}
     eff = _padding_efficiency(lm, many, a.batch, a.gen_length)
+    print(f"cpu: {cpu_model()}")
     print(f"model={a.model} device={lm.device} dtype={lm.dtype_name} sampler={sampler.name} "
           f"gen_length={a.gen_length} steps={a.steps} batch={a.batch} rounds={a.rounds} prompts={len(many)} "
-          f"torch_threads={torch.get_num_threads()}")
-    passes = sampler._schedule()[1]  # forward passes of an untraced run; tracing adds one
-    floor = (passes + 1) / passes
+          f"torch_threads={torch.get_num_threads()} capture={a.capture}")
+    passes = sampler._schedule()[1]  # forward passes of an untraced run; tracing adds one under capture="after"
+    floor = (passes + (a.capture == "after")) / passes
     for clock in CLOCKS:
         r = out[clock]
         lo, hi = r["overhead_range"]

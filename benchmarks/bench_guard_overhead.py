@@ -1,22 +1,28 @@
 """Overhead of SRI Guard (and of the perplexity filter and Self-Examine) as a percentage of generation time.
 
-Generation is timed as a fresh ``sampler.trace_batch`` on one batch (the trace cache is not involved); each
-defense is then timed on that batch's output (SRI Guard: median of ``--repeats`` calls). After a warm-up of
-everything, this repeats for ``--gen-repeats`` rounds and each ratio is the median of its per-round ratios, so
-that a drifting machine load affects numerator and denominator alike.
-Anchors and the guard's harmless training traces are built first, through the trace cache (not timed).
-For AR models the script also times plain Hugging Face ``generate`` of the same tokens, to show what recording
-the hidden states costs. Every ratio of one invocation comes from the same run; the last lines print them.
+The base is plain untraced generation of one batch (``sampler.generate``: final texts only, no hidden states
+kept), the paper's "base generation time". SRI Guard needs the hidden states, which only a traced generation
+(``sampler.trace_batch``) records, so its overhead is printed twice: the guard alone (SRI signal from the pooled
+states + autoencoder score) / plain time, and capture + guard = (traced - plain + guard) / plain time. The
+baselines need no states: their time / plain time.
+
+After a warm-up of everything, each of ``--gen-repeats`` rounds times a plain and a fresh traced generation
+(alternating which goes first) and then each defense on the traced output (SRI Guard: median of ``--repeats``
+calls); each ratio is the median of its per-round ratios, so that a drifting machine load affects numerator and
+denominator alike. Anchors and the guard's harmless training traces are built first, through the trace cache
+(not timed). The CPU model (/proc/cpuinfo) and torch's thread count are printed with the numbers.
 
     python benchmarks/bench_guard_overhead.py                    # smollm2-135m, T=32, batch of 8
     python benchmarks/bench_guard_overhead.py --model organism-ar --steps 32 --batch 8
 
-Exit status 1 when SRI Guard adds ``--target`` % (default 0.1) or more of generation time.
+Exit status 1 when SRI Guard alone adds ``--target`` % (default 0.1) or more of plain generation time (the
+capture-inclusive number is printed beside it and is not part of the exit status).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -32,18 +38,15 @@ PAPER = {"SRI Guard": "0.02 (0.01-0.04 per model)", "perplexity filter": "4.26",
          "LlamaGuard 3": "8.45"}
 
 
-def plain_generate_seconds(lm, prompts, T: int, repeats: int) -> float:
-    """Hugging Face greedy ``generate`` of T tokens for the same left-padded batch (no hidden states kept)."""
-    import torch
-    from srilib.samplers.ar import left_pad
-
-    x, a = left_pad(lm.encode(prompts), lm.pad_id, lm.device)
-
-    def gen():
-        with torch.no_grad():
-            lm.model.generate(input_ids=x, attention_mask=a, max_new_tokens=T, do_sample=False,
-                              pad_token_id=lm.pad_id)
-    return median_seconds(gen, repeats, warmup=False)  # the model is warm from the traced generations
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:
@@ -57,14 +60,16 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=20, help="timed calls of SRI Guard (median; default 20)")
     p.add_argument("--gen-repeats", type=int, default=3, help="timed generations (median; default 3)")
     p.add_argument("--no-baselines", action="store_true", help="skip the perplexity filter and Self-Examine")
-    p.add_argument("--target", type=float, default=0.1, help="fail when SRI Guard adds this %% or more")
+    p.add_argument("--target", type=float, default=0.1,
+                   help="fail when SRI Guard alone adds this %% or more of plain generation time")
     p.add_argument("--cache", default=None, help="trace cache (default $SRILIB_CACHE or <repo>/.cache)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 
-    from srilib.baselines import PerplexityFilter, SelfExamine, sampler_generate
+    from srilib.baselines import (PerplexityFilter, SelfExamine, has_plain_generate, plain_generate,
+                                  sampler_generate)
     from srilib.chapters.detector import GuardConfig, fit_guard, guard_prompts, short_sampler
     from srilib.experiment import Experiment, PromptSets, resolve_layers
 
@@ -90,13 +95,14 @@ def main(argv=None) -> int:
     def traced():
         state["ts"] = sampler.trace_batch(lm, prompts, layers)
 
+    def plain():
+        plain_generate(sampler, lm, prompts)
+
     def guard_call():
         sigma = anchors.signal(state["ts"])
         return guard.score_samples(sigma, anchors_key=anchors) > guard.threshold_
 
     calls = {"SRI Guard": lambda: median_seconds(guard_call, args.repeats)}
-    if lm.kind == "ar":
-        calls["plain generate"] = lambda: plain_generate_seconds(lm, prompts, args.steps, 1)
     se = None
     if not args.no_baselines:
         if lm.kind == "ar":
@@ -105,42 +111,56 @@ def main(argv=None) -> int:
         se = SelfExamine(sampler_generate(lm, short_sampler(exp, run, 8), args.batch))
         calls["Self-Examine"] = lambda: median_seconds(lambda: se.flag(None, state["ts"].texts), 1, False)
 
-    # warm-up of everything, then rounds: a fresh traced generation followed by each defense on its output, so
-    # that every ratio compares timings taken minutes apart at most (the machine's load drifts)
+    # warm-up of everything, then rounds: a plain and a fresh traced generation (alternating which goes first),
+    # followed by each defense on the traced output, so that every ratio compares timings taken minutes apart at
+    # most (the machine's load drifts)
     short_sampler(exp, run, 2).trace_batch(lm, prompts[:1], layers)
     traced()
+    plain()
     for fn in calls.values():
         fn()
     rounds = max(1, args.gen_repeats)
-    gen_t, t = [], {k: [] for k in calls}
-    for _ in range(rounds):
-        gen_t.append(median_seconds(traced, 1, warmup=False))
+    gen_t, plain_t, t = [], [], {k: [] for k in calls}
+    for r in range(rounds):
+        for which in (("traced", "plain") if r % 2 == 0 else ("plain", "traced")):
+            (gen_t if which == "traced" else plain_t).append(
+                median_seconds(traced if which == "traced" else plain, 1, warmup=False))
         for k, fn in calls.items():
             t[k].append(fn())
-    gen_t = np.array(gen_t)
+    gen_t, plain_t = np.array(gen_t), np.array(plain_t)
     med = {k: float(np.median(v)) for k, v in t.items()}
-    ratios = {k: float(np.median(100.0 * np.array(v) / gen_t)) for k, v in t.items() if k != "plain generate"}
-    print(f"generation: fresh traced {run.label}, {len(prompts)} prompts x T={args.steps}: "
-          f"{np.median(gen_t):.2f} s (median of {rounds} rounds; per round {', '.join(f'{x:.2f}' for x in gen_t)})")
+    ratios = {k: float(np.median(100.0 * np.array(v) / plain_t)) for k, v in t.items()}
+    capture = float(np.median(100.0 * (gen_t - plain_t) / plain_t))
+    incl = float(np.median(100.0 * (gen_t - plain_t + np.array(t["SRI Guard"])) / plain_t))
+    print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}; "
+          f"device {lm.device}")
+    print(f"plain generation (sampler.generate, no hidden states), {run.label}, {len(prompts)} prompts x "
+          f"T={args.steps}: {np.median(plain_t):.3f} s (median of {rounds} rounds; per round "
+          f"{', '.join(f'{x:.3f}' for x in plain_t)})"
+          + ("" if has_plain_generate(sampler) else "  [sampler has no generate: this is a traced generation]"))
+    print(f"traced generation (sampler.trace_batch, capture {state['ts'].meta.get('capture', 'after')}): "
+          f"{np.median(gen_t):.3f} s (per round {', '.join(f'{x:.3f}' for x in gen_t)}); capturing the states "
+          f"costs {capture:+.2f}% of plain generation")
     print(f"SRI Guard (SRI signal from pooled states + autoencoder score): {med['SRI Guard'] * 1e3:.3f} ms per "
           f"batch (median of {args.repeats} calls per round)")
-    if "plain generate" in med:
-        extra = np.median(100.0 * (gen_t - np.array(t["plain generate"])) / np.array(t["plain generate"]))
-        print(f"plain HF generate of the same batch (no hidden states): {med['plain generate']:.2f} s; traced vs "
-              f"plain: {extra:+.1f}% (recording the states; not counted in SRI Guard's overhead)")
     if "perplexity filter" in med:
         print(f"perplexity filter (prompt scored by {lm.name}): {med['perplexity filter']:.3f} s per batch")
     if se is not None:
-        print(f"Self-Examine (8-token yes/no answer by {lm.name}): {med['Self-Examine']:.3f} s per batch; "
-              f"{se.n_unparsed_}/{len(prompts)} answers had no yes/no word")
+        print(f"Self-Examine (8-token yes/no answer by {lm.name}, plain generation): {med['Self-Examine']:.3f} s "
+              f"per batch; {se.n_unparsed_}/{len(prompts)} answers had no yes/no word")
 
-    print(f"\noverhead as % of generation time, {run.label}, T={args.steps}, batch {len(prompts)}, one run, "
+    print(f"\noverhead as % of plain generation time, {run.label}, T={args.steps}, batch {len(prompts)}, one run, "
           f"median over {rounds} rounds of per-round ratios (paper, 7-8B on GPU, beside):")
     for name, r in ratios.items():
-        print(f"  {name:18s} {r:10.4f} %   (paper {PAPER[name]})")
+        print(f"  {name:28s} {r:10.4f} %   (paper {PAPER[name]})")
+    print(f"  {'SRI Guard incl. capture':28s} {incl:10.4f} %   (paper {PAPER['SRI Guard']}, as its whole overhead)")
+    base = [ratios[k] for k in ("perplexity filter", "Self-Examine") if k in ratios]
+    if base:
+        print("cheapest baseline / SRI Guard incl. capture: "
+              + (f"{min(base) / incl:.1f}x" if incl > 0 else "n/a (capture timing at or below zero: noise)"))
     ok = ratios["SRI Guard"] < args.target
-    print(f"SRI Guard overhead {ratios['SRI Guard']:.4f}% of generation time: "
-          f"{'PASS' if ok else 'FAIL'} (target < {args.target}%)")
+    print(f"SRI Guard alone {ratios['SRI Guard']:.4f}% of plain generation time: "
+          f"{'PASS' if ok else 'FAIL'} (target < {args.target}%); incl. capture {incl:.4f}%")
     return 0 if ok else 1
 
 

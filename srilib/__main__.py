@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from . import runner
+from .bench import run_benchmarks
+from .offline import check_offline
 from .profiles import available_profiles, load_profile
 
 
@@ -112,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             html = args.html or root / "_build" / "html"
             if not (html / "index.html").is_file():
                 raise FileNotFoundError(f"{html}/index.html does not exist; build the book first (make book)")
-            remote = runner.check_offline(html)
+            remote = check_offline(html)
             print("\n".join(remote) or f"check: {html} loads nothing from the network")
             return 1 if remote else 0
         elif args.cmd == "bench":
-            return 1 if runner.run_benchmarks(root, args.names) else 0
+            return 1 if run_benchmarks(root, args.names) else 0
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         print(f"srilib {args.cmd}: error: {e}", file=sys.stderr)
         return 1

@@ -14,7 +14,8 @@ Each family's templates are split into ``train`` and ``eval`` templates, and who
 :func:`training_wrappers` is therefore evaluated on templates (and a family) it never saw. Judges must grade
 responses against the *original* request, not the attacked prompt.
 
-Paper attacks that need a model in the loop (PAIR, Random Search, PAD, DIJA) are not templates and are not here.
+Paper attacks that need a model in the loop are not templates and are not here: Random Search and PAIR live in
+:mod:`srilib.adaptive`, the canvas attacks in the spirit of PAD and DIJA in :mod:`srilib.canvas_attacks`.
 """
 from __future__ import annotations
 

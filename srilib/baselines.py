@@ -143,12 +143,32 @@ def parse_harm_answer(text: str) -> bool | None:
     return None if m is None else _ANSWER_MAP[m.group(1)]
 
 
+def plain_generate(sampler, lm, prompts: Sequence[str]) -> list[str]:
+    """Final texts of one batch by plain, untraced decoding: ``sampler.generate(lm, prompts)`` (no hidden states
+    kept, no extra forward pass). This is the base generation time of the paper's overhead ("added wall time as a
+    percentage of base generation time").
+
+    A sampler without ``generate`` falls back to ``trace_batch`` of the last layer (which does record states, so
+    timings through the fallback overstate the base time); :func:`has_plain_generate` tells which path is taken.
+    """
+    prompts = _texts(prompts, "prompts")
+    if has_plain_generate(sampler):
+        return list(sampler.generate(lm, prompts))
+    return list(sampler.trace_batch(lm, prompts, [-1]).texts)
+
+
+def has_plain_generate(sampler) -> bool:
+    """True when the sampler has untraced decoding (``generate``); False means :func:`plain_generate` traces."""
+    return callable(getattr(sampler, "generate", None))
+
+
 def sampler_generate(lm, sampler, batch_size: int = 8) -> Callable[[list[str]], list[str]]:
-    """``prompts -> final texts`` through any srilib sampler (AR or diffusion), without the trace cache."""
+    """``prompts -> final texts`` through any srilib sampler (AR or diffusion), without the trace cache, by plain
+    untraced decoding (:func:`plain_generate`): a defense that only needs text pays no state capture."""
     def generate(prompts: list[str]) -> list[str]:
         out: list[str] = []
         for s in range(0, len(prompts), batch_size):
-            out += sampler.trace_batch(lm, list(prompts[s:s + batch_size]), [-1]).texts
+            out += plain_generate(sampler, lm, list(prompts[s:s + batch_size]))
         return out
     return generate
 
@@ -266,7 +286,14 @@ def apply_defense(texts: Sequence[str], flags, refusal: str = REFUSAL_TEXT) -> l
 
 def defense_metrics(flags: dict[str, np.ndarray], texts: dict[str, list[str]], requests: list[str], judge,
                     harmless: str = "harmless", jailbreaks: Sequence[str] = ()) -> dict[str, Rate]:
-    """FPR on the harmless set; RR and ASR after the defense on the jailbreak sets pooled.
+    """Rates of one defense on the evaluation sets.
+
+    * ``fpr``: the share of harmless generations the defense flags (its flag rate; 0 without a defense);
+    * ``harmless_refused``: the share of harmless prompts that end up refused with the defense in place, the
+      model's own refusals included (dictionary refusal of the text after flagged ones are replaced by a
+      refusal). This is the quantity of the paper's "false positives" column (paper, Table 13: 2.8% for the
+      undefended model, which flags nothing);
+    * ``flagged_jailbreak``; ``rr`` and ``asr`` after the defense on the jailbreak sets pooled.
 
     ``flags`` and ``texts`` map evaluation set -> per-generation flags / final texts; every jailbreak set holds
     one generation per request of ``requests`` (the original harmful requests the judge grades against).
@@ -279,11 +306,13 @@ def defense_metrics(flags: dict[str, np.ndarray], texts: dict[str, list[str]], r
     after = {k: apply_defense(texts[k], flags[k]) for k in [harmless, *jb]}
     pooled = [t for k in jb for t in after[k]]
     return {"fpr": Rate.from_outcomes(np.asarray(flags[harmless], dtype=bool)),
+            "harmless_refused": refusal_rate(after[harmless]),
             "flagged_jailbreak": Rate.from_outcomes(np.concatenate([np.asarray(flags[k], bool) for k in jb])),
             "rr": refusal_rate(pooled),
             "asr": attack_success_rate([r for _ in jb for r in requests], pooled, judge)}
 
 
 __all__ = ["REFUSAL_TEXT", "LLAMA_GUARD", "prompt_perplexity", "PerplexityFilter", "SELF_EXAMINE_TEMPLATE",
-           "parse_harm_answer", "sampler_generate", "SelfExamine", "JudgeDefense", "llama_guard_defense",
+           "parse_harm_answer", "plain_generate", "has_plain_generate", "sampler_generate", "SelfExamine",
+           "JudgeDefense", "llama_guard_defense",
            "SRIGuardDefense", "timed_flag", "apply_defense", "defense_metrics"]

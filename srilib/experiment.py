@@ -46,7 +46,8 @@ class Experiment:
     ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in traces (ints, or
     the names "first", "middle", "last", resolved per model by :func:`resolve_layers`; every notebook of a
     profile should record the same layers so that they share traces), and ``cache`` (the trace store's root;
-    default $SRILIB_CACHE or ~/.cache/srilib).
+    default $SRILIB_CACHE or ~/.cache/srilib). ``capture`` ("after", the default, or "decision") is passed to every
+    sampler (see :mod:`srilib.traces`: which forward pass a step's activation is read from).
     """
 
     steps: int = 32
@@ -60,6 +61,7 @@ class Experiment:
     layers: Sequence[int | str] = ("first", "middle", "last")
     cache: str | None = None
     progress: bool | None = None  # None: on unless TQDM_DISABLE=1
+    capture: str = "after"
     _models: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -104,8 +106,10 @@ class Experiment:
     def sampler(self, run: Run):
         from .samplers import make_sampler
         if run.sampler in ("ar", "ar-greedy"):
-            return make_sampler("ar", steps=self.steps, temperature=self.temperature, seed=self.seed)
-        kw = {"gen_length": self.gen_length, "steps": self.steps, "temperature": self.temperature, "seed": self.seed}
+            return make_sampler("ar", steps=self.steps, temperature=self.temperature, seed=self.seed,
+                                capture=self.capture)
+        kw = {"gen_length": self.gen_length, "steps": self.steps, "temperature": self.temperature, "seed": self.seed,
+              "capture": self.capture}
         if run.sampler != "dlm-ar":
             kw["block_length"] = self.block_length or self.gen_length
         name, _, block = run.sampler.partition(":")  # e.g. low_confidence:b16 = block length 16
@@ -212,9 +216,10 @@ class PromptSets:
 
 def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: Sequence[str] = (),
           batch_size: int = 16, dtype: str | None = None, quantization: str | None = None, seed: int = 0,
-          source: str = "builtin", cache: str | None = None) -> tuple[Experiment, PromptSets]:
+          source: str = "builtin", cache: str | None = None,
+          capture: str = "after") -> tuple[Experiment, PromptSets]:
     """The experiment and prompt sets of a chapter from its profile parameters (every chapter calls this with
     the profile's shared `common` values, so all chapters share prompt lists and cached traces)."""
     exp = Experiment(steps=steps, gen_length=gen_length, batch_size=batch_size, dtype=dtype,
-                     quantization=quantization, seed=seed, cache=cache)
+                     quantization=quantization, seed=seed, cache=cache, capture=capture)
     return exp, PromptSets.build(n_anchor=n_anchor, n_eval=n_eval, attacks=attacks, seed=seed, source=source)

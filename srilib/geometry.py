@@ -38,11 +38,35 @@ class Projection:
     chance: float  # balanced accuracy of always guessing one class = 1 / n_classes
     folds: int
     per_class: dict = field(default_factory=dict)
+    oof_pred: np.ndarray | None = None  # [N] out-of-fold LDA prediction of every vector (None: too few to CV)
+
+    def accuracy_interval(self, clusters=None, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
+        """Balanced accuracy of the pooled out-of-fold predictions with a percentile bootstrap interval, as a
+        :class:`srilib.metrics.Estimate`; ``clusters`` (one label per vector, e.g. its request) resamples whole
+        clusters. None when there are no out-of-fold predictions."""
+        from .metrics import Estimate, cluster_bootstrap_ci
+
+        if self.oof_pred is None:
+            return None
+        y, p = np.asarray(self.labels), np.asarray(self.oof_pred)
+        idx = np.arange(len(y))
+        cl = np.arange(len(y)) if clusters is None else np.asarray(clusters, dtype=object)
+        est, lo, hi = cluster_bootstrap_ci(idx, cl, lambda i: balanced_accuracy(y[i], p[i]), n_boot=n_boot,
+                                           seed=seed, conf=conf)
+        return Estimate(est, lo, hi, "cluster-bootstrap" if clusters is not None else "bootstrap", conf,
+                        {"chance": self.chance, "n": len(y)})
 
     @property
     def summary(self) -> str:
         return (f"LDA balanced accuracy {self.cv_accuracy:.2f} ({self.folds}-fold CV; chance {self.chance:.2f}); "
                 + ", ".join(f"{k}: n={v}" for k, v in self.per_class.items()))
+
+
+def balanced_accuracy(y, pred) -> float:
+    """Mean per-class recall over the classes present in ``y``."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    classes = np.unique(y)
+    return float(np.mean([(pred[y == c] == c).mean() for c in classes]))
 
 
 def lda_projection(X: np.ndarray, labels, folds: int = 5, seed: int = 0) -> Projection:
@@ -54,7 +78,7 @@ def lda_projection(X: np.ndarray, labels, folds: int = 5, seed: int = 0) -> Proj
     """
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
 
     X = np.asarray(X, dtype=float)
     labels = np.asarray(labels)
@@ -77,7 +101,8 @@ def lda_projection(X: np.ndarray, labels, folds: int = 5, seed: int = 0) -> Proj
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
         acc = float(cross_val_score(LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto"), X, labels,
                                     cv=cv, scoring="balanced_accuracy").mean())
+        oof = cross_val_predict(LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto"), X, labels, cv=cv)
     else:
-        acc = float("nan")  # a group too small to cross-validate
+        acc, oof = float("nan"), None  # a group too small to cross-validate
     return Projection(Z=Z, labels=labels, axes=axes, cv_accuracy=acc, chance=1 / len(classes), folds=k,
-                      per_class={str(c): int(n) for c, n in zip(classes, counts)})
+                      per_class={str(c): int(n) for c, n in zip(classes, counts)}, oof_pred=oof)

@@ -7,7 +7,8 @@
 * :func:`recovery_by_revision` -- HRR and FRR from a diffusion model's intermediate full predictions.
 * :func:`internal_recovery_rate` (IRR, on the SRI signal), :func:`text_recovery_rate` (the same definition on
   the text-level signal) and :func:`incomplete_recoveries` (text never refuses, SRI dips and drifts back).
-* :func:`auroc` with a stratified bootstrap interval, :func:`roc_curve`, and the generic :func:`bootstrap_ci`.
+* :func:`auroc` with a stratified bootstrap interval, :func:`roc_curve`, the generic :func:`bootstrap_ci` and
+  :func:`cluster_bootstrap_ci` (resamples whole requests when one request contributes several items).
 
 Only numpy is needed, except :func:`auroc` / :func:`roc_curve` (scikit-learn, imported lazily).
 """
@@ -97,6 +98,45 @@ def wilson(k: int, n: int, conf: float = 0.95) -> Rate:
     return Rate(k=k, n=n, value=(k / n if n else math.nan), lo=lo, hi=hi, method="wilson", conf=conf)
 
 
+def cluster_adjusted(rate: Rate, clusters) -> Rate:
+    """``rate`` with a Wilson interval on the *effective* sample size of clustered items (Kish design effect).
+
+    When one request contributes several items (once per attack when attacks are pooled), the items are not
+    independent and the plain Wilson interval is too narrow. The design effect is the ratio of the cluster-robust
+    variance of the proportion, sum_g (y_g - p m_g)^2 / n^2 over clusters g with y_g positives among m_g items, to
+    the binomial variance p(1-p)/n; it is floored at 1 (never narrower than Wilson), and taken as n / G (each cluster
+    counted once) when p is 0 or 1. The interval is Wilson's with n_eff = n / deff (k_eff = p n_eff). With m
+    identical items in each of G clusters this is exactly the Wilson interval of the G cluster-level outcomes.
+    The count k/n, the value and the outcomes are unchanged.
+    """
+    if rate.outcomes is None:
+        raise ValueError("cluster_adjusted needs per-item outcomes (Rate.from_outcomes)")
+    o = rate.outcomes.astype(float)
+    cl = np.asarray(clusters, dtype=object).ravel()
+    if len(cl) != len(o):
+        raise ValueError(f"every item needs one cluster label: got {len(o)} items and {len(cl)} labels")
+    n = len(o)
+    if n == 0:
+        return rate
+    codes = {x: i for i, x in enumerate(dict.fromkeys(cl.tolist()))}
+    g = np.array([codes[x] for x in cl.tolist()])
+    p = o.mean()
+    if 0.0 < p < 1.0:
+        y, m = np.bincount(g, weights=o), np.bincount(g).astype(float)
+        deff = max(1.0, float(((y - p * m) ** 2).sum() / n ** 2) / (p * (1 - p) / n))
+    else:
+        deff = n / len(codes)
+    n_eff = n / deff
+    z = _z(rate.conf)
+    denom = 1.0 + z * z / n_eff
+    centre = (p + z * z / (2 * n_eff)) / denom
+    half = z * math.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff)) / denom
+    lo = 0.0 if p == 0 else max(0.0, centre - half)
+    hi = 1.0 if p == 1 else min(1.0, centre + half)
+    return Rate(rate.k, rate.n, rate.value, lo, hi, f"wilson, clustered (n_eff={n_eff:.1f} of {n}, {len(codes)} "
+                f"clusters)", rate.conf, outcomes=rate.outcomes)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A non-binomial statistic (AUROC, a difference of rates) with its interval and how it was obtained."""
@@ -162,6 +202,71 @@ def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 2000, seed: int
     return est, float(lo), float(hi)
 
 
+def _cluster_index(labels, codes: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, start, count) per cluster code: the items of cluster g are ``order[start[g]:start[g] + count[g]]``."""
+    lab = np.asarray([codes[x] for x in np.asarray(labels, dtype=object).ravel()], dtype=np.int64)
+    order = np.argsort(lab, kind="stable")
+    count = np.bincount(lab, minlength=len(codes))
+    start = np.r_[0, np.cumsum(count)[:-1]]
+    return order, start, count
+
+
+def cluster_bootstrap_ci(values, clusters, stat: Callable = np.mean, n_boot: int = 2000, seed: int = 0,
+                         conf: float = 0.95) -> tuple[float, float, float]:
+    """Percentile bootstrap interval of ``stat`` that resamples whole *clusters* (e.g. requests), not items.
+
+    Use it when items are not independent: a request measured under every attack (pooled attacks), or under
+    several models, contributes correlated items; resampling items as if they were independent then gives too
+    narrow an interval. Each bootstrap replicate draws G cluster labels with replacement (G = number of distinct
+    labels over all samples) and keeps, in every sample, all the items of each drawn cluster (as often as it
+    was drawn). With one item per cluster this is exactly :func:`bootstrap_ci` with ``paired=True`` (the same
+    random draws for the same ``seed``).
+
+    Parameters
+    ----------
+    values : array, or a tuple/list of arrays
+        One sample, or several passed to ``stat(*samples)``.
+    clusters : array, or a tuple/list of arrays (one per sample)
+        Cluster label of every item (any hashable: request index, request text). One array for several
+        samples is used for all of them (the samples must then have its length).
+
+    Returns
+    -------
+    (estimate on the original data, lo, hi)
+    """
+    _z(conf)
+    multi = isinstance(values, (tuple, list))
+    samples = [np.asarray(v) for v in values] if multi else [np.asarray(values)]
+    if isinstance(clusters, (tuple, list)) and len(clusters) == len(samples) and all(
+            np.ndim(c) == 1 for c in clusters) and multi:
+        labels = [np.asarray(c, dtype=object) for c in clusters]
+    else:
+        labels = [np.asarray(clusters, dtype=object)] * len(samples)
+    for s, c in zip(samples, labels):
+        if len(s) != len(c):
+            raise ValueError(f"every item needs one cluster label: got {len(s)} items and {len(c)} labels")
+    if any(len(s) == 0 for s in samples):
+        raise ValueError("cluster_bootstrap_ci needs non-empty samples")
+    codes = {x: i for i, x in enumerate(dict.fromkeys(x for c in labels for x in c.tolist()))}
+    G = len(codes)
+    index = [_cluster_index(c, codes) for c in labels]
+    rng = np.random.default_rng(seed)
+    est = float(stat(*samples))
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        draw = rng.integers(0, G, G)
+        res = []
+        for s, (order, start, count) in zip(samples, index):
+            cnt = count[draw]
+            total = int(cnt.sum())
+            offs = np.repeat(start[draw] - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(total)
+            res.append(s[order[offs]])
+        out[b] = stat(*res) if all(len(r) for r in res) else np.nan
+    alpha = (1.0 - conf) / 2.0
+    lo, hi = np.nanquantile(out, [alpha, 1.0 - alpha])
+    return est, float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # RR, ASR and differences
 # --------------------------------------------------------------------------------------------------------------
@@ -186,7 +291,7 @@ def attack_success_rate(prompts: Sequence[str], texts: Sequence[str], judge, con
 
 
 def delta(rate_a: Rate, rate_b: Rate, method: str = "newcombe", conf: float = 0.95, n_boot: int = 2000,
-          seed: int = 0) -> Estimate:
+          seed: int = 0, clusters=None, clusters_b=None) -> Estimate:
     """Difference ``rate_a - rate_b`` with a confidence interval.
 
     method="newcombe"
@@ -199,11 +304,36 @@ def delta(rate_a: Rate, rate_b: Rate, method: str = "newcombe", conf: float = 0.
         sampling); it needs ``Rate.outcomes`` (set by :func:`refusal_rate`, :func:`attack_success_rate`,
         :func:`internal_recovery_rate`, ``Rate.from_outcomes``). Ignoring the pairing usually gives a wider
         interval, never a wrong sign.
+    method="cluster" (or ``clusters`` given with method="paired")
+        Percentile bootstrap that resamples whole clusters (:func:`cluster_bootstrap_ci`): ``clusters`` labels
+        every item of ``rate_a`` (e.g. the index of its request), ``clusters_b`` every item of ``rate_b``
+        (default: ``clusters``, for paired rates). Use it wherever a rate pools attacks (each request appears
+        once per attack) or models (the same requests under every model): the items of one request are
+        correlated, so a row bootstrap or Newcombe's interval is too narrow. Needs ``Rate.outcomes``.
     """
     d = rate_a.value - rate_b.value
     info = {"a": str(rate_a), "b": str(rate_b)}
     if rate_a.n == 0 or rate_b.n == 0:
         return Estimate(math.nan, math.nan, math.nan, method, conf, info, signed=True)
+    if clusters is not None and method == "paired":
+        method = "cluster"
+    if method == "cluster":
+        if clusters is None:
+            raise ValueError("method='cluster' needs clusters=<cluster label of every item of rate_a>")
+        if rate_a.outcomes is None or rate_b.outcomes is None:
+            raise ValueError("method='cluster' needs per-item outcomes; build the rates with Rate.from_outcomes")
+        cb = clusters if clusters_b is None else clusters_b
+        if clusters_b is None and len(rate_a.outcomes) != len(rate_b.outcomes):
+            raise ValueError(f"one cluster array for both rates needs the same items in both, got n={rate_a.n} and "
+                             f"n={rate_b.n}; pass clusters_b for rate_b's items")
+        a = rate_a.outcomes.astype(float)
+        b = rate_b.outcomes.astype(float)
+        est, lo, hi = cluster_bootstrap_ci((a, b), (np.asarray(clusters, dtype=object),
+                                                     np.asarray(cb, dtype=object)),
+                                           lambda x, y: x.mean() - y.mean(), n_boot=n_boot, seed=seed, conf=conf)
+        n_clusters = len(set(np.asarray(clusters, dtype=object).tolist()) | set(np.asarray(cb, dtype=object).tolist()))
+        return Estimate(est, lo, hi, "cluster-bootstrap", conf, {**info, "n_boot": n_boot, "clusters": n_clusters},
+                        signed=True)
     if method == "newcombe":
         la, ua = _wilson_bounds(rate_a.k, rate_a.n, conf)
         lb, ub = _wilson_bounds(rate_b.k, rate_b.n, conf)
@@ -223,7 +353,8 @@ def delta(rate_a: Rate, rate_b: Rate, method: str = "newcombe", conf: float = 0.
         est, lo, hi = bootstrap_ci((a, b), lambda x, y: x.mean() - y.mean(), n_boot=n_boot, seed=seed,
                                    conf=conf, paired=True)
         return Estimate(est, lo, hi, "paired-bootstrap", conf, {**info, "n_boot": n_boot}, signed=True)
-    raise ValueError(f"unknown method {method!r}; use 'newcombe' (independent) or 'paired' (same prompts)")
+    raise ValueError(f"unknown method {method!r}; use 'newcombe' (independent), 'paired' (same prompts) or "
+                     "'cluster' (items grouped by request)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -441,6 +572,7 @@ def rates_table(rates: Mapping[str, Rate]) -> list[dict]:
     return [{"name": k, **r.as_dict(), "text": str(r)} for k, r in rates.items()]
 
 
-__all__ = ["Rate", "Estimate", "wilson", "bootstrap_ci", "refusal_rate", "attack_success_rate", "delta",
+__all__ = ["Rate", "Estimate", "wilson", "cluster_adjusted", "bootstrap_ci", "cluster_bootstrap_ci", "refusal_rate",
+           "attack_success_rate", "delta",
            "recovery_by_revision", "internal_recovery_rate", "text_recovery_rate", "incomplete_recoveries",
            "auroc", "roc_curve", "rates_table", "DEFAULT_LAMBDA_R"]

@@ -43,7 +43,8 @@ def published_tables() -> str:
     section("Table 4: jailbreak-detection AUROC, mean ± std over six models",
             [{"detector": METHOD_LABELS[k], "AUROC": f"{m:.3f} ± {s:.3f}"} for k, (m, s) in PAPER_ABLATION.items()])
     section("Table 13: defenses, mean over six models",
-            [{"defense": d, "overhead %": o, "false positives %": fp, "jailbreak RR %": rr, "jailbreak ASR %": asr}
+            [{"defense": d, "overhead %": o, "false positives % (harmless refused, defense in place)": fp,
+              "jailbreak RR %": rr, "jailbreak ASR %": asr}
              for d, (o, fp, rr, asr) in PAPER_DEFENSES.items()],
             f"SRI Guard's overhead per model: {PAPER_SRI_OVERHEAD_RANGE[0]:g}-{PAPER_SRI_OVERHEAD_RANGE[1]:g}%.")
     section("Table 14: attack success on LLaDA under diffusion-specific attacks",

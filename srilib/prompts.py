@@ -294,3 +294,59 @@ def load_public(name: str, n: int | None = None, split: str = "all", seed: int =
            for t, c, s in zip(texts, cats, splits) if split == "all" or s == split]
     out = _subset(out, n, seed, f"{name} prompts (split={split!r})", "or use split='all'")
     return out if records else [r["text"] for r in out]
+
+
+# ----------------------------------------------------------------------------------------------- harmless families
+
+FAMILY_FILE = "harmless_families.txt"
+FAMILY_SPLITS = ("dev", "untouched")
+# a family read from another file: the organisms' false-refusal check set (never trained on; the organisms'
+# preconditions were measured on it, see book/organisms.md)
+EXTERNAL_FAMILIES = {"organism_check": ("organisms", "data", "broad_harmless.txt")}
+
+
+def _family_split(texts: Sequence[str]) -> list[str]:
+    """Within a family, texts ordered by :func:`stable_hash`: the first two thirds "dev", the rest "untouched"."""
+    order = sorted(range(len(texts)), key=lambda i: (stable_hash(texts[i]), i))
+    n_dev = int(2 * len(texts) / 3 + 0.5)
+    out = [""] * len(texts)
+    for rank, i in enumerate(order):
+        out[i] = "dev" if rank < n_dev else "untouched"
+    return out
+
+
+@lru_cache(maxsize=None)
+def _families() -> dict[str, tuple[tuple[str, str], ...]]:
+    """family -> ((text, split), ...) in file order (cached)."""
+    raw = resources.files("srilib").joinpath("data", FAMILY_FILE).read_text(encoding="utf-8")
+    by: dict[str, list[str]] = {}
+    for fam, text in parse_prompt_file(raw, source=FAMILY_FILE):
+        by.setdefault(fam, []).append(text)
+    for fam, parts in EXTERNAL_FAMILIES.items():
+        lines = resources.files("srilib").joinpath(*parts).read_text(encoding="utf-8").splitlines()
+        by[fam] = list(dict.fromkeys(ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")))
+    return {f: tuple(zip(t, _family_split(t))) for f, t in by.items()}
+
+
+def harmless_families() -> list[str]:
+    """Names of the harmless prompt families (``srilib/data/harmless_families.txt`` plus
+    :data:`EXTERNAL_FAMILIES`), in file order.
+
+    They are an evaluation set for the detector chapter's harmless distribution shift: styles, lengths, domains
+    and formats (short questions, tasks, code, creative writing, multi-sentence requests, formatted output, long
+    context) that the built-in harmless set (mostly single-sentence "how do I" requests) under-represents.
+    """
+    return list(_families())
+
+
+def get_family_prompts(family: str, split: str = "dev", n: int | None = None, seed: int = 0) -> list[str]:
+    """Harmless prompts of one family.
+
+    ``split``: "dev" (two thirds, seeded by text hash; may be used to fit a detector), "untouched" (the rest:
+    never used to fit or choose anything, reported separately) or "all". ``n``/``seed``: a seeded subset as in
+    :func:`get_prompts`.
+    """
+    _check_choice(family, harmless_families(), "harmless family")
+    _check_choice(split, FAMILY_SPLITS + ("all",), "family split")
+    items = [t for t, s in _families()[family] if split == "all" or s == split]
+    return _subset(items, n, seed, f"{family} prompts (split={split!r})", "or use split='all'")

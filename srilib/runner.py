@@ -1,4 +1,5 @@
-"""Execute the book's notebooks for a profile with papermill, then build the book offline.
+"""Execute the book's notebooks for a profile with papermill, then build the book and check it offline
+(:mod:`srilib.offline`; benchmarks run from :mod:`srilib.bench`).
 
 ``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<name>.ipynb`` (executed, widget state saved) ->
 ``jupyter-book build`` (never re-executes) -> ``_build/html``. A notebook is only re-executed when its source,
@@ -20,13 +21,14 @@ import sys
 import time
 from datetime import datetime, timezone
 from html import escape as html_escape
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import yaml
 
+from .offline import check_offline
 from .paper import published_tables
+from .organisms.parallel import train_in_processes, training_groups
 from .profiles import Profile
 
 EXECUTED = Path("book/executed")
@@ -269,33 +271,6 @@ def organisms_summary() -> str:
     return summary_text(json.loads(REPORT_FILE.read_text()))
 
 
-def training_groups(names: Sequence[str]) -> list[list[str]]:
-    """Organisms grouped so that one that starts from another (``init_from``) trains after it, in the same group;
-    different groups are independent and can train in parallel."""
-    from .organisms.train import get_config
-
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        chain, cfg = [n], get_config(n)
-        while cfg.init_from:
-            chain.insert(0, cfg.init_from)
-            cfg = get_config(cfg.init_from)
-        g = groups.setdefault(chain[0], [])
-        g += [c for c in chain if c not in g]
-    return list(groups.values())
-
-
-def _last_progress(log: Path) -> str:
-    """The last progress-bar state written to a log (tqdm separates updates with carriage returns)."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, log.stat().st_size - 2000))
-            parts = [p.strip() for p in f.read().decode("utf-8", "replace").replace("\r", "\n").split("\n")]
-    except OSError:
-        return ""
-    return next((p for p in reversed(parts) if p), "")
-
-
 def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Sequence[str] | None = None,
                        heartbeat: float = 60.0) -> dict[str, float]:
     """Train the organisms the profile needs and that ship no weights (the ``-tiny`` variants of the tests and the
@@ -303,57 +278,6 @@ def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Se
     Shipped organisms (srilib/organisms/weights) are loaded, never trained, here. Returns group -> wall seconds."""
     return train_in_processes(training_groups(profile_organisms(profile, names, to_train=True)), root, jobs=jobs,
                               heartbeat=heartbeat)
-
-
-def train_in_processes(groups: Sequence[Sequence[str]], root: Path, *, jobs: int = 2,
-                       heartbeat: float = 60.0) -> dict[str, float]:
-    """Train groups of organisms (each group in order, in its own process), up to ``jobs`` processes at once.
-
-    Each process uses one torch thread (``SRILIB_TRAIN_THREADS``) and logs its progress bar to
-    ``$SRILIB_CACHE/organisms/train-<last name>.log``; a line per group is printed every ``heartbeat`` seconds.
-    Already trained organisms cost one import each. Returns group -> wall seconds.
-    """
-    if not groups:
-        return {}
-    from .traces import default_cache_dir
-
-    logdir = default_cache_dir() / "organisms"
-    logdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TQDM_DISABLE": "", "SRILIB_TRAIN_THREADS": os.environ.get("SRILIB_TRAIN_THREADS", "1")}
-    pending, running, done = [list(g) for g in groups], [], {}
-    t0 = last = time.perf_counter()
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, jobs):
-                g = pending.pop(0)
-                log = logdir / f"train-{g[-1]}.log"
-                code = ("from srilib.organisms.train import ensure_trained\n"
-                        f"for n in {g!r}:\n    print(n, ensure_trained(n), flush=True)\n")
-                fh = open(log, "w")
-                proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                        cwd=root)
-                running.append((g, proc, fh, log, time.perf_counter()))
-            time.sleep(0.5)
-            for item in list(running):
-                g, proc, fh, log, start = item
-                if proc.poll() is None:
-                    continue
-                fh.close()
-                running.remove(item)
-                if proc.returncode:
-                    raise RuntimeError(f"training {' -> '.join(g)} failed (exit {proc.returncode}); its log: {log}")
-                done[" -> ".join(g)] = round(time.perf_counter() - start, 1)
-                print(f"organisms: {' -> '.join(g)} ready after {done[' -> '.join(g)]:.0f} s", flush=True)
-            if running and time.perf_counter() - last >= heartbeat:
-                last = time.perf_counter()
-                for g, *_, log, _s in running:
-                    print(f"organisms [{last - t0:.0f} s]: {_last_progress(log) or ' -> '.join(g) + ' starting'}",
-                          flush=True)
-    finally:
-        for _g, proc, fh, *_ in running:
-            proc.terminate()
-            fh.close()
-    return done
 
 
 def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = None, force: bool = False,
@@ -510,64 +434,6 @@ def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False) 
     return root / "_build" / "html"
 
 
-_REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
-_CSS_URL = re.compile(r"""(?:@import\s+(?:url\()?|url\()\s*['"]?((?:https?:)?//[^'")\s]+)""", re.I)
-_LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "manifest"}
-# a script or stylesheet URL spelled out inside inline JavaScript (a lazy loader would fetch it later)
-_INLINE_ASSET = re.compile(r"""(?:https?:)?//[^\s'"`<>]+?\.(?:m?js|css)(?:\?[^\s'"`<>]*)?(?=['"`\s]|$)""", re.I)
-
-
-class _RemoteRefs(HTMLParser):
-    """Collects the URLs a page would *load* (scripts, styles, images, frames) that point off the machine."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.remote: list[str] = []
-        self._in_style = False
-        self._in_script = False
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        a = {k: (v or "") for k, v in attrs}
-        urls = []
-        if tag in ("script", "img", "iframe", "source", "audio", "video", "embed", "track", "input"):
-            urls.append(a.get("src", ""))
-        if tag == "link" and _LOADING_RELS & set(a.get("rel", "").lower().split()):
-            urls.append(a.get("href", ""))
-        if tag == "object":
-            urls.append(a.get("data", ""))
-        urls.append(a.get("data-jupyter-widgets-cdn", ""))  # html-manager's fallback for unknown widget modules
-        urls.extend(_CSS_URL.findall(a.get("style", "")))
-        self.remote += [f"<{tag}> {u}" for u in urls if u and _REMOTE.match(u)]
-        self._in_style = tag == "style"
-        self._in_script = tag == "script" and a.get("type", "text/javascript").endswith("javascript")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_style = self._in_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_style:
-            self.remote += [f"<style> {u}" for u in _CSS_URL.findall(data)]
-        if self._in_script:
-            self.remote += [f"<script> (inline) {u}" for u in _INLINE_ASSET.findall(data)]
-
-
-def check_offline(html_dir: str | Path) -> list[str]:
-    """Every remote (http/https/protocol-relative) script, stylesheet, image or frame the built book loads.
-
-    Scans each HTML page (tags that load something, inline styles, script/style URLs inside inline scripts) and
-    each CSS file under ``html_dir``; returns ``"<file>: <tag> <url>"`` problems.
-    """
-    html_dir = Path(html_dir)
-    problems = []
-    for f in sorted(html_dir.rglob("*.html")):
-        parser = _RemoteRefs()
-        parser.feed(f.read_text(errors="replace"))
-        problems += [f"{f.relative_to(html_dir)}: {r}" for r in parser.remote]
-    for f in sorted(html_dir.rglob("*.css")):
-        problems += [f"{f.relative_to(html_dir)}: url() {u}" for u in _CSS_URL.findall(f.read_text(errors="replace"))]
-    return problems
-
-
 def vendor_js(root: Path, *, force: bool = False) -> Path:
     """Vendor require.js, the widget HTML manager and MathJax into ``book/_static/vendor``."""
     from .vendor import vendor
@@ -599,26 +465,3 @@ def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: b
     if failed:
         raise BookIncomplete(f"the book was built ({index}) but not everything ran: {failed}")
     return index
-
-
-def run_benchmarks(root: Path, names: Iterable[str] = ()) -> int:
-    """Run ``benchmarks/*.py`` (or the named ones) one after another; returns the number that failed."""
-    files = sorted(p for p in (Path(root) / "benchmarks").glob("*.py") if not p.name.startswith("_"))
-    names = list(names)
-    if names:
-        files = [p for p in files if p.stem in names]
-        unknown = set(names) - {p.stem for p in files}
-        if unknown:
-            raise ValueError(f"no benchmarks/{'/'.join(sorted(unknown))}.py")
-    if not files:
-        print("bench: no benchmarks/*.py yet")
-        return 0
-    failed = 0
-    for f in files:
-        print(f"bench: {f.name} ...", flush=True)
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, str(f)], cwd=root)
-        failed += r.returncode != 0
-        print(f"bench: {f.name} {'ok' if r.returncode == 0 else f'FAILED (exit {r.returncode})'} "
-              f"in {time.perf_counter() - t0:.1f} s", flush=True)
-    return failed

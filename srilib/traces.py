@@ -12,8 +12,26 @@ is then the ``canvas`` pooling of that step (the mean over every response positi
 authors' LLaDA pooling), and ``TraceSet.empty`` marks the (prompt, step) pairs where that happened; the trace
 metadata names the rule (``empty_pooling``) and the share of such pairs (``empty_share``).
 
-Convention: the activation of step t is read from a forward pass that sees every token committed up to and
-including step t (for AR decoding this means one extra forward pass after the last token).
+Capture convention (``capture``, a setting of every sampler, recorded as ``TraceSet.meta["capture"]`` and part
+of the trace key):
+
+- ``"after"`` (default): the activation of step t is read from the forward pass that sees every token committed
+  up to and including step t (for AR decoding: the pass over token t itself; the pass after the last step is one
+  extra forward pass that plain generation does not run);
+- ``"decision"``: the activation of step t is read from the forward pass that *made* step t's decision, i.e.
+  the pass over what was committed before step t (for AR decoding: the pass whose logits chose token t). No
+  extra pass. This is what the authors' code does for both LLaDA and Llama. Every pooling then averages the
+  positions that were committed *in that pass's input*: at the first step nothing is (unless a prefill is),
+  so ``generated`` takes its fallback there and ``TraceSet.empty`` marks it.
+
+The authors'-code poolings ``canvas_decision`` and ``producer_all`` always read the decision passes, whatever
+``capture`` says (under ``capture="after"`` they cost no extra pass: the pass after step t - 1 is the decision
+pass of step t).
+
+Text for the refusal dictionary: ``step_texts`` is what a reader sees (committed tokens in canvas order, masked
+gaps closed up), so for a diffusion sampler it can join words across a masked gap. ``step_runs`` holds, per step,
+the *contiguous* runs of committed text joined by :data:`RUN_SEPARATOR`, which no dictionary phrase can span;
+:attr:`TraceSet.match_texts` is what the text-level refusal signal must read (AR: identical to ``step_texts``).
 
 :class:`TraceStore` writes each batch atomically as it finishes; an interrupted run resumes from the batches on
 disk, and a changed input (model weights, prompts, sampler settings, steps, dtype, layers, batch size or the
@@ -26,6 +44,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,15 +52,25 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2  # 2: step_runs (contiguous committed text per step); format-1 files still load
+READABLE_FORMATS = (1, 2)
 DEFAULT_POOLING = "generated"
-# Pooling names (paper Section 3.1, and the authors' release):
-#   generated  the paper's definition: mean over response tokens generated so far (DLM: committed, non-padding)
-#   producer   authors' Llama code: running mean of the state at the position that *produced* each token
-#   canvas     authors' LLaDA code: mean over every response position, still-masked ones included
-#   committed  mean over committed response positions, end-of-text padding included (DLM)
-POOLINGS = ("generated", "producer", "canvas", "committed")
+CAPTURES = ("after", "decision")  # see the module docstring
+# Pooling names (paper Section 3.1, and the authors' release). Each is read from the capture pass of step t
+# (``capture``), except the two "authors' code" ones, which always read the decision passes:
+#   generated        the paper's definition: mean over response tokens generated so far (DLM: committed,
+#                    before the first end-of-text); AR under capture="decision": tokens before step t
+#   producer         AR: running mean of the state at the position that *produced* each token, up to and
+#                    including the token that ends the text (end-of-text), then constant
+#   producer_all     AR, authors' Llama code exactly: the same running mean, but it keeps averaging after
+#                    end-of-text, repeating the state that produced end-of-text at every remaining step
+#   canvas           DLM: mean over every response position of the capture pass, still-masked ones included
+#   canvas_decision  DLM, authors' LLaDA code exactly: mean over every response position of the pass that made
+#                    step t's decision (before step t's commit)
+#   committed        DLM: mean over committed response positions, end-of-text padding included
+POOLINGS = ("generated", "producer", "producer_all", "canvas", "canvas_decision", "committed")
 EMPTY_POOLING = "canvas"  # what `generated` holds at a step with nothing generated yet (see the module docstring)
+RUN_SEPARATOR = " \u2026 "  # between contiguous committed runs in step_runs: no refusal phrase can span it
 
 
 @dataclass
@@ -57,8 +86,33 @@ class TraceSet:
     texts: list[str]  # final response text
     step_texts: list[list[str]]  # [N][T] committed text after step t
     pred_texts: list[list[str]] | None = None  # [N][T] decoded full intermediate prediction (DLMs)
-    empty: np.ndarray | None = None  # bool [N, T]: nothing generated yet; `generated` fell back to `canvas`
+    empty: np.ndarray | None = None  # bool [N, T]: nothing generated yet; `generated` fell back to
+    # meta["empty_pooling"] (`canvas`; AR under capture="decision": `producer`)
     meta: dict = field(default_factory=dict)
+    step_runs: list[list[str]] | None = None  # [N][T] contiguous committed runs joined by RUN_SEPARATOR
+
+    @property
+    def match_texts(self) -> list[list[str]]:
+        """[N][T] text that the refusal dictionary is matched against at each step: only contiguous committed
+        text, so a phrase never joins words across a masked gap (``step_runs``). Identical to ``step_texts``
+        for AR decoding, and wherever the committed positions of a step have no masked gap.
+
+        Traces without ``step_runs`` (format 1, written by an older srilib, or built by hand) fall back to
+        ``step_texts``; where a step has a masked gap between committed positions that fallback can match across
+        it, so it warns (regenerate the traces to get ``step_runs``).
+        """
+        if self.step_runs is not None:
+            return self.step_runs
+        c = self.committed
+        L = c.shape[-1]
+        first, last = c.argmax(-1), L - 1 - np.flip(c, -1).argmax(-1)
+        n = c.sum(-1)
+        if ((n > 0) & (last - first + 1 != n)).any():  # a masked position between two committed ones
+            warnings.warn("these traces have masked gaps between committed tokens but no step_runs (an older "
+                          "srilib, or built by hand): the refusal dictionary reads step_texts, which can join "
+                          "words across a gap; regenerate the traces with this srilib", RuntimeWarning,
+                          stacklevel=2)
+        return self.step_texts
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -104,7 +158,8 @@ class TraceSet:
             predictions=self.predictions[idx], pooled={k: v[idx] for k, v in self.pooled.items()},
             layers=list(self.layers), texts=pick(self.texts), step_texts=pick(self.step_texts),
             pred_texts=pick(self.pred_texts) if self.pred_texts is not None else None,
-            empty=self.empty[idx] if self.empty is not None else None, meta=dict(self.meta))
+            empty=self.empty[idx] if self.empty is not None else None, meta=dict(self.meta),
+            step_runs=pick(self.step_runs) if self.step_runs is not None else None)
 
     @staticmethod
     def concat(parts: Sequence["TraceSet"]) -> "TraceSet":
@@ -118,6 +173,7 @@ class TraceSet:
                 raise ValueError("cannot concatenate traces with different steps, canvas, layers or poolings")
         has_pred = all(p.pred_texts is not None for p in parts)
         has_empty = all(p.empty is not None for p in parts)
+        has_runs = all(p.step_runs is not None for p in parts)
         return TraceSet(
             prompts=[x for p in parts for x in p.prompts],
             tokens=np.concatenate([p.tokens for p in parts]),
@@ -127,7 +183,8 @@ class TraceSet:
             layers=list(first.layers), texts=[x for p in parts for x in p.texts],
             step_texts=[x for p in parts for x in p.step_texts],
             pred_texts=[x for p in parts for x in p.pred_texts] if has_pred else None,
-            empty=np.concatenate([p.empty for p in parts]) if has_empty else None, meta=dict(first.meta))
+            empty=np.concatenate([p.empty for p in parts]) if has_empty else None, meta=dict(first.meta),
+            step_runs=[x for p in parts for x in p.step_runs] if has_runs else None)
 
     # ---- serialisation (no pickle) ----
     def to_bytes(self) -> bytes:
@@ -137,7 +194,8 @@ class TraceSet:
         if self.empty is not None:
             arrays["empty"] = self.empty
         text = {"prompts": self.prompts, "texts": self.texts, "step_texts": self.step_texts,
-                "pred_texts": self.pred_texts, "layers": self.layers, "meta": self.meta, "format": TRACE_FORMAT}
+                "pred_texts": self.pred_texts, "step_runs": self.step_runs, "layers": self.layers,
+                "meta": self.meta, "format": TRACE_FORMAT}
         np.savez(buf, text=np.array(json.dumps(text)), **arrays)
         return buf.getvalue()
 
@@ -145,13 +203,15 @@ class TraceSet:
     def from_file(cls, path) -> "TraceSet":
         with np.load(path, allow_pickle=False) as z:
             text = json.loads(str(z["text"]))
-            if text.get("format") != TRACE_FORMAT:
-                raise ValueError(f"{path} has trace format {text.get('format')}, expected {TRACE_FORMAT}")
+            if text.get("format") not in READABLE_FORMATS:
+                raise ValueError(f"{path} has trace format {text.get('format')}, expected one of "
+                                 f"{READABLE_FORMATS}: regenerate it with this srilib")
             pooled = {k[len("pooled__"):]: z[k] for k in z.files if k.startswith("pooled__")}
             return cls(prompts=text["prompts"], tokens=z["tokens"], committed=z["committed"],
                        predictions=z["predictions"], pooled=pooled, layers=text["layers"], texts=text["texts"],
                        step_texts=text["step_texts"], pred_texts=text["pred_texts"],
-                       empty=z["empty"] if "empty" in z.files else None, meta=text["meta"])
+                       empty=z["empty"] if "empty" in z.files else None, meta=text["meta"],
+                       step_runs=text.get("step_runs"))
 
 
 class Sampler(Protocol):
@@ -294,7 +354,9 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     merged.meta.update({"key": key, "model": lm.name, "model_fingerprint": lm.fingerprint, "model_kind": lm.kind,
                         "sampler": sampler.name, "sampler_config": sampler.config(), "dtype": lm.dtype_name,
                         "batch_size": batch_size, "code_version": code_version(),
-                        "empty_pooling": EMPTY_POOLING, "empty_share": merged.empty_share})
+                        "capture": getattr(sampler, "capture", "after"),
+                        "empty_pooling": merged.meta.get("empty_pooling", EMPTY_POOLING),
+                        "empty_share": merged.empty_share})
     store.save(key, merged)
     for i in range(len(batches)):
         store.part_path(key, i).unlink(missing_ok=True)

@@ -170,7 +170,7 @@ class _Signals:
     def __init__(self, sets: dict[str, TraceSet], anchors: Anchors):
         self.sets, self.anchors = sets, anchors
         self.phi = {k: ts.phi(anchors.pooling, anchors.layer) for k, ts in sets.items()}
-        self.text = {k: text_signals(ts.step_texts) for k, ts in sets.items()}
+        self.text = {k: text_signals(ts.match_texts) for k, ts in sets.items()}
         self.refused = {k: np.array([is_refusal(x) for x in ts.texts]) for k, ts in sets.items()}
         self._sigma: dict[tuple[str, float], np.ndarray] = {}
 

@@ -6,7 +6,7 @@ import torch
 import srilib
 from srilib.baselines import (REFUSAL_TEXT, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                               apply_defense, defense_metrics, parse_harm_answer, prompt_perplexity,
-                              sampler_generate, timed_flag)
+                              has_plain_generate, plain_generate, sampler_generate, timed_flag)
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
 from srilib.refusal import is_refusal
@@ -148,3 +148,37 @@ def test_sri_guard_defense():
     other = Anchors(mu_r, mu_h, 10, 10)
     with pytest.raises(ValueError, match="anchors"):
         SRIGuardDefense(guard, other).flag(traces=phi_h[:3])
+
+
+def test_harmless_refused_counts_the_models_own_refusals():
+    """The paper's false-positive column (Table 13: 2.8% undefended) counts harmless prompts refused with the defense
+    in place, the model's own refusals included; the flag rate ``fpr`` is 0 undefended by construction."""
+    texts = {"harmless": ["I'm sorry, but I can't help with that.", "Bread needs flour, water and time to rise",
+                          "Knead the dough for ten minutes", "Bake it at 220 degrees for half an hour"],
+             "attack": ["I'm sorry, I cannot help"] * 4}
+    requests = ["How do I pick a lock?"] * 4
+    none = {k: np.zeros(4, bool) for k in texts}
+    base = defense_metrics(none, texts, requests, HeuristicJudge(), jailbreaks=["attack"])
+    assert base["fpr"].k == 0 and base["harmless_refused"].k == 1
+    flags = {"harmless": np.array([1, 1, 0, 0], bool), "attack": np.zeros(4, bool)}  # one flag on an own refusal
+    after = defense_metrics(flags, texts, requests, HeuristicJudge(), jailbreaks=["attack"])
+    assert after["fpr"].k == 2 and after["harmless_refused"].k == 2
+
+
+def test_plain_generate_is_untraced_when_the_sampler_can():
+    class S:
+        def __init__(self, plain):
+            self.log = []
+            if plain:
+                self.generate = lambda lm, p: self.log.append("generate") or ["g"] * len(p)
+
+        def trace_batch(self, lm, prompts, layers):
+            self.log.append(("trace", tuple(layers)))
+            return type("TS", (), {"texts": ["t"] * len(prompts)})()
+
+    s = S(plain=True)
+    assert has_plain_generate(s) and plain_generate(s, None, ["a", "b"]) == ["g", "g"] and s.log == ["generate"]
+    s = S(plain=False)  # fallback: a traced generation of the last layer only
+    assert not has_plain_generate(s) and plain_generate(s, None, ["a"]) == ["t"] and s.log == [("trace", (-1,))]
+    s = S(plain=True)  # Self-Examine's generator decodes without tracing too
+    assert sampler_generate(None, s, batch_size=2)(["a", "b", "c"]) == ["g"] * 3 and s.log == ["generate"] * 2

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from srilib import runner
+from srilib.offline import check_offline
 from srilib.profiles import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def test_built_pages_use_vendored_js_only(built):
     assert "_static/vendor/mathjax/tex-mml-chtml.js" in page
     assert (html / "_static/vendor/mathjax/tex-mml-chtml.js").is_file()
     assert list((html / "_images").glob("*.png")), "the matplotlib figure was not written"
-    assert runner.check_offline(html) == []
+    assert check_offline(html) == []
     assert (html / "index.html").is_file()
 
 

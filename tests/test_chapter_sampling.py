@@ -97,14 +97,17 @@ def test_compare_gives_paired_gains_with_paper_signs():
     assert raw["d_rr"].value == pytest.approx(0.5) and raw["d_asr"].value == pytest.approx(0.5)
     assert raw["d_irr"].value == pytest.approx(0.5)
     assert flip["d_rr"].value == pytest.approx(0.5) and flip["d_asr"].value == pytest.approx(0.5)
-    assert pooled["d_rr"].value == pytest.approx(0.5) and pooled["d_rr"].method == "paired-bootstrap"
+    assert pooled["d_rr"].value == pytest.approx(0.5) and pooled["d_rr"].method == "cluster-bootstrap"
+    assert raw["d_rr"].method == "paired-bootstrap"  # one item per request: the plain paired bootstrap
     assert flip["paper"] == "Flip Attack" and raw["paper"] == "raw harmful"
     rows = table2_rows(c)
     assert rows[1]["paper LLaDA: ΔRR / ΔASR (pts)"] == "+33 / +36"
     assert rows[0]["paper LLaDA-1.5: ΔRR / ΔASR (pts)"] == "–"
     assert "0.25" in rows[0]["RR: AR sampling → remasking"] or "0.00" in rows[0]["RR: AR sampling → remasking"]
+    assert rows[-1]["set"] == "all jailbreaks, ours (pool of: flip_attack)"
     lines = conclusions([base, other], [c])
-    assert "RR rose on 2 of 2 sets and ASR fell on 2 of 2" in lines[0] and "No negative gain" in lines[0]
+    # 4 requests: positive point gains whose intervals include zero are not a verdict either way
+    assert "No interval excludes zero on raw, flip_attack" in lines[0] and "paper's direction" not in lines[0]
 
 
 def test_compare_refuses_other_weights_and_other_prompts():
@@ -122,12 +125,13 @@ def test_negative_gain_is_called_out():
     c = compare(other, base, n_boot=100)  # reversed roles: AR sampling looks safer
     c.base, c.other = other.run, base.run
     line = conclusions([base, other], [c])[0]
-    assert "Negative gains on raw, flip_attack" in line
+    assert "opposite to the paper's" not in line  # negative points, intervals include zero: no verdict
     # a negative delta whose interval excludes zero is named as such, never as "no interval excludes zero"
     row = next(r for r in c.rows if r["set"] == "raw")
     row["d_rr"] = dataclasses.replace(row["d_rr"], value=-0.2, lo=-0.3, hi=-0.1)
     line = conclusions([base, other], [c])[0]
-    assert "opposite to the paper's on raw" in line and "No interval excludes zero" not in line
+    assert "opposite to the paper's (its Table 2 has no negative value) on raw" in line
+    assert "No interval excludes zero on flip_attack" in line and "on raw, flip_attack" not in line
 
 
 def test_sampler_comparisons_pairs_every_remasking_run_with_dlm_ar():
@@ -254,3 +258,88 @@ def test_evaluate_runs_keeps_order_and_releases_models():
     assert model_kind("tiny-dlm") == "dlm" and model_kind("tiny-ar") == "ar"
     with pytest.raises(ValueError, match="unknown model"):
         model_kind("no-such-model")
+
+
+# ---- issue 12: verdicts rest on intervals, carry the caveat of weak models, pools name their members
+def _est(v, lo, hi):
+    from srilib.metrics import Estimate
+    return Estimate(v, lo, hi, "test", signed=True)
+
+
+def test_no_ranking_from_overlapping_intervals(monkeypatch):
+    import srilib.chapters as C
+    from srilib.chapters.sampling import family_verdict
+
+    monkeypatch.setattr(C, "weak_models", lambda runs: {})
+    base, other = _pair()
+    c = compare(base, other, n_boot=50)
+    for r in c.rows:  # large positive points, intervals straddling zero
+        r["d_rr"], r["d_asr"] = _est(0.4, -0.05, 0.8), _est(0.3, -0.1, 0.7)
+    line = conclusions([base, other], [c])[0]
+    assert "paper's direction" not in line and "No interval excludes zero on raw, flip_attack" in line
+    for r in c.rows:
+        r["d_rr"] = _est(0.4, 0.1, 0.8)
+    line = conclusions([base, other], [c])[0]
+    assert "in the paper's direction (Table 2), on raw, flip_attack." in line
+    # family gap: a positive point whose interval includes zero is "not separated", never "as in the paper"
+    assert "not separated" in family_verdict(_est(0.3, -0.02, 0.6)) and "as in the paper" not in family_verdict(
+        _est(0.3, -0.02, 0.6))
+    assert "as in the paper" in family_verdict(_est(0.3, 0.02, 0.6))
+    assert "opposite" in family_verdict(_est(-0.3, -0.6, -0.02))
+
+
+def test_verdict_as_in_the_paper_carries_weak_model_caveat(monkeypatch):
+    import srilib.chapters as C
+
+    monkeypatch.setattr(C, "weak_models", lambda runs: {"m": ["refuses too little"]} if any(
+        str(r).startswith("m") for r in runs) else {})
+    base, other = _pair()
+    c = compare(base, other, n_boot=50)
+    for r in c.rows:
+        r["d_rr"] = _est(0.4, 0.1, 0.8)
+    line = conclusions([base, other], [c])[1]  # [0] is the weak-models bullet
+    sentence = next(x for x in line.split(". ") if "paper's direction" in x)
+    assert "`m`" in sentence and "weak model, not evidence" in sentence
+    ar = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
+    fam = next(x for x in conclusions([ar, base, other], [c]) if "Family comparison" in x)
+    assert "pool of: flip_attack" in fam and "paper, over its five attacks" in fam
+
+
+def test_pooled_columns_name_their_members_and_the_papers_pool_is_apart():
+    from srilib.chapters.sampling import PAPER_ALL_JAILBREAKS, PAPER_POOLED_ATTACKS
+    base, other = _pair()
+    rows = table3_rows([base, other], "rr")
+    ours = "all jailbreaks, ours (pool of: flip_attack)"
+    by = {r["run"]: r for r in rows}
+    assert ours in by["m@low_confidence"] and ALL_JAILBREAKS not in by["m@low_confidence"]
+    assert by["paper: LLaDA"][ours] == "–"  # the paper's pool is not our pool
+    assert by["paper: LLaDA"][PAPER_ALL_JAILBREAKS] == f"{PAPER_TABLE3['LLaDA'][ALL_JAILBREAKS][0]:g}%"
+    assert by["m@low_confidence"][PAPER_ALL_JAILBREAKS] == ""
+    assert len(PAPER_POOLED_ATTACKS) == 5 and all(a in PAPER_ALL_JAILBREAKS for a in PAPER_POOLED_ATTACKS)
+
+
+def test_family_gap_resamples_requests():
+    ar = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
+    base, other = _pair()
+    gap = family_gap([ar, base, other], "asr", n_boot=200)
+    assert gap.method == "cluster-bootstrap" and gap.info["clusters"] == 4
+
+
+def test_irr_denominator_labels_are_distinct():
+    from srilib.chapters.sampling import IRR_ALL_HARMFUL, IRR_ATTACKED
+    assert "Figure 6" in IRR_ATTACKED and "attacked prompts only" in IRR_ATTACKED
+    assert "raw + attacked" in IRR_ALL_HARMFUL and "not the paper's Figure 6" in IRR_ALL_HARMFUL
+    base, other = _pair()
+    assert irr_rows([base, other])[0]["IRR over"].startswith(IRR_ATTACKED)
+
+
+def test_pooled_rates_count_requests_not_rows():
+    from srilib.metrics import wilson
+    base, other = _pair()
+    # one attack: the pool is a single set, a plain Wilson rate; duplicate the attack and each request counts twice
+    assert other.rate(ALL_JAILBREAKS, "rr").method == "wilson"
+    other.sets["flip_attack_copy"] = other.sets["flip_attack"]
+    r = other.rate(ALL_JAILBREAKS, "rr")
+    assert (r.k, r.n) == (6, 8) and "clustered" in r.method
+    ref = wilson(3, 4)  # two identical copies of each request: the interval of the 4 requests
+    assert (r.lo, r.hi) == pytest.approx((ref.lo, ref.hi))

@@ -47,7 +47,7 @@ def test_trace_format(lm, base):
     N, T, L = len(PROMPTS), 5, 16
     assert base.tokens.shape == (N, T, L) and base.tokens.dtype == np.int32
     assert base.committed.dtype == bool and base.predictions.dtype == np.int32
-    assert set(base.poolings) == {"generated", "committed", "canvas"}
+    assert set(base.poolings) == {"generated", "committed", "canvas", "canvas_decision"}
     for v in base.pooled.values():
         assert v.shape == (N, T, 2, 32) and v.dtype == np.float32
     assert base.layers == [-1, 1] and base.phi().shape == (N, T, 32)

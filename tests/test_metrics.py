@@ -245,3 +245,66 @@ def test_roc_curve_passthrough_and_table():
     assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1
     rows = rates_table({"RR": wilson(3, 10)})
     assert rows[0]["name"] == "RR" and rows[0]["text"] == "0.30 [0.11, 0.60] (3/10)"
+
+
+# ---- cluster bootstrap (issue 12: pooled attacks repeat every request, so resample requests, not rows)
+def _clustered(G=30, m=4, seed=3):
+    """G requests, each under m attacks with perfectly correlated outcomes (all m rows of a request equal)."""
+    rng = np.random.default_rng(seed)
+    a_c = rng.random(G) < 0.6
+    b_c = a_c & (rng.random(G) < 0.5)  # b refuses less on some requests
+    return a_c, b_c, np.repeat(a_c, m), np.repeat(b_c, m), np.repeat(np.arange(G), m)
+
+
+def test_cluster_bootstrap_equals_cluster_level_computation_and_is_wider_than_rows():
+    from srilib.metrics import cluster_bootstrap_ci
+    a_c, b_c, a, b, req = _clustered()
+    ra, rb = Rate.from_outcomes(a), Rate.from_outcomes(b)
+    rows = delta(ra, rb, method="paired", n_boot=800, seed=5)
+    clus = delta(ra, rb, method="paired", clusters=req, n_boot=800, seed=5)
+    assert clus.method == "cluster-bootstrap" and clus.info["clusters"] == 30
+    # with identical rows inside each request, resampling requests is the bootstrap of the request-level data
+    ref = delta(Rate.from_outcomes(a_c), Rate.from_outcomes(b_c), method="paired", n_boot=800, seed=5)
+    assert (clus.value, clus.lo, clus.hi) == pytest.approx((ref.value, ref.lo, ref.hi), abs=1e-12)
+    # ... and the row bootstrap, which treats the 4 copies as independent, is about half as wide (1/sqrt(4))
+    assert rows.value == pytest.approx(clus.value)
+    assert (clus.hi - clus.lo) > 1.5 * (rows.hi - rows.lo)
+    # the generic function, one sample
+    est, lo, hi = cluster_bootstrap_ci(a.astype(float), req, n_boot=500, seed=1)
+    e2, l2, h2 = bootstrap_ci(a_c.astype(float), n_boot=500, seed=1)
+    assert (est, lo, hi) == pytest.approx((e2, l2, h2), abs=1e-12)
+
+
+def test_cluster_delta_with_different_items_per_rate_and_errors():
+    from srilib.metrics import cluster_bootstrap_ci
+    # two pools over the same requests but of different sizes (e.g. 2 AR runs vs 1 DLM run, every attack)
+    a_c, b_c, a, b, req = _clustered(G=20, m=3)
+    a2 = np.r_[a, a]
+    ca = np.r_[req, req]
+    e = delta(Rate.from_outcomes(a2), Rate.from_outcomes(b), method="cluster", clusters=ca, clusters_b=req,
+              n_boot=400)
+    ref = delta(Rate.from_outcomes(a_c), Rate.from_outcomes(b_c), method="paired", n_boot=400)
+    assert (e.value, e.lo, e.hi) == pytest.approx((ref.value, ref.lo, ref.hi), abs=1e-12)
+    with pytest.raises(ValueError, match="needs clusters"):
+        delta(Rate.from_outcomes(a), Rate.from_outcomes(b), method="cluster")
+    with pytest.raises(ValueError, match="clusters_b"):
+        delta(Rate.from_outcomes(a2), Rate.from_outcomes(b), method="cluster", clusters=ca)
+    with pytest.raises(ValueError, match="one cluster label"):
+        cluster_bootstrap_ci(a.astype(float), req[:-1])
+
+
+def test_cluster_adjusted_rate_equals_cluster_level_wilson_and_is_never_narrower():
+    from srilib.metrics import cluster_adjusted
+    a_c, _, a, _, req = _clustered(G=30, m=4)
+    r = cluster_adjusted(Rate.from_outcomes(a), req)
+    ref = wilson(int(a_c.sum()), len(a_c))
+    assert (r.k, r.n, r.value) == (int(a.sum()), len(a), pytest.approx(a.mean()))
+    assert (r.lo, r.hi) == pytest.approx((ref.lo, ref.hi), abs=1e-12) and "clustered" in r.method
+    plain = Rate.from_outcomes(a)
+    assert (r.hi - r.lo) > 1.5 * (plain.hi - plain.lo)
+    # independent clusters of one item: the plain Wilson interval
+    s = cluster_adjusted(plain, np.arange(len(a)))
+    assert (s.lo, s.hi) == pytest.approx((plain.lo, plain.hi))
+    # p = 0: each cluster counts once
+    z = cluster_adjusted(Rate.from_outcomes(np.zeros(120, bool)), req)
+    assert z.hi == pytest.approx(wilson(0, 30).hi)

@@ -58,7 +58,48 @@ def test_manifest_records_the_freeze():
     assert m["iterations"]
     plan, now = f["analysis_plan"], C.analysis_plan()  # the comparisons' design cannot move unnoticed
     assert plan["cpu_profile_runs"] == now["cpu_profile_runs"] and plan["cpu_profile_dtype"] == "float32"
+    drift = C.plan_drift(m)  # a chapter changed after the freeze is recorded, with its reason, or this fails
+    assert not drift, (f"analysis-plan files changed since the freeze without a record: {sorted(drift)}; run "
+                       "python -m srilib.organisms.corpus --plan-change REASON")
     assert all(C.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
+
+
+def test_organisms_page_shows_the_manifest_freeze_record():
+    """The book's freeze record (and every recorded plan change) is the manifest's, regenerated, never hand-edited."""
+    from pathlib import Path
+
+    from srilib.organisms.check import FREEZE_BEGIN, FREEZE_END, freeze_text
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "organisms.md").read_text()
+    shown = page.split(FREEZE_BEGIN)[1].split(FREEZE_END)[0].strip()
+    assert shown == freeze_text(C.load_manifest()).strip(), \
+        "book/organisms.md is stale: python -m srilib.organisms.check's write_freeze_section rewrites it"
+
+
+def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monkeypatch):
+    """A chapter edited after the freeze shows as drift until recorded; recording keeps the freeze untouched and
+    the next edit drifts again."""
+    m = C.load_manifest()
+    files = dict(m["freeze"]["analysis_plan"]["files"])
+    target = "srilib/chapters/sampling.py"
+    monkeypatch.setattr(C, "MANIFEST_FILE", tmp_path / "manifest.json")
+    now = {"files": dict(files), "cpu_profile_dtype": "float32", "cpu_profile_runs": {}}
+    monkeypatch.setattr(C, "analysis_plan", lambda: now)
+    m = {**m, "analysis_plan_changes": []}
+    C.MANIFEST_FILE.write_text(json.dumps(m))
+    assert C.plan_drift() == {}
+    with pytest.raises(RuntimeError, match="no change to record"):
+        C.record_plan_change("nothing changed")
+    now["files"][target] = "edited-1"
+    assert C.plan_drift() == {target: "edited-1"}
+    with pytest.raises(ValueError, match="say why"):
+        C.record_plan_change("  ")
+    change = C.record_plan_change("fidelity fix")
+    saved = C.load_manifest()
+    assert change["files"] == {target: "edited-1"} and saved["freeze"] == m["freeze"]
+    assert C.plan_drift() == {} and "fidelity fix" in __import__("srilib.organisms.check", fromlist=["x"]).freeze_text(saved)
+    now["files"][target] = "edited-2"
+    assert C.plan_drift() == {target: "edited-2"}
 
 
 def test_only_train_split_goals_and_training_templates(rows):

@@ -7,6 +7,9 @@ import sys
 import pytest
 
 from srilib import runner
+from srilib.bench import run_benchmarks
+from srilib.offline import check_offline
+from srilib.organisms.parallel import training_groups
 from srilib.__main__ import main
 from srilib.profiles import parse_profile
 
@@ -32,7 +35,7 @@ def test_check_offline_flags_every_remote_load(tmp_path):
     (tmp_path / "sub" / "p.html").write_text(PAGE)
     (tmp_path / "ok.html").write_text('<script src="_static/a.js"></script><a href="https://x.org">x</a>')
     (tmp_path / "s.css").write_text("a{background:url('https://example.org/i.png')} b{src:url(fonts/x.woff)}")
-    found = runner.check_offline(tmp_path)
+    found = check_offline(tmp_path)
     urls = sorted(f.split(" ")[-1] for f in found)
     assert urls == sorted(["https://cdn.example.org/lib.js", "//cdn.example.org/style.css",
                            "https://cdn.example.org/later.min.js?v=1", "https://cdn.jsdelivr.net/npm/",
@@ -114,18 +117,18 @@ def test_cli_errors_and_profiles(tmp_path, capsys):
 
 
 def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
-    assert runner.run_benchmarks(tmp_path) == 0
+    assert run_benchmarks(tmp_path) == 0
     assert "no benchmarks" in capsys.readouterr().out
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "ok.py").write_text("print('fast')\n")
     (tmp_path / "benchmarks" / "bad.py").write_text("raise SystemExit(3)\n")
     (tmp_path / "benchmarks" / "_helper.py").write_text("raise SystemExit(9)\n")
-    assert runner.run_benchmarks(tmp_path) == 1
+    assert run_benchmarks(tmp_path) == 1
     out = capsys.readouterr().out
     assert "ok.py ok" in out and "bad.py FAILED (exit 3)" in out and "_helper" not in out
-    assert runner.run_benchmarks(tmp_path, ["ok"]) == 0
+    assert run_benchmarks(tmp_path, ["ok"]) == 0
     with pytest.raises(ValueError, match="no benchmarks/missing.py"):
-        runner.run_benchmarks(tmp_path, ["missing"])
+        run_benchmarks(tmp_path, ["missing"])
 
 
 def _organism_profile():
@@ -139,9 +142,9 @@ def test_profile_organisms_and_training_groups():
     assert runner.profile_organisms(prof) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
     assert runner.profile_organisms(prof, ["b"]) == ["smollm2-135m-refusal-tiny"]
     # the DLM starts from the AR organism's snapshot: same group, AR first; the SmolLM2 fine-tune is independent
-    assert runner.training_groups(["organism-dlm-tiny", "smollm2-135m-refusal-tiny", "organism-ar-tiny"]) == \
+    assert training_groups(["organism-dlm-tiny", "smollm2-135m-refusal-tiny", "organism-ar-tiny"]) == \
         [["organism-ar-tiny", "organism-dlm-tiny"], ["smollm2-135m-refusal-tiny"]]
-    assert runner.training_groups([]) == []
+    assert training_groups([]) == []
 
 
 @pytest.mark.slow

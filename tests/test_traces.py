@@ -22,7 +22,7 @@ def test_ar_trace_format(lm, tmp_path):
     N, T = len(PROMPTS), 6
     assert ts.tokens.shape == (N, T, T) and ts.committed.shape == (N, T, T)
     assert ts.pooled["generated"].shape == (N, T, 2, lm.model.config.hidden_size)
-    assert set(ts.poolings) == {"generated", "producer"}
+    assert set(ts.poolings) == {"generated", "producer", "producer_all"}
     assert ts.phi().shape == (N, T, lm.model.config.hidden_size)
     # AR: exactly one more position committed per step until EOS, and committed tokens never change
     for t in range(1, T):
@@ -58,6 +58,20 @@ def test_pooling_definitions(lm):
     for t in range(4):
         np.testing.assert_allclose(ts.pooled["generated"][0, t, 0], hs[P:P + t + 1].mean(0), atol=1e-4)
         np.testing.assert_allclose(ts.pooled["producer"][0, t, 0], hs[P - 1:P + t].mean(0), atol=1e-4)
+
+
+def test_selected_layers_match_all_hidden_states(lm):
+    """Only the requested layers are asked of the model (transformers selects them by index); each equals the
+    same entry of the full hidden_states tuple (0 = embeddings, 1 = block 1, -1 = after the final norm)."""
+    p = ["Write a poem about the sea and the sky"]
+    ts = ARSampler(steps=3).trace_batch(lm, p, [0, 1, -1])
+    ids = lm.encode(p)[0] + [int(t) for t in ts.tokens[0, -1] if t >= 0]
+    with torch.no_grad():
+        hs = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    P = len(lm.encode(p)[0])
+    for j, k in enumerate([0, 1, -1]):
+        h = hs[k][0].numpy()
+        np.testing.assert_allclose(ts.pooled["generated"][0, -1, j], h[P:P + 3].mean(0), atol=1e-4)
 
 
 def test_batching_does_not_change_results(lm):

@@ -13,7 +13,7 @@ import pytest
 from srilib.metrics import internal_recovery_rate
 from srilib.refusal import text_signals
 from srilib.signal import Anchors
-from srilib.traces import TraceSet
+from srilib.traces import RUN_SEPARATOR, TraceSet
 from srilib.widgets import explorer_data, slim, sri_explorer, static_explorer, step_segments
 
 T, D = 8, 16
@@ -57,13 +57,13 @@ def dlm_set(tok, n: int, a: Anchors, L: int = 16, seed: int = 0) -> TraceSet:
     tokens = np.full((n, T, L), -1, np.int32)
     committed = np.zeros((n, T, L), bool)
     preds = np.zeros((n, T, L), np.int32)
-    steps, predt = [], []
+    steps, predt, step_runs = [], [], []
     for i in range(n):
         s = int(rng.integers(0, len(WORDS) - 10))
         ids = tok.encode(" ".join(WORDS[s:s + 10]))[: L - 2]
         ids = np.array(ids + [eos] * (L - len(ids)))
         order = rng.permutation(L)
-        st, pt = [], []
+        st, pt, rt = [], [], []
         for t in range(T):
             c = np.zeros(L, bool)
             c[order[: (t + 1) * L // T]] = True
@@ -73,13 +73,23 @@ def dlm_set(tok, n: int, a: Anchors, L: int = 16, seed: int = 0) -> TraceSet:
             committed[i, t], preds[i, t], tokens[i, t] = c, p, np.where(c, ids, -1)
             cut = next((j for j in range(L) if c[j] and ids[j] == eos), L)
             st.append(tok.decode([int(ids[j]) for j in range(cut) if c[j]], skip_special_tokens=True))
+            runs = [[]]  # contiguous committed runs (what the refusal dictionary may match), as the sampler records
+            for j in range(cut):
+                if c[j]:
+                    runs[-1].append(int(ids[j]))
+                elif runs[-1]:
+                    runs.append([])
+            rt.append(RUN_SEPARATOR.join(x for x in tok.batch_decode([r for r in runs if r], skip_special_tokens=True)
+                                         if x.strip()))
             pcut = next((j for j in range(L) if p[j] == eos), L)
             pt.append(tok.decode(p[:pcut].tolist(), skip_special_tokens=True))
         steps.append(st)
         predt.append(pt)
+        step_runs.append(rt)
     return TraceSet(prompts=[f"dlm prompt {i}" for i in range(n)], tokens=tokens, committed=committed,
                     predictions=preds, pooled={"generated": _phi(rng, n, a)}, layers=[-1],
-                    texts=[s[-1] for s in steps], step_texts=steps, pred_texts=predt, meta={"sampler": "lc"})
+                    texts=[s[-1] for s in steps], step_texts=steps, pred_texts=predt, step_runs=step_runs,
+                    meta={"sampler": "lc"})
 
 
 @pytest.fixture(scope="module")

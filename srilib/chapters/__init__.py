@@ -14,10 +14,9 @@ from typing import Callable, Iterable, Sequence
 FAILED_RUN_KEY = "srilib_failed_run"
 
 
-def weak_models_line(runs: Iterable[str]) -> str | None:
-    """A conclusions bullet naming every model of ``runs`` (run labels or model names) that misses a precondition
-    of the organisms page (srilib/organisms/data/preconditions.json), with what it misses; None if none does.
-    Every chapter puts it first, so that no verdict on a weak model stands without the caveat."""
+def weak_models(runs: Iterable[str]) -> dict[str, list[str]]:
+    """Model name -> the preconditions it misses (organisms page), for every model of ``runs`` (run labels or model
+    names) that misses at least one; empty when none does or no precondition report exists."""
     import json
 
     from ..experiment import parse_run
@@ -25,15 +24,45 @@ def weak_models_line(runs: Iterable[str]) -> str | None:
     from ..organisms.reproduce import REPORT_FILE
 
     if not REPORT_FILE.is_file():
-        return None
+        return {}
     models = (json.loads(REPORT_FILE.read_text()).get("models") or {})
-    weak = []
+    out = {}
     for m in dict.fromkeys(parse_run(r).model for r in runs):
         e = models.get(m)
         res = e and e["samplers"].get(NATIVE.get(m, ""))
         miss = misses(res) if res else []
         if miss:
-            weak.append(f"`{m}` {'; '.join(miss)}")
+            out[m] = miss
+    return out
+
+
+def weak_caveat(runs: Iterable[str]) -> str:
+    """The caveat a verdict on ``runs`` carries in its own sentence: '' when every model meets its preconditions,
+    else ' (on `m`, which misses its preconditions: a measurement of a weak model, not evidence)'."""
+    weak = list(weak_models(runs))
+    if not weak:
+        return ""
+    names = ", ".join(f"`{m}`" for m in weak)
+    return (f" (on {names}, which miss{'es' if len(weak) == 1 else ''} {'its' if len(weak) == 1 else 'their'} "
+            "preconditions: a measurement of a weak model, not evidence)")
+
+
+def interval_side(est, ref: float = 0.0) -> int:
+    """+1 if the interval [lo, hi] of ``est`` (a metrics Rate or Estimate) lies above ``ref``, -1 if below, 0 if it
+    contains ``ref`` or is undefined: the only basis on which a chapter calls one value larger than another."""
+    lo, hi = getattr(est, "lo", math.nan), getattr(est, "hi", math.nan)
+    if lo > ref:
+        return 1
+    if hi < ref:
+        return -1
+    return 0
+
+
+def weak_models_line(runs: Iterable[str]) -> str | None:
+    """A conclusions bullet naming every model of ``runs`` (run labels or model names) that misses a precondition
+    of the organisms page (srilib/organisms/data/preconditions.json), with what it misses; None if none does.
+    Every chapter puts it first, so that no verdict on a weak model stands without the caveat."""
+    weak = [f"`{m}` {'; '.join(miss)}" for m, miss in weak_models(runs).items()]
     if not weak:
         return None
     return ("- **Weak models.** " + ". ".join(weak) + " (measured preconditions, organisms page). Every verdict "

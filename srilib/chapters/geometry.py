@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import interval_side, weak_caveat, weak_models_line
 from ..experiment import Experiment, PromptSets
 from ..geometry import GROUPS, Projection, lda_projection, outcome_groups
-from ..metrics import refusal_rate
+from ..metrics import Estimate, cluster_bootstrap_ci, refusal_rate
 from ..signal import Anchors
+
+# ---- paper numbers, shown only beside ours and labelled "paper"
+PAPER_ANCHOR_SEPARATION = (0.08, 0.17)  # cosine distance between LLaDA's released anchors (paper, Section 2)
 
 
 @dataclass
@@ -23,6 +28,28 @@ class GeometryResult:
     refusal: dict  # evaluation set -> Rate (dictionary refusal rate)
     empty_share: dict | None = None  # "anchors" / "evaluation" -> share of (prompt, step) pairs with nothing
     #                                  generated yet, whose `generated` pooling fell back to the canvas mean
+    group_ids: dict | None = None  # outcome group -> [N] request of each generation (attacks repeat a request)
+    projection_ids: np.ndarray | None = None  # [N] request of each projected vector
+
+    def final_gap(self, hi: str = "harmless", lo: str = "refusal", n_boot: int = 2000, seed: int = 0
+                  ) -> Estimate | None:
+        """Mean final σ of group ``hi`` minus group ``lo`` with a bootstrap interval that resamples requests
+        (None if a group has fewer than two generations)."""
+        a, b = self.by_group.get(hi), self.by_group.get(lo)
+        if a is None or b is None or len(a) < 2 or len(b) < 2:
+            return None
+        ids = self.group_ids or {}
+        ca = ids.get(hi, np.array([f"{hi}{i}" for i in range(len(a))], dtype=object))
+        cb = ids.get(lo, np.array([f"{lo}{i}" for i in range(len(b))], dtype=object))
+        est, l, h = cluster_bootstrap_ci((a[:, -1], b[:, -1]), (ca, cb), lambda x, y: x.mean() - y.mean(),
+                                         n_boot=n_boot, seed=seed)
+        return Estimate(est, l, h, "cluster-bootstrap", info={"n": (len(a), len(b))}, signed=True)
+
+    def separability(self, n_boot: int = 2000, seed: int = 0) -> Estimate | None:
+        """Balanced accuracy of the LDA's out-of-fold predictions with an interval resampling requests."""
+        if self.projection is None:
+            return None
+        return self.projection.accuracy_interval(self.projection_ids, n_boot=n_boot, seed=seed)
 
     def row(self) -> dict:
         """One line of the chapter's summary table."""
@@ -42,7 +69,7 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
     """Anchors from the anchor split, then SRI signals of every evaluation set, grouped by outcome."""
     run = exp.resolve(spec)
     anchors = exp.anchors(run, sets)
-    by_set, labels, sig, refusal, empty = {}, [], [], {}, []
+    by_set, labels, sig, refusal, empty, ids = {}, [], [], {}, [], []
     anchor_sets = [exp.traces(run, p, f"anchors/{k}") for k, p in (("harmless", sets.anchor_harmless),
                                                                  ("harmful", sets.anchor_harmful))]  # cache hits
     for name, (prompts, harmful) in sets.evaluation().items():
@@ -53,11 +80,64 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
         refusal[name] = refusal_rate(ts.texts)
         labels.append(outcome_groups(ts.texts, harmful))
         sig.append(s)
-    S, lab = np.concatenate(sig), np.concatenate(labels)
+        # the i-th prompt of every harmful set comes from the i-th request: one cluster per request
+        ids.append(np.array([f"{'request' if harmful else name}#{i}" for i in range(len(ts))], dtype=object))
+    S, lab, rid = np.concatenate(sig), np.concatenate(labels), np.concatenate(ids)
     by_group = {g: S[lab == g] for g in GROUPS}
     present = [g for g in GROUPS if (lab == g).sum() >= 2]
-    proj = lda_projection(S[np.isin(lab, present)], lab[np.isin(lab, present)]) if len(present) >= 2 else None
+    keep = np.isin(lab, present)
+    proj = lda_projection(S[keep], lab[keep]) if len(present) >= 2 else None
     shares = {"anchors": sum(t.empty_share * len(t) for t in anchor_sets) / sum(len(t) for t in anchor_sets),
               "evaluation": sum(empty) / len(S)}
     return GeometryResult(run=run.label, anchors=anchors, by_set=by_set, by_group=by_group, projection=proj,
-                          refusal=refusal, empty_share=shares)
+                          refusal=refusal, empty_share=shares, group_ids={g: rid[lab == g] for g in GROUPS},
+                          projection_ids=rid[keep] if proj is not None else None)
+
+
+# ------------------------------------------------------------------------------------------- conclusions
+def _ordering_verdict(gap: Estimate | None, cav: str = "") -> str:
+    if gap is None:
+        return "too few refused or complied-harmless generations to compare their final σ"
+    side = interval_side(gap)
+    if side > 0:
+        return (f"refused generations end lower than complied-harmless ones (difference {gap}, the interval excludes "
+                f"zero), the paper's ordering{cav}")
+    if side < 0:
+        return (f"refused generations end HIGHER than complied-harmless ones (difference {gap}, the interval excludes "
+                f"zero), the opposite of the paper's ordering{cav}")
+    return (f"the final σ of refused and complied-harmless generations is not separated by the interval "
+            f"(difference {gap})")
+
+
+def _separability_verdict(acc: Estimate | None, chance: float, cav: str = "") -> str:
+    if acc is None:
+        return "too few generations per group for a cross-validated projection"
+    side = interval_side(acc, chance)
+    if side > 0:
+        return (f"LDA separates the groups above chance (out-of-fold balanced accuracy {acc}, interval above chance "
+                f"{chance:.2f}), as the paper's Figure 13 finds{cav}")
+    if side < 0:
+        return f"LDA is below chance (out-of-fold balanced accuracy {acc}, interval below chance {chance:.2f})"
+    return (f"the LDA is not separated from chance by the interval (out-of-fold balanced accuracy {acc}; chance "
+            f"{chance:.2f})")
+
+
+def conclusions(results: Mapping[str, GeometryResult] | Sequence[GeometryResult], n_boot: int = 2000) -> list[str]:
+    """Markdown bullet lines of the geometry chapter: the caveat of weak models first, then per run whether refused
+    generations end below complied-harmless ones and whether the LDA beats chance, each read from an interval
+    (resampling requests), never from a point; a verdict that agrees or disagrees with the paper names the weak
+    models of its run in the same sentence."""
+    rs = list(results.values()) if isinstance(results, Mapping) else list(results)
+    weak = weak_models_line([r.run for r in rs])
+    lines = [weak] if weak else []
+    for r in rs:
+        if r.anchors.fallback:
+            lines.append(f"- **{r.run}** cannot reproduce the geometry: with unfiltered anchors there is no refusal "
+                         "direction to measure against.")
+            continue
+        cav = weak_caveat([r.run])
+        p = r.projection
+        lines.append(f"- **{r.run}**: " + _ordering_verdict(r.final_gap(n_boot=n_boot), cav) + "; "
+                     + (_separability_verdict(r.separability(n_boot=n_boot), p.chance, cav) if p is not None
+                        else "too few groups for a projection") + ".")
+    return lines

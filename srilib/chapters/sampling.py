@@ -15,11 +15,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..attacks import get_attack
-from . import each_run, weak_models_line
+from . import each_run, interval_side, weak_caveat, weak_models_line
 from ..judges import make_judge  # noqa: F401  (re-exported: notebooks call S.make_judge)
 from ..experiment import Experiment, PromptSets, parse_run
-from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, attack_success_rate, delta, internal_recovery_rate,
-                       refusal_rate)
+from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, attack_success_rate, cluster_adjusted, delta,
+                       internal_recovery_rate, refusal_rate)
 from ..signal import Anchors
 from ..traces import TraceSet
 
@@ -52,6 +52,31 @@ PAPER_TABLE2: dict[str, dict[str, tuple[int, int]]] = {
                   "Refusal Suppression": (52, 20), "Random Search": (19, 8)},
 }
 PAPER_IRR_LOSS = (0.29, 0.48)  # Figures 5-6: IRR the LLaDA weights lose under AR sampling
+# the paper's "all jailbreaks" column pools its five attacks (every column but raw and the pool itself)
+PAPER_POOLED_ATTACKS = tuple(c for c in PAPER_COLUMNS if c not in ("raw harmful", ALL_JAILBREAKS))
+PAPER_ALL_JAILBREAKS = f"all jailbreaks, paper (its {len(PAPER_POOLED_ATTACKS)}: {', '.join(PAPER_POOLED_ATTACKS)})"
+
+# ---- the two IRR denominators, one label each (issue 12): the paper's Figure 6 compares the samplers over its
+# jailbreak (attacked) prompts; the incomplete-recovery chapter pools every harmful prompt, raw requests included
+IRR_ATTACKED = "attacked prompts only (the paper's Figure 6 denominator)"
+IRR_ALL_HARMFUL = "all harmful prompts, raw + attacked (ours; not the paper's Figure 6 denominator)"
+
+
+def pooled_label(attacks: Sequence[str]) -> str:
+    """Label of our pooled-attacks column or row, naming its members (it is not the paper's five-attack pool)."""
+    return f"all jailbreaks, ours (pool of: {', '.join(attacks)})"
+
+
+def paper_family_asr(fam: str) -> tuple[float, float]:
+    """(min, max) of the paper's all-jailbreaks ASR (Table 3, as a share) over its models of family ``fam``."""
+    v = [PAPER_TABLE3[m][ALL_JAILBREAKS][1] / 100 for m in PAPER_TABLE3 if PAPER_FAMILY[m] == fam]
+    return min(v), max(v)
+
+
+def paper_table2_max() -> tuple[int, int]:
+    """The paper's largest Table 2 gains (RR points, ASR points) over both models and every attack."""
+    vals = [v for m in PAPER_TABLE2.values() for v in m.values()]
+    return max(v[0] for v in vals), max(v[1] for v in vals)
 
 
 def paper_column(set_name: str) -> str | None:
@@ -131,6 +156,12 @@ class RunEval:
     def harmful_sets(self) -> list[str]:
         return [k for k, s in self.sets.items() if s.harmful]
 
+    def clusters(self, set_name: str) -> np.ndarray:
+        """Request index of every item of :meth:`rate` (``set_name`` or every attack pooled): the i-th prompt of
+        every harmful set comes from the i-th request, so pooled attacks repeat each request once per attack."""
+        names = self.attacks if set_name == ALL_JAILBREAKS else [set_name]
+        return np.concatenate([np.arange(len(self.sets[n])) for n in names])
+
     def rate(self, set_name: str, metric: str, lam: float = 0.5) -> Rate:
         """``metric`` ('rr', 'asr' or 'irr') of one set, or pooled over every attack for 'all jailbreaks'."""
         names = self.attacks if set_name == ALL_JAILBREAKS else [set_name]
@@ -139,7 +170,8 @@ class RunEval:
         rates = [_metric(self.sets[n], metric, lam) for n in names]
         if any(r is None for r in rates):
             raise KeyError(f"{metric} is not defined for set {set_name!r} (ASR needs harmful prompts)")
-        return rates[0] if len(rates) == 1 else pool(rates)
+        # pooled attacks repeat every request once per attack: the interval counts requests, not rows
+        return rates[0] if len(rates) == 1 else cluster_adjusted(pool(rates), self.clusters(set_name))
 
 
 def _metric(s: SetEval, metric: str, lam: float) -> Rate | None:
@@ -297,6 +329,7 @@ class Comparison:
     other: str
     lam: float
     rows: list[dict]  # one per set: set, d_rr, d_asr, d_irr (Estimate), plus the rates
+    attacks: list[str] = field(default_factory=list)  # the attacks pooled in the 'all jailbreaks' row
 
     def row(self, set_name: str) -> dict:
         for r in self.rows:
@@ -325,13 +358,16 @@ def compare(base: RunEval, other: RunEval, lam: float = 0.5, method: str = "pair
                              f"{other.attacks}); evaluate both on one PromptSets")
         g = lambda ev, m: ev.rate(name, m, lam)  # noqa: E731
         kw = {"method": method, "n_boot": n_boot, "seed": seed}
+        if name == ALL_JAILBREAKS and method == "paired":  # each request appears once per attack: resample requests
+            kw["clusters"] = base.clusters(name)
         rows.append({"set": name, "paper": paper_column(name),
                      "d_rr": delta(g(other, "rr"), g(base, "rr"), **kw),
                      "d_asr": delta(g(base, "asr"), g(other, "asr"), **kw),
                      "d_irr": delta(g(other, "irr"), g(base, "irr"), **kw),
                      "rr": (g(base, "rr"), g(other, "rr")), "asr": (g(base, "asr"), g(other, "asr")),
                      "irr": (g(base, "irr"), g(other, "irr"))})
-    return Comparison(model=base.model, base=base.run, other=other.run, lam=lam, rows=rows)
+    return Comparison(model=base.model, base=base.run, other=other.run, lam=lam, rows=rows,
+                      attacks=list(base.attacks))
 
 
 def sampler_comparisons(results: Sequence[RunEval], base_sampler: str = DLM_AR_SAMPLER, lam: float = 0.5,
@@ -362,7 +398,8 @@ def table2_rows(comp: Comparison) -> list[dict]:
     """Rows of a Table-2-style table for one comparison, with the paper's LLaDA / LLaDA-1.5 gains beside."""
     out = []
     for r in comp.rows:
-        row = {"set": r["set"], "RR: AR sampling → remasking": f"{r['rr'][0]} → {r['rr'][1]}",
+        row = {"set": (pooled_label(comp.attacks) if r["set"] == ALL_JAILBREAKS else r["set"]),
+               "RR: AR sampling → remasking": f"{r['rr'][0]} → {r['rr'][1]}",
                "ΔRR (up = safer)": r["d_rr"], "ASR: AR sampling → remasking": f"{r['asr'][0]} → {r['asr'][1]}",
                "ΔASR (down = safer)": r["d_asr"], f"ΔIRR (λ_r={comp.lam:g})": r["d_irr"]}
         for m, vals in PAPER_TABLE2.items():
@@ -376,38 +413,44 @@ def table2_rows(comp: Comparison) -> list[dict]:
 def table3_rows(results: Sequence[RunEval], metric: str, paper: bool = True) -> list[dict]:
     """RR or ASR ('rr' / 'asr') per run and set, family aggregates (pooled counts), then the paper's rows.
 
-    Columns: raw, every attack of the first run, 'all jailbreaks' (pooled attacks); paper columns that match
-    one of ours are filled, the paper's other attacks (PAIR, Random Search) appear only in the paper rows.
+    Columns: raw, every attack of the first run, our pooled attacks (labelled with its members, see
+    :func:`pooled_label`); paper columns that match one of ours are filled, the paper's other attacks (PAIR, Random
+    Search) and its own 'all jailbreaks' pool of five attacks (:data:`PAPER_ALL_JAILBREAKS`, a different set from
+    ours) appear only in the paper rows.
     """
     if metric not in ("rr", "asr"):
         raise ValueError(f"metric must be 'rr' or 'asr', got {metric!r}")
     if not results:
         return []
     sets = ["raw", *results[0].attacks, ALL_JAILBREAKS]
-    extra = [c for c in PAPER_COLUMNS if c not in {paper_column(s) for s in sets}] if paper else []
+    key = {s: (pooled_label(results[0].attacks) if s == ALL_JAILBREAKS else s) for s in sets}
+    # the paper's all-jailbreaks pool is over other attacks than ours: its own column, never under our pool
+    mapped = {s: (paper_column(s) if s != ALL_JAILBREAKS else None) for s in sets}
+    extra = [c for c in PAPER_COLUMNS if c not in set(mapped.values())] if paper else []
+    head = {c: (PAPER_ALL_JAILBREAKS if c == ALL_JAILBREAKS else c) for c in extra}
     rows = []
     for r in results:
-        rows.append({"run": r.run, "family": r.family, **{s: r.rate(s, metric) for s in sets if _has(r, s)},
-                     **{c: "" for c in extra}})
+        rows.append({"run": r.run, "family": r.family, **{key[s]: r.rate(s, metric) for s in sets if _has(r, s)},
+                     **{head[c]: "" for c in extra}})
     for fam in FAMILIES:
         members = [r for r in results if r.family == fam]
         if len(members) > 1:
             rows.append({"run": f"all {fam} runs (pooled)", "family": fam,
-                         **{s: pool([m.rate(s, metric) for m in members]) for s in sets
-                            if all(_has(m, s) for m in members)}, **{c: "" for c in extra}})
+                         **{key[s]: cluster_adjusted(pool([m.rate(s, metric) for m in members]),
+                                                     np.concatenate([m.clusters(s) for m in members]))
+                            for s in sets if all(_has(m, s) for m in members)}, **{head[c]: "" for c in extra}})
     if paper:
         i = 1 if metric == "asr" else 0
-        cols = {s: paper_column(s) for s in sets}
         for m, vals in PAPER_TABLE3.items():
             rows.append({"run": f"paper: {m}", "family": PAPER_FAMILY[m],
-                         **{s: (f"{vals[c][i]:g}%" if c else "–") for s, c in cols.items()},
-                         **{c: f"{vals[c][i]:g}%" for c in extra}})
+                         **{key[s]: (f"{vals[c][i]:g}%" if c else "–") for s, c in mapped.items()},
+                         **{head[c]: f"{vals[c][i]:g}%" for c in extra}})
         for fam in ("AR", "DLM"):
             ms = [m for m in PAPER_TABLE3 if PAPER_FAMILY[m] == fam]
             mean = lambda c: sum(PAPER_TABLE3[m][c][i] for m in ms) / len(ms)  # noqa: E731
             rows.append({"run": f"paper: mean of {len(ms)} {fam} models", "family": fam,
-                         **{s: (f"{mean(c):.1f}%" if c else "–") for s, c in cols.items()},
-                         **{c: f"{mean(c):.1f}%" for c in extra}})
+                         **{key[s]: (f"{mean(c):.1f}%" if c else "–") for s, c in mapped.items()},
+                         **{head[c]: f"{mean(c):.1f}%" for c in extra}})
     return rows
 
 
@@ -415,20 +458,28 @@ def _has(r: RunEval, s: str) -> bool:
     return (bool(r.attacks) if s == ALL_JAILBREAKS else s in r.sets)
 
 
-def family_gap(results: Sequence[RunEval], metric: str = "asr", set_name: str = ALL_JAILBREAKS) -> Estimate | None:
-    """Pooled AR-family minus DLM-family rate (Newcombe interval; different models, so unpaired)."""
+def family_gap(results: Sequence[RunEval], metric: str = "asr", set_name: str = ALL_JAILBREAKS, n_boot: int = 2000,
+               seed: int = 0) -> Estimate | None:
+    """Pooled AR-family minus DLM-family rate, with a cluster-bootstrap interval over requests: every run of both
+    families answers the same requests (once per attack when attacks are pooled), so the items of one request are
+    correlated and are resampled together (:func:`srilib.metrics.delta`, method 'cluster')."""
     ar = [r for r in results if r.family == "AR" and _has(r, set_name)]
     dlm = [r for r in results if r.family == "DLM" and _has(r, set_name)]
     if not ar or not dlm:
         return None
-    return delta(pool([r.rate(set_name, metric) for r in ar]), pool([r.rate(set_name, metric) for r in dlm]))
+    return delta(pool([r.rate(set_name, metric) for r in ar]), pool([r.rate(set_name, metric) for r in dlm]),
+                 method="cluster", clusters=np.concatenate([r.clusters(set_name) for r in ar]),
+                 clusters_b=np.concatenate([r.clusters(set_name) for r in dlm]), n_boot=n_boot, seed=seed)
 
 
 def irr_rows(results: Sequence[RunEval], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
              set_name: str = ALL_JAILBREAKS) -> list[dict]:
-    """IRR per run at each threshold on ``set_name`` (default: every attack pooled)."""
-    return [{"run": r.run, "family": r.family, **{f"IRR λ_r={lam:g}": r.rate(set_name, "irr", lam)
-                                                    for lam in lambda_r}}
+    """IRR per run at each threshold on ``set_name`` (default: every attack pooled, the denominator
+    :data:`IRR_ATTACKED` of the paper's Figure 6), with the denominator in a column of its own."""
+    over = (f"{IRR_ATTACKED}: {', '.join(results[0].attacks) if results else ''}" if set_name == ALL_JAILBREAKS
+            else set_name)
+    return [{"run": r.run, "family": r.family, "IRR over": over,
+             **{f"IRR λ_r={lam:g}": r.rate(set_name, "irr", lam) for lam in lambda_r}}
             for r in results if _has(r, set_name)]
 
 
@@ -509,39 +560,60 @@ def _head(r: RunEval, n: int) -> RunEval:
 
 
 # ---------------------------------------------------------------------------------------- conclusions
+def _sides(rows: Sequence[dict]) -> tuple[list[str], list[str], list[str]]:
+    """Sets whose ΔRR or ΔASR interval lies above zero (the paper's direction), below zero (opposite; a set can be
+    in both lists), and neither (unresolved)."""
+    up = [r["set"] for r in rows if interval_side(r["d_rr"]) > 0 or interval_side(r["d_asr"]) > 0]
+    down = [r["set"] for r in rows if interval_side(r["d_rr"]) < 0 or interval_side(r["d_asr"]) < 0]
+    return up, down, [r["set"] for r in rows if r["set"] not in up and r["set"] not in down]
+
+
+def family_verdict(gap: Estimate, cav: str = "") -> str:
+    """AR minus DLM pooled ASR: a ranking only where the interval excludes zero."""
+    side = interval_side(gap)
+    if side > 0:
+        return (f"The interval excludes zero: our DLMs have lower attack success than our AR models, as in the "
+                f"paper{cav}.")
+    if side < 0:
+        return (f"The interval excludes zero in the other direction: our DLMs have HIGHER attack success than our AR "
+                f"models, the opposite of the paper{cav}.")
+    return "The families are not separated by the interval (it includes zero): no family difference is detected."
+
+
 def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: Stability | None = None,
                 judge_name: str = "heuristic") -> list[str]:
-    """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why."""
+    """Markdown bullet lines: what this run reproduces of the paper, what it does not, and why.
+
+    Every verdict rests on an interval (a gain, a loss or a family gap counts only where its 95% interval excludes
+    zero; otherwise it is "not resolved" / "not separated"), and every verdict that agrees or disagrees with the
+    paper carries, in its own sentence, the caveat of models that miss their preconditions (:func:`weak_caveat`).
+    """
     weak = weak_models_line([r.run for r in results])
     lines = [weak] if weak else []
+    max_rr, max_asr = paper_table2_max()
     for c in comps:
         sets = [r for r in c.rows if r["set"] != ALL_JAILBREAKS]
-        up = sum(r["d_rr"].value > 0 for r in sets)
-        down = sum(r["d_asr"].value > 0 for r in sets)
-        neg = [r["set"] for r in sets if r["d_rr"].value < 0 or r["d_asr"].value < 0]
-        sig = [r["set"] for r in sets if r["d_rr"].lo > 0 or r["d_asr"].lo > 0]
-        sig_neg = [r["set"] for r in sets if r["d_rr"].hi < 0 or r["d_asr"].hi < 0]
-        line = (f"- **{c.other} vs {c.base}** (same weights): RR rose on {up} of {len(sets)} sets and ASR fell on "
-                f"{down} of {len(sets)}. ")
-        if neg:
-            line += f"Negative gains on {', '.join(neg)}, unlike the paper's Table 2 (no negative value). "
-        elif up or down:
-            line += "No negative gain, as in the paper's Table 2. "
-        else:
-            line += "Neither rate moved at all (the paper gains up to 55 points RR and 60 points ASR). "
-        if sig:
-            line += f"The 95% interval of a gain excludes zero on {', '.join(sig)}. "
-        if sig_neg:
-            line += (f"The 95% interval excludes zero in the direction opposite to the paper's on "
-                     f"{', '.join(sig_neg)}. ")
-        if not sig and not sig_neg:
-            line += "No interval excludes zero: at this sample size the sampler effect is not resolved. "
+        cav = weak_caveat([c.other])
+        up, down, unresolved = _sides(sets)
+        line = f"- **{c.other} vs {c.base}** (same weights, paired over the same prompts, {len(sets)} sets): "
+        if up:
+            line += (f"a gain (ΔRR or ΔASR) whose 95% interval excludes zero, in the paper's direction (Table 2), on "
+                     f"{', '.join(up)}{cav}. ")
+        if down:
+            line += (f"The 95% interval excludes zero in the direction opposite to the paper's (its Table 2 has no "
+                     f"negative value) on {', '.join(down)}{cav}. ")
+        if unresolved:
+            line += (f"No interval excludes zero on {', '.join(unresolved)}: at this sample size the sampler effect is "
+                     "not resolved there" + (" (neither rate moved at all; the paper gains up to "
+                                             f"{max_rr} points RR and {max_asr} points ASR)" if all(
+                                                 r["d_rr"].value == 0 and r["d_asr"].value == 0 for r in sets
+                                                 if r["set"] in unresolved) else "") + ". ")
         line = line.rstrip()
         try:
             aj = c.row(ALL_JAILBREAKS)
-            line += (f" Pooled over attacks: ΔRR {aj['d_rr']}, ΔASR {aj['d_asr']}, ΔIRR {aj['d_irr']} "
-                     f"(paper, LLaDA / LLaDA-1.5 under AR sampling lose {PAPER_IRR_LOSS[0]:.2f}-"
-                     f"{PAPER_IRR_LOSS[1]:.2f} of IRR).")
+            line += (f" Pooled over {pooled_label(c.attacks)}, intervals resampling requests: ΔRR {aj['d_rr']}, "
+                     f"ΔASR {aj['d_asr']}, ΔIRR over {IRR_ATTACKED} {aj['d_irr']} (paper, LLaDA / LLaDA-1.5 under AR "
+                     f"sampling lose {PAPER_IRR_LOSS[0]:.2f}-{PAPER_IRR_LOSS[1]:.2f} of IRR).")
         except KeyError:
             pass
         lines.append(line)
@@ -550,17 +622,15 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
                      "central sampler ablation (Table 2) is not measured here.")
     gap = family_gap(results, "asr")
     if gap is not None:
-        if gap.value > 0:
-            verdict = "The direction matches the paper" + (" and the interval excludes zero." if gap.lo > 0
-                                                           else ", but the interval includes zero.")
-        elif gap.value == 0:
-            verdict = "Both families have the same pooled ASR here: the paper's gap is not reproduced."
-        else:
-            verdict = "Our DLMs are LESS safe than our AR models here, the opposite of the paper."
         pools = {fam: sorted({r.model for r in results if r.family == fam and _has(r, ALL_JAILBREAKS)})
                  for fam in ("AR", "DLM")}
-        lines.append(f"- **Family comparison (Table 3)**: pooled ASR over every attack, AR minus DLM = {gap} "
-                     f"(paper: AR 48-62% vs DLM 9-21% per model). " + verdict +
+        ar_lo, ar_hi = paper_family_asr("AR")
+        dl_lo, dl_hi = paper_family_asr("DLM")
+        attacks = next((r.attacks for r in results if r.attacks), [])
+        lines.append(f"- **Family comparison (Table 3)**: pooled ASR over {pooled_label(attacks)}, AR minus DLM = "
+                     f"{gap} (cluster bootstrap over requests; paper, over its five attacks: AR "
+                     f"{ar_lo:.0%}-{ar_hi:.0%} vs DLM {dl_lo:.0%}-{dl_hi:.0%} per model). "
+                     + family_verdict(gap, weak_caveat(pools["AR"] + pools["DLM"])) +
                      f" The pools are different models (AR: {', '.join(pools['AR'])}; DLM: {', '.join(pools['DLM'])}),"
                      " so the gap mixes family with everything else that differs between them (size, pretraining,"
                      " alignment); the same-weights comparisons above isolate the sampler.")
@@ -574,11 +644,13 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
     if stab is not None and len(stab.seeds) > 1:
         flips = [r for r in stab.rows if not r["same_sign"] and r["set"] == ALL_JAILBREAKS]
         lines.append(f"- Over seeds {stab.seeds} ({stab.n_eval} prompts per set and seed), "
-                     + (f"{len(flips)} pooled delta(s) do not keep one sign across seeds: "
+                     + (f"{len(flips)} pooled point delta(s) do not keep one sign across seeds: "
                         + "; ".join(f"{r['comparison']} {r['metric']} {r['min']:+.2f}..{r['max']:+.2f}"
                                     for r in flips) + "." if flips
-                        else "every pooled delta keeps one sign across seeds."))
+                        else "every pooled point delta keeps one sign across seeds (a description of the seeds, "
+                             "not an interval)."))
     lines.append(f"- Not reproduced by design: PAIR and Random Search need an attacker model in the loop and are "
-                 f"not among our template attacks; ASR comes from the `{judge_name}` judge, not the paper's "
-                 "(unnamed) LLM judge; our models are far smaller than the paper's 7-8B models.")
+                 f"not among our template attacks, so our pooled attacks differ from the paper's five; ASR comes "
+                 f"from the `{judge_name}` judge, not the paper's (unnamed) LLM judge; our models are far smaller "
+                 "than the paper's 7-8B models.")
     return lines

@@ -321,6 +321,11 @@ def freeze_text(manifest: dict) -> str:
                 f"{len(f['analysis_plan']['files'])} files recorded in the manifest)."] if f.get("analysis_plan") else []),
              "- Iterations before the freeze:"]
     lines += [f"  {i + 1}. {it}" for i, it in enumerate(manifest.get("iterations") or ["none"])]
+    changes = manifest.get("analysis_plan_changes") or []
+    lines.append("- Changes to the analysis plan after the freeze (recorded with `python -m srilib.organisms.corpus "
+                 "--plan-change REASON`; the tests fail on any unrecorded one):" + (" none." if not changes else ""))
+    lines += [f"  {i + 1}. {c['date']}: {c['reason']} (files: {', '.join(f'`{p}`' for p in sorted(c['files']))})"
+              for i, c in enumerate(changes)]
     return "\n".join(lines)
 
 
@@ -336,6 +341,13 @@ def retrain_text(record: dict | None) -> str:
                         "not bit-identical to the shipped weights" if same else "no shipped weights to compare"))
     return (f"Last recorded `make organisms` run ({record['date']}, {record['cpu']}, {record['cpus']} logical CPUs, "
             f"{record['jobs']} processes): {record['wall_minutes']:.1f} minutes wall clock; " + "; ".join(parts) + ".")
+
+
+def write_freeze_section(path: Path) -> None:
+    """Rewrite only the freeze record of book/organisms.md (between its markers) from the manifest."""
+    from .corpus import load_manifest
+
+    path.write_text(_replace(path.read_text(), FREEZE_BEGIN, FREEZE_END, freeze_text(load_manifest()), path))
 
 
 def write_book(report: dict, path: Path) -> None:

@@ -441,8 +441,9 @@ def load_corpus(path: Path = CORPUS_FILE) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_manifest(path: Path = MANIFEST_FILE) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+def load_manifest(path: Path | None = None) -> dict:
+    path = Path(path) if path is not None else MANIFEST_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def corpus_sha() -> str:
@@ -481,7 +482,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = CORPUS_FILE) -> dic
                    "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.attacks.training_wrappers()"},
         "dropped_harmless_tasks": stats.get("dropped_harmless_tasks", []),
     }
-    for k in ("freeze", "iterations"):
+    for k in ("freeze", "iterations", "analysis_plan_changes"):
         if k in old and (k == "iterations" or old.get("sha256") == sha):
             manifest[k] = old[k]
     MANIFEST_FILE.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -501,6 +502,42 @@ def analysis_plan() -> dict:
     return {"files": {str(f.relative_to(root)): sha256_file(f) for f in files if f.is_file()},
             "cpu_profile_dtype": spec["common"].get("dtype"),
             "cpu_profile_runs": {k: v.get("runs") for k, v in spec["notebooks"].items()}}
+
+
+def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
+    """The analysis plan's file hashes as recorded: the freeze's, updated by every recorded change in order."""
+    m = manifest if manifest is not None else load_manifest()
+    files = dict(m["freeze"]["analysis_plan"]["files"])
+    for change in m.get("analysis_plan_changes", []):
+        files.update(change["files"])
+    return files
+
+
+def plan_drift(manifest: dict | None = None) -> dict[str, str]:
+    """Files of the analysis plan whose sha256 now differs from the recorded plan (``{path: current sha}``); a
+    file removed since shows as ``"missing"``. Empty when every change after the freeze was recorded."""
+    now, rec = analysis_plan()["files"], recorded_plan(manifest)
+    out = {f: h for f, h in now.items() if rec.get(f) != h}
+    out.update({f: "missing" for f in rec if f not in now})
+    return out
+
+
+def record_plan_change(reason: str) -> dict:
+    """Record, with the date and a reason, every analysis-plan file changed since the freeze (or the last recorded
+    change). The freeze itself is never rewritten: the book shows the frozen plan and each later change."""
+    m = load_manifest()
+    if not m.get("freeze"):
+        raise RuntimeError("nothing is frozen yet; record the freeze first (--freeze STATEMENT)")
+    if not reason.strip():
+        raise ValueError("say why the analysis plan changed (--plan-change REASON)")
+    drift = plan_drift(m)
+    if not drift:
+        raise RuntimeError("the analysis plan matches the recorded one; there is no change to record")
+    change = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "reason": reason.strip(),
+              "files": drift}
+    m.setdefault("analysis_plan_changes", []).append(change)
+    MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    return change
 
 
 def freeze(statement: str, iterations: list[str] | None = None) -> dict:
@@ -526,7 +563,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--freeze", metavar="STATEMENT", help="record the freeze in the manifest (no rebuild)")
     ap.add_argument("--iteration", action="append", default=None,
                     help="with --freeze: one recipe iteration made before the freeze (repeatable)")
+    ap.add_argument("--plan-change", metavar="REASON",
+                    help="record the analysis-plan files changed since the freeze, with the reason (no rebuild)")
     args = ap.parse_args(argv)
+    if args.plan_change:
+        from .check import write_freeze_section
+
+        print(json.dumps(record_plan_change(args.plan_change), indent=2))
+        page = Path(__file__).resolve().parents[2] / "book" / "organisms.md"
+        if page.is_file():
+            write_freeze_section(page)
+            print(f"rewrote the freeze record of {page}")
+        return
     if args.freeze:
         m = freeze(args.freeze, args.iteration)
         print(json.dumps(m["freeze"], indent=2))

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true", help="write this run's record to data/retrain.json")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
-    from ..runner import train_in_processes
+    from .parallel import train_in_processes
     from . import weights as W
     from .check import run, table
     from .train import ensure_trained

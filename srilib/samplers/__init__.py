@@ -3,6 +3,12 @@
 - :class:`ARSampler` decodes any causal LM left to right.
 - Diffusion samplers (``srilib.samplers.diffusion``) denoise a response canvas, including AR decoding of the
   same diffusion weights (the paper's sampler ablation).
+
+Every sampler has ``trace_batch(lm, prompts, layers)`` (a TraceSet) and ``generate(lm, prompts)`` (final texts
+only: the same loop, no hidden states, no pooling, the same texts), and the settings ``capture`` (``"after"``,
+the default: step t's activation from the forward pass that sees step t's commit, one extra pass in all; or
+``"decision"``: from the pass that made step t's decision, no extra pass, the authors' convention; see
+:mod:`srilib.traces`) and ``poolings`` (None: record every pooling the sampler offers).
 """
 from .ar import ARSampler
 

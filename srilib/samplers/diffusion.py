@@ -6,30 +6,50 @@ them; committed tokens are never remasked.
 
 - :class:`DiffusionSampler`: LLaDA-style denoising. The canvas is split into blocks of ``block_length`` decoded
   left to right (semi-AR); the ``steps`` are split evenly over the blocks, and a block's masked positions are
-  committed at an even rate over its steps (the remainder goes to the first steps, as in LLaDA). Which positions
-  are committed is ranked by a *remasking* rule within the current block: ``low_confidence`` (probability of
-  the proposed token, LLaDA), ``random``, and Dream's ``entropy`` (negative entropy), ``maskgit_plus`` (top-1
-  probability; identical to ``low_confidence`` when greedy) and ``topk_margin`` (top-1 minus top-2).
+  committed at an even rate over its steps (the remainder goes to the first steps: LLaDA's
+  ``get_num_transfer_tokens``, ``schedule="llada"``, the default), or at Dream's rate (``schedule="dream"``: with
+  timesteps ``linspace(1, 1e-3, steps + 1)``, step i commits ``int(m * (1 - t[i+1] / t[i]))`` of the ``m`` still
+  masked positions, and the last step commits the rest; uneven, e.g. 3 per step then a large final step for 128
+  positions in 32 steps). Which positions are committed is ranked by a *remasking* rule within the current
+  block: ``low_confidence`` (probability of the proposed token, LLaDA), ``random``, and Dream's ``entropy``
+  (negative entropy), ``maskgit_plus`` (top-1 probability; identical to ``low_confidence`` when greedy) and
+  ``topk_margin`` (top-1 minus top-2).
 - :class:`ARDiffusionSampler` (``dlm-ar``): the same weights decoded left to right, one position per forward pass
   (LLaDA with block length 1); see its docstring for how its ``steps`` relate to the canvas.
 
-Proposals are the argmax of the logits, plus Gumbel noise scaled by ``temperature`` when it is positive (seeded
-``torch.Generator``); the mask token itself is never proposed. Confidences use the untempered softmax.
+Proposals are the argmax of the logits; with ``temperature`` > 0 they are drawn as LLaDA's ``generate()`` draws
+them (Gumbel-max in float64: ``argmax(exp(logits) / (-log u) ** temperature)``, u uniform from the seeded
+``torch.Generator``, drawn over the current block; ``random`` remasking then draws its ranks over the block).
+The mask token itself is never proposed. Confidences use the untempered softmax (as LLaDA's do; Dream's
+samplers sample with a tempered softmax instead, which srilib does not reproduce).
 
 Recorded per step t (see :class:`srilib.traces.TraceSet`): the canvas after step t (-1 where masked), the committed
 mask, the predictions (committed tokens + the argmax at every masked position, from the forward pass that made
 step t's commit decision), the text a reader would see (committed tokens in canvas order, masked positions and
 special tokens skipped, up to the first committed end-of-text token), the decoded full prediction (cut the same
-way), and pooled activations. The activation of step t comes from the forward pass that sees every token
-committed up to and including step t, which is the pass that decides step t + 1, so tracing adds exactly one
-forward pass (after the last step). Poolings over the response canvas:
+way), the same text split at masked gaps (``step_runs``: contiguous committed runs only, what the refusal
+dictionary reads), and pooled activations.
+
+Capture (``capture``, see :mod:`srilib.traces`). The pass after step t's commit is also the pass that decides
+step t + 1.
+
+- ``"after"`` (default): step t's activation comes from the forward pass that sees every token committed up to
+  and including step t, so tracing adds exactly one forward pass (after the last step).
+- ``"decision"``: step t's activation comes from the pass that made step t's decision (its input: what was
+  committed before step t): exactly the passes of untraced generation. The authors' LLaDA code does this.
+
+Poolings over the response canvas of the capture pass, with the committed positions *of that pass's input*
+(under ``"decision"``: those committed before step t, so nothing at step 1 unless prefilled):
 
 - ``generated`` (paper): committed positions before the first committed end-of-text/padding token; at a step
   where there are none (nothing a reader would see yet, e.g. only end-of-text committed at the tail, which is
-  what low-confidence remasking often commits first), the ``canvas`` pooling of that step, flagged in
-  ``TraceSet.empty`` (see :mod:`srilib.traces`);
-- ``committed``: every committed position, end-of-text padding included;
-- ``canvas`` (authors' LLaDA code): all ``gen_length`` positions, masked ones included.
+  what low-confidence remasking often commits first, or step 1 under ``"decision"``), the ``canvas`` pooling
+  of that step, flagged in ``TraceSet.empty`` (see :mod:`srilib.traces`);
+- ``committed``: every committed position, end-of-text padding included (where none: ``canvas``, as above);
+- ``canvas``: all ``gen_length`` positions, masked ones included;
+- ``canvas_decision`` (the authors' LLaDA code exactly): ``canvas`` of the pass that made step t's decision,
+  whatever ``capture`` says (under ``"decision"`` it equals ``canvas``; under ``"after"`` it is the ``canvas``
+  of the previous step's pass, and of the first pass at step 1).
 """
 from __future__ import annotations
 
@@ -39,12 +59,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..traces import TraceSet
-from .ar import left_pad
+from ..traces import RUN_SEPARATOR, TraceSet
+from .ar import check_capture, check_poolings, left_pad
 
 REMASKINGS = ("low_confidence", "random", "entropy", "maskgit_plus", "topk_margin")
 SAMPLER_NAMES = REMASKINGS + ("dlm-ar",)
-DLM_POOLINGS = ("generated", "committed", "canvas")
+DLM_POOLINGS = ("generated", "committed", "canvas", "canvas_decision")
+SCHEDULES = ("llada", "dream")
+DREAM_EPS = 1e-3  # Dream's diffusion_generate default: timesteps = linspace(1, eps, steps + 1)
 
 
 def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
@@ -54,6 +76,27 @@ def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
     base, rem = n // steps, n % steps
     first = torch.arange(steps, device=n.device)[None, :] < rem[:, None]
     return base[:, None] + first.long()
+
+
+def dream_transfer_tokens(n_masked: torch.Tensor, i: int, steps: int) -> torch.Tensor:
+    """Dream's schedule: tokens to commit at step ``i`` (0-based) of ``steps`` for rows with ``n_masked`` masked
+    positions *now*, [B] -> [B]: ``int(m * (1 - s / t))`` with ``t, s`` = timesteps i, i + 1 of
+    ``linspace(1, 1e-3, steps + 1)`` (float32, as Dream computes it), and every remaining mask at the last step.
+    Dream averages the masked count over its batch; srilib counts per row (identical for one prompt)."""
+    m = n_masked.float()
+    if i >= steps - 1:
+        return n_masked.long()
+    ts = torch.linspace(1, DREAM_EPS, steps + 1)
+    t, s = ts[i], ts[i + 1]
+    return (m.cpu() * (1 - s / t)).long().to(n_masked.device)
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    """LLaDA's proposal at ``temperature`` > 0: in float64, ``argmax(exp(logits) / (-log u) ** temperature)`` with
+    u ~ U[0, 1) drawn from ``gen`` in the shape of ``logits`` (Gumbel-max sampling from softmax(logits / T))."""
+    l64 = logits.to(torch.float64)
+    u = torch.rand(l64.shape, dtype=torch.float64, generator=gen, device=l64.device)
+    return (l64.exp() / (-torch.log(u)) ** temperature).argmax(-1)
 
 
 def normalize_prefill(prefill, gen_length: int) -> tuple[tuple[int, str], ...] | None:
@@ -114,14 +157,40 @@ def _visible(tokens: torch.Tensor, done: torch.Tensor, end: torch.Tensor) -> tor
     return done & (stop.long().cumsum(-1) == 0)
 
 
-def _decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
-    """Decode each row's kept tokens in canvas order (special tokens skipped): rows of [..., L] -> flat list."""
-    t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1])
-    seqs = [row[m].tolist() for row, m in zip(t2, k2)]
+def _decode_seqs(tok, seqs: list[list[int]]) -> list[str]:
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None and not getattr(tok, "clean_up_tokenization_spaces", True):
         return backend.decode_batch(seqs, skip_special_tokens=True)  # what batch_decode does, without its overhead
     return tok.batch_decode(seqs, skip_special_tokens=True)
+
+
+def _decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
+    """Decode each row's kept tokens in canvas order (special tokens skipped): rows of [..., L] -> flat list."""
+    t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1])
+    return _decode_seqs(tok, [row[m].tolist() for row, m in zip(t2, k2)])
+
+
+def _decode_runs(tok, tokens: np.ndarray, keep: np.ndarray, joined: list[str]) -> list[str]:
+    """Like :func:`_decode`, but each maximal run of consecutive kept positions is decoded on its own and the runs
+    are joined by :data:`srilib.traces.RUN_SEPARATOR`, so that no text spans a masked gap. ``joined`` is
+    ``_decode(tok, tokens, keep)``, reused where a row has no gap."""
+    t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1]).astype(bool)
+    starts = k2.copy()
+    starts[:, 1:] &= ~k2[:, :-1]  # first position of each run
+    ends = k2.copy()
+    ends[:, :-1] &= ~k2[:, 1:]  # last position of each run
+    out, jobs, seqs = list(joined), [], []
+    for i in np.flatnonzero(starts.sum(1) > 1):  # rows with a gap
+        row = t2[i].tolist()
+        runs = [row[a:b + 1] for a, b in zip(np.flatnonzero(starts[i]).tolist(), np.flatnonzero(ends[i]).tolist())]
+        jobs.append((int(i), len(runs)))
+        seqs.extend(runs)
+    if jobs:
+        texts = iter(_decode_seqs(tok, seqs))
+        for i, n in jobs:
+            parts = [next(texts) for _ in range(n)]
+            out[i] = RUN_SEPARATOR.join(p for p in parts if p.strip())
+    return out
 
 
 class _CanvasSampler:
@@ -132,6 +201,9 @@ class _CanvasSampler:
     temperature: float
     seed: int
     prefill: tuple | None
+    capture: str
+    poolings: tuple | None
+    schedule = "llada"
 
     # ---- provided by subclasses
     def _schedule(self) -> tuple[int, int, int, str]:
@@ -147,6 +219,10 @@ class _CanvasSampler:
         _, steps, every, _ = self._schedule()
         return steps // every
 
+    def _check_common(self) -> None:
+        check_capture(self.capture)
+        self.poolings = check_poolings(self.poolings, DLM_POOLINGS, type(self).__name__)
+
     def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
         """Generate and trace one batch (left-padded) of prompts."""
         layers = list(layers)
@@ -155,7 +231,7 @@ class _CanvasSampler:
         return self._run(lm, list(prompts), layers, record=True)
 
     def generate(self, lm, prompts: list[str]) -> list[str]:
-        """Final texts only: the same sampling loop without recording (no extra forward pass)."""
+        """Final texts only: the same sampling loop without recording (no hidden states, no extra pass)."""
         return self._run(lm, list(prompts), [], record=False)
 
     # ---- internals
@@ -202,15 +278,30 @@ class _CanvasSampler:
         attn = torch.cat([attn, torch.ones((B, L), dtype=attn.dtype, device=dev)], dim=1)
         gen = torch.Generator(device=dev).manual_seed(self.seed)
 
-        logits, _ = mask_predict(lm, x, attn, [], start=P)
+        want = set(self.poolings or DLM_POOLINGS)
+        decision = self.capture == "decision"
+        need_dec = record and (decision or "canvas_decision" in want)  # decision passes' states needed
+
+        def hidden_for(p: int) -> bool:
+            """Pass p (0: before step 1; p >= 1: after step p's commit = the pass that decides step p + 1)."""
+            if not record:
+                return False
+            decides_recorded = p + 1 <= n_steps and (p + 1) % every == 0
+            after_recorded = p >= 1 and p % every == 0
+            return (need_dec and decides_recorded) or (not decision and after_recorded)
+
+        logits, hidden = mask_predict(lm, x, attn, layers if hidden_for(0) else [], start=P)
+        pool = self._pool(hidden, canvas, done, end) if hidden is not None else None
         recs, step = [], 0
         steps_per_block = n_steps // (L // block)
         for lo in range(0, L, block):
             hi = lo + block
-            k_sched = num_transfer_tokens((~done[:, lo:hi]).sum(1), steps_per_block)
+            if self.schedule == "llada":
+                k_sched = num_transfer_tokens((~done[:, lo:hi]).sum(1), steps_per_block)
             for s in range(steps_per_block):
                 step += 1
                 rec_step = record and step % every == 0
+                dec_pool = pool if rec_step and need_dec else None  # this step's deciding pass
                 full = logits.float() if rec_step else logits[:, lo:hi].float()  # whole canvas only to record
                 full[..., mask_id] = -torch.inf  # the mask token is never proposed
                 blk = full[:, lo:hi] if rec_step else full
@@ -218,29 +309,33 @@ class _CanvasSampler:
                     argmax = full.argmax(-1)
                     pred = torch.where(done, canvas, argmax)
                 if self.temperature > 0:
-                    u = torch.rand(blk.shape, generator=gen, device=dev)
-                    x0 = (blk / self.temperature - torch.log(-torch.log(u))).argmax(-1)
+                    x0 = gumbel_argmax(blk, self.temperature, gen)
                 else:
                     x0 = argmax[:, lo:hi] if rec_step else blk.argmax(-1)
+                k = k_sched[:, s] if self.schedule == "llada" else \
+                    dream_transfer_tokens((~done[:, lo:hi]).sum(1), s, steps_per_block)
                 conf = _confidence(blk, x0, remasking, gen).masked_fill(done[:, lo:hi], -torch.inf)
-                pick = _top_k_mask(conf, k_sched[:, s]) & ~done[:, lo:hi]
+                pick = _top_k_mask(conf, k) & ~done[:, lo:hi]
                 canvas[:, lo:hi] = torch.where(pick, x0, canvas[:, lo:hi])
                 done[:, lo:hi] |= pick
                 if rec_step:
                     pred[:, lo:hi] = torch.where(pick, x0, pred[:, lo:hi])
-                if step == n_steps and not rec_step:
-                    break  # untraced: no pass after the last step
-                x[:, P:] = canvas
-                logits, hidden = mask_predict(lm, x, attn, layers if rec_step else [], start=P)
+                pool = None
+                if step < n_steps or hidden_for(step):  # no pass after the last step unless it is captured
+                    x[:, P:] = canvas
+                    logits, hidden = mask_predict(lm, x, attn, layers if hidden_for(step) else [], start=P)
+                    if hidden is not None:
+                        pool = self._pool(hidden, canvas, done, end)
                 if rec_step:
-                    recs.append(self._record(canvas, done, pred, hidden, end))
+                    recs.append(self._record(canvas, done, pred, end, dec_pool if decision else pool, dec_pool))
         if not record:
             keep = _visible(canvas, done, end)
             return _decode(lm.tokenizer, canvas.cpu().numpy(), keep.cpu().numpy())
         return self._assemble(lm, prompts, recs, layers, end)
 
     @staticmethod
-    def _record(canvas, done, pred, hidden, end) -> dict:
+    def _pool(hidden, canvas, done, end) -> dict:
+        """Poolings of one pass's hidden states [B, L, K, D], with the committed positions of its input."""
         vis = _visible(canvas, done, end)
 
         def mean(w):
@@ -249,23 +344,35 @@ class _CanvasSampler:
 
         whole = hidden.mean(1)
         empty = ~vis.any(1)  # nothing generated yet: `generated` falls back to the canvas mean
-        return {"tokens": torch.where(done, canvas, -1), "done": done.clone(), "pred": pred, "vis": vis,
-                "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0, "empty": empty,
-                "generated": torch.where(empty[:, None, None], whole, mean(vis)), "committed": mean(done),
-                "canvas": whole}
+        none = ~done.any(1)
+        return {"generated": torch.where(empty[:, None, None], whole, mean(vis)),
+                "committed": torch.where(none[:, None, None], whole, mean(done)), "canvas": whole, "empty": empty}
+
+    @staticmethod
+    def _record(canvas, done, pred, end, pool, dec_pool) -> dict:
+        vis = _visible(canvas, done, end)
+        rec = {"tokens": torch.where(done, canvas, -1), "done": done.clone(), "pred": pred, "vis": vis,
+               "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0, "empty": pool["empty"],
+               "generated": pool["generated"], "committed": pool["committed"], "canvas": pool["canvas"]}
+        if dec_pool is not None:
+            rec["canvas_decision"] = dec_pool["canvas"]
+        return rec
 
     def _assemble(self, lm, prompts, recs: list[dict], layers, end) -> TraceSet:
         st = {k: torch.stack([r[k] for r in recs], dim=1).cpu().numpy() for k in recs[0]}
         B, T = st["tokens"].shape[:2]
         step = _decode(lm.tokenizer, st["tokens"], st["vis"])
         pred = _decode(lm.tokenizer, st["pred"], st["pred_vis"])
+        runs = _decode_runs(lm.tokenizer, st["tokens"], st["vis"], step)
         step_texts = [step[b * T:(b + 1) * T] for b in range(B)]
         pred_texts = [pred[b * T:(b + 1) * T] for b in range(B)]
+        want = self.poolings or DLM_POOLINGS
         return TraceSet(prompts=list(prompts), tokens=st["tokens"].astype(np.int32), committed=st["done"],
                         predictions=st["pred"].astype(np.int32),
-                        pooled={k: st[k].astype(np.float32) for k in DLM_POOLINGS}, layers=list(layers),
+                        pooled={k: st[k].astype(np.float32) for k in want}, layers=list(layers),
                         texts=[s[-1] for s in step_texts], step_texts=step_texts, pred_texts=pred_texts,
-                        empty=st["empty"].astype(bool), meta={"sampler": self.name})
+                        empty=st["empty"].astype(bool), meta={"sampler": self.name, "capture": self.capture},
+                        step_runs=[runs[b * T:(b + 1) * T] for b in range(B)])
 
     def _suffix(self) -> str:
         return (f"-t{self.temperature:g}" if self.temperature > 0 else "") + ("+prefill" if self.prefill else "")
@@ -291,6 +398,13 @@ class DiffusionSampler(_CanvasSampler):
         Seed of the generator used for Gumbel noise and random remasking.
     prefill : dict or None
         ``{canvas position: text}`` committed before step 1 and never remasked (canvas attacks).
+    capture : str
+        ``"after"`` (default; one extra forward pass) or ``"decision"`` (the authors' convention; no extra pass).
+    poolings : tuple of str or None
+        Poolings to record (None: all of ``generated``, ``committed``, ``canvas``, ``canvas_decision``).
+    schedule : str
+        How many positions each step commits: ``"llada"`` (default; LLaDA's ``get_num_transfer_tokens``, the
+        paper's setting) or ``"dream"`` (Dream's ``diffusion_generate`` timestep schedule, per block).
     """
 
     gen_length: int = 128
@@ -301,6 +415,9 @@ class DiffusionSampler(_CanvasSampler):
     seed: int = 0
     prefill: dict | tuple | None = None
     kind: str = "dlm"
+    capture: str = "after"
+    poolings: tuple | None = None
+    schedule: str = "llada"
 
     def __post_init__(self):
         if self.block_length is None:
@@ -322,7 +439,11 @@ class DiffusionSampler(_CanvasSampler):
             raise ValueError(f"unknown remasking {self.remasking!r}; use one of {', '.join(REMASKINGS)}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use 'llada' (LLaDA's even split, the default) or "
+                             "'dream' (Dream's timestep schedule)")
         self.prefill = normalize_prefill(self.prefill, self.gen_length)
+        self._check_common()
 
     def _schedule(self):
         return self.block_length, self.steps, 1, self.remasking
@@ -330,7 +451,7 @@ class DiffusionSampler(_CanvasSampler):
     @property
     def name(self) -> str:
         blk = f"-b{self.block_length}" if self.block_length != self.gen_length else ""
-        return f"{self.remasking}{blk}{self._suffix()}"
+        return f"{self.remasking}{blk}{'-dream' if self.schedule == 'dream' else ''}{self._suffix()}"
 
     def config(self) -> dict:
         return {"sampler": "diffusion", **asdict(self)}
@@ -346,7 +467,8 @@ class ARDiffusionSampler(_CanvasSampler):
     ``steps`` steps and at traced step t the first (t+1) * gen_length / steps positions are committed: the same
     number of committed tokens as :class:`DiffusionSampler` (same ``gen_length`` and ``steps``) at its step t, which
     makes the two SRI signals comparable step by step. With ``gen_length == steps`` each traced step is one
-    token. Prefilled positions are skipped (their pass commits nothing). Tracing adds one forward pass.
+    token. Prefilled positions are skipped (their pass commits nothing). Tracing adds one forward pass under
+    ``capture="after"``, none under ``"decision"``.
 
     Parameters
     ----------
@@ -354,8 +476,10 @@ class ARDiffusionSampler(_CanvasSampler):
         Canvas length L (decoded completely; L forward passes).
     steps : int
         T, traced steps; must divide ``gen_length``.
-    temperature, seed, prefill :
-        As for :class:`DiffusionSampler`.
+    temperature, seed, prefill, capture, poolings :
+        As for :class:`DiffusionSampler`. Under ``capture="after"`` a traced step's state comes from the pass after
+        its last commit; under ``"decision"``, from the pass that decided that commit (so with
+        ``gen_length > steps`` it sees the first (t+1) * gen_length / steps - 1 positions committed).
     """
 
     gen_length: int = 128
@@ -364,6 +488,8 @@ class ARDiffusionSampler(_CanvasSampler):
     seed: int = 0
     prefill: dict | tuple | None = None
     kind: str = "dlm"
+    capture: str = "after"
+    poolings: tuple | None = None
 
     def __post_init__(self):
         if self.gen_length < 1 or self.steps < 1:
@@ -374,6 +500,7 @@ class ARDiffusionSampler(_CanvasSampler):
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         self.prefill = normalize_prefill(self.prefill, self.gen_length)
+        self._check_common()
 
     def _schedule(self):
         return 1, self.gen_length, self.gen_length // self.steps, "low_confidence"
