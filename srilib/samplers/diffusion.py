@@ -64,6 +64,7 @@ from .ar import check_capture, check_poolings, left_pad
 
 REMASKINGS = ("low_confidence", "random", "entropy", "maskgit_plus", "topk_margin")
 SAMPLER_NAMES = REMASKINGS + ("dlm-ar",)
+DIFFUGUARD_NAMES = ("diffuguard", "diffuguard-sar")  # srilib.samplers.diffuguard: SAR + audit/repair, SAR only
 DLM_POOLINGS = ("generated", "committed", "canvas", "canvas_decision")
 SCHEDULES = ("llada", "dream")
 DREAM_EPS = 1e-3  # Dream's diffusion_generate default: timesteps = linspace(1, eps, steps + 1)
@@ -314,12 +315,15 @@ class _CanvasSampler:
                     x0 = argmax[:, lo:hi] if rec_step else blk.argmax(-1)
                 k = k_sched[:, s] if self.schedule == "llada" else \
                     dream_transfer_tokens((~done[:, lo:hi]).sum(1), s, steps_per_block)
-                conf = _confidence(blk, x0, remasking, gen).masked_fill(done[:, lo:hi], -torch.inf)
+                conf = self._rank(blk, x0, remasking, gen, step, n_steps).masked_fill(done[:, lo:hi], -torch.inf)
                 pick = _top_k_mask(conf, k) & ~done[:, lo:hi]
                 canvas[:, lo:hi] = torch.where(pick, x0, canvas[:, lo:hi])
                 done[:, lo:hi] |= pick
                 if rec_step:
                     pred[:, lo:hi] = torch.where(pick, x0, pred[:, lo:hi])
+                if s == steps_per_block - 1 and self._after_block(lm, x, attn, P, canvas, done, lo, hi, gen, step,
+                                                                  n_steps) and rec_step:
+                    pred[:, lo:hi] = torch.where(done[:, lo:hi], canvas[:, lo:hi], pred[:, lo:hi])
                 pool = None
                 if step < n_steps or hidden_for(step):  # no pass after the last step unless it is captured
                     x[:, P:] = canvas
@@ -332,6 +336,22 @@ class _CanvasSampler:
             keep = _visible(canvas, done, end)
             return _decode(lm.tokenizer, canvas.cpu().numpy(), keep.cpu().numpy())
         return self._assemble(lm, prompts, recs, layers, end)
+
+    # ---- hooks for sampler variants (srilib.samplers.diffuguard); the defaults are the plain sampler exactly
+    def _rank(self, blk: torch.Tensor, x0: torch.Tensor, remasking: str, gen: torch.Generator, step: int,
+              n_steps: int) -> torch.Tensor:
+        """Commit score of each proposal in the current block [B, block] (higher = committed first) at ``step``
+        (1-based) of ``n_steps``; ``blk`` are the block's logits (mask token at -inf). Default: the remasking
+        rule's :func:`_confidence` (same generator draws)."""
+        return _confidence(blk, x0, remasking, gen)
+
+    def _after_block(self, lm, x: torch.Tensor, attn: torch.Tensor, P: int, canvas: torch.Tensor,
+                     done: torch.Tensor, lo: int, hi: int, gen: torch.Generator, step: int, n_steps: int) -> bool:
+        """Called once per block, right after the commit of its last step (``step``) and *before* the forward pass
+        that follows that commit (so that pass, the recorded state of ``step`` and the next block all see any
+        change). May edit ``canvas`` / ``done`` in place (``x[:, P:]`` is stale: write ``canvas`` into it before
+        any forward pass of its own); returns True when it changed them. Default: nothing (False)."""
+        return False
 
     @staticmethod
     def _pool(hidden, canvas, done, end) -> dict:
@@ -515,7 +535,9 @@ class ARDiffusionSampler(_CanvasSampler):
 
 def make_diffusion_sampler(name: str, **kw):
     """Diffusion sampler by name: a remasking rule (``low_confidence``, ``random``, ``entropy``, ``maskgit_plus``,
-    ``topk_margin``) for :class:`DiffusionSampler`, or ``dlm-ar`` for :class:`ARDiffusionSampler`."""
+    ``topk_margin``) for :class:`DiffusionSampler`, ``dlm-ar`` for :class:`ARDiffusionSampler`, or ``diffuguard``
+    (official settings: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
+    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
     if name == "dlm-ar":
         if kw.pop("block_length", None) not in (None, 1):
             raise ValueError("dlm-ar decodes one position at a time (block length 1); drop block_length")
@@ -525,5 +547,12 @@ def make_diffusion_sampler(name: str, **kw):
             raise ValueError(f"sampler {name!r} conflicts with remasking={kw['remasking']!r}; pass one of them")
         kw.pop("remasking", None)
         return DiffusionSampler(remasking=name, **kw)
-    raise ValueError(f"unknown sampler {name!r}; use 'ar' for causal LMs or one of {', '.join(SAMPLER_NAMES)} "
-                     "for diffusion LMs")
+    if name in DIFFUGUARD_NAMES:  # srilib.samplers.diffuguard (imported here: it builds on this module)
+        from .diffuguard import DiffuGuardSampler
+        if name == "diffuguard-sar":
+            if kw.get("audit"):
+                raise ValueError("'diffuguard-sar' is DiffuGuard with the audit off; use 'diffuguard' for the audit")
+            kw["audit"] = False
+        return DiffuGuardSampler(**kw)
+    raise ValueError(f"unknown sampler {name!r}; use 'ar' for causal LMs or one of "
+                     f"{', '.join(SAMPLER_NAMES + DIFFUGUARD_NAMES)} for diffusion LMs")
