@@ -202,6 +202,8 @@ class DetectorResult:
     prefills: dict[str, list] = field(default_factory=dict)  # canvas set -> the sampler's ((position, text), ...)
     shift: dict = field(default_factory=dict)  # harmless distribution shift (run_harmless_shift), if measured
     _draws: dict = field(default_factory=dict, repr=False)  # cached bootstrap replicates (auroc_draws)
+    adaptive: list[str] = field(default_factory=list)  # adaptive-attack sets (Random Search, PAIR): held out
+    diffuguard: dict = field(default_factory=dict)  # DiffuGuard on the canvas attacks (run_diffuguard), if run
 
     @property
     def canvas_sets(self) -> list[str]:
@@ -229,7 +231,7 @@ def _features(method: str, ts, anchors: dict[str, Anchors], tau: float) -> np.nd
 
 def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Sequence[str], *, tau: float = 0.1,
                  seeds: Sequence[int] = (0,), cfg: GuardConfig = GuardConfig(), n_boot: int = 1000,
-                 canvas_attacks: Sequence[str] = ()) -> DetectorResult:
+                 canvas_attacks: Sequence[str] = (), adaptive=None) -> DetectorResult:
     """Fit every ablation detector on harmless train signals of one run and score the evaluation sets.
 
     ``canvas_attacks`` (:mod:`srilib.canvas_attacks`, diffusion runs only; ignored for AR runs) add evaluation
@@ -258,6 +260,11 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
     ev = {name: exp.traces(run, prompts, name) for name, (prompts, _) in evaluation.items()}
     jb = list(sets.attacked)
     notes, prefills = [], {}
+    # adaptive attacks (srilib.chapters.adaptive.Adaptive): scored per set as attacks the guard never saw, kept
+    # out of the pooled jailbreak AUROC (their i-th prompt comes from the i-th harmful request, on fewer requests)
+    adaptive_sets = adaptive.prompts(run) if adaptive is not None else {}
+    for name, prompts in adaptive_sets.items():
+        ev[name] = exp.traces(run, prompts, name)
     if lm.kind == "dlm":
         for name in canvas_attacks:
             ts, why = canvas_traces(exp, run, sets, name)
@@ -296,7 +303,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
         texts={k: list(ts.texts) for k, ts in ev.items()},
         refusal={k: refusal_rate(ts.texts) for k, ts in ev.items()}, jailbreaks=jb, detectors=detectors,
         scores=scores, auroc=au, auroc_raw=au_raw, seeds=seeds, cfg=cfg, n_boot=n_boot, notes=notes,
-        prefills=prefills)
+        prefills=prefills, adaptive=list(adaptive_sets))
 
 
 def canvas_traces(exp: Experiment, spec, sets: PromptSets, name: str):
@@ -343,6 +350,225 @@ def canvas_rows(results: dict[str, DetectorResult], judge, requests: Sequence[st
     return rows
 
 
+# ------------------------------------------------------------------------------------------------- DiffuGuard
+DIFFUGUARD = "DiffuGuard"
+# paper Table 14 (LLaDA): canvas attack -> (paper's attack, ASR undefended, after DiffuGuard, after SRI Guard)
+PAPER_TABLE14 = PAPER_CANVAS
+
+
+def diffuguard_run(exp: Experiment, spec):
+    """The run's model under DiffuGuard (sampler ``diffuguard``, the official settings of
+    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`) with the run's gen_length, steps, seed and block length
+    (its ``:bN`` suffix, else the experiment's block length or one block; ``dlm-ar``, one position at a time, gets
+    one block). DiffuGuard is a decoding-time defense: it replaces the run's sampler."""
+    from ..experiment import Run
+
+    run = exp.resolve(spec)
+    _, _, block = run.sampler.partition(":")
+    return Run(run.model, "diffuguard" + (f":{block}" if block else ""))
+
+
+def diffuguard_settings(sampler) -> str:
+    """DiffuGuard's settings in words (for captions and prose)."""
+    s = sampler
+    return (f"SAR alpha0 = {s.alpha0:g}, anneal '{s.anneal}'; audit {'on' if s.audit else 'off'} (mode "
+            f"'{s.sp_mode}', threshold {s.sp_threshold:g}, logit-conflict test {'on' if s.sp_logit else 'off'}); "
+            f"repair of {'the first block only' if s.repair_first_block_only else 'every flagged block'}: remask "
+            f"ratio {s.remask_ratio:g}, {s.refinement_steps} refinement steps, suppression {s.suppression:g}; "
+            f"block length {s.block_length} of {s.gen_length}, {s.steps} steps")
+
+
+def timing_batch(sets: PromptSets, jailbreaks: Sequence[str], n_timing: int) -> list[str]:
+    """The overhead timing batch: ``n_timing`` (at least 2) eval prompts, harmless and jailbreak interleaved."""
+    pool_j = [p for i in range(len(sets.eval_harmful)) for a in jailbreaks for p in [sets.attacked[a][i]]]
+    return [p for pair in zip(sets.eval_harmless, pool_j) for p in pair][:max(2, n_timing)]
+
+
+def timed_pair(plain, guarded, lm, prompts: Sequence[str], rounds: int = 1, warmup: int = 2) -> tuple[float, float]:
+    """(plain seconds, guarded seconds) of untraced generation (:func:`srilib.baselines.plain_generate`) of one
+    batch with the run's plain sampler and with a decoding-time defense's sampler: an untimed warm-up of both on
+    the first ``warmup`` prompts, then ``rounds`` rounds alternating which goes first; medians over rounds."""
+    prompts = list(prompts)
+    if warmup > 0:
+        plain_generate(plain, lm, prompts[:warmup])
+        plain_generate(guarded, lm, prompts[:warmup])
+    pt, gt = [], []
+    for r in range(max(1, int(rounds))):
+        for which in (("plain", "guarded") if r % 2 == 0 else ("guarded", "plain")):
+            t0 = time.perf_counter()
+            plain_generate(plain if which == "plain" else guarded, lm, prompts)
+            (pt if which == "plain" else gt).append(time.perf_counter() - t0)
+    return float(np.median(pt)), float(np.median(gt))
+
+
+def timed_plain(sampler, lm, prompts: Sequence[str], rounds: int = 1, warmup: int = 2) -> float:
+    """Median seconds of untraced generation (:func:`srilib.baselines.plain_generate`) of one batch over ``rounds``,
+    after an untimed warm-up on its first ``warmup`` prompts."""
+    prompts = list(prompts)
+    if warmup > 0:
+        plain_generate(sampler, lm, prompts[:warmup])
+    ts = []
+    for _ in range(max(1, int(rounds))):
+        t0 = time.perf_counter()
+        plain_generate(sampler, lm, prompts)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _audit_rate(log) -> Rate | None:
+    """Share of prompts with a flagged block in a DiffuGuard audit log (``meta["audit"]``), or None."""
+    if not log:
+        return None
+    return Rate.from_outcomes(np.array([any(e["flagged"] for e in entries) for entries in log], bool))
+
+
+def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: DetectorResult, report: DefenseReport,
+                   judge, *, rates: bool = False, n_timing: int = 8, rounds: int = 1) -> dict:
+    """DiffuGuard on a diffusion run: the run's canvas attacks generated with the same model under DiffuGuard
+    (:func:`diffuguard_run`; through the trace cache), stored in ``result.diffuguard``, and a "DiffuGuard" row in
+    ``report.rows``: its overhead, (DiffuGuard's untraced generation - the run's plain untraced generation) / plain
+    generation of the chapter's timing batch. The base is the plain time :func:`run_defenses` measured on that batch
+    (``report.plain_seconds``, the base of every other defense's overhead), and DiffuGuard's generation is timed
+    after the defenses, on the same batch (:func:`timed_plain`); when the report has no plain untraced time of that batch, both are timed
+    here (:func:`timed_pair`). No hidden states are needed, so the overhead incl. capture is the same number.
+    With ``rates`` the eval harmless prompts and every jailbreak are generated under
+    DiffuGuard too and the row gets the harmless-refused share (the paper's FP quantity) and jailbreak RR / ASR
+    (``judge``); without, those cells read "not measured". Autoregressive runs: nothing (returns {})."""
+    run = exp.resolve(spec)
+    lm = exp.model(run.model)
+    if lm.kind != "dlm":
+        return {}
+    dg = diffuguard_run(exp, run)
+    sampler = exp.sampler(dg)
+    out = {"run": dg.label, "settings": diffuguard_settings(sampler), "texts": {}, "audit": {}, "notes": [],
+           "batch_size": exp.batch_size}
+    for k in result.canvas_sets:
+        ts, why = canvas_traces(exp, dg, sets, k[len(CANVAS):])
+        if ts is None:
+            out["notes"].append(f"{run.label}: DiffuGuard on {k[len(CANVAS):]} skipped: {why}")
+            continue
+        out["texts"][k] = list(ts.texts)
+        out["audit"][k] = _audit_rate(ts.meta.get("audit"))  # the first generation batch's entries only
+    jb = result.jailbreaks
+    tprompts = timing_batch(sets, jb, n_timing)
+    base = report.plain_seconds
+    if report.plain_is_traced or not base > 0 or report.n_timing != len(tprompts):
+        plain_s, dg_s = timed_pair(exp.sampler(run), sampler, lm, tprompts, rounds)
+        base_how = "timed here beside DiffuGuard"
+    else:
+        plain_s, dg_s = base, timed_plain(sampler, lm, tprompts, rounds)
+        base_how = "the defenses' plain timing"
+    log = list(getattr(sampler, "_audit_log", None) or [])  # the last generate call: the whole timing batch
+    aud = _audit_rate(log[0::2]) if len(log) == len(tprompts) else None  # harmless prompts sit at even indices
+    pct = 100.0 * (dg_s - plain_s) / plain_s
+    row = {"defense": DIFFUGUARD, "stage": "decoding", "status": "run", "overhead %": pct,
+           "overhead incl. capture %": pct, "seconds": dg_s - plain_s, "plain_seconds": plain_s,
+           "guarded_seconds": dg_s, "audit_harmless": aud}
+    note = [f"replaces the sampler ({dg.label}); overhead vs plain {run.label} generation of the timing batch "
+            f"({base_how})"]
+    if aud is not None:
+        note.append(f"audit flagged {aud} of the harmless timing prompts")
+    if rates:
+        texts = {"harmless": list(exp.traces(dg, sets.eval_harmless, "harmless").texts),
+                 **{a: list(exp.traces(dg, sets.attacked[a], a).texts) for a in jb}}
+        m = defense_metrics({k: np.zeros(len(v), bool) for k, v in texts.items()}, texts, sets.requests, judge,
+                            jailbreaks=jb)
+        row.update(harmless_refused=m["harmless_refused"], rr=m["rr"], asr=m["asr"])
+        out["texts"].update({f"eval:{k}": v for k, v in texts.items()})
+    else:
+        note.append("harmless refused and jailbreak RR / ASR not measured (diffuguard_rates off, for the "
+                    "profile's time budget)")
+    row["note"] = "; ".join(note)
+    report.rows = [r for r in report.rows if r["defense"] != DIFFUGUARD] + [row]
+    out["row"] = row
+    result.diffuguard = out
+    out["judge"] = getattr(judge, "name", str(judge))
+    out["table14"] = {k: _table14_cells(result, k, judge, sets.requests) for k in result.canvas_sets}
+    return out
+
+
+TABLE14_COLS = ("ASR undefended", "ASR DiffuGuard", "ASR SRI Guard")
+
+
+def _table14_cells(res: DetectorResult, k: str, judge, requests: Sequence[str]) -> dict:
+    """The three ASRs of one canvas set of one run (Rate; DiffuGuard None when it did not run) and the paired
+    differences (bootstrap over the same requests)."""
+    from ..baselines import apply_defense
+    from ..metrics import attack_success_rate, delta
+
+    flags = res.scores[("sri_last", res.seeds[0])][k] > res.guard.threshold_
+    und = attack_success_rate(requests, res.texts[k], judge)
+    sri = attack_success_rate(requests, apply_defense(res.texts[k], flags), judge)
+    dg_texts = (res.diffuguard.get("texts") or {}).get(k)
+    dg = attack_success_rate(requests, dg_texts, judge) if dg_texts is not None else None
+    return {"und": und, "sri": sri, "dg": dg,
+            "dg_minus_und": delta(dg, und, method="paired") if dg is not None else None,
+            "sri_minus_und": delta(sri, und, method="paired"),
+            "sri_minus_dg": delta(sri, dg, method="paired") if dg is not None else None}
+
+
+def table14_rows(results: dict[str, DetectorResult], judge=None, requests: Sequence[str] | None = None
+                 ) -> list[dict]:
+    """Paper Table 14 counterpart, per diffusion run and canvas attack: ASR undefended, under DiffuGuard (the
+    same requests and canvas attack, generated with DiffuGuard in place of the run's sampler) and after SRI Guard
+    (the undefended generations, flagged ones replaced by a refusal), 95% Wilson intervals; the differences with
+    95% paired bootstrap intervals over the same requests; the paper's LLaDA values (labelled paper)."""
+    rows = []
+    for res in results.values():
+        for k in res.canvas_sets:
+            name = k[len(CANVAS):]
+            c = (res.diffuguard.get("table14") or {}).get(k) or _table14_cells(res, k, judge, requests)
+            paper = PAPER_TABLE14.get(name)
+            aud = (res.diffuguard.get("audit") or {}).get(k)
+            na = "not run" if not res.diffuguard else "skipped (see notes)"
+            rows.append({"run": res.run, "canvas attack": name + (f" (~{paper[0]})" if paper else ""),
+                         "n": c["und"].n, "ASR undefended": str(c["und"]),
+                         "ASR DiffuGuard": str(c["dg"]) if c["dg"] is not None else na,
+                         "ASR SRI Guard": str(c["sri"]),
+                         "DiffuGuard − undefended (paired)": str(c["dg_minus_und"]) if c["dg"] is not None else "–",
+                         "SRI Guard − DiffuGuard (paired)": str(c["sri_minus_dg"]) if c["dg"] is not None else "–",
+                         "DiffuGuard audit flagged (first batch)": str(aud) if aud is not None else "–",
+                         "paper undefended": paper[1] if paper else "–",
+                         "paper DiffuGuard": paper[2] if paper else "–",
+                         "paper SRI Guard": paper[3] if paper else "–"})
+    return rows
+
+
+def table14_conclusion(results: dict[str, DetectorResult]) -> list[str]:
+    """Verdict bullets for the Table 14 counterpart (runs where DiffuGuard ran; the cells :func:`run_diffuguard`
+    stored): a difference is called only when its 95% paired bootstrap interval (same requests) excludes 0; an
+    agreeing verdict carries the weak-model caveat in its sentence."""
+    from . import interval_side as _side, weak_caveat
+
+    lines = []
+    for res in results.values():
+        cells = res.diffuguard.get("table14") or {}
+        for k in res.canvas_sets:
+            c = cells.get(k)
+            if c is None or c["dg"] is None:
+                continue
+            name = k[len(CANVAS):]
+            paper = PAPER_TABLE14.get(name)
+            cav = weak_caveat([res.run]) + (" (and its anchors are UNFILTERED)" if res.anchors["last"].fallback
+                                            else "")
+            pname = paper[0] if paper else "the paper's attack"
+            s = _side(c["dg_minus_und"])
+            v1 = (f"DiffuGuard lowers ASR (interval of the difference below 0), as in the paper's {pname} row{cav}"
+                  if s < 0 else f"DiffuGuard raises ASR (interval above 0), unlike the paper's {pname} row{cav}"
+                  if s > 0 else "the interval includes 0, so DiffuGuard's effect is neither seen nor excluded")
+            s2 = _side(c["sri_minus_dg"])
+            v2 = (f"SRI Guard ends lower than DiffuGuard (interval below 0), as in the paper{cav}" if s2 < 0 else
+                  f"SRI Guard ends higher than DiffuGuard (interval above 0), unlike the paper{cav}" if s2 > 0 else
+                  "SRI Guard and DiffuGuard are not separated by the interval")
+            ptxt = (f" Paper (LLaDA, {pname}): {paper[1]:.2f} undefended, {paper[2]:.2f} DiffuGuard, {paper[3]:.2f} "
+                    "SRI Guard." if paper else "")
+            lines.append(f"- **Table 14 counterpart**, `{res.run}` {name}: ASR undefended {c['und']}, DiffuGuard "
+                         f"{c['dg']}, SRI Guard {c['sri']} ({res.diffuguard.get('judge', '?')} judge). "
+                         f"DiffuGuard − undefended {c['dg_minus_und']}: {v1}. SRI Guard − DiffuGuard "
+                         f"{c['sri_minus_dg']}: {v2} (95% paired bootstrap intervals over the same requests).{ptxt}")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------- tables
 def _mean_sd(x: Sequence[float]) -> str:
     x = np.asarray([v for v in x if not math.isnan(v)], dtype=float)
@@ -387,11 +613,32 @@ def per_attack_rows(results: dict[str, DetectorResult]) -> list[dict]:
                     else "canvas attack (diffusion only, PAD/DIJA-like)" if k.startswith(CANVAS)
                     else "jailbreak, family held out of organism training" if k in HELDOUT_FAMILIES
                     else "jailbreak (eval templates only)")
-            rows.append({"run": res.run, "set": k, "kind": kind, "n": len(sc[k]),
+            from .sampling import set_label  # role-play is ours, "WildJailbreak-like"
+            rows.append({"run": res.run, "set": set_label(k), "kind": kind, "n": len(sc[k]),
                          "RR (no defense)": str(res.refusal[k]),
                          "AUROC vs harmless": "–" if k == "harmless" else _est(
                              auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=s0)),
                          "flagged at threshold": str(Rate.from_outcomes(sc[k] > thr))})
+    return rows
+
+
+def adaptive_rows(results: dict[str, DetectorResult]) -> list[dict]:
+    """SRI Guard and the text signal on the adaptive attacks (Random Search, PAIR), attacks no detector ever saw
+    (all are fitted on harmless prompts only): AUROC vs the harmless set (bootstrap interval) and the share flagged
+    at the guard's calibrated threshold (Wilson interval)."""
+    rows = []
+    for res in results.values():
+        s0 = res.seeds[0]
+        sc, thr = res.scores[("sri_last", s0)], res.guard.threshold_
+        tx = res.scores.get(("text", s0))
+        for k in res.adaptive:
+            rows.append({"run": res.run, "set": k, "kind": "adaptive attack, never seen by the guard",
+                         "n": len(sc[k]), "RR (no defense)": str(res.refusal[k]),
+                         "SRI Guard AUROC vs harmless": _est(auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot,
+                                                                        seed=s0)),
+                         "text signal AUROC vs harmless": "–" if tx is None else _est(
+                             auroc_est(tx["harmless"], tx[k], n_boot=res.n_boot, seed=s0)),
+                         "flagged at threshold (SRI Guard)": str(Rate.from_outcomes(sc[k] > thr))})
     return rows
 
 
@@ -761,8 +1008,7 @@ def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorR
         defenses["LlamaGuard 3"] = guard_def
 
     # overhead: a fresh traced generation of one timing batch, then each defense on that batch
-    pool_j = [p for i in range(len(sets.eval_harmful)) for a in jb for p in [sets.attacked[a][i]]]
-    tprompts = [p for pair in zip(sets.eval_harmless, pool_j) for p in pair][:max(2, n_timing)]
+    tprompts = timing_batch(sets, jb, n_timing)
     sampler, layers = exp.sampler(run), resolve_layers(lm, exp.layers)
     gen_s, plain_s, tts = timed_generations(sampler, lm, tprompts, layers, gen_rounds)
 
@@ -835,8 +1081,11 @@ def defense_rows(reports: dict[str, DefenseReport]) -> list[dict]:
     without a paper column.
     """
     rows = []
-    for name in DEFENSES:
+    extra = [DIFFUGUARD] if any(rep.row(DIFFUGUARD) for rep in reports.values()) else []
+    for name in [*DEFENSES, *extra]:
         rs = [rep.row(name) for rep in reports.values()]
+        if name == DIFFUGUARD:  # diffusion runs only: autoregressive runs have no DiffuGuard row
+            rs = [r for r in rs if r]
         ran = [r for r in rs if r and r["status"] == "run"]
         row = {"defense": name}
         if not ran:
@@ -846,16 +1095,27 @@ def defense_rows(reports: dict[str, DefenseReport]) -> list[dict]:
             ohc = [r["overhead incl. capture %"] for r in ran]
             row.update({"runs": len(ran), OVERHEAD_COL: f"{np.mean(oh):.3g}",
                         OVERHEAD_CAPTURE_COL: f"{np.mean(ohc):.3g}",
-                        "incl. capture, per run": f"{min(ohc):.3g}–{max(ohc):.3g}",
-                        REFUSED_COL: float(np.mean([_pct(r["harmless_refused"]) for r in ran])),
-                        FLAGGED_COL: float(np.mean([_pct(r["fpr"]) for r in ran])),
-                        "jailbreak RR %": float(np.mean([_pct(r["rr"]) for r in ran])),
-                        "jailbreak ASR %": float(np.mean([_pct(r["asr"]) for r in ran]))})
+                        "incl. capture, per run": f"{min(ohc):.3g}–{max(ohc):.3g}"})
+            if all(r.get("harmless_refused") is not None for r in ran):
+                row[REFUSED_COL] = float(np.mean([_pct(r["harmless_refused"]) for r in ran]))
+            else:  # DiffuGuard with diffuguard_rates off: overhead (and the canvas-attack ASR) only
+                row[REFUSED_COL] = "not measured"
+            row[FLAGGED_COL] = (float(np.mean([_pct(r["fpr"]) for r in ran])) if all("fpr" in r for r in ran)
+                                else "– (decoding-time)")
+            for col, key in (("jailbreak RR %", "rr"), ("jailbreak ASR %", "asr")):
+                row[col] = (float(np.mean([_pct(r[key]) for r in ran])) if all(r.get(key) is not None for r in ran)
+                            else "not measured")
             if len(ran) < len(rs):
                 row["ours"] = f"not run on {len(rs) - len(ran)} run(s)"
-        p = PAPER_DEFENSES[name]
-        row.update({"paper overhead %": p[0], "paper FP % (harmless refused)": p[1], "paper RR %": p[2],
-                    "paper ASR %": p[3]})
+            elif name == DIFFUGUARD:
+                row["ours"] = "diffusion runs only; replaces the sampler"
+        p = PAPER_DEFENSES.get(name)
+        if p is None:  # not in the paper's Table 13 (DiffuGuard: paper Table 14, canvas attacks only)
+            row.update({"paper overhead %": "– (not in Table 13)", "paper FP % (harmless refused)": "–",
+                        "paper RR %": "–", "paper ASR %": "–"})
+        else:
+            row.update({"paper overhead %": p[0], "paper FP % (harmless refused)": p[1], "paper RR %": p[2],
+                        "paper ASR %": p[3]})
         rows.append(row)
     return rows
 
@@ -1167,10 +1427,23 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
                      f"spirit of PAD / DIJA): {'; '.join(parts)}. Paper (LLaDA, Table 14): SRI Guard lowers ASR "
                      f"to {PAPER_CANVAS['prefill_affirmative'][3]:.2f} under PAD and "
                      f"{PAPER_CANVAS['interleaved_template'][3]:.2f} under DIJA.")
+        lines += table14_conclusion(results)
     shift = shift_conclusion(results, weak)
     if shift:
         lines.append(shift)
-    missing = ["PAIR and Random Search (they need an attacker model in the loop)", "DiffuGuard (paper Table 14)"]
+    ran = sorted({a for res in results.values() for a in res.adaptive})
+    if ran:
+        parts = []
+        for res in results.values():
+            for k in res.adaptive:
+                sc = res.scores[("sri_last", res.seeds[0])]
+                au = _est(auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=0))
+                parts.append(f"`{res.run}` {k}: AUROC {au}")
+        lines.append(f"- **Adaptive attacks** ({', '.join(ran)}; never seen by any detector, searched against each "
+                     f"target with a tiny budget): SRI Guard vs harmless, {'; '.join(parts)}.")
+    missing = [x for x in ("PAIR", "Random Search") if x.lower().replace(" ", "_") not in ran]
+    missing = ([f"{' and '.join(missing)} (not run in this profile)"] if missing else []) + \
+        ([] if any(res.diffuguard for res in results.values()) else ["DiffuGuard (paper Table 14)"])
     if not canvas:
         missing.append("canvas attacks (none ran: no diffusion run with canvas_attacks, or a canvas too short "
                        "for them, see the notes above)")
@@ -1264,15 +1537,34 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
     elif reports and "guard" in next(iter(reports.values())).judge.lower():
         lines.append("- **LlamaGuard 3** is both a defense and the ASR judge here, so its ASR after the defense "
                      "is not an independent measurement (it removes what the judge would count).")
+    dgr = [(rep.run, r) for rep in reports.values() if (r := rep.row(DIFFUGUARD)) and r["status"] == "run"]
+    if dgr:
+        oh = [r["overhead %"] for _, r in dgr]
+        aud = [f"`{run}` {r['audit_harmless']}" for run, r in dgr if r.get("audit_harmless") is not None]
+        rates = all(r.get("asr") is not None for _, r in dgr)
+        lines.append(
+            f"- **DiffuGuard overhead** (decoding-time, diffusion runs only: its untraced generation against the "
+            f"run's plain untraced generation of the same timing batch; one timing per run, no interval): "
+            f"{np.mean(oh):.3g}% ({min(oh):.3g}–{max(oh):.3g}% per run); the paper gives no overhead for it (it is "
+            "not in Table 13)."
+            + (f" Its audit flagged {'; '.join(aud)} of the harmless timing prompts (threshold set for 7-8B "
+               "models, not tuned here)." if aud else "")
+            + (f" With DiffuGuard in place {np.mean([_pct(r['harmless_refused']) for _, r in dgr]):.1f}% of harmless "
+               f"eval prompts are refused and the pooled jailbreak ASR is "
+               f"{np.mean([_pct(r['asr']) for _, r in dgr]):.1f}% (means over runs)." if rates else
+               " Its harmless-refused share and jailbreak RR / ASR were not measured in this profile (cost); "
+               "its ASR is measured on the canvas attacks only."))
     return lines
 
 
 __all__ = ["METHODS", "METHOD_LABELS", "PAPER_ABLATION", "PAPER_DEFENSES", "PAPER_SRI_OVERHEAD_RANGE", "PAPER_CANVAS",
            "DEFENSES", "GuardConfig", "guard_prompts", "calibration_split", "fit_guard", "guard_scores",
            "PCAResidual", "auroc_est", "DetectorResult", "run_detector", "canvas_traces", "canvas_rows",
-           "ablation_rows", "per_attack_rows", "transfer_matrix", "transfer_rows", "DefenseReport", "short_sampler",
+           "ablation_rows", "per_attack_rows", "adaptive_rows", "transfer_matrix", "transfer_rows", "DefenseReport",
+           "short_sampler",
            "resolve_guard_model", "run_defenses", "defense_rows", "defense_run_rows", "plot_rocs", "plot_guard_rocs",
            "plot_overhead",
            "plot_transfer", "conclusions", "timed_generations", "timing_rows", "auroc_draws", "mean_auroc",
            "method_difference", "ranking_sentence", "shift_prompts", "run_harmless_shift", "shift_rows", "plot_shift",
-           "shift_conclusion"]
+           "shift_conclusion", "DIFFUGUARD", "PAPER_TABLE14", "diffuguard_run", "diffuguard_settings", "timing_batch",
+           "timed_pair", "timed_plain", "run_diffuguard", "table14_rows", "table14_conclusion"]

@@ -62,6 +62,21 @@ IRR_ATTACKED = "attacked prompts only (the paper's Figure 6 denominator)"
 IRR_ALL_HARMFUL = "all harmful prompts, raw + attacked (ours; not the paper's Figure 6 denominator)"
 
 
+# the adaptive attacks (srilib.adaptive, built per run by srilib.chapters.adaptive): evaluated on the first
+# n_requests harmful requests, reported per set and kept OUT of our pooled "all jailbreaks" (which stays the pool of
+# our template attacks, the same in every chapter and seed; the pool's label lists its members)
+ADAPTIVE_ATTACKS = ("random_search", "pair")
+ADAPTIVE_PAPER = {"random_search": "Random Search", "pair": "PAIR"}
+# our role-play templates are WildJailbreak-like, not WildJailbreak: shown under this label wherever a set is named
+SET_LABELS = {"roleplay": "roleplay (ours, WildJailbreak-like)", "random_search": "random_search (ours)",
+              "pair": "pair (ours)"}
+
+
+def set_label(name: str) -> str:
+    """How an evaluation set is shown in tables and figures (role-play is ours, 'WildJailbreak-like')."""
+    return SET_LABELS.get(name, name)
+
+
 def pooled_label(attacks: Sequence[str]) -> str:
     """Label of our pooled-attacks column or row, naming its members (it is not the paper's five-attack pool)."""
     return f"all jailbreaks, ours (pool of: {', '.join(attacks)})"
@@ -85,6 +100,8 @@ def paper_column(set_name: str) -> str | None:
         return "raw harmful"
     if set_name == ALL_JAILBREAKS:
         return ALL_JAILBREAKS
+    if set_name in ADAPTIVE_PAPER:
+        return ADAPTIVE_PAPER[set_name]
     try:
         name = get_attack(set_name).paper_name
     except ValueError:
@@ -149,8 +166,13 @@ class RunEval:
 
     @property
     def attacks(self) -> list[str]:
-        """Attacked sets (every harmful set except 'raw')."""
-        return [k for k, s in self.sets.items() if s.harmful and k != "raw"]
+        """Template-attack sets (every harmful set except 'raw' and the adaptive sets): the pooled attacks."""
+        return [k for k, s in self.sets.items() if s.harmful and k != "raw" and k not in ADAPTIVE_ATTACKS]
+
+    @property
+    def adaptive(self) -> list[str]:
+        """Adaptive-attack sets (Random Search, PAIR) of this run, kept out of the pooled attacks."""
+        return [k for k in ADAPTIVE_ATTACKS if k in self.sets]
 
     @property
     def harmful_sets(self) -> list[str]:
@@ -195,7 +217,8 @@ def pool(rates: Sequence[Rate]) -> Rate:
 
 def evaluate_traces(run: str, kind: str, anchors: Anchors, traces: Mapping[str, tuple[TraceSet, bool]],
                     requests: Sequence[str], judge, tau: float = 0.1, lambda_c: float = 0.5,
-                    lambda_r: Sequence[float] = DEFAULT_LAMBDA_R) -> RunEval:
+                    lambda_r: Sequence[float] = DEFAULT_LAMBDA_R,
+                    set_requests: Mapping[str, Sequence[str]] | None = None) -> RunEval:
     """RR, ASR and IRR of every evaluation set of one run.
 
     Parameters
@@ -210,16 +233,30 @@ def evaluate_traces(run: str, kind: str, anchors: Anchors, traces: Mapping[str, 
     requests : list of str
         The original harmful requests (the judge grades every harmful set against these).
     judge : Judge
+    set_requests : mapping set name -> list of str, optional
+        Sets built on a prefix of ``requests`` (the adaptive attacks: their i-th prompt comes from the i-th
+        request, but only the first n are searched): the requests each is graded against, a prefix of
+        ``requests``.
     """
     if kind not in ("ar", "dlm"):
         raise ValueError(f"kind must be 'ar' or 'dlm', got {kind!r}")
     r = parse_run(run)
     sets = {}
+    set_requests = dict(set_requests or {})
+    for name, req_n in set_requests.items():
+        if list(req_n) != list(requests)[:len(req_n)]:
+            raise ValueError(f"set {name!r}: its requests must be the first {len(req_n)} of the run's requests, in "
+                             "order (the i-th prompt comes from the i-th request)")
     for name, (ts, harmful) in traces.items():
-        if harmful and len(ts) != len(requests):
+        if harmful and name in set_requests:
+            if len(ts) != len(set_requests[name]):
+                raise ValueError(f"set {name!r} has {len(ts)} generations but {len(set_requests[name])} requests")
+            req = list(set_requests[name])
+        elif harmful and len(ts) != len(requests):
             raise ValueError(f"set {name!r} has {len(ts)} generations but there are {len(requests)} requests; the "
                              "i-th attacked prompt must come from the i-th request (PromptSets.requests)")
-        req = list(requests) if harmful else list(ts.prompts)
+        else:
+            req = list(requests) if harmful else list(ts.prompts)
         sigma = anchors.signal(ts, tau=tau)
         sets[name] = SetEval(
             name=name, harmful=harmful, prompts=list(ts.prompts), requests=req, sigma=sigma,
@@ -231,26 +268,36 @@ def evaluate_traces(run: str, kind: str, anchors: Anchors, traces: Mapping[str, 
 
 def evaluate_run(exp: Experiment, spec: str, sets: PromptSets, judge, tau: float = 0.1,
                  lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, anchors: Anchors | None = None,
-                 include_harmless: bool = True) -> RunEval:
-    """:func:`evaluate_traces` on the (cached) traces of a run; anchors from the run's anchor split unless given."""
+                 include_harmless: bool = True, adaptive=None) -> RunEval:
+    """:func:`evaluate_traces` on the (cached) traces of a run; anchors from the run's anchor split unless given.
+
+    ``adaptive`` (a :class:`srilib.chapters.adaptive.Adaptive`, or a callable ``run -> {set: prompts}``) adds the
+    adaptive-attack sets of the run; their i-th prompt comes from the i-th harmful request."""
     run = exp.resolve(spec)
     anchors = anchors if anchors is not None else exp.anchors(run, sets)
     traces = {name: (exp.traces(run, prompts, name), harmful) for name, (prompts, harmful)
               in sets.evaluation().items() if harmful or include_harmless}
+    extra = {}
+    if adaptive is not None:
+        extra = adaptive.prompts(run) if hasattr(adaptive, "prompts") else dict(adaptive(run))
+        for name, prompts in extra.items():
+            traces[name] = (exp.traces(run, prompts, name), True)
     kind = exp.model(run.model).kind
-    return evaluate_traces(run.label, kind, anchors, traces, sets.requests, judge, tau=tau, lambda_r=lambda_r)
+    return evaluate_traces(run.label, kind, anchors, traces, sets.requests, judge, tau=tau, lambda_r=lambda_r,
+                           set_requests={k: sets.requests[:len(v)] for k, v in extra.items()})
 
 
 def evaluate_runs(exp: Experiment, specs: Sequence[str], sets: PromptSets, judge, tau: float = 0.1,
                   lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, release: bool | None = None, evaluate=None,
-                  on_error: str = "raise") -> list:
+                  on_error: str = "raise", adaptive=None) -> list:
     """:func:`evaluate_run` for several runs, one model at a time, results in the order of ``specs``.
 
     ``release`` drops each model from the experiment's cache once all its runs are done (so that a GPU holds
     one model at a time); None = only when CUDA is available. ``evaluate(exp, spec)`` replaces the per-run call.
     ``on_error="report"`` (the book) leaves a failing run out and reports it (:func:`srilib.chapters.each_run`).
     """
-    evaluate = evaluate or (lambda e, s: evaluate_run(e, s, sets, judge, tau=tau, lambda_r=lambda_r))
+    evaluate = evaluate or (lambda e, s: evaluate_run(e, s, sets, judge, tau=tau, lambda_r=lambda_r,
+                                                      adaptive=adaptive))
     release = _cuda() if release is None else release
     runs = [exp.resolve(s) for s in specs]
     out: dict = {}
@@ -344,7 +391,7 @@ def compare(base: RunEval, other: RunEval, lam: float = 0.5, method: str = "pair
     if base.model != other.model:
         raise ValueError(f"compare runs of the same weights: got {base.run} and {other.run}")
     rows = []
-    for name in ["raw", *base.attacks, ALL_JAILBREAKS]:
+    for name in ["raw", *base.attacks, *[a for a in base.adaptive if a in other.sets], ALL_JAILBREAKS]:
         if name != ALL_JAILBREAKS:
             if name not in base.sets or name not in other.sets:
                 continue
@@ -398,7 +445,7 @@ def table2_rows(comp: Comparison) -> list[dict]:
     """Rows of a Table-2-style table for one comparison, with the paper's LLaDA / LLaDA-1.5 gains beside."""
     out = []
     for r in comp.rows:
-        row = {"set": (pooled_label(comp.attacks) if r["set"] == ALL_JAILBREAKS else r["set"]),
+        row = {"set": (pooled_label(comp.attacks) if r["set"] == ALL_JAILBREAKS else set_label(r["set"])),
                "RR: AR sampling → remasking": f"{r['rr'][0]} → {r['rr'][1]}",
                "ΔRR (up = safer)": r["d_rr"], "ASR: AR sampling → remasking": f"{r['asr'][0]} → {r['asr'][1]}",
                "ΔASR (down = safer)": r["d_asr"], f"ΔIRR (λ_r={comp.lam:g})": r["d_irr"]}
@@ -413,17 +460,18 @@ def table2_rows(comp: Comparison) -> list[dict]:
 def table3_rows(results: Sequence[RunEval], metric: str, paper: bool = True) -> list[dict]:
     """RR or ASR ('rr' / 'asr') per run and set, family aggregates (pooled counts), then the paper's rows.
 
-    Columns: raw, every attack of the first run, our pooled attacks (labelled with its members, see
-    :func:`pooled_label`); paper columns that match one of ours are filled, the paper's other attacks (PAIR, Random
-    Search) and its own 'all jailbreaks' pool of five attacks (:data:`PAPER_ALL_JAILBREAKS`, a different set from
-    ours) appear only in the paper rows.
+    Columns: raw, every template attack of the first run, its adaptive attacks (Random Search, PAIR; on fewer
+    requests), our pooled template attacks (labelled with its members, see :func:`pooled_label`); paper columns
+    that match one of ours are filled beside ours, the paper's columns we lack and its own 'all jailbreaks' pool of
+    five attacks (:data:`PAPER_ALL_JAILBREAKS`, a different set from ours) appear only in the paper rows.
     """
     if metric not in ("rr", "asr"):
         raise ValueError(f"metric must be 'rr' or 'asr', got {metric!r}")
     if not results:
         return []
-    sets = ["raw", *results[0].attacks, ALL_JAILBREAKS]
-    key = {s: (pooled_label(results[0].attacks) if s == ALL_JAILBREAKS else s) for s in sets}
+    adaptive = [a for a in ADAPTIVE_ATTACKS if any(a in r.sets for r in results)]
+    sets = ["raw", *results[0].attacks, *adaptive, ALL_JAILBREAKS]
+    key = {s: (pooled_label(results[0].attacks) if s == ALL_JAILBREAKS else set_label(s)) for s in sets}
     # the paper's all-jailbreaks pool is over other attacks than ours: its own column, never under our pool
     mapped = {s: (paper_column(s) if s != ALL_JAILBREAKS else None) for s in sets}
     extra = [c for c in PAPER_COLUMNS if c not in set(mapped.values())] if paper else []
@@ -649,8 +697,17 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
                                     for r in flips) + "." if flips
                         else "every pooled point delta keeps one sign across seeds (a description of the seeds, "
                              "not an interval)."))
-    lines.append(f"- Not reproduced by design: PAIR and Random Search need an attacker model in the loop and are "
-                 f"not among our template attacks, so our pooled attacks differ from the paper's five; ASR comes "
-                 f"from the `{judge_name}` judge, not the paper's (unnamed) LLM judge; our models are far smaller "
-                 "than the paper's 7-8B models.")
+    adaptive = sorted({a for r in results for a in r.adaptive})
+    missing = [ADAPTIVE_PAPER[a] for a in ADAPTIVE_ATTACKS if a not in adaptive]
+    lines.append("- Not reproduced by design: "
+                 + (f"{' and '.join(missing)} did not run in this profile (no attacker-in-the-loop budget); "
+                    if missing else "")
+                 + ("Random Search and PAIR run on fewer requests and a far smaller budget than the paper's and are "
+                    "kept out of our pooled attacks, " if not missing else
+                    f"{', '.join(ADAPTIVE_PAPER[a] for a in adaptive)} ran on fewer requests and a far smaller "
+                    "budget than the paper's and is kept out of our pooled attacks, " if adaptive else "")
+                 + "so our pooled attacks differ from the paper's five; our `roleplay` templates are ours "
+                   "(WildJailbreak-like), not WildJailbreak; "
+                 + f"ASR comes from the `{judge_name}` judge, not the paper's (unnamed) LLM judge; our models are far "
+                   "smaller than the paper's 7-8B models.")
     return lines

@@ -1,0 +1,384 @@
+"""The adaptive attacks of the paper (Random Search and PAIR, paper Tables 2 and 3) as chapter evaluation sets.
+
+:mod:`srilib.adaptive` does the searching (seeded, cached per request); this module turns a profile's
+``random_search`` / ``pair`` sections into attacked prompt sets for every run of a chapter:
+
+* Random Search depends on the *model* only (AR: the first reply token; DLM: canvas position 0 of a fully masked
+  canvas, which no sampler touches), so it is searched once per model and its prompts are reused by every sampler
+  of that model. It stops on the argmax (no judge in the loop), which keeps it sampler-independent.
+* PAIR reads the target's replies, so it runs once per run (model + sampler): the target is the run's sampler
+  (:class:`srilib.adaptive.Responder`, plain ``generate``), the scorer the chapter's judge
+  (:class:`srilib.adaptive.JudgeScorer`), the attacker a profile parameter.
+
+Both sets use the first ``n_requests`` harmful evaluation requests of :class:`srilib.experiment.PromptSets`, in
+order: the i-th adaptive prompt comes from the i-th request, exactly as for the template attacks, so request-level
+intervals (``RunEval.clusters``) and the judge (which grades the original request) stay right.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .. import adaptive as A
+from ..experiment import Experiment, PromptSets, Run
+from ..metrics import Rate, attack_success_rate, delta
+from . import interval_side, weak_caveat
+
+RANDOM_SEARCH, PAIR = "random_search", "pair"
+ADAPTIVE_ATTACKS = (RANDOM_SEARCH, PAIR)
+# the AR twin of a DLM (same size, corpus, tokenizer and compute): Random Search transfer is measured between them.
+# tiny-ar / tiny-dlm are the CI profile's random models (only to exercise the code path).
+AR_TWIN = {"organism-dlm": "organism-ar", "tiny-dlm": "tiny-ar"}
+
+_RS_KEYS = {"n_iterations", "n_restarts", "n_candidates", "n_tokens_adv", "n_tokens_change_max", "target",
+            "schedule"}
+_PAIR_KEYS = {"n_streams", "n_iterations", "keep_last"}
+
+
+@dataclass
+class AdaptiveConfig:
+    """The profile's adaptive-attack budgets; a section that is absent, empty or has ``n_requests: 0`` is off."""
+
+    rs_budget: A.RSBudget | None = None
+    rs_settings: A.RSSettings | None = None
+    rs_n_requests: int = 0
+    checkpoints: list[int] | None = None
+    curve_runs: list[str] | None = None  # runs that get the ASR-vs-budget curve (None: every run)
+    pair_budget: A.PAIRBudget | None = None
+    pair_settings: A.PAIRSettings | None = None
+    pair_n_requests: int = 0
+    attacker: str = ""
+    pair_targets: list[str] | None = None  # runs PAIR attacks (None: every run of the chapter)
+
+    @property
+    def rs_on(self) -> bool:
+        return self.rs_budget is not None and self.rs_n_requests > 0
+
+    @property
+    def pair_on(self) -> bool:
+        return self.pair_budget is not None and self.pair_n_requests > 0 and bool(self.attacker)
+
+    @property
+    def any_on(self) -> bool:
+        return self.rs_on or self.pair_on
+
+    @classmethod
+    def from_params(cls, random_search: Mapping | None, pair: Mapping | None, gen_length: int = 64
+                    ) -> "AdaptiveConfig":
+        """From the profile sections. random_search: n_requests, n_iterations, n_restarts, n_candidates,
+        n_tokens_adv, n_tokens_change_max, target, schedule, checkpoints, curve_runs (runs that get the
+        ASR-vs-budget curve; absent: every run). pair: n_requests, n_streams,
+        n_iterations, keep_last, attacker (a model name), max_new_tokens (attacker), temperature, top_p, targets
+        (the runs PAIR attacks, 'model' or 'model@sampler'; absent: every run; PAIR runs once per run, so a CPU
+        profile restricts it to a few)."""
+        cfg = cls()
+        rs = dict(random_search or {})
+        if int(rs.get("n_requests", 0) or 0) > 0:
+            extra = {"n_requests", "checkpoints", "curve_runs"}
+            unknown = set(rs) - _RS_KEYS - extra
+            if unknown:
+                raise ValueError(f"unknown random_search parameters {sorted(unknown)}; known: "
+                                 f"{sorted(_RS_KEYS | extra)}")
+            cfg.rs_budget = A.RSBudget(**{k: v for k, v in rs.items() if k in _RS_KEYS})
+            cfg.rs_settings = A.RSSettings(gen_length=int(gen_length))
+            cfg.rs_n_requests = int(rs["n_requests"])
+            cfg.checkpoints = [int(c) for c in rs["checkpoints"]] if rs.get("checkpoints") else None
+            cfg.curve_runs = [str(r) for r in rs["curve_runs"]] if rs.get("curve_runs") else None
+        pr = dict(pair or {})
+        if int(pr.get("n_requests", 0) or 0) > 0:
+            known = _PAIR_KEYS | {"n_requests", "attacker", "max_new_tokens", "temperature", "top_p", "targets"}
+            unknown = set(pr) - known
+            if unknown:
+                raise ValueError(f"unknown pair parameters {sorted(unknown)}; known: {sorted(known)}")
+            if not pr.get("attacker"):
+                raise ValueError("the pair section needs an attacker model name (attacker: smollm2-135m on CPU)")
+            cfg.pair_budget = A.PAIRBudget(**{k: int(v) for k, v in pr.items() if k in _PAIR_KEYS})
+            cfg.pair_settings = A.PAIRSettings(**{k: pr[k] for k in ("max_new_tokens", "temperature", "top_p")
+                                                  if k in pr})
+            cfg.pair_n_requests = int(pr["n_requests"])
+            cfg.attacker = str(pr["attacker"])
+            cfg.pair_targets = [str(t) for t in pr["targets"]] if pr.get("targets") else None
+        return cfg
+
+    def describe(self) -> str:
+        """One Markdown paragraph: the budgets of this profile."""
+        parts = []
+        if self.rs_on:
+            b = self.rs_budget
+            parts.append(f"**Random Search**: {self.rs_n_requests} requests, {b.n_iterations} iterations x "
+                         f"{b.n_restarts} restart(s) x {b.n_candidates} candidates per iteration, a "
+                         f"{b.n_tokens_adv}-token suffix, target token {b.target!r}, early stop when it is the "
+                         f"argmax (published recipe: 1 candidate per iteration, up to 10,000 iterations)")
+        else:
+            parts.append("**Random Search**: not run in this profile")
+        if self.pair_on:
+            b, s = self.pair_budget, self.pair_settings
+            parts.append(f"**PAIR**: {self.pair_n_requests} requests, {b.n_streams} stream(s) x {b.n_iterations} "
+                         f"iteration(s), attacker `{self.attacker}` ({s.max_new_tokens} new tokens per attempt, "
+                         f"T={s.temperature:g}, top-p {s.top_p:g}), scorer = the chapter's judge (paper: 20 streams "
+                         "with a strong attacker)" + (f", on the runs {', '.join(f'`{t}`' for t in self.pair_targets)}"
+                                                      if self.pair_targets else ", on every run"))
+        else:
+            parts.append("**PAIR**: not run in this profile")
+        return "; ".join(parts) + "."
+
+
+@dataclass
+class Adaptive:
+    """Adaptive-attack prompt sets of a chapter's runs (computed lazily, once per model or run, through the
+    srilib.adaptive cache). ``seconds`` adds up the compute time of every search as recorded when it was first
+    run (cold), also when it now comes from the cache; ``wall`` the wall-clock time spent in this process."""
+
+    exp: Experiment
+    sets: PromptSets
+    judge: object
+    cfg: AdaptiveConfig
+    cache: object = None  # AttackCache / path / None (the srilib cache) / False
+    rs: dict = field(default_factory=dict)  # model -> RSResult
+    pair: dict = field(default_factory=dict)  # run label -> PAIRResult
+    wall: dict = field(default_factory=lambda: {RANDOM_SEARCH: 0.0, PAIR: 0.0})
+
+    def requests(self, attack: str) -> list[str]:
+        n = self.cfg.rs_n_requests if attack == RANDOM_SEARCH else self.cfg.pair_n_requests
+        return list(self.sets.requests[:n])
+
+    def random_search(self, model: str) -> A.RSResult:
+        if model not in self.rs:
+            t = time.perf_counter()
+            self.rs[model] = A.run_random_search(
+                self.exp.model(model), self.requests(RANDOM_SEARCH), self.cfg.rs_budget, self.cfg.rs_settings,
+                seed=self.exp.seed, cache=self.cache, progress=self.exp.progress, desc=f"random search / {model}")
+            self.wall[RANDOM_SEARCH] += time.perf_counter() - t
+        return self.rs[model]
+
+    def run_pair(self, spec: str | Run) -> A.PAIRResult:
+        run = self.exp.resolve(spec)
+        if run.label not in self.pair:
+            t = time.perf_counter()
+            lm = self.exp.model(run.model)
+            self.pair[run.label] = A.run_pair(
+                self.exp.model(self.cfg.attacker), self.requests(PAIR),
+                A.Responder(lm, self.exp.sampler(run), batch_size=self.exp.batch_size), A.JudgeScorer(self.judge),
+                self.cfg.pair_budget, self.cfg.pair_settings, seed=self.exp.seed, cache=self.cache,
+                progress=self.exp.progress, desc=f"PAIR / {run.label}")
+            self.wall[PAIR] += time.perf_counter() - t
+        return self.pair[run.label]
+
+    def pair_targeted(self, spec: str | Run) -> bool:
+        """Whether PAIR attacks this run (the profile's ``pair.targets``, every run when absent)."""
+        if self.cfg.pair_targets is None:
+            return True
+        label = self.exp.resolve(spec).label
+        return any(self.exp.resolve(t).label == label for t in self.cfg.pair_targets)
+
+    def curve_targeted(self, spec: str | Run) -> bool:
+        """Whether this run gets the ASR-vs-budget curve (the profile's ``random_search.curve_runs``)."""
+        if self.cfg.curve_runs is None:
+            return True
+        label = self.exp.resolve(spec).label
+        return any(self.exp.resolve(t).label == label for t in self.cfg.curve_runs)
+
+    def prompts(self, spec: str | Run) -> dict[str, list[str]]:
+        """{set name: attacked prompts} of one run (the i-th prompt from the i-th request); empty when off."""
+        run = self.exp.resolve(spec)
+        out = {}
+        if self.cfg.rs_on:
+            out[RANDOM_SEARCH] = self.random_search(run.model).prompts
+        if self.cfg.pair_on and self.pair_targeted(run):
+            out[PAIR] = self.run_pair(run).prompts
+        return out
+
+    def seconds(self, attack: str) -> float:
+        """Cold compute time of every search of ``attack`` done for this chapter (recorded per request)."""
+        res = self.rs.values() if attack == RANDOM_SEARCH else self.pair.values()
+        return float(sum(r.seconds for x in res for r in x.records))
+
+
+# ------------------------------------------------------------------------------------------- ASR vs budget
+@dataclass
+class BudgetCurve:
+    run: str
+    iterations: list[int]
+    asr: list[Rate]
+    n_distinct: int  # distinct prompts over all checkpoints (each generated at most once)
+    n_total: int  # prompts over all checkpoints (with repeats)
+
+    def rows(self) -> list[dict]:
+        return [{"run": self.run, "iterations (budget)": i, "ASR": r} for i, r in zip(self.iterations, self.asr)]
+
+
+def budget_curve(exp: Experiment, spec: str | Run, result: A.RSResult, judge,
+                 checkpoints: Sequence[int] | None = None, known: Mapping[str, str] | None = None) -> BudgetCurve:
+    """ASR of the prompts Random Search held after each checkpoint of its iteration budget, on one run. Only the
+    distinct prompts over all checkpoints are generated (one cached trace set), less those whose reply under this
+    run is already ``known`` (prompt -> final text, e.g. the run's evaluated Random Search set, which holds the
+    prompts of the full budget); each checkpoint's replies are looked up and judged against the original
+    requests."""
+    run = exp.resolve(spec)
+    cps = result.checkpoints(checkpoints)
+    distinct = list(dict.fromkeys(p for ps in cps.values() for p in ps))
+    texts = dict(known or {})
+    todo = [p for p in distinct if p not in texts]
+    if todo:
+        texts.update(zip(todo, exp.traces(run, todo, "random_search/budget").texts))
+    its = sorted(cps)
+    asr = [attack_success_rate(result.requests, [texts[p] for p in cps[i]], judge) for i in its]
+    return BudgetCurve(run=run.label, iterations=its, asr=asr, n_distinct=len(distinct),
+                       n_total=sum(len(v) for v in cps.values()))
+
+
+def plot_budget_curves(ax, curves: Sequence[BudgetCurve], title: str = "") -> None:
+    """ASR against the Random Search iteration budget, one line per run, with Wilson intervals."""
+    for c in curves:
+        x = np.array(c.iterations, dtype=float)
+        xs = np.where(x == 0, 0.5, x)  # 0 iterations (the initial suffix) at 0.5 on the log axis
+        v = np.array([r.value for r in c.asr])
+        lo, hi = np.array([r.lo for r in c.asr]), np.array([r.hi for r in c.asr])
+        line, = ax.plot(xs, v, marker="o", ms=3, label=c.run)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("Random Search iterations (0 = template + initial suffix, plotted at 0.5)")
+    ax.set_ylabel("ASR (95% Wilson)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title)
+
+
+# ------------------------------------------------------------------------------------------- transfer
+def transfer_rows(exp: Experiment, adaptive: Adaptive, results: Sequence, judge, n_boot: int = 2000) -> list[dict]:
+    """Random Search prompts found on the AR twin, applied to each run of the DLM (only when both models are among
+    ``results``): ASR of the transferred prompts vs the DLM's own search (paired over the same requests), and the
+    search objective (log p of the target token) of both prompt sets on the DLM. Measured on the DLM runs that get
+    the ASR-vs-budget curve (``random_search.curve_runs``; every run when absent)."""
+    if not adaptive.cfg.rs_on:
+        return []
+    models = {r.model for r in results}
+    rows = []
+    for r in results:
+        twin = AR_TWIN.get(r.model)
+        if r.kind != "dlm" or twin not in models or RANDOM_SEARCH not in r.sets or not adaptive.curve_targeted(r.run):
+            continue
+        src = adaptive.random_search(twin)
+        lm = exp.model(r.model)
+        tr = A.transfer(src, lm)
+        own = adaptive.random_search(r.model)
+        texts = exp.traces(r.run, tr["prompts"], "random_search/transfer").texts
+        asr_tr = attack_success_rate(src.requests, texts, judge)
+        asr_own = r.sets[RANDOM_SEARCH].asr
+        d = delta(asr_tr, asr_own, method="paired", n_boot=n_boot, seed=exp.seed)
+        rows.append({"run (target)": r.run, "prompts from": f"{twin} (AR twin)",
+                     "ASR transferred": asr_tr, "ASR own search": asr_own, "Δ ASR (transferred − own)": d,
+                     "mean log p(target), transferred": float(np.mean(tr["objective"])),
+                     "mean log p(target), own search": float(np.mean(own.objectives)),
+                     "target token argmax, transferred": Rate.from_outcomes(np.asarray(tr["target_argmax"]))})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- logs
+def search_rows(adaptive: Adaptive) -> list[dict]:
+    """Per model (Random Search) and per run (PAIR): what the search did and what it cost (cold seconds)."""
+    rows = []
+    for m, res in adaptive.rs.items():
+        recs = res.records
+        rows.append({"attack": "Random Search", "target": m, "requests": len(recs),
+                     "objective: initial → final (mean log p)": f"{np.mean([r.trajectory[0] for r in recs]):.2f} → "
+                                                                f"{np.mean(res.objectives):.2f}",
+                     "search success (target argmax)": Rate.from_outcomes(res.success_argmax),
+                     "iterations used (mean)": f"{np.mean([r.iterations_used for r in recs]):.1f}",
+                     "queries": int(sum(r.n_scored for r in recs)),
+                     "cold seconds": f"{sum(r.seconds for r in recs):.1f}"})
+    for run, res in adaptive.pair.items():
+        recs = res.records
+        q = [x for r in recs for x in r.queries]
+        rows.append({"attack": "PAIR", "target": run, "requests": len(recs),
+                     "objective: initial → final (mean log p)": "–",
+                     "search success (target argmax)": "–",
+                     "iterations used (mean)": f"{np.mean([r.iterations_used for r in recs]):.1f}",
+                     "queries": len(q), "best score (mean, 1-10)": f"{np.mean(res.scores):.1f}",
+                     "attacker parse failures": f"{sum(r.n_parse_failures for r in recs)}/{len(q)}",
+                     "cold seconds": f"{sum(r.seconds for r in recs):.1f}"})
+    return rows
+
+
+def cost_line(adaptive: Adaptive) -> str:
+    """The searches' cold compute time (as recorded when each request was first searched) and this build's
+    wall-clock time in them (near zero when every result came from the cache)."""
+    out = []
+    for attack, name in ((RANDOM_SEARCH, "Random Search"), (PAIR, "PAIR")):
+        res = adaptive.rs if attack == RANDOM_SEARCH else adaptive.pair
+        if res:
+            out.append(f"{name}: {adaptive.seconds(attack):.0f} s of search over {len(res)} "
+                       f"{'model(s)' if attack == RANDOM_SEARCH else 'run(s)'} when computed cold, "
+                       f"{adaptive.wall[attack]:.0f} s wall-clock in this build")
+    return ("; ".join(out) + " (the searches only; generating and judging the replies to the attacked prompts "
+            "comes on top, like any prompt set)") if out else "no adaptive attack ran"
+
+
+# ------------------------------------------------------------------------------------------- conclusions
+def head_rate(r: Rate, n: int) -> Rate:
+    return Rate.from_outcomes(np.asarray(r.outcomes)[:n], r.conf)
+
+
+def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence[BudgetCurve] = (),
+                         transfer: Sequence[dict] = (), n_boot: int = 2000) -> list[str]:
+    """Markdown bullets on the adaptive attacks; each 'raises' / 'lowers' rests on a paired interval over the same
+    requests that excludes zero, and carries the weak-model caveat."""
+    cfg = adaptive.cfg
+    if not cfg.any_on:
+        return ["- **Adaptive attacks** (Random Search, PAIR): not run in this profile (its `random_search` / "
+                "`pair` sections are off)."]
+    lines = []
+    for name, label in ((RANDOM_SEARCH, "Random Search"), (PAIR, "PAIR")):
+        up, down, flat = [], [], []
+        for r in results:
+            if name not in r.sets:
+                continue
+            a = r.sets[name].asr
+            raw = head_rate(r.sets["raw"].asr, len(r.sets[name]))
+            d = delta(a, raw, method="paired", n_boot=n_boot, seed=adaptive.exp.seed)
+            s = interval_side(d)
+            (up if s > 0 else down if s < 0 else flat).append(f"`{r.run}` (ΔASR {d})")
+        if not (up or down or flat):
+            continue
+        line = f"- **{label} vs the raw request** (ASR, paired over the same {len(adaptive.requests(name))} requests): "
+        if up:
+            line += (f"raises ASR with an interval that excludes zero on {', '.join(up)}"
+                     f"{weak_caveat([x.split('`')[1] for x in up])}. ")
+        if down:
+            line += f"lowers ASR (interval excludes zero) on {', '.join(down)}. "
+        if flat:
+            line += f"no difference resolved (interval includes zero) on {', '.join(flat)}. "
+        if name == PAIR:
+            line += (f"The attacker is `{cfg.attacker}`, a weak model for this role, with a tiny budget "
+                     f"({cfg.pair_budget.n_streams} streams x {cfg.pair_budget.n_iterations} iterations): this is "
+                     "a lower bound on what PAIR does, not the paper's PAIR.")
+        lines.append(line.rstrip())
+    for c in curves:
+        if len(c.asr) >= 2:
+            d = delta(c.asr[-1], c.asr[0], method="paired", n_boot=n_boot, seed=adaptive.exp.seed)
+            s = interval_side(d)
+            verdict = ("rises with the budget (interval excludes zero)" if s > 0 else
+                       "falls with the budget (interval excludes zero)" if s < 0 else
+                       "is not resolved to change with the budget (interval includes zero)")
+            lines.append(f"- **ASR vs Random Search budget, `{c.run}`**: from {c.iterations[0]} to {c.iterations[-1]} "
+                         f"iterations ASR {verdict}: Δ {d} ({c.n_distinct} distinct prompts among {c.n_total} "
+                         "checkpoint prompts, each generated once).")
+    for t in transfer:
+        s = interval_side(t["Δ ASR (transferred − own)"])
+        verdict = ("the transferred prompts succeed more often than the DLM's own search" if s > 0 else
+                   "the DLM's own search succeeds more often than the transferred prompts" if s < 0 else
+                   "transferred and own prompts are not separated by the interval")
+        lines.append(f"- **Transfer** ({t['prompts from']} → `{t['run (target)']}`): {verdict} "
+                     f"(Δ ASR {t['Δ ASR (transferred − own)']}); mean log p of the target token "
+                     f"{t['mean log p(target), transferred']:.2f} (transferred) vs "
+                     f"{t['mean log p(target), own search']:.2f} (own search).")
+    return lines
+
+
+__all__ = ["RANDOM_SEARCH", "PAIR", "ADAPTIVE_ATTACKS", "AR_TWIN", "AdaptiveConfig", "Adaptive", "BudgetCurve",
+           "budget_curve", "plot_budget_curves", "transfer_rows", "search_rows", "cost_line",
+           "adaptive_conclusions", "head_rate"]
