@@ -32,19 +32,6 @@ import time
 MODES = ("trace", "trace-decision", "ar-generate", "generate", "naive")
 
 
-def cpu_model() -> str:
-    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -129,6 +116,8 @@ def child(args) -> dict:
 
 
 def main():
+    from srilib.timing import cpu_model
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--dtype", default=None)

@@ -34,22 +34,10 @@ import torch
 import srilib
 from srilib.prompts import get_prompts
 from srilib.samplers import make_sampler
+from srilib.timing import cpu_model
 from srilib.traces import TraceStore, generate_traces, length_batches
 
 CLOCKS = ("wall", "cpu")
-
-
-def cpu_model() -> str:
-    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 def _timed(fn) -> tuple[float, float]:

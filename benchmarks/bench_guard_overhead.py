@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,21 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from srilib.timing import median_seconds  # noqa: E402
+from srilib.timing import cpu_model, median_seconds  # noqa: E402
 
 PAPER = {"SRI Guard": "0.02 (0.01-0.04 per model)", "perplexity filter": "4.26", "Self-Examine": "5.86",
          "LlamaGuard 3": "8.45"}
-
-
-def cpu_model() -> str:
-    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown"."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

@@ -20,20 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():
@@ -61,6 +49,7 @@ def main():
     import torch
 
     import srilib
+    from srilib.timing import cpu_model
     from srilib.adaptive import RSBudget, RSSettings, run_random_search, transfer
     from srilib.adaptive import random_search as RS
     from srilib.prompts import get_prompts

@@ -1,7 +1,10 @@
-"""Wall-clock timing shared by the overhead benchmark and the detector chapter."""
+"""Wall-clock timing shared by the benchmarks, the detector chapter and ``make organisms``, and the CPU's name that
+every timing is printed beside."""
 from __future__ import annotations
 
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,3 +25,14 @@ def median_seconds(fn, repeats: int, warmup: bool = True, slow: float | None = N
         if slow is not None and t[-1] > slow:
             break
     return float(np.median(t))
+
+
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (Linux), else platform.processor(), else "unknown CPU"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

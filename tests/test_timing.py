@@ -8,3 +8,18 @@ def test_median_seconds_counts_calls_and_stops_after_a_slow_one():
     calls.clear()
     median_seconds(lambda: calls.append(1), repeats=4, warmup=False, slow=-1.0)  # every call counts as slow
     assert len(calls) == 1
+
+
+def test_every_benchmark_prints_the_cpu_it_ran_on():
+    """Timings are only read beside the CPU that produced them: each benchmark prints srilib.timing.cpu_model()."""
+    import re
+    from pathlib import Path
+
+    from srilib.timing import cpu_model
+
+    assert cpu_model().strip()
+    benches = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py"))
+    assert benches
+    for f in benches:
+        src = f.read_text()
+        assert "from srilib.timing import" in src and re.search(r"print\(f?[\"'].*\{cpu_model\(\)\}", src), f.name

@@ -19,25 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..timing import cpu_model
+
 GROUPS = (("organism-ar",), ("smollm2-135m-refusal", "organism-dlm"))
 REPORT_FILE = Path(__file__).parent / "data" / "preconditions.json"
 RECORD_FILE = Path(__file__).parent / "data" / "retrain.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def compare(shipped: dict, retrained: dict) -> str:
