@@ -111,15 +111,16 @@ class AdaptiveConfig:
             parts.append(f"**Random Search**: {self.rs_n_requests} requests, {b.n_iterations} iterations x "
                          f"{b.n_restarts} restart(s) x {b.n_candidates} candidates per iteration, a "
                          f"{b.n_tokens_adv}-token suffix, target token {b.target!r}, early stop when it is the "
-                         f"argmax (published recipe: 1 candidate per iteration, up to 10,000 iterations)")
+                         f"argmax (Random Search's published recipe: 1 candidate per iteration, for far more "
+                         "iterations)")
         else:
             parts.append("**Random Search**: not run in this profile")
         if self.pair_on:
             b, s = self.pair_budget, self.pair_settings
             parts.append(f"**PAIR**: {self.pair_n_requests} requests, {b.n_streams} stream(s) x {b.n_iterations} "
                          f"iteration(s), attacker `{self.attacker}` ({s.max_new_tokens} new tokens per attempt, "
-                         f"T={s.temperature:g}, top-p {s.top_p:g}), scorer = the chapter's judge (paper: 20 streams "
-                         "with a strong attacker)" + (f", on the runs {', '.join(f'`{t}`' for t in self.pair_targets)}"
+                         f"T={s.temperature:g}, top-p {s.top_p:g}), scorer = the chapter's judge (PAIR's "
+                         "authors run many more streams with a far stronger attacker)" + (f", on the runs {', '.join(f'`{t}`' for t in self.pair_targets)}"
                                                       if self.pair_targets else ", on every run"))
         else:
             parts.append("**PAIR**: not run in this profile")
