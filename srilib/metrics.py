@@ -548,6 +548,28 @@ def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
     return float((r[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
 
 
+def paired_auroc_draws(pairs, n_boot: int, seed: int = 0) -> list[np.ndarray]:
+    """Bootstrap replicates [n_boot] of the AUROC of several detectors scored on the SAME prompts, all on the same
+    draws (so differences between them are paired).
+
+    ``pairs`` holds one ``(neg [N], pos [attacks, requests])`` per detector. Negatives are resampled by row;
+    positives by request (a cluster bootstrap): a request's generations under different attacks are correlated,
+    so a drawn request brings all of them. Every detector must share N and the number of requests.
+    """
+    pairs = [(np.asarray(n, float).ravel(), np.atleast_2d(np.asarray(p, float))) for n, p in pairs]
+    if not pairs:
+        raise ValueError("paired_auroc_draws needs at least one (neg, pos) pair")
+    n_neg, n_req = len(pairs[0][0]), pairs[0][1].shape[1]
+    if any(len(n) != n_neg or p.shape[1] != n_req for n, p in pairs):
+        raise ValueError("every detector must be scored on the same prompts (same negatives and requests)")
+    if n_boot <= 0:
+        raise ValueError("intervals need n_boot > 0 bootstrap resamples")
+    rng = np.random.default_rng(seed)
+    ineg = rng.integers(0, n_neg, (n_boot, n_neg))
+    ireq = rng.integers(0, n_req, (n_boot, n_req))
+    return [np.array([_auc(n[i], p[:, j].ravel()) for i, j in zip(ineg, ireq)]) for n, p in pairs]
+
+
 def auroc(scores_neg, scores_pos, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> Estimate:
     """AUROC of positives (e.g. jailbreaks) vs negatives (harmless); higher score = more positive.
 

@@ -308,3 +308,20 @@ def test_cluster_adjusted_rate_equals_cluster_level_wilson_and_is_never_narrower
     # p = 0: each cluster counts once
     z = cluster_adjusted(Rate.from_outcomes(np.zeros(120, bool)), req)
     assert z.hi == pytest.approx(wilson(0, 30).hi)
+
+
+def test_paired_auroc_draws_share_draws_and_resample_requests():
+    """One draw of harmless rows and requests per replicate serves every detector: equal scores give equal
+    replicates, and a drawn request brings all its attacked generations (checked against a hand-drawn replicate)."""
+    from srilib.metrics import _auc, paired_auroc_draws
+
+    rng = np.random.default_rng(3)
+    neg, pos = rng.normal(size=12), rng.normal(1.0, size=(3, 7))  # 3 attacks x 7 requests
+    a, b, c = paired_auroc_draws([(neg, pos), (neg, pos), (neg, -pos)], n_boot=50, seed=5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    r = np.random.default_rng(5)
+    ineg, ireq = r.integers(0, 12, (50, 12)), r.integers(0, 7, (50, 7))
+    assert a[7] == pytest.approx(_auc(neg[ineg[7]], pos[:, ireq[7]].ravel()))
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_auroc_draws([(neg, pos), (neg[:5], pos)], n_boot=5)

@@ -36,7 +36,7 @@ from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamin
                          defense_metrics, has_plain_generate, llama_guard_defense, plain_generate, sampler_generate)
 from ..experiment import Experiment, PromptSets, layer_index, resolve_layers
 from ..guard import SRIGuard
-from ..metrics import Estimate, Rate, auroc, refusal_rate, roc_curve
+from ..metrics import Estimate, Rate, _auc, _labels, auroc, paired_auroc_draws, refusal_rate, roc_curve
 from ..prompts import get_prompts
 from ..refusal import is_refusal, text_signals
 from ..signal import Anchors
@@ -170,12 +170,8 @@ def auroc_est(neg, pos, n_boot: int = 0, seed: int = 0) -> Estimate:
     (bootstraps are the slow part of the chapter; tables show intervals where they print them)."""
     if n_boot > 0:
         return auroc(neg, pos, n_boot=n_boot, seed=seed)
-    from sklearn.metrics import roc_auc_score
-    neg, pos = np.asarray(neg, float).ravel(), np.asarray(pos, float).ravel()
-    if len(neg) == 0 or len(pos) == 0:
-        raise ValueError(f"AUROC needs both classes; got {len(neg)} negatives and {len(pos)} positives")
-    v = float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos]))
-    return Estimate(v, math.nan, math.nan, "point", info={"n_neg": len(neg), "n_pos": len(pos)})
+    neg, pos, _, _ = _labels(neg, pos)
+    return Estimate(_auc(neg, pos), math.nan, math.nan, "point", info={"n_neg": len(neg), "n_pos": len(pos)})
 
 
 # ------------------------------------------------------------------------------------------------- one run
@@ -700,8 +696,6 @@ def shift_prompts(n_per_family: int, seed: int = 0, families: Sequence[str] | No
 def _paired_auroc(neg_a, pos_a, neg_b, pos_b, n_boot: int, seed: int = 0) -> tuple[Estimate, Estimate, Estimate]:
     """AUROC of detector a, of detector b, and a - b, on the same prompts: negatives [N] resampled by row,
     positives [attacks, requests] resampled by request (cluster bootstrap), the same draws for both detectors."""
-    from ..metrics import _auc
-
     neg_a, neg_b = np.asarray(neg_a, float), np.asarray(neg_b, float)
     pos_a, pos_b = np.asarray(pos_a, float), np.asarray(pos_b, float)
     pa, pb = _auc(neg_a, pos_a.ravel()), _auc(neg_b, pos_b.ravel())
@@ -709,12 +703,7 @@ def _paired_auroc(neg_a, pos_a, neg_b, pos_b, n_boot: int, seed: int = 0) -> tup
         nan = math.nan
         return (Estimate(pa, nan, nan, "point"), Estimate(pb, nan, nan, "point"),
                 Estimate(pa - pb, nan, nan, "point", signed=True))
-    rng = np.random.default_rng(seed)
-    da, db = np.empty(n_boot), np.empty(n_boot)
-    for k in range(n_boot):
-        i = rng.integers(0, len(neg_a), len(neg_a))
-        j = rng.integers(0, pos_a.shape[1], pos_a.shape[1])
-        da[k], db[k] = _auc(neg_a[i], pos_a[:, j].ravel()), _auc(neg_b[i], pos_b[:, j].ravel())
+    da, db = paired_auroc_draws([(neg_a, pos_a), (neg_b, pos_b)], n_boot, seed=seed)
     m = "cluster bootstrap (requests), paired"
     return _interval(pa, da, m), _interval(pb, db, m), _interval(pa - pb, da - db, m, signed=True)
 
@@ -1232,28 +1221,16 @@ def auroc_draws(res: DetectorResult, n_boot: int | None = None, seed: int = 0) -
     generation per request per attack, and a request's generations under different attacks are correlated, so a
     drawn request brings all its attacked generations (a cluster bootstrap). Cached on ``res``.
     """
-    from ..metrics import _auc
-
     n_boot = res.n_boot if n_boot is None else int(n_boot)
     key = (n_boot, seed)
     if key in res._draws:
         return res._draws[key]
-    if n_boot <= 0:
-        raise ValueError("intervals need n_boot > 0 bootstrap resamples")
     s0 = res.seeds[0]
-    rng = np.random.default_rng(seed)
-    sc0 = res.scores[(METHODS[0], s0)]
-    n_neg, n_req = len(sc0["harmless"]), len(sc0[res.jailbreaks[0]])
-    ineg = rng.integers(0, n_neg, (n_boot, n_neg))
-    ireq = rng.integers(0, n_req, (n_boot, n_req))
-    out = {}
-    for m in METHODS:
-        sc = res.scores[(m, s0)]
-        neg = np.asarray(sc["harmless"], float)
-        pos = np.stack([np.asarray(sc[a], float) for a in res.jailbreaks])  # [attacks, requests]
-        out[m] = np.array([_auc(neg[i], pos[:, j].ravel()) for i, j in zip(ineg, ireq)])
-    res._draws[key] = out
-    return out
+    pairs = [(res.scores[(m, s0)]["harmless"], np.stack([np.asarray(res.scores[(m, s0)][a], float)
+                                                         for a in res.jailbreaks]))  # pos: [attacks, requests]
+             for m in METHODS]
+    res._draws[key] = dict(zip(METHODS, paired_auroc_draws(pairs, n_boot, seed=seed)))
+    return res._draws[key]
 
 
 def _interval(point: float, draws: np.ndarray, method: str, signed: bool = False, **info) -> Estimate:
