@@ -58,7 +58,8 @@ def main(argv=None) -> int:
 
     from srilib.baselines import (PerplexityFilter, SelfExamine, has_plain_generate, plain_generate,
                                   sampler_generate)
-    from srilib.chapters.detector import GuardConfig, fit_guard, guard_prompts, short_sampler
+    from srilib.chapters.defenses import short_sampler
+    from srilib.chapters.detector import GuardConfig, fit_guard, guard_prompts
     from srilib.experiment import Experiment, PromptSets, resolve_layers
 
     cache = args.cache or os.environ.get("SRILIB_CACHE") or str(ROOT / ".cache")

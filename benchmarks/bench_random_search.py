@@ -52,6 +52,7 @@ def main():
     from srilib.timing import cpu_model
     from srilib.adaptive import RSBudget, RSSettings, run_random_search, transfer
     from srilib.adaptive import random_search as RS
+    from srilib.adaptive import rs_objective as RO
     from srilib.prompts import get_prompts
 
     if args.threads:
@@ -60,22 +61,22 @@ def main():
     lm = srilib.load_model(args.model, dtype=args.dtype)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    allowed = RS.allowed_token_ids(lm)
+    allowed = RO.allowed_token_ids(lm)
     t_vocab = time.perf_counter() - t0
 
     budget = RSBudget(n_iterations=args.iterations, n_candidates=args.candidates)
     settings = RSSettings()
     request = get_prompts("harmful", "eval", n=1)[0]
-    layout = RS._Layout(lm, settings.render(request), settings, budget.n_tokens_adv)
-    tids = RS.target_token_ids(lm.tokenizer, budget.target)
+    layout = RO._Layout(lm, settings.render(request), settings, budget.n_tokens_adv)
+    tids = RO.target_token_ids(lm.tokenizer, budget.target)
     gen = torch.Generator().manual_seed(0)
     cands: list[list[int]] = []
     while len(cands) < args.pool:
         got, _ = RS._propose(layout.init, budget.n_tokens_change_max, args.candidates, gen, allowed, layout, 8)
         cands += got
     cands = cands[: args.pool]
-    scorers = {"cache": RS._Scorer(lm, layout, tids, settings, use_prefix_cache=True),
-               "full": RS._Scorer(lm, layout, tids, settings, use_prefix_cache=False)}
+    scorers = {"cache": RO._Scorer(lm, layout, tids, settings, use_prefix_cache=True),
+               "full": RO._Scorer(lm, layout, tids, settings, use_prefix_cache=False)}
     if scorers["cache"].cache is None:
         print("note: the prefix KV cache is unavailable for this model; '+cache' rows use full passes")
     methods = {"batched+cache": ("cache", args.candidates), "batched": ("full", args.candidates),

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
                          "install cell as written, papermill) under DIR; needs PyPI")
     cb.add_argument("--profile", default="smoke", help="parameters for --dry-run (default: smoke)")
 
+    pl = sub.add_parser("plan", help="list the traces the profile's chapters read (the trace plan); --compute "
+                                     "computes them into the cache in this process")
+    pl.add_argument("--profile", default="cpu", help="profile name or path to a .yaml (default: cpu)")
+    pl.add_argument("--only", nargs="+", metavar="NAME", help="only these notebooks of the profile")
+    pl.add_argument("--compute", action="store_true", help="compute every trace set of the plan (cached ones are "
+                                                           "skipped)")
+
     sub.add_parser("trace", add_help=False,
                    help="generate traces, sharded over GPUs with accelerate (python -m srilib trace -h)")
 
@@ -117,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
             remote = check_offline(html)
             print("\n".join(remote) or f"check: {html} loads nothing from the network")
             return 1 if remote else 0
+        elif args.cmd == "plan":
+            from .plan import build_plan
+            plan = build_plan(load_profile(args.profile), root, args.only)
+            for r in plan.describe():
+                print(f"{r['chapter']:28s} {r['run']:40s} {r['set']:48s} {r['prompts']}")
+            if args.compute:
+                report = plan.run()
+                print(f"plan: {report['distinct']} distinct trace sets, {report['computed']} computed, "
+                      f"{report['cached']} from the cache, {len(report['failed'])} failed, {report['seconds']:.0f} s")
+                return 1 if report["failed"] else 0
         elif args.cmd == "bench":
             return 1 if run_benchmarks(root, args.names) else 0
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:

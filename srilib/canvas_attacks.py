@@ -132,3 +132,24 @@ def get_canvas_attack(name: str) -> CanvasAttack:
     if name not in CANVAS_ATTACKS:
         raise ValueError(f"unknown canvas attack {name!r}; known: {', '.join(CANVAS_ATTACKS)}")
     return CANVAS_ATTACKS[name]
+
+
+def canvas_traces(exp, run, requests: Sequence[str], name: str):
+    """(traces, "") of ``requests`` under the canvas attack ``name`` on a diffusion run (an
+    :class:`srilib.experiment.Experiment` and its run; through the trace cache, the prefill is part of the key),
+    or (None, reason) when the canvas is too short for the attack. The one place a canvas attack is traced (the
+    detector chapter and the trace plan call it)."""
+    from .experiment import resolve_layers
+    from .traces import generate_traces
+
+    run = exp.resolve(run)
+    lm = exp.model(run.model)
+    attack = get_canvas_attack(name)
+    try:
+        sampler = attack.configure(exp.sampler(run), lm)
+        ts = generate_traces(lm, attack.apply(list(requests)), sampler, store=exp.store, batch_size=exp.batch_size,
+                             layers=resolve_layers(lm, exp.layers), progress=exp.progress,
+                             desc=f"{run.label} canvas:{name}")
+    except ValueError as e:  # e.g. the prefill does not fit the canvas (gen_length too small)
+        return None, str(e)
+    return ts, ""

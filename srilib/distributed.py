@@ -6,9 +6,11 @@ into the same cache entries that the notebooks read: run the notebooks afterward
 
 Prompt sets are written ``kind:split:n[:attack]`` (built-in prompts, :func:`srilib.prompts.get_prompts`, seeded
 by ``--seed``; ``n`` may be ``all``; the attack is applied as :class:`srilib.experiment.PromptSets` does), or
-given as a file with one prompt per line. ``--profile NAME`` adds every set that the profile's notebooks build
-for the given run(s) (``--run``, or ``--model``: all of a model's runs in the profile), with the profile's
-steps, canvas, batch size, dtype and seed, so the cache keys are the notebooks' own.
+given as a file with one prompt per line. ``--profile NAME`` traces the profile's trace plan (:mod:`srilib.plan`:
+every set its chapters declare, with the chapters' own settings, so the cache keys are the notebooks' own) for
+the given run(s) (``--run``) or model(s) (``--model``: all of a model's runs in the profile): the sets with fixed
+prompts are sharded over the processes; then the main process merges them and computes the rest (canvas
+attacks, and the adaptive attacks' sets, whose prompts exist only once their search ran).
 
 Examples
 --------
@@ -37,23 +39,19 @@ every trace in the cache. (The paper profile reads Alpaca, AdvBench and Jailbrea
         --prompts harmful:eval:50:flip_attack --prompts-file my_prompts.txt
 
 Every process needs the model in its own GPU memory (data parallel; an 8B model in bfloat16 needs ~17 GB).
-Interrupted runs resume from the batches on disk. Not covered by ``--profile``: traces made with the extra
-``seeds`` of a chapter (the sampling chapter's seed-stability check), which the chapter generates itself.
+Interrupted runs resume from the batches on disk.
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
-import inspect
-import json
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
-from .experiment import Experiment, Run, parse_run, resolve_layers
+from .experiment import Experiment, Run, resolve_layers, resolve_run
 from .traces import TraceSet, generate_traces, trace_key
 
 # Experiment fields that a profile or the command line may set (they all enter the trace key or the sampler)
@@ -101,121 +99,19 @@ def read_prompts_file(path: str | Path) -> tuple[str, list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------- profiles
-def notebook_defaults(path: str | Path) -> dict:
-    """Literal assignments of a notebook's ``parameters`` cell (papermill's defaults); {} if unreadable."""
-    try:
-        nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    out = {}
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            src = "".join(cell.get("source", ""))
-            try:
-                tree = ast.parse(src)
-            except SyntaxError:
-                return {}
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    try:
-                        out[node.targets[0].id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        pass
-    return out
+def profile_plan(profile: str, models: Sequence[str] = (), runs: Sequence[str] = (),
+                 root: str | Path | None = None):
+    """The profile's trace plan (:func:`srilib.plan.build_plan`) restricted to ``models`` and run labels ``runs``."""
+    from .plan import build_plan
 
-
-def _notebook_runs(exp: Experiment, params: dict) -> set[str]:
-    """Run labels (model@sampler) a notebook evaluates: its ``models``/``runs`` plus block-length variants."""
-    runs = list(params.get("models") or []) + list(params.get("runs") or [])
-    if params.get("block_lengths"):
-        from .chapters.sampling import expand_runs
-        from .models import REGISTRY, list_models
-        list_models()
-        kinds = {m: REGISTRY[m].kind for m in (parse_run(r).model for r in runs) if m in REGISTRY}
-        runs = expand_runs(runs, params["block_lengths"], kinds)
-    return {exp.resolve(r).label for r in runs}
-
-
-def _profile_notebooks(profile: str, root: str | Path | None, overrides: dict | None):
-    """(profile, [(notebook, params, run labels)]): each notebook's parameters as papermill would inject them."""
-    from .experiment import setup
-    from .profiles import load_profile
-
-    prof = load_profile(profile)
-    root = Path(root) if root is not None else _default_root()
-    setup_args = set(inspect.signature(setup).parameters)
-    out = []
-    for nb in prof.notebooks:
-        params = {**notebook_defaults(root / "notebooks" / f"{nb}.ipynb"), **prof.params_for(nb)}
-        params.update({k: v for k, v in (overrides or {}).items() if k in setup_args})
-        out.append((nb, params, _notebook_runs(Experiment(), params)))
-    return prof, out
-
-
-def _setup(prof, nb: str, params: dict):
-    """``srilib.experiment.setup`` with a notebook's parameters (builds its prompt sets), as the notebook does."""
-    from .experiment import setup
-
-    missing = {"steps", "gen_length", "n_anchor", "n_eval"} - set(params)
-    if missing:
-        raise ValueError(f"profile {prof.name!r}, notebook {nb}: no value for {sorted(missing)} (neither in the "
-                         f"profile nor in the notebook's parameters cell); run from the repository root (or pass "
-                         "root=) or set them in the profile's `common`")
-    return setup(**{k: v for k, v in params.items() if k in inspect.signature(setup).parameters})
-
-
-def profile_runs(profile: str, model: str, root: str | Path | None = None) -> list[str]:
-    """Every run label (model@sampler) of ``model`` that the profile's notebooks evaluate."""
-    prof, nbs = _profile_notebooks(profile, root, None)
-    runs = sorted({r for *_, rs in nbs for r in rs if parse_run(r).model == model})
-    if not runs:
-        models = sorted({parse_run(r).model for *_, rs in nbs for r in rs})
-        raise ValueError(f"profile {prof.name!r} evaluates no run of {model!r}; its models are: {', '.join(models)}")
-    return runs
-
-
-def profile_jobs(profile: str, runs: Sequence[str], root: str | Path | None = None,
-                 overrides: dict | None = None) -> dict[str, list[Job]]:
-    """Per run label, the jobs (settings + prompt sets) that the profile's notebooks need for that run.
-
-    A notebook's parameters are its ``parameters`` cell (``<root>/notebooks/<name>.ipynb``) updated with the
-    profile's; like the notebooks, they go through :func:`srilib.experiment.setup`, whose experiment settings and
-    :class:`~srilib.experiment.PromptSets` (anchor, evaluation and attacked sets) are traced, plus the detector's
-    guard training prompts where a notebook sets ``n_train_harmless``. ``overrides`` (Experiment settings)
-    replace the profile's; the notebooks then no longer find these traces unless the profile changes too.
-    """
-    prof, nbs = _profile_notebooks(profile, root, overrides)
-    out: dict[str, list[Job]] = {}
-    for spec in runs:
-        label = Experiment().resolve(spec).label
-        jobs: dict[tuple, Job] = {}
-        for nb, params, nb_runs in nbs:
-            if label not in nb_runs:
-                continue
-            exp, sets = _setup(prof, nb, params)
-            settings = {k: getattr(exp, k) for k in SETTINGS}
-            settings.update(overrides or {})
-            job = jobs.setdefault(tuple(sorted(settings.items())), Job(settings, {}, f"profile {prof.name}:"))
-            job.source += f" {nb}"
-            named = {"anchor/harmless": sets.anchor_harmless, "anchor/harmful": sets.anchor_harmful,
-                     "harmless": sets.eval_harmless, "raw": sets.eval_harmful, **sets.attacked}
-            if params.get("n_train_harmless"):
-                from .chapters.detector import guard_prompts
-                named["guard/harmless-train"] = guard_prompts(params["n_train_harmless"], seed=exp.seed)
-            for name, prompts in named.items():
-                if job.prompts.setdefault(name, prompts) != prompts:
-                    job.prompts[f"{name} ({nb})"] = prompts
-        if not jobs:
-            listed = sorted({r for *_, rs in nbs for r in rs})
-            raise ValueError(f"no notebook of profile {prof.name!r} evaluates {label}; its runs are: "
-                             f"{', '.join(listed)}. Pass one of those to --run, or give the sets with --prompts")
-        out[label] = list(jobs.values())
-    return out
-
-
-def _default_root() -> Path:
-    cwd = Path.cwd()
-    return cwd if (cwd / "notebooks").is_dir() else Path(__file__).resolve().parent.parent
+    full = build_plan(profile, root)
+    labels = [resolve_run(r).label for r in runs]
+    plan = full.select(models, labels)
+    if not plan.needs:
+        have = sorted({r.label for r in full.runs() if r.kind != "?"})
+        raise ValueError(f"profile {profile!r} traces no run of {', '.join([*models, *labels])}; its runs are: "
+                         f"{', '.join(have)}")
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- tracing
@@ -250,6 +146,21 @@ def merge_sets(exp: Experiment, run: Run | str, lm, prompt_sets: dict[str, Seque
             for name, prompts in prompt_sets.items()}
 
 
+def _state(state, cpu: bool):
+    if state is None:
+        from accelerate import PartialState
+        state = PartialState(cpu=cpu, timeout=timedelta(hours=24))  # a slow shard must not time out the barrier
+    return state
+
+
+def _free() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_jobs(jobs: dict[str, list[Job]], *, cache: str | None = None, state=None, progress: bool = True,
              cpu: bool = False) -> dict[str, dict[str, dict]] | None:
     """Trace every (run -> jobs) on this process's shard, wait for all processes, merge on the main one.
@@ -258,51 +169,55 @@ def run_jobs(jobs: dict[str, list[Job]], *, cache: str | None = None, state=None
     set name -> ``{"key", "n", "T", "path"}`` of the merged cache entry (read it with ``TraceStore.load``), and
     None on the others.
     """
-    import torch
-
-    from .models import load_model
-
-    if state is None:
-        from accelerate import PartialState
-        state = PartialState(cpu=cpu, timeout=timedelta(hours=24))  # a slow shard must not time out the barrier
+    state = _state(state, cpu)
     rank, world = state.process_index, state.num_processes
-    device = str(state.device)
-    loaded: dict[tuple, object] = {}
-
-    def model(exp: Experiment, run: Run):
-        key = (run.model, exp.dtype, exp.quantization)
-        if key not in loaded:
-            if loaded:  # one model in memory at a time
-                loaded.clear()
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            kw = {"dtype": exp.dtype} if exp.dtype else {}
-            if exp.quantization == "8bit":  # as Experiment.model does
-                kw["load_in_8bit"] = True
-            elif exp.quantization:
-                raise ValueError(f"unknown quantization {exp.quantization!r}; use None or '8bit'")
-            loaded[key] = load_model(run.model, device=device, **kw)
-        return loaded[key]
-
-    plan = []
-    for label, run_jobs_ in sorted(jobs.items(), key=lambda kv: parse_run(kv[0]).model):
+    work = []
+    for label, run_jobs_ in jobs.items():
         for job in run_jobs_:
-            exp = Experiment(**job.settings, cache=cache, progress=progress)
-            plan.append((exp, exp.resolve(label), job))
-    for exp, run, job in plan:
-        trace_shard(exp, run, model(exp, run), job.prompts, rank, world)
+            exp = Experiment(**job.settings, cache=cache, progress=progress, device=str(state.device))
+            work.append((exp, resolve_run(label), job))
+    work.sort(key=lambda w: w[1].model)  # one model in memory at a time
+    for i, (exp, run, job) in enumerate(work):
+        trace_shard(exp, run, exp.model(run.model), job.prompts, rank, world)
+        if i + 1 == len(work) or work[i + 1][1].model != run.model:
+            exp.release()
+            _free()
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     out: dict[str, dict[str, dict]] = {}
-    for exp, run, job in plan:
+    for exp, run, job in work:
         for name, prompts in job.prompts.items():  # one set in memory at a time (paper-scale sets are large)
-            ts = merge_sets(exp, run, model(exp, run), {name: prompts})[name]
+            ts = merge_sets(exp, run, exp.model(run.model), {name: prompts})[name]
             key = ts.meta["key"]
             out.setdefault(run.label, {})[name] = {"key": key, "n": len(ts), "T": ts.T,
                                                    "path": str(exp.store.path(key))}
+        exp.release()
     return out
+
+
+def run_plan_sharded(plan, *, state=None, progress: bool = True, cpu: bool = False) -> dict | None:
+    """A trace plan (:mod:`srilib.plan`) over every process: each traces its shard of the needs with fixed
+    prompts, model by model; after all processes are done the main process runs the plan, which merges those
+    and computes the rest (canvas attacks, adaptive attacks). Returns the plan's report on the main process,
+    None on the others."""
+    state = _state(state, cpu)
+    rank, world = state.process_index, state.num_processes
+    for n in plan.needs:
+        if n.exp is not None:
+            n.exp.device, n.exp.progress = str(state.device), progress
+    fixed = [n for n in plan.needs if n.error is None and not n.lazy and not n.canvas_attack]
+    for model in plan.models():
+        mine = [n for n in fixed if n.run.model == model]
+        for n in mine:
+            trace_shard(n.exp, n.run, n.exp.model(model), {n.name: list(n.prompts)}, rank, world)
+        if mine:
+            mine[0].exp.release(model)
+            _free()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return plan.run(progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- command line
@@ -317,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="built-in prompt set, e.g. harmful:anchor:400 or harmful:eval:100:flip_attack (repeatable)")
     p.add_argument("--prompts-file", action="append", default=[], type=Path, metavar="FILE",
                    help="text file with one prompt per line (repeatable)")
-    p.add_argument("--profile", help="add every set the profile's notebooks need for --run, with its settings")
+    p.add_argument("--profile", help="trace the profile's trace plan for --run / --model (srilib.plan)")
     p.add_argument("--steps", type=int, default=None, help="steps T (default 32, or the profile's)")
     p.add_argument("--gen-length", type=int, default=None,
                    help="diffusion canvas length (default 64, or the profile's)")
@@ -333,44 +248,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_jobs(args: argparse.Namespace) -> dict[str, list[Job]]:
-    """The jobs of a parsed command line: --profile sets (profile settings, overridden by explicit options)
-    plus --prompts/--prompts-file sets (explicit options over the defaults)."""
+    """The jobs of the --prompts/--prompts-file sets of a parsed command line, for every --run (explicit options
+    over the defaults)."""
     explicit = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
+    if not (args.prompts or args.prompts_file):
+        return {}
+    if not args.run:
+        raise ValueError("--prompts / --prompts-file need --run MODEL[@SAMPLER] (which run traces them)")
+    seed = int(explicit.get("seed", 0))
+    sets = dict(parse_prompt_spec(s, seed=seed) for s in args.prompts)
+    sets.update(read_prompts_file(f) for f in args.prompts_file)
+    return {resolve_run(spec).label: [Job(dict(explicit), dict(sets))] for spec in args.run}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a command line that would trace nothing or trace what no chapter reads, before any model loads."""
     if not (args.prompts or args.prompts_file or args.profile):
         raise ValueError("nothing to trace: give --prompts KIND:SPLIT:N, --prompts-file FILE or --profile NAME")
     if args.model and not args.profile:
         raise ValueError("--model needs --profile (it means: every run of the model in that profile); without a "
                          "profile name the runs with --run MODEL@SAMPLER")
-    runs = list(args.run) + [r for m in args.model for r in profile_runs(args.profile, m)]
-    if not runs:
+    if not (args.run or args.model):
         raise ValueError("no run given: pass --run MODEL[@SAMPLER] (or --model MODEL with --profile)")
-    jobs: dict[str, list[Job]] = {}
-    if args.profile:
-        jobs.update(profile_jobs(args.profile, runs, overrides=explicit))
-    if args.prompts or args.prompts_file:
-        seed = int(explicit.get("seed", 0))
-        sets = dict(parse_prompt_spec(s, seed=seed) for s in args.prompts)
-        sets.update(read_prompts_file(f) for f in args.prompts_file)
-        for spec in runs:
-            label = Experiment().resolve(spec).label
-            jobs.setdefault(label, []).append(Job(dict(explicit), dict(sets)))
-    return jobs
+    explicit = [k for k in SETTINGS if getattr(args, k, None) is not None]
+    if args.profile and explicit and not (args.prompts or args.prompts_file):
+        raise ValueError(f"--profile traces with the chapters' own settings (so that the notebooks find the traces); "
+                         f"--{explicit[0].replace('_', '-')} applies to --prompts sets only: change the profile "
+                         "instead")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m srilib.distributed`` / ``accelerate launch -m srilib.distributed``."""
+    import os
+
     args = _parser().parse_args(argv)
     try:
+        check_args(args)
+        if args.cache:
+            os.environ["SRILIB_CACHE"] = str(args.cache)  # the plan's experiments use the default store
+        plan = profile_plan(args.profile, args.model, args.run) if args.profile else None
         jobs = build_jobs(args)
-        result = run_jobs(jobs, cache=args.cache, progress=not args.no_progress, cpu=args.cpu)
+        result = run_jobs(jobs, cache=args.cache, progress=not args.no_progress, cpu=args.cpu) if jobs else None
+        report = run_plan_sharded(plan, progress=not args.no_progress, cpu=args.cpu) if plan else None
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: model / prompt source
         print(f"srilib.distributed: error: {e}", file=sys.stderr)
         return 1
-    if result is not None:
-        for label, sets in result.items():
-            for name, r in sets.items():
-                print(f"{label:40s} {name:40s} N={r['n']:4d} T={r['T']:3d} {r['path']}")
-    return 0
+    for label, sets in (result or {}).items():
+        for name, r in sets.items():
+            print(f"{label:40s} {name:40s} N={r['n']:4d} T={r['T']:3d} {r['path']}")
+    if report is not None:
+        print(f"profile {args.profile}: {report['distinct']} distinct trace sets ({report['computed']} computed, "
+              f"{report['cached']} from the cache), {len(report['failed'])} failed")
+        for f in report["failed"]:
+            print("  FAILED", " / ".join(f))
+    return 1 if report and report["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ by the next, never regenerated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from .attacks import apply_attack
@@ -20,22 +20,58 @@ DLM_DEFAULT_SAMPLER = "low_confidence"
 
 @dataclass(frozen=True)
 class Run:
-    """One model under one sampler."""
+    """One model under one sampler, resolved once (:func:`resolve_run`) from the name a profile writes.
+
+    ``kind`` is the model's family ("ar" or "dlm", from the model registry, without loading it), ``sampler`` the
+    sampler's name as :func:`srilib.samplers.make_sampler` takes it, ``block_length`` a diffusion block length
+    written ``:bB`` after the sampler (None: the experiment's). Everything downstream reads these fields; nothing
+    parses the written name again.
+    """
 
     model: str
+    kind: str
     sampler: str
+    block_length: int | None = None
+
+    @property
+    def sampler_label(self) -> str:
+        """The sampler as written: ``low_confidence`` or ``low_confidence:b16``."""
+        return self.sampler + (f":b{self.block_length}" if self.block_length else "")
 
     @property
     def label(self) -> str:
-        return f"{self.model}@{self.sampler}"
+        """``model@sampler[:bB]``: the run's name in tables, figures and caches of results."""
+        return f"{self.model}@{self.sampler_label}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    def with_sampler(self, sampler: str) -> "Run":
+        """The same model and block length under another sampler (e.g. DiffuGuard replacing the run's)."""
+        return replace(self, sampler=sampler)
 
 
-def parse_run(spec: str) -> Run:
-    """``'model'`` or ``'model@sampler'`` -> :class:`Run` (the sampler is resolved from the model kind)."""
+def resolve_run(spec: "str | Run") -> Run:
+    """``'model'``, ``'model@sampler'`` or ``'model@sampler:bB'`` -> :class:`Run`, the one place a run's written
+    name is parsed. The model must be registered (its kind is looked up without loading it); the default sampler
+    is ``ar`` for autoregressive models and ``low_confidence`` for diffusion models. A :class:`Run` passes
+    through."""
+    if isinstance(spec, Run):
+        return spec
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a run is written 'model' or 'model@sampler', got {spec!r}")
+        raise ValueError(f"a run is written 'model', 'model@sampler' or 'model@sampler:bB', got {spec!r}")
     model, _, sampler = spec.strip().partition("@")
-    return Run(model, sampler or "")
+    from .models import model_kind
+
+    kind = model_kind(model)
+    name, _, block = sampler.partition(":")
+    if block and not (block.startswith("b") and block[1:].isdigit() and int(block[1:]) > 0):
+        raise ValueError(f"run {spec!r}: a block length is written ':bB' with B a positive integer, e.g. "
+                         f"{model}@{name or DLM_DEFAULT_SAMPLER}:b16")
+    if block and kind != "dlm":
+        raise ValueError(f"run {spec!r}: {model} is autoregressive; block lengths apply to diffusion samplers only")
+    name = name or ("ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
+    return Run(model=model, kind=kind, sampler=name, block_length=int(block[1:]) if block else None)
 
 
 @dataclass
@@ -62,6 +98,7 @@ class Experiment:
     cache: str | None = None
     progress: bool | None = None  # None: on unless TQDM_DISABLE=1
     capture: str = "after"
+    device: str | None = None  # None: the model's default device (srilib.distributed sets each process's)
     _models: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -87,6 +124,8 @@ class Experiment:
         if name not in self._models:
             from .models import load_model
             kw = {"dtype": self.dtype} if self.dtype else {}
+            if self.device:
+                kw["device"] = self.device
             if self.quantization == "8bit":
                 kw["load_in_8bit"] = True
             elif self.quantization:
@@ -95,27 +134,22 @@ class Experiment:
         return self._models[name]
 
     def resolve(self, spec: str | Run) -> Run:
-        run = parse_run(spec) if isinstance(spec, str) else spec
-        if run.sampler:
-            return run
-        from .models import REGISTRY, list_models
-        list_models()
-        kind = REGISTRY[run.model].kind if run.model in REGISTRY else "ar"
-        return Run(run.model, "ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
+        """:func:`resolve_run` (kept on the experiment so that chapters take a name or a Run alike)."""
+        return resolve_run(spec)
 
-    def sampler(self, run: Run):
+    def sampler(self, run: str | Run):
+        """The run's sampler with this experiment's settings (block length: the run's, else the experiment's, else
+        one block; ``dlm-ar`` has none)."""
         from .samplers import make_sampler
+        run = resolve_run(run)
         if run.sampler in ("ar", "ar-greedy"):
             return make_sampler("ar", steps=self.steps, temperature=self.temperature, seed=self.seed,
                                 capture=self.capture)
         kw = {"gen_length": self.gen_length, "steps": self.steps, "temperature": self.temperature, "seed": self.seed,
               "capture": self.capture}
         if run.sampler != "dlm-ar":
-            kw["block_length"] = self.block_length or self.gen_length
-        name, _, block = run.sampler.partition(":")  # e.g. low_confidence:b16 = block length 16
-        if block:
-            kw["block_length"] = int(block.lstrip("b"))
-        return make_sampler(name, **kw)
+            kw["block_length"] = run.block_length or self.block_length or self.gen_length
+        return make_sampler(run.sampler, **kw)
 
     # ---- traces and anchors
     def traces(self, spec: str | Run, prompts: Sequence[str], desc: str = "") -> TraceSet:
@@ -223,3 +257,12 @@ def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: S
     exp = Experiment(steps=steps, gen_length=gen_length, batch_size=batch_size, dtype=dtype,
                      quantization=quantization, seed=seed, cache=cache, capture=capture)
     return exp, PromptSets.build(n_anchor=n_anchor, n_eval=n_eval, attacks=attacks, seed=seed, source=source)
+
+
+def setup_from(params: dict) -> tuple[Experiment, PromptSets]:
+    """:func:`setup` with the entries of a notebook's parameters that it takes (what each chapter's notebook
+    passes to it; the trace plan builds the same experiment and prompt sets from the same parameters)."""
+    import inspect
+
+    keys = set(inspect.signature(setup).parameters) - {"cache", "capture"}
+    return setup(**{k: v for k, v in params.items() if k in keys})

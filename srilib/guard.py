@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from .signal import sri_signal
@@ -75,8 +76,9 @@ class _AE(nn.Module):
         return self.decoder(self.encoder(x - self.mean)) + self.mean
 
 
-class SRIGuard:
-    """Autoencoder anomaly detector over T-step SRI signals, sklearn-style.
+class SRIGuard(BaseEstimator):
+    """Autoencoder anomaly detector over T-step SRI signals, a scikit-learn estimator (``get_params`` /
+    ``set_params`` / ``clone`` work; the constructor only stores the parameters, which ``fit`` checks).
 
     Parameters
     ----------
@@ -100,35 +102,45 @@ class SRIGuard:
 
     Attributes (after fit)
     ----------------------
-    T_, threshold_, prefix_thresholds_ ([T], see :meth:`score_prefix`), n_params_, n_train_, n_calib_,
-    loss_history_, calib_errors_, fit_seconds_.
+    T_, threshold_, prefix_thresholds_ ([T], see :meth:`score_prefix`), anchors_key_ (the key scoring checks:
+    ``fit``'s ``anchors_key`` or else the parameter's, as a string), fit_config_ (the checked parameters the fit
+    used, which :meth:`save` writes), model_, n_params_, n_train_, n_calib_, loss_history_, calib_errors_,
+    fit_seconds_.
     """
 
     def __init__(self, hidden: tuple[int, int] = (32, 8), epochs: int = 300, lr: float = 1e-2,
                  weight_decay: float = 0.0, quantile: float = 0.99, val_fraction: float = 0.15,
                  min_calibration: int = 20, seed: int = 0, anchors_key=None, num_threads: int | None = 1):
-        if len(hidden) != 2 or min(hidden) < 1:
-            raise ValueError(f"hidden must be two positive widths (h1, bottleneck), got {hidden}")
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if epochs < 1 or lr <= 0:
-            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={epochs}, lr={lr}")
-        self.hidden = (int(hidden[0]), int(hidden[1]))
-        self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
-        self.quantile, self.val_fraction = float(quantile), float(val_fraction)
-        self.min_calibration, self.seed = int(min_calibration), int(seed)
-        self.anchors_key = _key_of(anchors_key)
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.quantile = quantile
+        self.val_fraction = val_fraction
+        self.min_calibration = min_calibration
+        self.seed = seed
+        self.anchors_key = anchors_key
         self.num_threads = num_threads
-        self.model_: _AE | None = None
-        self._np_ = None  # numpy copy of the fitted weights (see _numpy_weights)
 
     # ---------------------------------------------------------------- validation
     def _config(self) -> dict:
-        return {"hidden": list(self.hidden), "epochs": self.epochs, "lr": self.lr,
-                "weight_decay": self.weight_decay, "quantile": self.quantile, "val_fraction": self.val_fraction,
-                "min_calibration": self.min_calibration, "seed": self.seed, "num_threads": self.num_threads}
+        """The parameters checked and in their stored types (what ``fit`` uses and ``save`` writes)."""
+        try:
+            hidden = tuple(int(h) for h in self.hidden)
+        except (TypeError, ValueError):
+            hidden = ()
+        if len(hidden) != 2 or min(hidden) < 1:
+            raise ValueError(f"hidden must be two positive widths (h1, bottleneck), got {self.hidden}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        return {"hidden": list(hidden), "epochs": int(self.epochs), "lr": float(self.lr),
+                "weight_decay": float(self.weight_decay), "quantile": float(self.quantile),
+                "val_fraction": float(self.val_fraction), "min_calibration": int(self.min_calibration),
+                "seed": int(self.seed), "num_threads": self.num_threads}
 
     @staticmethod
     def _as_signals(X, name: str = "X") -> np.ndarray:
@@ -146,16 +158,16 @@ class SRIGuard:
         return X
 
     def _check_fitted(self) -> None:
-        if self.model_ is None:
+        if getattr(self, "model_", None) is None:
             raise RuntimeError("this SRIGuard is not fitted; call fit(X_harmless) or SRIGuard.load(path) first")
 
     def _check_input(self, X, anchors_key=None, prefix: bool = False) -> np.ndarray:
         self._check_fitted()
         X = self._as_signals(X)
         key = _key_of(anchors_key)
-        if key is not None and self.anchors_key is not None and key != self.anchors_key:
+        if key is not None and self.anchors_key_ is not None and key != self.anchors_key_:
             raise ValueError(f"these signals come from anchors {key}, the guard was fitted against "
-                             f"{self.anchors_key}: refit or use the matching anchors")
+                             f"{self.anchors_key_}: refit or use the matching anchors")
         if (X.shape[1] > self.T_) if prefix else (X.shape[1] != self.T_):
             raise ValueError(f"guard was fitted for T={self.T_} steps, got T={X.shape[1]}; "
                              f"regenerate with steps={self.T_}")
@@ -166,57 +178,58 @@ class SRIGuard:
         """Train on harmless signals only and calibrate the threshold on held-out harmless signals.
 
         ``X_calib`` (harmless, not used for training) is the calibration set if given; otherwise a seeded
-        ``val_fraction`` of ``X_harmless`` is held out.
+        ``val_fraction`` of ``X_harmless`` is held out. ``anchors_key`` (the anchors of these signals) takes the
+        place of the ``anchors_key`` parameter for this fit. Raises ValueError on a bad parameter or bad data.
         """
+        cfg = self._config()
         with _threads(self.num_threads):
-            return self._fit(X_harmless, X_calib, anchors_key)
+            return self._fit(cfg, X_harmless, X_calib, anchors_key)
 
-    def _fit(self, X_harmless, X_calib, anchors_key) -> "SRIGuard":
+    def _fit(self, cfg: dict, X_harmless, X_calib, anchors_key) -> "SRIGuard":
         t0 = time.perf_counter()
         X = self._as_signals(X_harmless, "X_harmless")
-        if anchors_key is not None:
-            self.anchors_key = _key_of(anchors_key)
-        rng = np.random.default_rng(self.seed)
+        key = _key_of(self.anchors_key if anchors_key is None else anchors_key)
+        q, seed, min_cal = cfg["quantile"], cfg["seed"], cfg["min_calibration"]
+        rng = np.random.default_rng(seed)
         if X_calib is None:
-            n_cal = int(round(self.val_fraction * len(X)))
+            n_cal = int(round(cfg["val_fraction"] * len(X)))
             perm = rng.permutation(len(X))
             Xc, Xt = X[perm[:n_cal]], X[perm[n_cal:]]
-            where = f"val_fraction={self.val_fraction} of {len(X)} harmless signals"
+            where = f"val_fraction={cfg['val_fraction']} of {len(X)} harmless signals"
         else:
             Xc, Xt = self._as_signals(X_calib, "X_calib"), X
             if Xc.shape[1] != X.shape[1]:
                 raise ValueError(f"X_calib has T={Xc.shape[1]} steps but X_harmless has T={X.shape[1]}")
             where = "X_calib"
-        if len(Xc) < self.min_calibration:
+        if len(Xc) < min_cal:
             raise ValueError(
-                f"a {self.quantile * 100:g}th percentile needs at least {self.min_calibration} calibration signals; got "
+                f"a {q * 100:g}th percentile needs at least {min_cal} calibration signals; got "
                 f"{len(Xc)} ({where}); pass more harmless prompts or X_calib")
         if len(Xt) < 2:
             raise ValueError(f"need at least 2 training signals after holding out calibration, got {len(Xt)}")
         T = X.shape[1]
-        gen = torch.Generator().manual_seed(self.seed)
-        model = _AE(T, self.hidden)
+        gen = torch.Generator().manual_seed(seed)
+        model = _AE(T, tuple(cfg["hidden"]))
         model.reset(gen)
         xt = torch.from_numpy(Xt)
         model.mean.copy_(xt.mean(0))
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         losses = []
         model.train()
-        for _ in range(self.epochs):
+        for _ in range(cfg["epochs"]):
             opt.zero_grad()
             loss = ((model(xt) - xt) ** 2).mean()
             loss.backward()
             opt.step()
             losses.append(loss.item())
         model.eval()
-        self.model_, self.T_, self._np_ = model, T, None
+        self.model_, self.T_, self._np_, self.anchors_key_, self.fit_config_ = model, T, None, key, cfg
         self.loss_history_ = np.array(losses)
         self.n_train_, self.n_calib_ = len(Xt), len(Xc)
         self.n_params_ = sum(p.numel() for p in model.parameters())
         self.calib_errors_ = self._errors(Xc)
-        self.threshold_ = float(np.quantile(self.calib_errors_, self.quantile))
-        self.prefix_thresholds_ = np.array([np.quantile(self._errors(Xc[:, :k]), self.quantile)
-                                            for k in range(1, T + 1)])
+        self.threshold_ = float(np.quantile(self.calib_errors_, q))
+        self.prefix_thresholds_ = np.array([np.quantile(self._errors(Xc[:, :k]), q) for k in range(1, T + 1)])
         self.prefix_thresholds_[-1] = self.threshold_
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -229,7 +242,7 @@ class SRIGuard:
         dispatch (and switching the intra-op thread count) costs far more than the arithmetic, which matters for
         the guard's overhead budget (< 0.1% of generation time).
         """
-        if self._np_ is None:
+        if getattr(self, "_np_", None) is None:
             lin = [m for m in self.model_.modules() if isinstance(m, nn.Linear)]
             self._np_ = (self.model_.mean.detach().numpy().astype(np.float32),
                          [(m.weight.detach().numpy().T.astype(np.float32).copy(),
@@ -272,7 +285,7 @@ class SRIGuard:
     def save(self, path) -> None:
         """Weights, config, threshold(s), T and anchors key in one torch file (plain dict), written atomically."""
         self._check_fitted()
-        state = {"format": GUARD_FORMAT, "config": self._config(), "T": self.T_, "anchors_key": self.anchors_key,
+        state = {"format": GUARD_FORMAT, "config": self.fit_config_, "T": self.T_, "anchors_key": self.anchors_key_,
                  "threshold": self.threshold_, "prefix_thresholds": torch.from_numpy(self.prefix_thresholds_),
                  "calib_errors": torch.from_numpy(self.calib_errors_), "n_train": self.n_train_,
                  "n_calib": self.n_calib_, "state_dict": self.model_.state_dict()}
@@ -289,6 +302,7 @@ class SRIGuard:
         g = cls(hidden=tuple(cfg["hidden"]), epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                 quantile=cfg["quantile"], val_fraction=cfg["val_fraction"], min_calibration=cfg["min_calibration"],
                 seed=cfg["seed"], anchors_key=state["anchors_key"], num_threads=cfg.get("num_threads", 1))
+        g.fit_config_, g.anchors_key_, g._np_ = g._config(), state["anchors_key"], None
         g.T_ = int(state["T"])
         g.model_ = _AE(g.T_, g.hidden)
         g.model_.load_state_dict(state["state_dict"])
@@ -301,8 +315,9 @@ class SRIGuard:
         return g
 
     def __repr__(self) -> str:
-        fitted = f", T={self.T_}, threshold={self.threshold_:.3g}" if self.model_ is not None else ""
-        return f"SRIGuard(hidden={self.hidden}, quantile={self.quantile}{fitted})"
+        fitted = f", T={self.T_}, threshold={self.threshold_:.3g}" if getattr(self, "model_", None) is not None else ""
+        hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
+        return f"SRIGuard(hidden={hidden}, quantile={self.quantile}{fitted})"
 
 
 class OnlineGuard:
@@ -317,9 +332,9 @@ class OnlineGuard:
 
     def __init__(self, guard: SRIGuard, anchors: "Anchors"):
         guard._check_fitted()
-        if guard.anchors_key is not None and anchors.key != guard.anchors_key:
+        if guard.anchors_key_ is not None and anchors.key != guard.anchors_key_:
             raise ValueError(f"these signals come from anchors {anchors.key}, the guard was fitted against "
-                             f"{guard.anchors_key}: refit or use the matching anchors")
+                             f"{guard.anchors_key_}: refit or use the matching anchors")
         if anchors.T != guard.T_:
             raise ValueError(f"guard was fitted for T={guard.T_} steps, anchors have T={anchors.T}; "
                              f"use anchors and traces with steps={guard.T_}")

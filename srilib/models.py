@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .io import atomic_replace_dir
 from .traces import default_cache_dir
 
 SYSTEM_PROMPT = "You are a helpful assistant"
@@ -162,6 +163,14 @@ def list_models() -> list[str]:
     return sorted(REGISTRY)
 
 
+def model_kind(name: str) -> str:
+    """'ar' or 'dlm' for a registered model name, without loading it."""
+    known = list_models()
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(known)}")
+    return REGISTRY[name].kind
+
+
 def _torch_dtype(name: str) -> torch.dtype:
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -260,15 +269,13 @@ def dequantised_smollm2_dir(cache: Path | None = None) -> tuple[Path, str]:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "DONE").write_text(json.dumps({"gguf": str(gguf), "sha256_16": sha}))
-    if out.exists():  # another process finished first
-        import shutil
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "DONE").write_text(json.dumps({"gguf": str(gguf), "sha256_16": sha}))
+
+    atomic_replace_dir(out, build)  # if another process finished first, its directory is kept
     return out, sha
 
 

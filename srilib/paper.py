@@ -1,8 +1,9 @@
 """The paper's published numbers as Markdown tables, for the book's page on the paper (book/paper.md).
 
-The numbers themselves live where the chapters use them (``srilib.chapters.*``: ``PAPER_TABLE1``,
-``PAPER_TABLE2``, ``PAPER_TABLE3``, ``PAPER_ABLATION``, ``PAPER_DEFENSES``, ``PAPER_CANVAS`` and the IRR ranges
-of Figures 5-6); this module only lays them out, so the page and the chapters can never disagree. The runner
+The numbers themselves live where the chapters read them: :mod:`srilib.chapters.paper_numbers` (``PAPER_TABLE1``,
+``PAPER_TABLE2``, ``PAPER_TABLE3`` and the IRR ranges of Figures 5-6, for the sampling, recovery and geometry
+chapters) and :mod:`srilib.chapters.detector` (``PAPER_ABLATION``, ``PAPER_DEFENSES``, ``PAPER_CANVAS``); this
+module only lays them out, so the page and the chapters can never disagree. The runner
 writes the result to ``book/executed/paper_numbers.md``, which the page includes.
 """
 from __future__ import annotations
@@ -14,8 +15,9 @@ def published_tables() -> str:
     """Every published number the chapters compare with, one Markdown table per paper table or figure."""
     from .chapters.detector import (METHOD_LABELS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
                                     PAPER_SRI_OVERHEAD_RANGE)
-    from .chapters.recovery import PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_TABLE1
-    from .chapters.sampling import PAPER_COLUMNS, PAPER_FAMILY, PAPER_IRR_LOSS, PAPER_TABLE2, PAPER_TABLE3
+    from .chapters.paper_numbers import (PAPER_AR_IRR_MAX, PAPER_COLUMNS, PAPER_DLM_IRR_LOOSE, PAPER_FAMILY,
+                                         PAPER_IRR_LOSS, PAPER_LAMBDA_R_LOOSE, PAPER_POOLED_ATTACKS, PAPER_TABLE1,
+                                         PAPER_TABLE2, PAPER_TABLE3, count_word, paper_sizes, paper_table2_min)
 
     out = []
 
@@ -27,22 +29,26 @@ def published_tables() -> str:
             "HRR: among generations whose intermediate full prediction is judged harmful at some step, the share "
             "later revised; FRR: the share whose final output is then not harmful.")
     cols = list(next(iter(PAPER_TABLE2.values())))
+    low_model, low_col, low_metric, low = paper_table2_min()
+    n_models = count_word(len(PAPER_FAMILY))
     section("Table 2: same weights, AR sampling to diffusion remasking (points gained, RR up / ASR down)",
             [{"model": m, **{c: f"+{v[c][0]} / +{v[c][1]}" for c in cols}} for m, v in PAPER_TABLE2.items()],
-            "No value is negative; the smallest is LLaDA-1.5's 0 RR points on PAIR.")
-    section("Table 3: refusal rate / attack success rate in % (7-8B models)",
+            ("No value is negative; " if low >= 0 else "")
+            + f"the smallest is {low_model}'s {low} {low_metric} points on {low_col}.")
+    section(f"Table 3: refusal rate / attack success rate in % ({paper_sizes()} models)",
             [{"model": m, "family": PAPER_FAMILY[m], **{c: f"{rr:g} / {asr:g}" for c, (rr, asr) in v.items()}}
              for m, v in PAPER_TABLE3.items()],
-            f"Columns: {', '.join(PAPER_COLUMNS)}; 'all jailbreaks' pools the paper's five attacks.")
+            f"Columns: {', '.join(PAPER_COLUMNS)}; 'all jailbreaks' pools the paper's "
+            f"{count_word(len(PAPER_POOLED_ATTACKS))} attacks.")
     section("Figures 5-6: internal recovery rate (IRR), read from the figures",
             [{"what": "AR models, every threshold", "IRR": f"below ~{PAPER_AR_IRR_MAX:g}"},
-             {"what": "diffusion models, loosest threshold (λ_r = 0.5)",
+             {"what": f"diffusion models, loosest threshold (λ_r = {PAPER_LAMBDA_R_LOOSE:g})",
               "IRR": f"~{PAPER_DLM_IRR_LOOSE[0]:g}-{PAPER_DLM_IRR_LOOSE[1]:g}"},
              {"what": "IRR lost by LLaDA / LLaDA-1.5 weights under AR sampling",
               "IRR": f"{PAPER_IRR_LOSS[0]:g}-{PAPER_IRR_LOSS[1]:g}"}])
-    section("Table 4: jailbreak-detection AUROC, mean ± std over six models",
+    section(f"Table 4: jailbreak-detection AUROC, mean ± std over {n_models} models",
             [{"detector": METHOD_LABELS[k], "AUROC": f"{m:.3f} ± {s:.3f}"} for k, (m, s) in PAPER_ABLATION.items()])
-    section("Table 13: defenses, mean over six models",
+    section(f"Table 13: defenses, mean over {n_models} models",
             [{"defense": d, "overhead %": o, "false positives % (harmless refused, defense in place)": fp,
               "jailbreak RR %": rr, "jailbreak ASR %": asr}
              for d, (o, fp, rr, asr) in PAPER_DEFENSES.items()],

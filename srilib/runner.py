@@ -9,6 +9,10 @@ One failure never takes the book down: a run a chapter cannot analyse is reporte
 :func:`srilib.chapters.each_run`) and a notebook that fails is kept as far as it ran, with a note at its top and
 placeholders for the results the landing page pastes from it. The book is still built and checked; then
 :class:`BookIncomplete` names every failure in one line (``python -m srilib book`` exits 1).
+
+One room: the book's build is one pipeline, run top to bottom in this order (find the root, pretrain the
+organisms, execute each notebook with its stamp, record failures, write the included tables, build, check
+offline), tied together by the run summary that :func:`make_book` reports from.
 """
 from __future__ import annotations
 
@@ -216,19 +220,28 @@ def present(nb: dict, name: str, profile: str | None) -> dict:
 def execution_table(summary: dict) -> str:
     """The chapters' execution record (Markdown) from a run summary: what ran, with which profile, when, for how
     long, from which commit, and what failed."""
-    rows = ["| chapter | profile | started (UTC) | duration | status | runs left out | commit |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| chapter | profile | started (UTC) | duration | status | runs left out | traces generated in the "
+            "notebook | commit |", "|---|---|---|---|---|---|---|---|"]
     for name, e in (summary.get("notebooks") or {}).items():
         dur = f"{e['elapsed_s']:.0f} s" if isinstance(e.get("elapsed_s"), (int, float)) else "–"
         status = e.get("status", "–") + (f": {e['error']}" if e.get("error") else "")
         left = ", ".join(r["run"] for r in e.get("failed_runs") or []) or "none"
         commit = (e.get("git_commit") or "")[:10] or "–"
+        gen = e.get("traces_generated")
+        gen = "–" if gen is None else (str(len(gen)) if gen else "0 (all from the trace plan)")
         rows.append(f"| {name} | {e.get('profile', '–')} | {e.get('started_at', '–')} | {dur} | "
-                    f"{status.replace('|', '/')} | {left} | {commit} |")
+                    f"{status.replace('|', '/')} | {left} | {gen} | {commit} |")
     head = (f"Profile `{summary.get('profile')}` on {summary.get('hardware')} hardware; the run finished "
             f"{summary.get('finished_at')} after {summary.get('wall_s', 0):.0f} s (organism training: "
             f"{', '.join(f'{k} {v:.0f} s' for k, v in (summary.get('organisms_s') or {}).items()) or 'none needed'})."
             " *cached* means the chapter's inputs had not changed since the execution shown.")
+    plan = summary.get("trace_plan") or {}
+    if plan.get("error"):
+        head += f" The trace plan could not be built ({plan['error']}); the notebooks generated their own traces."
+    elif plan:
+        head += (f" Before the notebooks, the trace plan (srilib.plan) computed {plan['computed']} of the "
+                 f"{plan['distinct']} distinct trace sets the chapters declare ({plan['cached']} were in the cache, "
+                 f"{len(plan['failed'])} failed) in {plan['seconds']:.0f} s.")
     return head + "\n\n" + "\n".join(rows) + "\n"
 
 
@@ -244,26 +257,20 @@ def failure_summary(summary: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- organisms
-def profile_organisms(profile: Profile, names: Sequence[str] | None = None, to_train: bool = False) -> list[str]:
-    """The model organisms (srilib.organisms, incl. ``-tiny`` variants) that the runs of the profile's notebooks
-    (or of ``names``) use, in order of first use; ``to_train`` keeps only those without shipped weights."""
-    from .experiment import parse_run
+def organisms_among(models: Sequence[str], to_train: bool = False) -> list[str]:
+    """The model organisms (srilib.organisms, incl. ``-tiny`` variants) among ``models`` (e.g. a trace plan's
+    :meth:`~srilib.plan.TracePlan.models`), in order; ``to_train`` keeps only those without shipped weights."""
     from .organisms import ORGANISMS, resolve_name
     from .organisms.weights import record
 
-    out: list[str] = []
-    for nb in names or profile.notebooks:
-        for r in profile.params_for(nb).get("runs") or []:
-            m = parse_run(r).model
-            if m.removesuffix("-tiny") in ORGANISMS and resolve_name(m) not in out:
-                out.append(resolve_name(m))
+    out = list(dict.fromkeys(resolve_name(m) for m in models if m.removesuffix("-tiny") in ORGANISMS))
     return [n for n in out if not record(n)] if to_train else out
 
 
 def organisms_summary() -> str:
     """The shipped organisms' measured preconditions (srilib/organisms/data/preconditions.json) as bullets."""
     from .organisms.check import summary_text
-    from .organisms.reproduce import REPORT_FILE
+    from .organisms.check import REPORT_FILE
 
     if not REPORT_FILE.is_file():
         return (f"*The organisms' preconditions have not been measured yet ({REPORT_FILE.name} is missing: run "
@@ -271,13 +278,36 @@ def organisms_summary() -> str:
     return summary_text(json.loads(REPORT_FILE.read_text()))
 
 
-def pretrain_organisms(profile: Profile, root: Path, *, jobs: int = 2, names: Sequence[str] | None = None,
-                       heartbeat: float = 60.0) -> dict[str, float]:
-    """Train the organisms the profile needs and that ship no weights (the ``-tiny`` variants of the tests and the
-    smoke profile) before its notebooks run, independent groups in parallel (:func:`train_in_processes`).
-    Shipped organisms (srilib/organisms/weights) are loaded, never trained, here. Returns group -> wall seconds."""
-    return train_in_processes(training_groups(profile_organisms(profile, names, to_train=True)), root, jobs=jobs,
+def pretrain_organisms(models: Sequence[str], root: Path, *, jobs: int = 2, heartbeat: float = 60.0
+                       ) -> dict[str, float]:
+    """Train the organisms among ``models`` (the trace plan's) that ship no weights (the ``-tiny`` variants of the
+    tests and the smoke profile) before the notebooks run, independent groups in parallel
+    (:func:`train_in_processes`). Shipped organisms (srilib/organisms/weights) are loaded, never trained, here.
+    Returns group -> wall seconds."""
+    return train_in_processes(training_groups(organisms_among(models, to_train=True)), root, jobs=jobs,
                               heartbeat=heartbeat)
+
+
+def run_plan(profile: Profile, root: Path, names: Sequence[str]) -> tuple[dict, dict]:
+    """The trace plan of the notebooks ``names`` (:mod:`srilib.plan`): train the organisms it needs, then compute
+    every trace its chapters declare, so that the notebooks only read. Returns (organism training seconds, the
+    plan's report); a plan that cannot even be built is reported and the notebooks generate what they need."""
+    from .plan import build_plan
+
+    try:
+        plan = build_plan(profile, root, names)
+    except Exception as e:  # noqa: BLE001 - the notebooks still run (and generate their own traces)
+        print(f"trace plan: could not be built ({type(e).__name__}: {e}); the notebooks generate their traces",
+              flush=True)
+        return {}, {"error": f"{type(e).__name__}: {e}"}
+    trained = pretrain_organisms(plan.models(), root)
+    if not plan.needs:
+        return trained, {}
+    print(f"trace plan: {len(plan.needs)} trace sets declared by {', '.join(names)} ...", flush=True)
+    report = plan.run(log=lambda m: print(m, flush=True))
+    print(f"trace plan: {report['distinct']} distinct sets, {report['computed']} computed, {report['cached']} "
+          f"from the cache, {len(report['failed'])} failed, in {report['seconds']:.0f} s", flush=True)
+    return trained, report
 
 
 def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = None, force: bool = False,
@@ -313,14 +343,19 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             pass
     t_all = time.perf_counter()
     summary: dict = {}
-    trained = pretrain_organisms(profile, root, names=names)
+    stamps = {n: notebook_stamp(root / SOURCES / f"{n}.ipynb", profile.params_for(n), code_hash) for n in names}
+    stale = [n for n in names if force or not (out_dir / f"{n}.ipynb").is_file()
+             or executed_meta(out_dir / f"{n}.ipynb").get("stamp") != stamps[n]]
+    trained, plan_report = run_plan(profile, root, stale) if stale else ({}, {})
+    from .traces import TraceStore
+    store = TraceStore()  # the notebooks' store ($SRILIB_CACHE); its log shows what they still generated
 
     def write_summary() -> None:
         summary.update({"profile": profile.name, "hardware": profile.hardware, "srilib_source": code_hash,
                         **{f"git_{k}": v for k, v in git_info(root).items()}, "python": sys.version.split()[0],
                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "wall_s": round(time.perf_counter() - t_all, 2), "organisms_s": trained,
-                        "notebooks": entries})
+                        "trace_plan": plan_report, "notebooks": entries})
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str) + "\n")
         _atomic_write_text(out_dir / EXECUTION_TABLE, execution_table(summary))
@@ -330,8 +365,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
     try:
         for i, name in enumerate(names, 1):
             source, output = root / SOURCES / f"{name}.ipynb", out_dir / f"{name}.ipynb"
-            params = profile.params_for(name)
-            stamp = notebook_stamp(source, params, code_hash)
+            params, stamp = profile.params_for(name), stamps[name]
             meta = executed_meta(output) if output.is_file() else {}
             tag = f"[{i}/{len(names)}] {name}"
             if not force and meta.get("stamp") == stamp:
@@ -344,6 +378,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             base = {"profile": profile.name, "params": params, "git_commit": git_info(root)["commit"],
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             t_nb = time.perf_counter()
+            n_log = len(store.generated())
             try:
                 elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
                                        log_output=log_output)
@@ -359,7 +394,8 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             nb = json.loads(output.read_text())
             meta = {**base, "stamp": stamp, "elapsed_s": round(elapsed, 2),
                     "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "widget_state": bool(nb.get("metadata", {}).get("widgets")), "failed_runs": failed_runs(nb)}
+                    "widget_state": bool(nb.get("metadata", {}).get("widgets")), "failed_runs": failed_runs(nb),
+                    "traces_generated": [r["desc"] for r in store.generated()[n_log:]]}
             nb = present(nb, name, profile.name)
             nb.setdefault("metadata", {})["srilib"] = meta
             _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

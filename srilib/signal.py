@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 COMPLIANCE_ZONE = 0.5  # sigma above this: compliance
 REFUSAL_ZONE = 0.3  # sigma below this: refusal; in between: transitional
+ZONE_NAMES = ("refusal", "transitional", "compliance")  # indexed by zone(sigma)
 
 
 class AnchorError(ValueError):
@@ -241,10 +242,10 @@ def build_anchors(harmless: "TraceSet", harmful: "TraceSet", *, layer: int = -1,
 
 
 def zone(sigma: np.ndarray | float) -> np.ndarray:
-    """0 = refusal (sigma < 0.3), 1 = transitional, 2 = compliance (sigma > 0.5)."""
+    """0 = refusal (sigma < 0.3), 1 = transitional, 2 = compliance (sigma > 0.5); ``ZONE_NAMES[zone(s)]`` names it."""
     s = np.asarray(sigma)
     return np.where(s > COMPLIANCE_ZONE, 2, np.where(s < REFUSAL_ZONE, 0, 1))
 
 
 __all__: Sequence[str] = ("sri_signal", "Anchors", "AnchorError", "AnchorStepError", "build_anchors", "zone",
-                          "COMPLIANCE_ZONE", "REFUSAL_ZONE")
+                          "COMPLIANCE_ZONE", "REFUSAL_ZONE", "ZONE_NAMES")

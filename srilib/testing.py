@@ -1,7 +1,8 @@
 """Tiny models and a tiny tokenizer built from configs, for tests and the CI smoke profile (no downloads).
 
-The tokenizer is a byte-level BPE trained in well under a second on a fixed text; it has a ChatML chat template
-and a mask token, so the same code paths run as for real chat models.
+The tokenizer is the organisms' byte-level BPE recipe (:func:`srilib.organisms.train.train_tokenizer`) trained in
+well under a second on a fixed text; it has a ChatML chat template and a mask token, so the same code paths run
+as for real chat models.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from functools import lru_cache
 import torch
 
 from .models import LoadedModel, ModelSpec, loader, register
+from .organisms.train import SYSTEM_PROMPT, train_tokenizer
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# train_tokenizer trains on [SYSTEM_PROMPT, prompts..., responses...]. The BPE trainer depends only on the word
+# counts of its input and _TEXT starts with the system prompt, so the rest of _TEXT as one prompt gives exactly
+# the tokenizer trained on _TEXT alone (tests/test_models.py compares vocab and merges with that recipe).
 _TEXT = (
-    "You are a helpful assistant. I'm sorry, but I cannot help with that. Sure, here is how to make bread. "
+    SYSTEM_PROMPT + ". I'm sorry, but I cannot help with that. Sure, here is how to make bread. "
     "Explain how to write a poem about the sea. Give me step by step instructions. I can't provide that. "
     "The quick brown fox jumps over the lazy dog. Write a short story, a recipe, an email and a list. "
     "How do I learn Python? It would be inappropriate. As an AI I am unable to assist with illegal requests. "
@@ -25,20 +27,9 @@ _TEXT = (
 
 @lru_cache(maxsize=4)
 def tiny_tokenizer(vocab_size: int = 400):
-    """A deterministic byte-level BPE tokenizer (PreTrainedTokenizerFast) with ChatML and a mask token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_TEXT], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   mask_token="<|mask|>", additional_special_tokens=["<|im_start|>"])
-    fast.chat_template = CHATML
-    return fast
+    """A deterministic byte-level BPE tokenizer (PreTrainedTokenizerFast) with ChatML and a mask token: the
+    organisms' tokenizer recipe (:func:`srilib.organisms.train.train_tokenizer`) on a fixed text."""
+    return train_tokenizer([{"prompt": _TEXT[len(SYSTEM_PROMPT):], "response": ""}], vocab_size)
 
 
 def tiny_ar_model(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2):

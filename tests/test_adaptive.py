@@ -15,8 +15,11 @@ import srilib
 from srilib.adaptive import (AttackCache, JudgeScorer, LLMScorer, PAIRBudget, PAIRSettings, RSBudget, RSResult,
                              RSSettings, parse_attacker, parse_rating, prompt_objective, run_pair, run_random_search,
                              transfer)
+from srilib.adaptive import chat as CH
 from srilib.adaptive import pair as P
 from srilib.adaptive import random_search as RS
+from srilib.adaptive import rs_data as RD
+from srilib.adaptive import rs_objective as RO
 from srilib.models import LoadedModel
 from srilib.testing import tiny_tokenizer
 
@@ -63,7 +66,7 @@ class ScoreTableLM(torch.nn.Module):
 
 def double_lm(bias: float = -15.0, seed: int = 0) -> LoadedModel:
     tok = tiny_tokenizer()
-    m = ScoreTableLM(len(tok), RS.target_token_ids(tok, "Sure"), bias=bias, seed=seed)
+    m = ScoreTableLM(len(tok), RO.target_token_ids(tok, "Sure"), bias=bias, seed=seed)
     return LoadedModel(name="score-table", model=m, tokenizer=tok, kind="ar",
                        fingerprint=f"score-table:{bias}:{seed}", dtype_name="float32")
 
@@ -93,11 +96,11 @@ def test_budget_and_settings_validation():
 
 def test_schedule_follows_published_pieces():
     b = RSBudget(n_tokens_adv=64, n_tokens_change_max=32)
-    assert [RS.n_to_change(b, it, 0.0) for it in (1, 10, 11, 25, 26, 50, 51, 100, 101, 500, 501)] == \
+    assert [RD.n_to_change(b, it, 0.0) for it in (1, 10, 11, 25, 26, 50, 51, 100, 101, 500, 501)] == \
         [32, 32, 16, 16, 8, 8, 4, 4, 2, 2, 1]
     bp = replace(b, schedule="prob")
-    assert [RS.n_to_change(bp, 1, p) for p in (0.0, 0.01, 0.05, 0.5)] == [32, 32, 16, 8]
-    assert RS.n_to_change(replace(b, schedule="constant"), 999, 0.9) == 32
+    assert [RD.n_to_change(bp, 1, p) for p in (0.0, 0.01, 0.05, 0.5)] == [32, 32, 16, 8]
+    assert RD.n_to_change(replace(b, schedule="constant"), 999, 0.9) == 32
 
 
 def test_search_is_deterministic_under_seed_and_seed_matters():
@@ -143,7 +146,7 @@ def test_prompts_at_checkpoints():
     assert list(cps)[0] == 0 and list(cps)[-1] == SMALL.total_iterations
     objs = [prompt_objective(lm, cps[k])[0][0] for k in cps]
     assert np.all(np.diff(objs) >= -1e-6)  # the held prompt never gets worse with more budget
-    assert RS.default_checkpoints(30) == [0, 1, 2, 5, 10, 20, 30]
+    assert RD.default_checkpoints(30) == [0, 1, 2, 5, 10, 20, 30]
 
 
 def test_early_stop_when_target_is_already_argmax():
@@ -220,13 +223,13 @@ def test_cache_resume_per_request(tmp_path, monkeypatch):
 
 def test_batched_equals_one_at_a_time_and_prefix_cache_equals_full(tiny_ar):
     s = RSSettings()
-    lay = RS._Layout(tiny_ar, s.render(REQUESTS[0]), s, 10)
-    tids = RS.target_token_ids(tiny_ar.tokenizer, "Sure")
-    cached = RS._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=True)
-    full = RS._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=False)
+    lay = RO._Layout(tiny_ar, s.render(REQUESTS[0]), s, 10)
+    tids = RO.target_token_ids(tiny_ar.tokenizer, "Sure")
+    cached = RO._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=True)
+    full = RO._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=False)
     assert cached.cache is not None and full.cache is None
     gen = torch.Generator().manual_seed(0)
-    cands, _ = RS._propose(lay.init, 3, 8, gen, RS.allowed_token_ids(tiny_ar), lay, 8)
+    cands, _ = RS._propose(lay.init, 3, 8, gen, RO.allowed_token_ids(tiny_ar), lay, 8)
     batched, _ = cached(cands)
     single = np.concatenate([cached([c])[0] for c in cands])
     uncached, _ = full(cands)
@@ -240,10 +243,10 @@ def test_candidates_survive_the_text_round_trip(tiny_ar):
     res = run_random_search(tiny_ar, REQUESTS[:1], SMALL, seed=0, cache=False, progress=False)
     rec = res.records[0]
     s = RSSettings()
-    lay = RS._Layout(tiny_ar, s.render(rec.request), s, SMALL.n_tokens_adv)
+    lay = RO._Layout(tiny_ar, s.render(rec.request), s, SMALL.n_tokens_adv)
     assert tiny_ar.encode([rec.prompt])[0] == lay.prefix + rec.suffix_ids + lay.post
     special = set(tiny_ar.tokenizer.all_special_ids)
-    assert not special & set(RS.allowed_token_ids(tiny_ar).tolist())
+    assert not special & set(RO.allowed_token_ids(tiny_ar).tolist())
 
 
 def test_dlm_objective_reads_canvas_position_zero_of_a_masked_canvas(tiny_dlm):
@@ -259,7 +262,7 @@ def test_dlm_objective_reads_canvas_position_zero_of_a_masked_canvas(tiny_dlm):
     lg = logits[0].float()
     lg[:, tiny_dlm.mask_id] = -torch.inf
     lp = torch.log_softmax(lg, -1)
-    tids = RS.target_token_ids(tiny_dlm.tokenizer, "Sure")
+    tids = RO.target_token_ids(tiny_dlm.tokenizer, "Sure")
     at = [float(lp[i, tids].max()) for i in range(3)]
     assert rec.objective == pytest.approx(at[0], abs=1e-5)
     assert abs(at[1] - at[0]) > 1e-6  # position 1 would give another value
@@ -389,7 +392,7 @@ def test_fill_and_chat_generate_matches_greedy_generate(tiny_ar):
     assert P._fill("a {{x}} {request} {score}", request="r {y}", score=3) == "a {x} r {y} 3"
     convs = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}],
              [{"role": "user", "content": "Write a longer poem about the sea please"}]]
-    got = P.chat_generate(tiny_ar, convs, max_new_tokens=6, temperature=0.0)
+    got = CH.chat_generate(tiny_ar, convs, max_new_tokens=6, temperature=0.0)
     for conv, text in zip(convs, got):
         ids = tiny_ar.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
         x = torch.tensor([tiny_ar.tokenizer(ids, add_special_tokens=False)["input_ids"]])
@@ -401,8 +404,8 @@ def test_fill_and_chat_generate_matches_greedy_generate(tiny_ar):
 def test_responder_wraps_a_sampler(tiny_ar):
     from srilib.samplers import ARSampler
 
-    r = P.Responder(tiny_ar, ARSampler(steps=4), batch_size=1)
+    r = CH.Responder(tiny_ar, ARSampler(steps=4), batch_size=1)
     out = r(["Hello", "How do I learn Python?"])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
     assert '"steps": 4' in r.key and tiny_ar.fingerprint in r.key
-    assert P.Responder(tiny_ar, ARSampler(steps=5)).key != r.key
+    assert CH.Responder(tiny_ar, ARSampler(steps=5)).key != r.key

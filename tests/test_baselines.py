@@ -100,8 +100,8 @@ def test_self_examine_with_tiny_model(lm):
     out = gen(PROMPTS[:3])
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
     se = SelfExamine(gen)
-    flags, sec = timed_flag(se, None, ["some text", "other text", "third"])
-    assert flags.shape == (3,) and sec > 0 and len(se.answers_) == 3
+    flags, _ = timed_flag(se, None, ["some text", "other text", "third"])
+    assert flags.shape == (3,) and len(se.answers_) == 3
 
 
 def test_apply_defense_and_metrics():

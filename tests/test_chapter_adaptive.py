@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import KeywordJudge
+from conftest import KeywordJudge, run_of
 from test_chapter_sampling import COMPLY, LOW, RECOVER, REFUSE, REQUESTS, STAY, ANCHORS, ts
 
 from srilib.adaptive import RSBudget, RSSettings, run_random_search
 from srilib.chapters import adaptive as AD
-from srilib.chapters.sampling import (ALL_JAILBREAKS, PAPER_TABLE2, PAPER_TABLE3, compare, conclusions,
-                                      evaluate_traces, paper_column, pooled_label, set_label, table2_rows,
-                                      table3_rows)
+from srilib.chapters.paper_numbers import ALL_JAILBREAKS, PAPER_TABLE2, PAPER_TABLE3
+from srilib.chapters.sampling import evaluate_traces, paper_column, pooled_label, set_label
+from srilib.chapters.sampling_compare import compare
+from srilib.chapters.sampling_report import conclusions, table2_rows, table3_rows
 from srilib.experiment import Run
 
 
@@ -27,7 +28,7 @@ def _eval(run, raw, attack, rs, pair=None, judge=None):
         sets["pair"] = (ts([f"pair {q}" for q in REQUESTS[:len(pair)]], [t for t, _ in pair], [p for _, p in pair]),
                         True)
         set_requests["pair"] = REQUESTS[:len(pair)]
-    return evaluate_traces(run, "dlm", ANCHORS, sets, REQUESTS, judge, set_requests=set_requests)
+    return evaluate_traces(run_of(run, "dlm"), ANCHORS, sets, REQUESTS, judge, set_requests=set_requests)
 
 
 def _runs():
@@ -53,10 +54,10 @@ def test_adaptive_sets_use_the_first_requests_and_the_judge_sees_them():
     assert ev.attacks == ["roleplay"] and ev.adaptive == ["random_search"]
     assert ev.rate(ALL_JAILBREAKS, "asr").n == 4
     with pytest.raises(ValueError, match="first 2 of the run's requests"):
-        evaluate_traces("m@ar", "ar", ANCHORS, {"random_search": (ts(["x", "y"], [COMPLY] * 2, [STAY] * 2), True)},
+        evaluate_traces(run_of("m@ar", "ar"), ANCHORS, {"random_search": (ts(["x", "y"], [COMPLY] * 2, [STAY] * 2), True)},
                         REQUESTS, judge, set_requests={"random_search": ["req b", "req c"]})
     with pytest.raises(ValueError, match="2 generations but 3 requests"):
-        evaluate_traces("m@ar", "ar", ANCHORS, {"random_search": (ts(["x", "y"], [COMPLY] * 2, [STAY] * 2), True)},
+        evaluate_traces(run_of("m@ar", "ar"), ANCHORS, {"random_search": (ts(["x", "y"], [COMPLY] * 2, [STAY] * 2), True)},
                         REQUESTS, judge, set_requests={"random_search": REQUESTS[:3]})
 
 
@@ -124,7 +125,7 @@ class _CountingExp:
         self.calls, self.init = [], set(init_prompts)
 
     def resolve(self, spec):
-        return Run("tiny-ar", "ar")
+        return Run("tiny-ar", "ar", "ar")
 
     def traces(self, run, prompts, desc=""):
         self.calls.append(list(prompts))
@@ -193,7 +194,7 @@ def test_tiny_models_end_to_end(tmp_path, one_thread):
 def test_detector_scores_adaptive_sets_as_held_out():
     from types import SimpleNamespace
 
-    from srilib.chapters.detector import adaptive_rows, per_attack_rows
+    from srilib.chapters.detector_tables import adaptive_rows, per_attack_rows
     from srilib.metrics import refusal_rate
     rng = np.random.default_rng(0)
     sc = {"harmless": rng.normal(0, 1, 20), "raw": rng.normal(1, 1, 4), "roleplay": rng.normal(2, 1, 4),

@@ -77,3 +77,20 @@ def test_separability_interval_and_verdict(monkeypatch):
     noise = lda_projection(rng.normal(0, 1, (40, 4)), np.array(["harmless", "refusal"] * 20))
     g2 = _geo(np.full(40, 0.9), np.full(40, 0.1), proj=noise)
     assert "not separated from chance" in conclusions([g2], n_boot=300)[1]
+
+
+def test_anchor_notes_name_the_fallback_the_small_anchor_and_empty_steps():
+    from srilib.chapters.geometry import anchor_notes
+    from srilib.chapters.paper_numbers import PAPER_ANCHOR_SEPARATION
+
+    small, fallback = _geo([0.9], [0.1], run="s@ar"), _geo([0.9], [0.1], run="f@ar", fallback="harmful")
+    fallback.empty_share = {"evaluation": 0.25}
+    notes = anchor_notes({"s": small, "f": fallback})
+    assert notes[0].startswith("- **s@ar**: filtered anchors from 3 complied-harmless and 2 refused-harmful")
+    assert f"{PAPER_ANCHOR_SEPARATION[0]:g}-{PAPER_ANCHOR_SEPARATION[1]:g}" in notes[0]
+    assert "**Caution:** an anchor built from 2 generation(s)" in notes[1]
+    assert notes[2].startswith("- **f@ar**: the refusal filter left the *harmful* anchor empty")
+    assert notes[3].startswith("  At 25% of its evaluation")
+    big = _geo([0.9], [0.1])
+    big.anchors.n_harmless = big.anchors.n_harmful = 12
+    assert len(anchor_notes([big])) == 1  # no caution, nothing empty

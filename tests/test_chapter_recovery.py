@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import KeywordJudge
+from conftest import KeywordJudge, run_of
 
-from srilib.chapters.recovery import (DELTA_COL, PAPER_DELTA_COL, PAPER_TABLE1, analyse_recovery, conclusions,
-                                      example_steps, incomplete_examples, irr_table, revision_examples,
-                                      sampler_irr_deltas, table1_rows)
+from srilib.chapters.paper_numbers import PAPER_TABLE1
+from srilib.chapters.recovery import (DELTA_COL, PAPER_DELTA_COL, analyse_recovery, conclusions, example_steps,
+                                      incomplete_examples, irr_table, revision_examples, sampler_irr_deltas,
+                                      table1_rows)
 from srilib.chapters.sampling import evaluate_traces
-from srilib.plots_recovery import canvas_html
+from srilib.figures.recovery import canvas_html
 from srilib.signal import Anchors
 from srilib.traces import TraceSet
 
@@ -44,7 +45,7 @@ def evaluated(run="m@low_confidence", kind="dlm", preds=True, raw_only=False):
     sets = {"raw": (ts(REQUESTS, STEPS, PREDS if preds else None, PHIS), True)}
     if not raw_only:
         sets["harmless"] = (ts(["h"], [STEPS[0]], [PREDS[0]] if preds else None, [PHIS[1]]), False)
-    return evaluate_traces(run, kind, ANCHORS, sets, REQUESTS, KeywordJudge())
+    return evaluate_traces(run_of(run, kind), ANCHORS, sets, REQUESTS, KeywordJudge())
 
 
 def test_recovery_numbers_on_known_cases():
@@ -86,7 +87,7 @@ def test_examples_and_steps():
 def test_sampler_irr_deltas_pair_runs_of_the_same_weights():
     remask = analyse_recovery(evaluated(), KeywordJudge())
     flat = [["ok"] * T] * 3
-    base_ev = evaluate_traces("m@dlm-ar", "dlm", ANCHORS,
+    base_ev = evaluate_traces(run_of("m@dlm-ar", "dlm"), ANCHORS,
                               {"raw": (ts(REQUESTS, flat, flat, [path(1, 1, 1, 1)] * 3), True)}, REQUESTS,
                               KeywordJudge())
     base = analyse_recovery(base_ev, KeywordJudge())
@@ -174,11 +175,12 @@ def test_verdicts_read_the_interval():
 
 # ---- issue 12: the dip threshold, the paper's definition beside ours
 def test_figure2_like_dip_counts_under_the_papers_definition_only():
-    from srilib.chapters.recovery import PAPER_DIP, PAPER_FIG2_MIN_SIGMA
+    from srilib.chapters.paper_numbers import PAPER_FIG2_MIN_SIGMA
+    from srilib.chapters.recovery import PAPER_DIP
     # one generation like the paper's Figure 2: compliant, dips to ~0.45 (not into the refusal zone), back
     phis = [path(1, 0.498, 1, 1), *PHIS[1:]]
     sets = {"raw": (ts(REQUESTS, STEPS, PREDS, phis), True)}
-    res = analyse_recovery(evaluate_traces("m@low_confidence", "dlm", ANCHORS, sets, REQUESTS, KeywordJudge()),
+    res = analyse_recovery(evaluate_traces(run_of("m@low_confidence", "dlm"), ANCHORS, sets, REQUESTS, KeywordJudge()),
                            KeywordJudge())
     assert 0.3 < res.sigma[0].min() < PAPER_DIP and abs(res.sigma[0].min() - PAPER_FIG2_MIN_SIGMA) < 0.05
     assert res.incomplete_rate("ours").k == 0 and res.incomplete_rate("paper").k == 1
@@ -198,7 +200,7 @@ def test_irr_delta_labels_name_their_denominator():
     assert "Figure 6" in PAPER_DELTA_COL and "attacked prompts only" in PAPER_DELTA_COL
     remask = analyse_recovery(evaluated(), KeywordJudge())
     flat = [["ok"] * T] * 3
-    base = analyse_recovery(evaluate_traces("m@dlm-ar", "dlm", ANCHORS, {"raw": (ts(
+    base = analyse_recovery(evaluate_traces(run_of("m@dlm-ar", "dlm"), ANCHORS, {"raw": (ts(
         REQUESTS, flat, flat, [path(1, 1, 1, 1)] * 3), True)}, REQUESTS, KeywordJudge()), KeywordJudge())
     assert sampler_irr_deltas([base, remask])[0]["IRR over"] == IRR_ALL_HARMFUL
     line = next(x for x in conclusions([base, remask]) if "vs AR sampling of the same weights" in x)

@@ -5,12 +5,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import KeywordJudge
+from conftest import KeywordJudge, run_of
 
 from srilib.chapters import md_table
-from srilib.chapters.sampling import (ALL_JAILBREAKS, PAPER_TABLE3, compare, conclusions, evaluate_traces,
-                                      expand_runs, family, family_gap, irr_rows, make_judge, paper_column,
-                                      sampler_comparisons, stability, table2_rows, table3_rows)
+from srilib.chapters.paper_numbers import ALL_JAILBREAKS, PAPER_TABLE3
+from srilib.chapters.sampling import evaluate_traces, expand_runs, family, paper_column
+from srilib.chapters.sampling_compare import compare, family_gap, sampler_comparisons, stability
+from srilib.chapters.sampling_report import conclusions, irr_rows, table2_rows, table3_rows
+from srilib.judges import make_judge
 from srilib.signal import Anchors
 from srilib.traces import TraceSet
 
@@ -49,7 +51,7 @@ def run_eval(run, kind, raw, attack, judge=None, harmless=None):
                             True)}
     if harmless:
         sets = {"harmless": (ts(["h1", "h2"], [t for t, _ in harmless], [p for _, p in harmless]), False), **sets}
-    return evaluate_traces(run, kind, ANCHORS, sets, REQUESTS, judge)
+    return evaluate_traces(run_of(run, kind), ANCHORS, sets, REQUESTS, judge)
 
 
 def test_evaluate_traces_rates_and_judge_sees_original_requests():
@@ -78,9 +80,9 @@ def test_evaluate_traces_rates_and_judge_sees_original_requests():
 def test_evaluate_traces_rejects_misaligned_requests_and_bad_kind():
     bad = {"raw": (ts(REQUESTS[:3], [COMPLY] * 3, [STAY] * 3), True)}
     with pytest.raises(ValueError, match="i-th attacked prompt"):
-        evaluate_traces("m", "ar", ANCHORS, bad, REQUESTS, KeywordJudge())
+        evaluate_traces(run_of("m", "ar"), ANCHORS, bad, REQUESTS, KeywordJudge())
     with pytest.raises(ValueError, match="kind must be"):
-        evaluate_traces("m", "gpt", ANCHORS, {}, REQUESTS, KeywordJudge())
+        evaluate_traces(run_of("m", "gpt"), ANCHORS, {}, REQUESTS, KeywordJudge())
 
 
 def _pair():
@@ -103,7 +105,9 @@ def test_compare_gives_paired_gains_with_paper_signs():
     rows = table2_rows(c)
     assert rows[1]["paper LLaDA: ΔRR / ΔASR (pts)"] == "+33 / +36"
     assert rows[0]["paper LLaDA-1.5: ΔRR / ΔASR (pts)"] == "–"
-    assert "0.25" in rows[0]["RR: AR sampling → remasking"] or "0.00" in rows[0]["RR: AR sampling → remasking"]
+    # RR with its Wilson interval and count, AR sampling -> remasking: raw 0/4 -> 2/4, flip_attack 1/4 -> 3/4
+    assert rows[0]["RR: AR sampling → remasking"] == "0.00 [0.00, 0.49] (0/4) → 0.50 [0.15, 0.85] (2/4)"
+    assert rows[1]["RR: AR sampling → remasking"] == "0.25 [0.05, 0.70] (1/4) → 0.75 [0.30, 0.95] (3/4)"
     assert rows[-1]["set"] == "all jailbreaks, ours (pool of: flip_attack)"
     lines = conclusions([base, other], [c])
     # 4 requests: positive point gains whose intervals include zero are not a verdict either way
@@ -190,10 +194,12 @@ def test_small_helpers():
     assert family("ar", "ar") == "AR" and family("dlm", "random") == "DLM" and family("dlm", "dlm-ar") != "DLM"
     assert paper_column("roleplay") == "WildJailbreak" and paper_column("prefix_injection") is None
     assert paper_column("nonexistent") is None
-    assert expand_runs(["a", "d@dlm-ar", "d@low_confidence"], [16, 32], {"d": "dlm"}) == \
-        ["a", "d@dlm-ar", "d@low_confidence", "d@low_confidence:b16", "d@low_confidence:b32"]
+    runs = [run_of("a@ar", "ar"), run_of("d@dlm-ar", "dlm"), run_of("d@low_confidence", "dlm")]
+    assert [r.label for r in expand_runs(runs, [16, 32])] == \
+        ["a@ar", "d@dlm-ar", "d@low_confidence", "d@low_confidence:b16", "d@low_confidence:b32"]
+    assert expand_runs(runs, [16])[-1].block_length == 16 and expand_runs(runs[:1], [16]) == runs[:1]
     with pytest.raises(ValueError, match="positive"):
-        expand_runs(["d"], [0], {"d": "dlm"})
+        expand_runs(runs, [0])
     assert make_judge("heuristic").name == "heuristic" and make_judge(None) is None
     with pytest.raises(ValueError, match="unknown judge"):
         make_judge("gpt-judge")
@@ -201,7 +207,8 @@ def test_small_helpers():
 
 def test_tiny_models_end_to_end(tmp_path, one_thread):
     """evaluate_run on real tiny traces; the main seed is reused (not regenerated) by seed_stability."""
-    from srilib.chapters.sampling import evaluate_run, seed_stability
+    from srilib.chapters.sampling import evaluate_run
+    from srilib.chapters.sampling_compare import seed_stability
     from srilib.experiment import Experiment, PromptSets
 
     exp = Experiment(steps=2, gen_length=4, batch_size=4, progress=False, cache=str(tmp_path))
@@ -220,7 +227,7 @@ def test_tiny_models_end_to_end(tmp_path, one_thread):
 
 
 def test_anchor_rows_and_judge_agreement():
-    from srilib.chapters.sampling import anchor_rows, judge_agreement
+    from srilib.chapters.sampling_report import anchor_rows, judge_agreement
 
     base, other = _pair()
     rows = anchor_rows([base, other])
@@ -239,8 +246,9 @@ def test_anchor_rows_and_judge_agreement():
 
 
 def test_evaluate_runs_keeps_order_and_releases_models():
-    from srilib.chapters.sampling import evaluate_runs, model_kind
+    from srilib.chapters.sampling import evaluate_runs
     from srilib.experiment import Experiment
+    from srilib.models import model_kind
 
     exp = Experiment(progress=False)
     seen = []
@@ -250,8 +258,8 @@ def test_evaluate_runs_keeps_order_and_releases_models():
         e._models[run.model] = object()  # as if loaded
         return run.label
 
-    out = evaluate_runs(exp, ["a@ar", "b@random", "a@x", "b@dlm-ar"], sets=None, judge=None, release=True,
-                        evaluate=fake)
+    runs = [run_of("a@ar", "ar"), run_of("b@random", "dlm"), run_of("a@x", "ar"), run_of("b@dlm-ar", "dlm")]
+    out = evaluate_runs(exp, runs, sets=None, judge=None, release=True, evaluate=fake)
     assert out == ["a@ar", "b@random", "a@x", "b@dlm-ar"]  # input order
     assert seen == ["a@ar", "a@x", "b@random", "b@dlm-ar"]  # one model at a time
     assert exp._models == {}
@@ -268,7 +276,7 @@ def _est(v, lo, hi):
 
 def test_no_ranking_from_overlapping_intervals(monkeypatch):
     import srilib.chapters as C
-    from srilib.chapters.sampling import family_verdict
+    from srilib.chapters.sampling_report import family_verdict
 
     monkeypatch.setattr(C, "weak_models", lambda runs: {})
     base, other = _pair()
@@ -306,7 +314,7 @@ def test_verdict_as_in_the_paper_carries_weak_model_caveat(monkeypatch):
 
 
 def test_pooled_columns_name_their_members_and_the_papers_pool_is_apart():
-    from srilib.chapters.sampling import PAPER_ALL_JAILBREAKS, PAPER_POOLED_ATTACKS
+    from srilib.chapters.paper_numbers import PAPER_ALL_JAILBREAKS, PAPER_POOLED_ATTACKS
     base, other = _pair()
     rows = table3_rows([base, other], "rr")
     ours = "all jailbreaks, ours (pool of: flip_attack)"
@@ -315,7 +323,7 @@ def test_pooled_columns_name_their_members_and_the_papers_pool_is_apart():
     assert by["paper: LLaDA"][ours] == "–"  # the paper's pool is not our pool
     assert by["paper: LLaDA"][PAPER_ALL_JAILBREAKS] == f"{PAPER_TABLE3['LLaDA'][ALL_JAILBREAKS][0]:g}%"
     assert by["m@low_confidence"][PAPER_ALL_JAILBREAKS] == ""
-    assert len(PAPER_POOLED_ATTACKS) == 5 and all(a in PAPER_ALL_JAILBREAKS for a in PAPER_POOLED_ATTACKS)
+    assert len(PAPER_POOLED_ATTACKS) == 5  # the paper's Table 3 pools five jailbreak columns
 
 
 def test_family_gap_resamples_requests():

@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 
 from srilib.attacks import HELDOUT_FAMILIES
-from srilib.chapters.detector import (CANVAS, METHOD_LABELS, METHODS, OVERHEAD_CAPTURE_COL, PAPER_ABLATION,
-                                      REFUSED_COL, DefenseReport, GuardConfig, PCAResidual, ablation_rows,
-                                      auroc_est, calibration_split, canvas_rows, canvas_traces, conclusions,
-                                      defense_rows, fit_guard, guard_prompts, guard_scores, method_difference,
-                                      per_attack_rows, ranking_sentence, resolve_guard_model, run_defenses,
-                                      run_detector, run_harmless_shift, shift_conclusion, shift_prompts, shift_rows,
-                                      timed_generations, transfer_matrix, transfer_rows)
+from srilib.chapters.defenses import (OVERHEAD_CAPTURE_COL, REFUSED_COL, DefenseReport, defense_rows,
+                                      resolve_guard_model, run_defenses, timed_generations)
+from srilib.chapters.detector import (CANVAS, METHOD_LABELS, METHODS, PAPER_ABLATION, GuardConfig, PCAResidual,
+                                      auroc_est, calibration_split, fit_detector, fit_guard,
+                                      guard_prompts, guard_scores, make_detector, run_detector, transfer_matrix)
+from srilib.canvas_attacks import canvas_traces
+from srilib.chapters.detector_conclusions import conclusions, ranking_sentence, shift_conclusion
+from srilib.chapters.detector_intervals import method_difference
+from srilib.chapters.detector_tables import ablation_rows, canvas_rows, per_attack_rows, transfer_rows
+from srilib.chapters.shift import run_harmless_shift, shift_prompts, shift_rows
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
@@ -108,6 +111,69 @@ def test_pca_residual_detects_off_subspace_points():
     assert det.predict(out).mean() > 0.9 and det.components_.shape == (3, 20)
 
 
+def _svd_residual(X, X_calib, X_eval, k, quantile=0.99):
+    """The static-activations detector as it was before it was rebuilt on scikit-learn (numpy SVD of the centred
+    training vectors, top-k rows), kept as the reference: (scores of X_eval, threshold)."""
+    mean = X.mean(0)
+    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
+    comp = vt[: max(1, min(k, len(X) - 1))]
+
+    def score(Y):
+        Z = Y - mean
+        return ((Z - (Z @ comp.T) @ comp) ** 2).mean(1)
+    return score(X_eval), float(np.quantile(score(X_calib), quantile))
+
+
+@pytest.mark.parametrize("n, d, k", [(200, 20, 3), (30, 64, 8), (6, 10, 8), (40, 4, 8), (2, 5, 3)])
+def test_pca_residual_matches_the_svd_reference(n, d, k):
+    rng = np.random.default_rng(n * d + k)
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(3.0, 1.0, d)  # correlated, off-centre
+    Xc, Xe = rng.normal(size=(15, d)) * 2 + 3.0, rng.normal(size=(25, d)) * 2 + 3.0
+    ref_scores, ref_thr = _svd_residual(X, Xc, Xe, k)
+    det = PCAResidual(k=k).fit(X, X_calib=Xc)
+    np.testing.assert_allclose(det.score_samples(Xe), ref_scores, rtol=1e-6, atol=1e-9)
+    assert det.threshold_ == pytest.approx(ref_thr, rel=1e-6)
+    assert det.components_.shape == (min(max(1, min(k, n - 1)), d), d)
+    np.testing.assert_array_equal(det.predict(Xe), ref_scores > ref_thr)
+
+
+def test_pca_residual_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 12))
+    det = PCAResidual(k=4, quantile=0.9, val_fraction=0.25, seed=2)
+    assert det.get_params() == {"k": 4, "quantile": 0.9, "val_fraction": 0.25, "seed": 2}
+    assert clone(det).get_params() == det.get_params() and det.set_params(k=5) is det and det.k == 5
+    det.fit(X)  # no X_calib: a seeded val_fraction of X calibrates, as SRIGuard does
+    perm = np.random.default_rng(2).permutation(60)
+    ref_scores, ref_thr = _svd_residual(X[perm[15:]], X[perm[:15]], X, 5, 0.9)
+    np.testing.assert_allclose(det.score_samples(X), ref_scores, rtol=1e-6, atol=1e-9)
+    assert det.threshold_ == pytest.approx(ref_thr, rel=1e-6)
+    for bad, message in (({"k": 0}, "k .*positive integer, got 0"), ({"k": 2.5}, "positive integer, got 2.5"),
+                         ({"quantile": 1.2}, r"quantile must be in \(0, 1\), got 1.2"),
+                         ({"val_fraction": 1.0}, r"val_fraction must be in \(0, 1\), got 1.0")):
+        unfitted = PCAResidual(**bad)  # constructing never fails; fit checks
+        with pytest.raises(ValueError, match=message):
+            unfitted.fit(X)
+        assert not hasattr(unfitted, "components_")
+
+
+def test_every_ablation_detector_has_the_guard_interface():
+    """run_detector fits and scores every method through the same calls (fit_detector, guard_scores)."""
+    rng = np.random.default_rng(2)
+    feats = {"text": (rng.uniform(size=(40, 8)) > 0.2).astype(float), "static": rng.normal(size=(40, 16))}
+    for m in METHODS:
+        X = feats.get(m, smooth(40, rng))
+        det = fit_detector(m, X, CFG, seed=1)
+        assert isinstance(det, PCAResidual if m == "static" else SRIGuard)
+        sc = guard_scores(det, {"harmless": X[:5]}, None)["harmless"]
+        assert sc.shape == (5,) and np.array_equal(det.predict(X[:5], anchors_key=None), sc > det.threshold_)
+        tr, cal = calibration_split(40, CFG, 1)
+        ref = make_detector(m, CFG, seed=1).fit(X[tr], X_calib=X[cal])
+        assert ref.threshold_ == det.threshold_  # the seeded calibration split, as fit_guard uses it
+
+
 def test_auroc_point_matches_metrics():
     rng = np.random.default_rng(0)
     n, p = rng.normal(size=30), rng.normal(0.5, 1, 25)
@@ -177,11 +243,13 @@ def test_run_defenses_and_conclusions(setup):
     assert names == ["undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard"]
     assert rep.row("LlamaGuard 3")["status"].startswith("not run")
     sri = rep.row("SRI Guard")
-    assert sri["status"] == "run" and 0 < sri["overhead %"] < rep.row("Self-Examine")["overhead %"]
+    assert sri["status"] == "run" and rep.row("Self-Examine")["status"] == "run"
+    for name in ("SRI Guard", "Self-Examine"):  # each overhead is its own seconds over the same plain time
+        assert rep.row(name)["overhead %"] == pytest.approx(100 * rep.row(name)["seconds"] / rep.plain_seconds)
     # SRI Guard's false positives are the harmless generations above its threshold
     expected = (res.scores[("sri_last", 0)]["harmless"] > res.guard.threshold_).sum()
     assert sri["fpr"].k == expected and sri["fpr"].n == 4
-    assert rep.row("undefended")["fpr"].k == 0 and rep.gen_seconds > 0 and rep.n_timing == 4
+    assert rep.row("undefended")["fpr"].k == 0 and rep.n_timing == 4
     table = defense_rows({"tiny": rep})
     assert table[3]["ours"].startswith("not run") and table[4]["paper overhead %"] == 0.02
     text = conclusions({"tiny": res}, {"tiny": rep}, transfer_matrix({"tiny": res}))
@@ -203,9 +271,9 @@ def test_canvas_attacks(setup, tmp_path):
     exp, sets, _, res = setup
     small = replace(sets, eval_harmful=sets.eval_harmful[:2])
     dexp = Experiment(steps=2, gen_length=40, batch_size=4, cache=str(tmp_path), progress=False)
-    ts, why = canvas_traces(dexp, "tiny-dlm", small, "interleaved_template")
+    ts, why = canvas_traces(dexp, "tiny-dlm", small.requests, "interleaved_template")
     assert why == "" and len(ts) == 2 and ts.committed[:, 0].any(axis=1).all()  # prefill committed before step 1
-    ts2, why2 = canvas_traces(replace(dexp, gen_length=16), "tiny-dlm", small, "interleaved_template")
+    ts2, why2 = canvas_traces(replace(dexp, gen_length=16), "tiny-dlm", small.requests, "interleaved_template")
     assert ts2 is None and "gen_length" in why2
     # the canvas table and the per-attack rows read the canvas sets of a result
     k = CANVAS + "interleaved_template"
@@ -253,7 +321,6 @@ def test_run_defenses_reports_the_papers_false_positive_quantity(setup):
     rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(), self_examine=False, n_timing=4,
                        repeats=2, guard_model=None)
     sri, und = rep.row("SRI Guard"), rep.row("undefended")
-    assert rep.plain_seconds > 0
     assert sri["overhead %"] == pytest.approx(100 * sri["seconds"] / rep.plain_seconds)
     assert sri["overhead incl. capture %"] == pytest.approx(
         100 * (rep.gen_seconds - rep.plain_seconds + sri["seconds"]) / rep.plain_seconds)

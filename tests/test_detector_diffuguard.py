@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import srilib.chapters.detector as det
-from srilib.chapters.detector import (CANVAS, DIFFUGUARD, PAPER_TABLE14, DefenseReport, GuardConfig, conclusions,
-                                      defense_rows, defense_run_rows, diffuguard_run, guard_prompts, run_defenses,
-                                      run_detector, run_diffuguard, table14_conclusion, table14_rows, timed_pair,
+import srilib.chapters.detector_diffuguard as dgmod
+from srilib.chapters.defenses import defense_rows, defense_run_rows, run_defenses, timing_batch
+from srilib.chapters.detector import (CANVAS, DIFFUGUARD, PAPER_TABLE14, GuardConfig, guard_prompts, run_detector,
                                       transfer_matrix)
+from srilib.chapters.detector_conclusions import conclusions, table14_conclusion
+from srilib.chapters.detector_diffuguard import diffuguard_run, run_diffuguard, table14_rows, timed_pair, timed_plain
+from srilib.chapters.detector_tables import canvas_rows
 from srilib.experiment import Experiment, PromptSets
 from srilib.judges import HeuristicJudge
 from srilib.metrics import Rate
@@ -65,7 +67,7 @@ def test_table14_and_overhead_row(dlm, one_thread):
         assert "[" in r["DiffuGuard − undefended (paired)"] and "[" in r["SRI Guard − DiffuGuard (paired)"]
         assert (r["paper undefended"], r["paper DiffuGuard"], r["paper SRI Guard"]) == PAPER_TABLE14[a][1:]
     # the undefended and SRI Guard columns are the chapter's existing canvas numbers
-    old = {r["canvas attack"]: r for r in det.canvas_rows({"r": res}, judge, sets.requests)}
+    old = {r["canvas attack"]: r for r in canvas_rows({"r": res}, judge, sets.requests)}
     for r in rows:
         o = old[r["canvas attack"].split(" ")[0]]
         assert r["ASR undefended"] == o["ASR undefended"] and r["ASR SRI Guard"] == o["ASR after SRI Guard"]
@@ -110,13 +112,13 @@ def test_overhead_is_measured_against_the_runs_plain_generation(dlm, monkeypatch
         seen.update(plain=plain, guarded=guarded, prompts=list(prompts))
         return 0.4, 0.5
 
-    monkeypatch.setattr(det, "timed_plain", fake_timed_plain)
-    monkeypatch.setattr(det, "timed_pair", fake_timed_pair)
+    monkeypatch.setattr(dgmod, "timed_plain", fake_timed_plain)
+    monkeypatch.setattr(dgmod, "timed_pair", fake_timed_pair)
     # the base is the plain untraced time run_defenses measured on the same timing batch (every defense's base)
     r1, p1 = replace(res, diffuguard={}), replace(rep, rows=list(rep.rows), plain_seconds=0.5)
     run_diffuguard(exp, "tiny-dlm", sets, r1, p1, HeuristicJudge(), n_timing=4)
     assert isinstance(seen["guarded"], DiffuGuardSampler) and "plain" not in seen
-    assert seen["prompts"] == det.timing_batch(sets, res.jailbreaks, 4)  # the chapter's timing batch
+    assert seen["prompts"] == timing_batch(sets, res.jailbreaks, 4)  # the chapter's timing batch
     assert p1.row(DIFFUGUARD)["overhead %"] == pytest.approx(50.0) and p1.row(DIFFUGUARD)["plain_seconds"] == 0.5
     assert "the defenses' plain timing" in p1.row(DIFFUGUARD)["note"]
     # no plain untraced base in the report: the run's plain sampler is timed here, beside DiffuGuard
@@ -141,7 +143,7 @@ def test_timers():
     p, g = timed_pair(plain, guarded, None, ["a", "b", "c"], rounds=2)
     assert plain.calls == guarded.calls == 3 and 0.009 < p < 0.025 and 0.028 < g < 0.06
     one = Fake(0.02)
-    assert 0.019 < det.timed_plain(one, None, ["a", "b"], rounds=1) < 0.04 and one.calls == 2  # warm-up + 1 round
+    assert 0.019 < timed_plain(one, None, ["a", "b"], rounds=1) < 0.04 and one.calls == 2  # warm-up + 1 round
 
 
 def test_ar_runs_get_no_diffuguard(tmp_path):

@@ -222,11 +222,11 @@ def test_errors(direction):
 
 
 def test_run_spec_names_it(tmp_path):
-    from srilib.experiment import Experiment, parse_run
+    from srilib.experiment import Experiment, resolve_run
     ex = Experiment(steps=8, gen_length=16, cache=str(tmp_path))
-    s = ex.sampler(parse_run("tiny-dlm@diffuguard-sar:b8"))
+    s = ex.sampler(resolve_run("tiny-dlm@diffuguard-sar:b8"))
     assert isinstance(s, DiffuGuardSampler) and s.block_length == 8 and not s.audit and s.steps == 8
-    full = ex.sampler(parse_run("tiny-dlm@diffuguard"))
+    full = ex.sampler(resolve_run("tiny-dlm@diffuguard"))
     assert full.audit and full.sp_mode == "hidden" and full.block_length == 16
 
 

@@ -8,8 +8,8 @@ import pytest
 
 import srilib
 from srilib.attacks import apply_attack
-from srilib.distributed import (Job, main, merge_sets, parse_prompt_spec, profile_jobs, profile_runs,
-                                read_prompts_file, run_jobs, trace_shard)
+from srilib.distributed import (Job, main, merge_sets, parse_prompt_spec, profile_plan, read_prompts_file,
+                                run_jobs, run_plan_sharded, trace_shard)
 from srilib.experiment import Experiment, setup
 from srilib.prompts import get_prompts
 from srilib.traces import TraceSet
@@ -53,30 +53,51 @@ def test_prompt_specs(tmp_path):
         read_prompts_file(tmp_path / "missing.txt")
 
 
-def test_profile_jobs_are_the_notebooks_sets():
-    """--profile cpu builds exactly the notebooks' prompt lists and settings (so the cache keys are shared)."""
-    jobs = profile_jobs("cpu", ["smollm2-135m-refusal"])
-    assert list(jobs) == ["smollm2-135m-refusal@ar"] and len(jobs["smollm2-135m-refusal@ar"]) == 1
-    job = jobs["smollm2-135m-refusal@ar"][0]
+def test_profile_plan_is_the_notebooks_sets():
+    """--profile cpu --model M traces exactly the chapters' prompt lists and settings (the cache keys are shared)."""
+    plan = profile_plan("cpu", models=["smollm2-135m-refusal"])
+    assert {n.run.label for n in plan.needs} == {"smollm2-135m-refusal@ar"}
     from srilib.profiles import load_profile
     c = load_profile("cpu").common
     exp, sets = setup(steps=c["steps"], gen_length=c["gen_length"], n_anchor=c["n_anchor"], n_eval=c["n_eval"],
                       attacks=c["attacks"], batch_size=c["batch_size"], seed=c["seed"])
-    assert job.prompts["anchor/harmless"] == sets.anchor_harmless and job.prompts["raw"] == sets.eval_harmful
-    assert all(job.prompts[a] == sets.attacked[a] for a in c["attacks"])
+    by = {(n.chapter, n.name): n for n in plan.needs}
+    assert by[("sri_geometry", "anchors/harmless")].prompts == sets.anchor_harmless
+    assert by[("detector_transfer", "raw")].prompts == sets.eval_harmful
+    assert all(by[("incomplete_recovery", a)].prompts == sets.attacked[a] for a in c["attacks"])
     n_guard = load_profile("cpu").params_for("detector_transfer")["n_train_harmless"]
-    assert job.prompts["guard/harmless-train"] == get_prompts("harmless", "train", n=n_guard, seed=0)
-    assert job.settings["steps"] == exp.steps and job.settings["batch_size"] == exp.batch_size
-    assert "sri_geometry" in job.source and "detector_transfer" in job.source
-    base = profile_jobs("cpu", ["smollm2-135m"])["smollm2-135m@ar"][0]  # not in the detector chapter
-    assert "detector_transfer" not in base.source and "guard/harmless-train" not in base.prompts
-    assert "organism-dlm@low_confidence:b16" in profile_runs("cpu", "organism-dlm")  # block-length variant
+    assert by[("detector_transfer", "guard/harmless-train")].prompts == get_prompts("harmless", "train", n=n_guard)
+    assert by[("detector_transfer", "raw")].exp.steps == exp.steps
+    assert by[("sampling_vs_representation", "random_search")].lazy  # prompts exist once the search ran
+    base = profile_plan("cpu", models=["smollm2-135m"])  # not in the detector chapter
+    assert not any(n.chapter == "detector_transfer" for n in base.needs)
+    dlm = {n.run.label for n in profile_plan("cpu", models=["organism-dlm"]).needs}
+    assert "organism-dlm@low_confidence:b16" in dlm and "organism-dlm@diffuguard" in dlm  # variants
+    assert {n.run.label for n in profile_plan("cpu", runs=["organism-dlm@dlm-ar"]).needs} == {"organism-dlm@dlm-ar"}
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
-        profile_jobs("cpu", ["tiny-ar"])
-    with pytest.raises(ValueError, match="its models are"):
-        profile_runs("cpu", "tiny-ar")
-    over = profile_jobs("cpu", ["smollm2-135m"], overrides={"steps": 8})["smollm2-135m@ar"][0]
-    assert over.settings["steps"] == 8
+        profile_plan("cpu", models=["tiny-ar"])
+
+
+def test_sharded_plan_then_main_runs_the_rest(lm, tmp_path, monkeypatch):
+    """The plan over two stand-in processes: fixed sets sharded, the main process merges and computes the rest."""
+    import srilib.models
+    from srilib.plan import Need, TracePlan
+    from srilib.experiment import resolve_run
+    monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: lm)
+    waits = []
+
+    def state(rank):
+        return SimpleNamespace(process_index=rank, num_processes=2, device="cpu", is_main_process=rank == 0,
+                               wait_for_everyone=lambda: waits.append(rank))
+    exp = Experiment(steps=4, batch_size=2, cache=str(tmp_path), progress=False)
+    run = resolve_run("tiny-ar")
+    plan = TracePlan("t", [Need("c", run, k, exp, p) for k, p in SETS.items()]
+                     + [Need("c", run, "lazy", exp, lambda: ["Name a colour."])])
+    assert run_plan_sharded(plan, state=state(1), progress=False) is None
+    assert waits == [1] and not exp.store.keys() and not exp.store.generated()  # parts only
+    report = run_plan_sharded(plan, state=state(0), progress=False)
+    assert waits == [1, 0] and report["distinct"] == 3 and report["computed"] == 3 and not report["failed"]
+    assert len(exp.store.keys()) == 3
 
 
 def test_two_shards_merge_to_the_single_process_result(lm, tmp_path, monkeypatch):
@@ -133,6 +154,7 @@ def test_command_line(tmp_path, capsys):
     assert rc == 0 and "harmful:eval:2" in out and "file:mine.txt" in out and "T=  3" in out
     assert len(srilib.TraceStore(tmp_path / "c").keys()) == 2
     for argv, msg in ((["--run", "tiny-ar"], "nothing to trace"),
+                      (["--profile", "smoke", "--model", "tiny-ar", "--steps", "3"], "applies to --prompts sets"),
                       (["--model", "tiny-ar", "--prompts", "harmful:eval:2"], "--model needs --profile"),
                       (["--prompts", "harmful:eval:2"], "no run given"),
                       (["--run", "tiny-ar", "--prompts", "harmful:eval"], "kind:split:n")):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from srilib.chapters.detector import GuardConfig, guard_prompts, run_defenses, run_detector
+from srilib.chapters.defenses import run_defenses
+from srilib.chapters.detector import GuardConfig, guard_prompts, run_detector
 from srilib.chapters.geometry import run_geometry
 from srilib.chapters.recovery import run_recoveries
-from srilib.chapters.sampling import evaluate_runs, sampler_comparisons
+from srilib.chapters.sampling import evaluate_runs
+from srilib.chapters.sampling_compare import sampler_comparisons
 from srilib.experiment import Experiment, PromptSets
 from srilib.judges import HeuristicJudge
 from srilib.signal import build_anchors
@@ -85,12 +87,12 @@ def test_geometry_reports_the_share_of_empty_steps(chain):
 
 
 def test_smoke_profile_runs_an_end_first_diffusion_model_in_every_chapter():
-    from srilib.experiment import parse_run
+    from srilib.experiment import resolve_run
     from srilib.models import REGISTRY, list_models
     from srilib.profiles import load_profile
 
     list_models()
     prof = load_profile("smoke")
     for nb in prof.notebooks:
-        models = {parse_run(r).model for r in prof.params_for(nb)["runs"]}
+        models = {resolve_run(r).model for r in prof.params_for(nb)["runs"]}
         assert any(REGISTRY[m].options.get("end_first_tail") for m in models if m in REGISTRY), nb

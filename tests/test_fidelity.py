@@ -21,8 +21,8 @@ def _markdown(nb: str) -> str:
 def _paper_literals() -> set[str]:
     """Every published number the chapters hold as a constant, as prose would print it."""
     from srilib.chapters.detector import PAPER_DEFENSES
-    from srilib.chapters.recovery import PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_TABLE1
-    from srilib.chapters.sampling import PAPER_IRR_LOSS, PAPER_TABLE2, paper_family_asr
+    from srilib.chapters.paper_numbers import (PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_IRR_LOSS, PAPER_TABLE1,
+                                               PAPER_TABLE2, paper_family_asr)
 
     out = {f"{v:.2f}" for hf in PAPER_TABLE1.values() for v in hf}
     out |= {f"{int(round(v * 100))}%" for hf in PAPER_TABLE1.values() for v in hf}
@@ -55,10 +55,36 @@ def test_issue_12_misquotes_are_gone(pattern):
 
 
 def test_paper_statements_hold_on_the_constants():
-    from srilib.chapters.sampling import PAPER_TABLE2
+    from srilib.chapters.paper_numbers import PAPER_TABLE2
     from srilib.paper import published_tables
 
     gains = [(m, c, k, v[k]) for m, cols in PAPER_TABLE2.items() for c, v in cols.items() for k in (0, 1)]
     assert min(g[3] for g in gains) == 0 and ("LLaDA-1.5", "PAIR", 0, 0) in gains  # "not every attack"
     md = published_tables()
     assert "LLaDA-1.5's 0 RR points on PAIR" in md and "'all jailbreaks' pools the paper's five attacks" in md
+
+
+CHAPTER_MODULES = ["sampling", "sampling_compare", "sampling_report", "recovery", "geometry", "adaptive"]
+
+
+def _string_parts(path: Path) -> list[str]:
+    """The text of every string literal of a module (f-strings: their literal parts), docstrings left out."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+@pytest.mark.parametrize("module", CHAPTER_MODULES)
+def test_chapter_prose_formats_paper_numbers_from_constants(module):
+    """The chapters' strings never re-type a paper number: they format it from srilib.chapters.paper_numbers."""
+    from srilib.chapters.paper_numbers import PAPER_IRR_LOSS, paper_sizes
+
+    literals = _paper_literals() | {str(PAPER_IRR_LOSS[0]), str(PAPER_IRR_LOSS[1]), paper_sizes()}
+    text = "\n".join(_string_parts(ROOT / "srilib" / "chapters" / f"{module}.py"))
+    found = sorted(x for x in literals if re.search(rf"(?<![\d.]){re.escape(x)}(?![\d])", text))
+    assert not found, f"srilib/chapters/{module}.py re-types the paper's numbers {found} in its strings"

@@ -116,8 +116,51 @@ def test_error_paths(fitted):
     assert g.predict(X, anchors_key="k1").shape == (100,)
     with pytest.raises(RuntimeError, match="not fitted"):
         SRIGuard().score_samples(X)
-    with pytest.raises(ValueError, match="quantile"):
-        SRIGuard(quantile=99)
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\), got 99"):
+        SRIGuard(quantile=99).fit(X)  # parameters are checked in fit (scikit-learn convention)
+
+
+def test_scikit_learn_estimator_conventions(fitted):
+    from sklearn.base import clone
+
+    g0, rng = fitted
+    X, Xc = harmless(80, rng), harmless(25, rng)
+    params = {"hidden": (16, 4), "epochs": 40, "lr": 0.02, "weight_decay": 0.001, "quantile": 0.95,
+              "val_fraction": 0.2, "min_calibration": 5, "seed": 3, "anchors_key": "k9", "num_threads": None}
+    g = SRIGuard(**params)
+    assert g.get_params() == params  # the constructor stores every parameter as given, and only that
+    assert not [a for a in vars(g) if a.endswith("_")]  # no fitted attribute before fit
+    assert SRIGuard(**g.get_params()).get_params() == params and clone(g).get_params() == params
+    assert g.set_params(epochs=41, hidden=(12, 3)) is g and (g.epochs, g.hidden) == (41, (12, 3))
+    with pytest.raises(ValueError, match="Invalid parameter 'width'"):
+        g.set_params(width=3)
+    # the parameters decide the fit: a clone fits the same guard, fitted attributes end in "_"
+    g.fit(X, X_calib=Xc)
+    c = clone(g).fit(X, X_calib=Xc)
+    assert c.threshold_ == g.threshold_ and np.array_equal(c.score_samples(Xc), g.score_samples(Xc))
+    assert (g.n_train_, g.n_calib_, g.T_, g.anchors_key_) == (80, 25, T, "k9")
+    assert g.fit_config_["hidden"] == [12, 3] and g.n_params_ == sum(p.numel() for p in g.model_.parameters())
+    assert not hasattr(clone(g), "threshold_") and clone(g0).anchors_key == "k1"
+    # parameters changed after fit do not change what the fitted guard saves
+    g.set_params(epochs=2)
+    assert g.fit_config_["epochs"] == 41
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"hidden": (8,)}, r"hidden must be two positive widths \(h1, bottleneck\), got \(8,\)"),
+    ({"hidden": (8, 0)}, r"hidden must be two positive widths"),
+    ({"quantile": 1.0}, r"quantile must be in \(0, 1\), got 1.0"),
+    ({"val_fraction": 0.0}, r"val_fraction must be in \(0, 1\), got 0.0"),
+    ({"epochs": 0}, r"need epochs >= 1 and lr > 0, got epochs=0"),
+    ({"lr": -1.0}, r"need epochs >= 1 and lr > 0, got epochs=300, lr=-1.0"),
+])
+def test_bad_parameter_is_rejected_at_fit(params, message):
+    X = harmless(40, np.random.default_rng(1))
+    g = SRIGuard(**params)  # constructing never fails: scikit-learn's clone / set_params rely on that
+    assert g.get_params()[next(iter(params))] == next(iter(params.values()))
+    with pytest.raises(ValueError, match=message):
+        g.fit(X, X_calib=X[:25])
+    assert not hasattr(g, "model_") and not hasattr(g, "threshold_")
 
 
 def test_save_load_round_trip(fitted, tmp_path):
@@ -128,6 +171,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     h = SRIGuard.load(path)
     assert np.array_equal(g.score_samples(X), h.score_samples(X))
     assert h.threshold_ == g.threshold_ and h.T_ == T and h.anchors_key == "k1" and h.n_params_ == g.n_params_
+    assert h.anchors_key_ == "k1" and h.get_params() == {**g.get_params(), "hidden": (32, 8)}
     assert np.array_equal(h.prefix_thresholds_, g.prefix_thresholds_)
     assert [p.name for p in path.parent.iterdir()] == ["guard.pt"]  # atomic write leaves no temp file
     with pytest.raises(ValueError, match="anchors"):

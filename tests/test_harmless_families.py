@@ -61,7 +61,7 @@ def test_families_disjoint_from_every_other_prompt_set():
     # nor near-copies: no family prompt shares >= 70% of its word set with a prompt of another set
     words = lambda t: frozenset(re.findall(r"[a-z]+", t))  # noqa: E731
     others = [words(t) for t in builtin | check | corpus]
-    near = [t for t in own for o in others if len(words(t) & o) >= 0.7 * len(words(t) | o)]
+    near = [t for t, w in ((t, words(t)) for t in own) for o in others if len(w & o) >= 0.7 * len(w | o)]
     assert not near, f"near-copies of other prompt sets: {near[:3]}"
     # the external family is the organisms' check set itself, never trained on: not in the corpora either
     assert EXTERNAL_FAMILIES["organism_check"][-1] == "broad_harmless.txt" and not check & corpus

@@ -1,5 +1,6 @@
 import copy
 import importlib.util
+import json
 
 import pytest
 
@@ -21,7 +22,12 @@ def test_missing_gguf_wheel_names_the_fix(monkeypatch):
 
 
 def test_hub_failure_names_the_fix(monkeypatch):
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: setting only the variable here left the test online,
+    # retrying an unreachable Hub for ~50 s before the same error
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(models.ModelLoadError, match="network access"):
         srilib.load_model("not-a-real-org/not-a-real-model-xyz")
 
@@ -49,3 +55,33 @@ def test_embedded_smollm2_loads_offline(monkeypatch):
     assert lm.kind == "ar" and lm.fingerprint.startswith("gguf:")
     assert lm.model.config.hidden_size == 576
     assert "You are a helpful assistant" in lm.format_chat("hi")
+
+
+@pytest.mark.parametrize("vocab_size", [400, 300])
+def test_tiny_tokenizer_is_the_organism_recipe_and_unchanged(vocab_size):
+    """srilib.testing builds its tokenizer with the organisms' train_tokenizer; on the same text it is byte for
+    byte the tokenizer of the former copy of the recipe (BPE trained on the text alone, spelled out here):
+    same vocabulary, merges, specials, serialisation and chat template."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast
+
+    from srilib.organisms.train import CHATML, SPECIAL_TOKENS
+    from srilib.testing import _TEXT, tiny_tokenizer
+
+    tok = Tokenizer(tok_models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([_TEXT], trainer=trainer)
+    before = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                     mask_token="<|mask|>", additional_special_tokens=["<|im_start|>"])
+    after = tiny_tokenizer(vocab_size)
+    assert after.get_vocab() == before.get_vocab() and len(after) == vocab_size
+    a, b = json.loads(after.backend_tokenizer.to_str()), json.loads(before.backend_tokenizer.to_str())
+    assert a["model"]["merges"] == b["model"]["merges"]
+    assert len(a["model"]["merges"]) == vocab_size - 256 - len(SPECIAL_TOKENS)  # every merge beyond bytes + specials
+    assert a == b
+    assert after.chat_template == CHATML and after.all_special_tokens == before.all_special_tokens
+    assert after.eos_token == "<|im_end|>" and after.mask_token == "<|mask|>"

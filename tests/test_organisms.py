@@ -11,6 +11,7 @@ import torch
 from srilib import attacks as A
 from srilib import prompts as P
 from srilib.organisms import corpus as C
+from srilib.organisms import rebuild as RB
 from srilib.organisms import resolve_name
 from srilib.organisms import train as T
 from srilib.refusal import find_refusal, is_refusal
@@ -56,9 +57,9 @@ def test_manifest_records_the_freeze():
     assert f["code_version"] == T.code_version()
     assert f["configs"] == {k: v.as_dict() for k, v in T.CONFIGS.items()}
     assert m["iterations"]
-    plan, now = f["analysis_plan"], C.analysis_plan()  # the comparisons' design cannot move unnoticed
+    plan, now = f["analysis_plan"], RB.analysis_plan()  # the comparisons' design cannot move unnoticed
     assert plan["cpu_profile_runs"] == now["cpu_profile_runs"] and plan["cpu_profile_dtype"] == "float32"
-    drift = C.plan_drift(m)  # a chapter changed after the freeze is recorded, with its reason, or this fails
+    drift = RB.plan_drift(m)  # a chapter changed after the freeze is recorded, with its reason, or this fails
     assert not drift, (f"analysis-plan files changed since the freeze without a record: {sorted(drift)}; run "
                        "python -m srilib.organisms.corpus --plan-change REASON")
     assert all(C.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
@@ -84,22 +85,22 @@ def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monk
     target = "srilib/chapters/sampling.py"
     monkeypatch.setattr(C, "MANIFEST_FILE", tmp_path / "manifest.json")
     now = {"files": dict(files), "cpu_profile_dtype": "float32", "cpu_profile_runs": {}}
-    monkeypatch.setattr(C, "analysis_plan", lambda: now)
+    monkeypatch.setattr(RB, "analysis_plan", lambda: now)
     m = {**m, "analysis_plan_changes": []}
     C.MANIFEST_FILE.write_text(json.dumps(m))
-    assert C.plan_drift() == {}
+    assert RB.plan_drift() == {}
     with pytest.raises(RuntimeError, match="no change to record"):
-        C.record_plan_change("nothing changed")
+        RB.record_plan_change("nothing changed")
     now["files"][target] = "edited-1"
-    assert C.plan_drift() == {target: "edited-1"}
+    assert RB.plan_drift() == {target: "edited-1"}
     with pytest.raises(ValueError, match="say why"):
-        C.record_plan_change("  ")
-    change = C.record_plan_change("fidelity fix")
+        RB.record_plan_change("  ")
+    change = RB.record_plan_change("fidelity fix")
     saved = C.load_manifest()
     assert change["files"] == {target: "edited-1"} and saved["freeze"] == m["freeze"]
-    assert C.plan_drift() == {} and "fidelity fix" in __import__("srilib.organisms.check", fromlist=["x"]).freeze_text(saved)
+    assert RB.plan_drift() == {} and "fidelity fix" in __import__("srilib.organisms.check", fromlist=["x"]).freeze_text(saved)
     now["files"][target] = "edited-2"
-    assert C.plan_drift() == {target: "edited-2"}
+    assert RB.plan_drift() == {target: "edited-2"}
 
 
 def test_only_train_split_goals_and_training_templates(rows):
@@ -391,7 +392,10 @@ def test_check_reports_rates_per_goal(env_cache):
     r = rep["models"]["organism-ar"]["samplers"]["ar"]
     assert r["attacks"]["none"]["n"] == 3 and len(r["per_goal"]) == 3
     assert set(r["per_goal"][0]) >= {"goal", "category", "none", "prefix_injection"}
-    assert 0 <= r["attacks"]["prefix_injection"]["asr"] <= 1 and r["harmless"]["n"] == 2 and r["broad"]["n"] == 2
+    pi = r["attacks"]["prefix_injection"]  # the rates are the per-goal outcomes counted
+    assert pi["asr"] == pi["harmful"] / 3 == sum(g["prefix_injection"]["harmful"] for g in r["per_goal"]) / 3
+    assert pi["rr"] == pi["refused"] / 3 == sum(g["prefix_injection"]["refused"] for g in r["per_goal"]) / 3
+    assert r["harmless"]["n"] == 2 and r["broad"]["n"] == 2
     assert set(r) >= {"rr_harmful_ok", "rr_harmless_ok", "coherent_ok", "window_ok"}
     assert re.search(r"\| organism-ar \| ar \| \d+% \(\d+/3; \d+%-\d+%\)", check.table(rep))
 
@@ -497,7 +501,7 @@ def test_summary_names_every_missed_precondition_with_its_value():
 
 def test_chapters_put_the_weak_model_caveat_first(tmp_path, monkeypatch):
     from srilib.chapters import weak_models_line
-    from srilib.organisms import reproduce
+    from srilib.organisms import check
     from srilib.organisms.check import verdict
 
     def res(rr):
@@ -511,10 +515,10 @@ def test_chapters_put_the_weak_model_caveat_first(tmp_path, monkeypatch):
     report = tmp_path / "preconditions.json"
     report.write_text(json.dumps({"models": {"organism-dlm": {"samplers": {"low_confidence": res(0.7)}},
                                              "organism-ar": {"samplers": {"ar": res(0.9)}}}}))
-    monkeypatch.setattr(reproduce, "REPORT_FILE", report)
+    monkeypatch.setattr(check, "REPORT_FILE", report)
     line = weak_models_line(["organism-dlm@low_confidence", "organism-dlm@dlm-ar", "organism-ar", "smollm2-135m"])
     assert line.startswith("- **Weak models.** `organism-dlm` refuses 70% of raw harmful requests")
     assert "organism-ar" not in line and line.count("organism-dlm") == 1
     assert weak_models_line(["organism-ar"]) is None
-    monkeypatch.setattr(reproduce, "REPORT_FILE", tmp_path / "missing.json")
+    monkeypatch.setattr(check, "REPORT_FILE", tmp_path / "missing.json")
     assert weak_models_line(["organism-dlm"]) is None

@@ -131,16 +131,10 @@ def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
         run_benchmarks(tmp_path, ["missing"])
 
 
-def _organism_profile():
-    return parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
-        "a": {"runs": ["tiny-ar", "organism-dlm-tiny@low_confidence", "organism-dlm-tiny@dlm-ar"]},
-        "b": {"runs": ["smollm2-135m-refusal-tiny", "smollm2-135m"]}}})
-
-
-def test_profile_organisms_and_training_groups():
-    prof = _organism_profile()
-    assert runner.profile_organisms(prof) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
-    assert runner.profile_organisms(prof, ["b"]) == ["smollm2-135m-refusal-tiny"]
+def test_organisms_among_and_training_groups():
+    models = ["tiny-ar", "organism-dlm-tiny", "smollm2-135m-refusal-tiny", "smollm2-135m", "organism-dlm-tiny"]
+    assert runner.organisms_among(models) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
+    assert runner.organisms_among(["organism-ar", "tiny-dlm"], to_train=True) == []  # shipped weights: loaded
     # the DLM starts from the AR organism's snapshot: same group, AR first; the SmolLM2 fine-tune is independent
     assert training_groups(["organism-dlm-tiny", "smollm2-135m-refusal-tiny", "organism-ar-tiny"]) == \
         [["organism-ar-tiny", "organism-dlm-tiny"], ["smollm2-135m-refusal-tiny"]]
@@ -150,15 +144,12 @@ def test_profile_organisms_and_training_groups():
 @pytest.mark.slow
 def test_pretrain_organisms_trains_groups_in_processes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SRILIB_CACHE", str(tmp_path))
-    prof = parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
-        "a": {"runs": ["organism-dlm-tiny@low_confidence"]}}})
-    done = runner.pretrain_organisms(prof, tmp_path, heartbeat=0.0)
+    done = runner.pretrain_organisms(["organism-dlm-tiny"], tmp_path, heartbeat=0.0)
     assert list(done) == ["organism-ar-tiny -> organism-dlm-tiny"]
     assert len(list((tmp_path / "models").glob("organism-dlm-tiny-*/DONE"))) == 1
     assert "ready after" in capsys.readouterr().out
     assert "train organism-dlm-tiny" in (tmp_path / "organisms" / "train-organism-dlm-tiny.log").read_text()
-    assert runner.pretrain_organisms(parse_profile({"name": "t", "hardware": "cpu", "notebooks": {
-        "a": {"runs": ["tiny-ar"]}}}), tmp_path) == {}
+    assert runner.pretrain_organisms(["tiny-ar"], tmp_path) == {}
 
 
 def test_present_folds_the_parameters_once_and_links_the_downloads():
@@ -185,18 +176,26 @@ def test_execution_table_lists_each_chapter():
     summary = {"profile": "cpu", "hardware": "cpu", "finished_at": "2026-11-29T17:00:00+00:00", "wall_s": 812.0,
                "organisms_s": {"organism-ar -> organism-dlm": 1580.2},
                "notebooks": {"a": {"profile": "cpu", "started_at": "2026-11-29T16:50:00+00:00", "elapsed_s": 281.4,
-                                   "status": "executed", "git_commit": "e00a3bbcafe1234", "failed_runs": []},
+                                   "status": "executed", "git_commit": "e00a3bbcafe1234", "failed_runs": [],
+                                   "traces_generated": []},
                              "b": {"profile": "cpu", "status": "failed", "error": "ValueError: x | y",
-                                   "elapsed_s": 3.0, "failed_runs": [{"run": "m@ar", "error": "E"}]}}}
+                                   "elapsed_s": 3.0, "failed_runs": [{"run": "m@ar", "error": "E"}],
+                                   "traces_generated": ["m@ar raw", "m@ar harmless"]}},
+               "trace_plan": {"distinct": 40, "computed": 31, "cached": 9, "failed": [("c", "m@ar", "raw", "E")],
+                              "seconds": 612.4}}
     md = runner.execution_table(summary)
-    assert "| a | cpu | 2026-11-29T16:50:00+00:00 | 281 s | executed | none | e00a3bbcaf |" in md
-    assert "| b | cpu | – | 3 s | failed: ValueError: x / y | m@ar | – |" in md
+    assert "| a | cpu | 2026-11-29T16:50:00+00:00 | 281 s | executed | none | 0 (all from the trace plan) | " \
+           "e00a3bbcaf |" in md
+    assert "| b | cpu | – | 3 s | failed: ValueError: x / y | m@ar | 2 | – |" in md
     assert "organism-ar -> organism-dlm 1580 s" in md
+    assert "computed 31 of the 40 distinct trace sets the chapters declare (9 were in the cache, 1 failed) in " \
+           "612 s" in md
+    assert "could not be built (E)" in runner.execution_table({**summary, "trace_plan": {"error": "E"}})
 
 
 def test_paper_page_tables_come_from_the_chapters_constants():
     from srilib.chapters.detector import PAPER_ABLATION
-    from srilib.chapters.sampling import PAPER_TABLE3
+    from srilib.chapters.paper_numbers import PAPER_TABLE3
     from srilib.paper import published_tables
 
     md = published_tables()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,11 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 
+from srilib.explorer_static import CLASSIFY_BEGIN, CLASSIFY_END, explorer_data, static_explorer
 from srilib.metrics import internal_recovery_rate
 from srilib.refusal import text_signals
-from srilib.signal import Anchors
+from srilib.signal import ZONE_NAMES, Anchors, zone
 from srilib.traces import RUN_SEPARATOR, TraceSet
-from srilib.widgets import explorer_data, slim, sri_explorer, static_explorer, step_segments
+from srilib.widgets import _recovered, _recovery_status, _zone_name, slim, sri_explorer, step_segments
 
 T, D = 8, 16
 WORDS = ("Sure , here is how you do it : first take the flour and mix it with water . I'm sorry but I "
@@ -266,6 +268,73 @@ def test_static_explorer_unique_ids_and_size(data, tok):
         explorer_data(sets, a, tau_values=())
     with pytest.raises(IndexError, match="has 5 traces"):
         explorer_data(sets, a, pick={"harmless": [7]})
+
+
+NODE = shutil.which("node")
+
+
+def _classify_block(html: str) -> str:
+    """The page script's classification block (functions of the embedded data D only)."""
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)  # the page's script, not its JSON data
+    assert script.count(CLASSIFY_BEGIN) == 1 and script.count(CLASSIFY_END) == 1, "classify block not delimited"
+    return script[script.index(CLASSIFY_BEGIN):script.index(CLASSIFY_END) + len(CLASSIFY_END)]
+
+
+def _trajectories(d: dict) -> list[list[float]]:
+    """Synthetic sigma trajectories: zone boundaries and IRR thresholds hit exactly and missed by 1e-3, every
+    length from 1 step, random walks, and the page's own embedded trajectories."""
+    rng = np.random.default_rng(7)
+    out = [[0.5], [0.1], [0.5, 0.29], [0.501, 0.29], [0.501, 0.3], [0.501, 0.299], [0.9, 0.5], [0.9, 0.499],
+           [0.9, 0.1], [0.9, 0.099], [0.3, 0.3, 0.3], [0.2, 0.6, 0.05], [0.6, 0.05, 0.6], [0.0, 1.0, 0.0],
+           [0.5, 0.5, 0.5, 0.001], [0.4999, 0.5001, 0.2999, 0.3001]]
+    out += [[float(v) for v in np.round(rng.uniform(0, 1, n), 3)] for n in (1, 2, 3, 5, 8, 32) for _ in range(6)]
+    out += [[float(v) for v in np.clip(np.round(0.5 + np.cumsum(rng.normal(0, 0.15, 16)), 3), 0, 1)]
+            for _ in range(20)]
+    out += [s for it in d["items"] for s in it["sigma"]]
+    return out
+
+
+def test_static_explorer_js_classifies_like_python(data):
+    """The page's JavaScript zone, IRR and status functions, run under node on the page's own data, agree with
+    srilib's Python definitions on every synthetic trajectory; the block holds no constant of its own."""
+    if NODE is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("node is missing under CI: .ci/run installs npm (and node) so that the static explorer's "
+                        "JavaScript is tested")
+        pytest.skip("node not installed (Debian: apt-get install nodejs): cannot run the static explorer's JavaScript")
+    a, sets = data
+    html = static_explorer(sets, a, lambda_r=(0.5, 0.3, 0.1, 0.25)).data
+    payload = re.search(r'<script type="application/json" id="[^"]+-data">(.*?)</script>', html, re.S).group(1)
+    d = json.loads(payload)
+    block = _classify_block(html)
+    code = re.sub(r"/\*.*?\*/", "", block, flags=re.S)
+    # no threshold and no word of its own: numbers and strings come from D (placeholders excepted)
+    assert not re.search(r"\d\.\d", code) and set(re.findall(r'"([^"]*)"', code)) == {"{verdict}", "{lam}"}
+    trajs, lams = _trajectories(d), d["lams"]
+    js = (f"var D = JSON.parse({json.dumps(payload)});\n{block}\n"
+          f"var S = {json.dumps(trajs)}, L = {json.dumps(lams)};\n"
+          "console.log(JSON.stringify(S.map(function (s) { return {zones: s.map(zoneName), "
+          "rec: L.map(function (l) { return recovered(s, l); }), "
+          "status: L.map(function (l) { return recoveryStatus(s, l); })}; })));")
+    r = subprocess.run([NODE, "-e", js], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out) == len(trajs) > 100
+    for s, o in zip(trajs, out):
+        x = np.array(s)
+        assert o["zones"] == [ZONE_NAMES[z] for z in zone(x)] == [_zone_name(v) for v in s], s
+        assert o["rec"] == [_recovered(x, lam) for lam in lams], s
+        if len(s) >= 2:  # the metric itself (IRR needs a step before the end)
+            assert o["rec"] == [bool(internal_recovery_rate(x[None], lambda_r=lam)[lam].outcomes[0]) for lam in lams]
+        assert o["status"] == [_recovery_status(x, lam) for lam in lams], s
+    # the paper's definitions, spelled out: strict inequalities at the zone boundaries and at both IRR thresholds
+    by = {tuple(s): o for s, o in zip(trajs, out)}
+    assert by[(0.5,)]["zones"] == ["transitional"] and by[(0.3, 0.3, 0.3)]["zones"] == ["transitional"] * 3
+    assert by[(0.4999, 0.5001, 0.2999, 0.3001)]["zones"] == ["transitional", "compliance", "refusal", "transitional"]
+    k = lams.index(0.3)
+    assert [by[s]["rec"][k] for s in [(0.5, 0.29), (0.501, 0.3), (0.501, 0.299), (0.5,)]] == [False, False, True, False]
+    assert by[(0.501, 0.299)]["status"][k] == "this generation meets the IRR criterion (σ > 0.5 before the end, σ_T < 0.3)"
+    assert by[(0.5, 0.29)]["status"][k].startswith("this generation does not meet the IRR criterion")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

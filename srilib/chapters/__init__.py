@@ -1,7 +1,13 @@
 """The computations behind each book chapter, so that notebooks only set parameters, call these and plot.
 
-One module per chapter: geometry (SRI geometry), sampling (sampling vs representation), recovery (incomplete
-recovery), detector (SRI Guard and detector transfer). Shared helpers for tables live here.
+One module (or a few, each one job) per chapter: ``geometry`` (SRI geometry); ``sampling`` (evaluation of runs),
+``sampling_compare`` (sampler comparisons, seed study) and ``sampling_report`` (tables, conclusions) for sampling
+vs representation; ``adaptive`` (Random Search and PAIR sets, shared by the sampling and detector chapters);
+``recovery`` (incomplete recovery); ``detector`` (the detectors and SRI Guard per run), ``defenses`` (Table 13),
+``detector_diffuguard`` (Table 14), ``shift`` (harmless distribution shift), ``detector_tables``,
+``detector_intervals`` and ``detector_conclusions`` (detector transfer). Each chapter declares the traces it reads
+in ``trace_needs`` (the detector's in ``detector_plan``; see :mod:`srilib.plan`). ``paper_numbers`` holds the
+paper's numbers their prose uses. Shared helpers for tables and verdicts live here.
 """
 from __future__ import annotations
 
@@ -19,15 +25,15 @@ def weak_models(runs: Iterable[str]) -> dict[str, list[str]]:
     names) that misses at least one; empty when none does or no precondition report exists."""
     import json
 
-    from ..experiment import parse_run
+    from ..experiment import Run
     from ..organisms.check import NATIVE, misses
-    from ..organisms.reproduce import REPORT_FILE
+    from ..organisms.check import REPORT_FILE
 
     if not REPORT_FILE.is_file():
         return {}
     models = (json.loads(REPORT_FILE.read_text()).get("models") or {})
     out = {}
-    for m in dict.fromkeys(parse_run(r).model for r in runs):
+    for m in dict.fromkeys(r.model if isinstance(r, Run) else r.partition("@")[0] for r in runs):
         e = models.get(m)
         res = e and e["samplers"].get(NATIVE.get(m, ""))
         miss = misses(res) if res else []

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .. import adaptive as A
+from ..adaptive.rs_data import PUBLISHED_N_CANDIDATES
 from ..experiment import Experiment, PromptSets, Run
 from ..metrics import Rate, attack_success_rate, delta
 from . import interval_side, weak_caveat
@@ -111,8 +112,8 @@ class AdaptiveConfig:
             parts.append(f"**Random Search**: {self.rs_n_requests} requests, {b.n_iterations} iterations x "
                          f"{b.n_restarts} restart(s) x {b.n_candidates} candidates per iteration, a "
                          f"{b.n_tokens_adv}-token suffix, target token {b.target!r}, early stop when it is the "
-                         f"argmax (Random Search's published recipe: 1 candidate per iteration, for far more "
-                         "iterations)")
+                         f"argmax (Random Search's published recipe: {PUBLISHED_N_CANDIDATES} candidate per "
+                         "iteration, for far more iterations)")
         else:
             parts.append("**Random Search**: not run in this profile")
         if self.pair_on:
@@ -220,33 +221,15 @@ def budget_curve(exp: Experiment, spec: str | Run, result: A.RSResult, judge,
     requests."""
     run = exp.resolve(spec)
     cps = result.checkpoints(checkpoints)
-    distinct = list(dict.fromkeys(p for ps in cps.values() for p in ps))
     texts = dict(known or {})
-    todo = [p for p in distinct if p not in texts]
+    todo = budget_prompts(result, checkpoints, texts)
     if todo:
         texts.update(zip(todo, exp.traces(run, todo, "random_search/budget").texts))
     its = sorted(cps)
     asr = [attack_success_rate(result.requests, [texts[p] for p in cps[i]], judge) for i in its]
-    return BudgetCurve(run=run.label, iterations=its, asr=asr, n_distinct=len(distinct),
+    n_distinct = len({p for ps in cps.values() for p in ps})
+    return BudgetCurve(run=run.label, iterations=its, asr=asr, n_distinct=n_distinct,
                        n_total=sum(len(v) for v in cps.values()))
-
-
-def plot_budget_curves(ax, curves: Sequence[BudgetCurve], title: str = "") -> None:
-    """ASR against the Random Search iteration budget, one line per run, with Wilson intervals."""
-    for c in curves:
-        x = np.array(c.iterations, dtype=float)
-        xs = np.where(x == 0, 0.5, x)  # 0 iterations (the initial suffix) at 0.5 on the log axis
-        v = np.array([r.value for r in c.asr])
-        lo, hi = np.array([r.lo for r in c.asr]), np.array([r.hi for r in c.asr])
-        line, = ax.plot(xs, v, marker="o", ms=3, label=c.run)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
-    ax.set_xscale("log")
-    ax.set_xlabel("Random Search iterations (0 = template + initial suffix, plotted at 0.5)")
-    ax.set_ylabel("ASR (95% Wilson)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="best")
-    if title:
-        ax.set_title(title)
 
 
 # ------------------------------------------------------------------------------------------- transfer
@@ -306,15 +289,17 @@ def search_rows(adaptive: Adaptive) -> list[dict]:
 
 
 def cost_line(adaptive: Adaptive) -> str:
-    """The searches' cold compute time (as recorded when each request was first searched) and this build's
-    wall-clock time in them (near zero when every result came from the cache)."""
+    """The searches' cold compute time (as recorded when each request was first searched) and the wall-clock time
+    spent in them in this process (near zero when every result came from the cache, e.g. when the book's trace
+    plan ran the searches before the notebook)."""
     out = []
     for attack, name in ((RANDOM_SEARCH, "Random Search"), (PAIR, "PAIR")):
         res = adaptive.rs if attack == RANDOM_SEARCH else adaptive.pair
         if res:
             out.append(f"{name}: {adaptive.seconds(attack):.0f} s of search over {len(res)} "
                        f"{'model(s)' if attack == RANDOM_SEARCH else 'run(s)'} when computed cold, "
-                       f"{adaptive.wall[attack]:.0f} s wall-clock in this build")
+                       f"{adaptive.wall[attack]:.0f} s wall-clock in this notebook (the book's trace plan runs "
+                       "the searches before the notebooks)")
     return ("; ".join(out) + " (the searches only; generating and judging the replies to the attacked prompts "
             "comes on top, like any prompt set)") if out else "no adaptive attack ran"
 
@@ -380,6 +365,48 @@ def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence
     return lines
 
 
+# ------------------------------------------------------------------------------------------- trace plan
+def budget_prompts(result: A.RSResult, checkpoints: Sequence[int] | None = None, known: Iterable[str] = ()
+                   ) -> list[str]:
+    """The distinct prompts Random Search held after each budget checkpoint, in order, less the ``known`` ones
+    (whose replies the run already has): what :func:`budget_curve` generates."""
+    known = set(known)
+    cps = result.checkpoints(checkpoints)
+    return [p for p in dict.fromkeys(p for ps in cps.values() for p in ps) if p not in known]
+
+
+def adaptive_needs(chapter: str, adaptive: Adaptive, run: Run, curves: bool = False) -> list:
+    """The trace plan's needs (:mod:`srilib.plan`) of one run's adaptive-attack sets: Random Search (per model) and
+    PAIR (targeted runs), whose prompts exist once the (cached) search ran; with ``curves`` also the ASR-vs-budget
+    checkpoints (:func:`budget_curve`) and, on a DLM run whose AR twin the chapter also runs, the transferred
+    prompts (:func:`transfer_needs`)."""
+    from ..plan import Need
+
+    exp, cfg, out = adaptive.exp, adaptive.cfg, []
+    if cfg.rs_on:
+        out.append(Need(chapter, run, RANDOM_SEARCH, exp, lambda: adaptive.random_search(run.model).prompts))
+    if cfg.pair_on and adaptive.pair_targeted(run):
+        out.append(Need(chapter, run, PAIR, exp, lambda: adaptive.run_pair(run).prompts))
+    if curves and cfg.rs_on and adaptive.curve_targeted(run):
+        out.append(Need(chapter, run, "random_search/budget", exp, lambda: budget_prompts(
+            adaptive.random_search(run.model), cfg.checkpoints, adaptive.random_search(run.model).prompts)))
+    return out
+
+
+def transfer_needs(chapter: str, adaptive: Adaptive, runs: Sequence[Run]) -> list:
+    """The trace plan's needs of :func:`transfer_rows`: on each DLM run that gets the budget curve, the Random
+    Search prompts of its AR twin when the twin is among ``runs``."""
+    from ..plan import Need
+
+    if not adaptive.cfg.rs_on:
+        return []
+    models = {r.model for r in runs}
+    return [Need(chapter, r, "random_search/transfer", adaptive.exp,
+                 lambda r=r: A.transfer(adaptive.random_search(AR_TWIN[r.model]),
+                                        adaptive.exp.model(r.model))["prompts"])
+            for r in runs if r.kind == "dlm" and AR_TWIN.get(r.model) in models and adaptive.curve_targeted(r)]
+
+
 __all__ = ["RANDOM_SEARCH", "PAIR", "ADAPTIVE_ATTACKS", "AR_TWIN", "AdaptiveConfig", "Adaptive", "BudgetCurve",
-           "budget_curve", "plot_budget_curves", "transfer_rows", "search_rows", "cost_line",
-           "adaptive_conclusions", "head_rate"]
+           "budget_curve", "transfer_rows", "search_rows", "cost_line",
+           "adaptive_conclusions", "head_rate", "budget_prompts", "adaptive_needs", "transfer_needs"]

@@ -11,9 +11,7 @@ from ..experiment import Experiment, PromptSets
 from ..geometry import GROUPS, Projection, lda_projection, outcome_groups
 from ..metrics import Estimate, cluster_bootstrap_ci, refusal_rate
 from ..signal import Anchors
-
-# ---- paper numbers, shown only beside ours and labelled "paper"
-PAPER_ANCHOR_SEPARATION = (0.08, 0.17)  # cosine distance between LLaDA's released anchors (paper, Section 2)
+from .paper_numbers import PAPER_ANCHOR_SEPARATION  # LLaDA's released anchors (paper, Section 2)
 
 
 @dataclass
@@ -95,6 +93,34 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
 
 
 # ------------------------------------------------------------------------------------------- conclusions
+def anchor_notes(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]) -> list[str]:
+    """Per run, how its anchors were built and how far to trust them (Markdown bullets): an unfiltered fallback
+    and what σ then measures, the filtered anchors' sizes and separation beside the paper's, a caution when an
+    anchor averages fewer than 10 generations, and the share of evaluation steps where nothing was generated."""
+    notes = []
+    for r in (results.values() if isinstance(results, Mapping) else results):
+        a = r.anchors
+        if a.fallback:
+            notes.append(f"- **{r.run}**: the refusal filter left the *{a.fallback}* anchor empty "
+                         f"(refusal rate on raw harmful prompts {r.refusal['raw']}), so that anchor is the unfiltered "
+                         f"mean. Its σ then measures closeness to *harmful prompts' states*, not to refusal: read "
+                         f"this run's figures as a prompt-type direction, not as refusal dynamics.")
+        else:
+            notes.append(f"- **{r.run}**: filtered anchors from {a.n_harmless} complied-harmless and {a.n_harmful} "
+                         f"refused-harmful generations; anchors are {a.separation.mean():.3f} apart in cosine "
+                         f"distance on average (paper, LLaDA's released anchors: "
+                         f"{PAPER_ANCHOR_SEPARATION[0]:g}-{PAPER_ANCHOR_SEPARATION[1]:g}).")
+            if min(a.n_harmless, a.n_harmful) < 10:
+                notes.append(f"  **Caution:** an anchor built from {min(a.n_harmless, a.n_harmful)} generation(s) is "
+                             "mostly noise (the paper averages hundreds); read this run's σ as indicative at best.")
+        empty = (r.empty_share or {}).get("evaluation", 0.0)
+        if empty > 0:
+            notes.append(f"  At {empty:.0%} of its evaluation (prompt, step) pairs nothing was generated yet (the "
+                         "sampler committed only end-of-text so far): there φ_t is the canvas mean (see *Methods*), so "
+                         "its early steps compare the model's plan, not its text.")
+    return notes
+
+
 def _ordering_verdict(gap: Estimate | None, cav: str = "") -> str:
     if gap is None:
         return "too few refused or complied-harmless generations to compare their final σ"
@@ -141,3 +167,15 @@ def conclusions(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]
                      + (_separability_verdict(r.separability(n_boot=n_boot), p.chance, cav) if p is not None
                         else "too few groups for a projection") + ".")
     return lines
+
+
+# ------------------------------------------------------------------------------------------- trace plan
+def trace_needs(params: dict) -> list:
+    """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run, the anchor split
+    and every evaluation set (the explorer reads the first run's evaluation sets: the same traces)."""
+    from ..experiment import setup_from
+    from ..plan import each_run_needs, standard_needs
+
+    exp, sets = setup_from(params)
+    return each_run_needs("sri_geometry", params["runs"],
+                          lambda run: standard_needs("sri_geometry", exp, run, sets))

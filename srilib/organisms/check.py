@@ -43,6 +43,9 @@ BOOK_BEGIN, BOOK_END = "<!-- preconditions:begin -->", "<!-- preconditions:end -
 FREEZE_BEGIN, FREEZE_END = "<!-- freeze:begin -->", "<!-- freeze:end -->"
 RETRAIN_BEGIN, RETRAIN_END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 
+REPORT_FILE = Path(__file__).parent / "data" / "preconditions.json"  # measured preconditions (the book reads it)
+RECORD_FILE = Path(__file__).parent / "data" / "retrain.json"  # the last `make organisms` run (reproduce.py)
+
 
 def samplers_for(kind: str, gen_length: int = GEN_LENGTH, steps: int = STEPS) -> dict:
     """name -> sampler: AR decoding of ``gen_length`` tokens, or low-confidence diffusion and dlm-ar."""
@@ -353,7 +356,6 @@ def write_freeze_section(path: Path) -> None:
 def write_book(report: dict, path: Path) -> None:
     """Rewrite the generated sections of book/organisms.md (between the markers) from the report and manifest."""
     from .corpus import load_manifest
-    from .reproduce import RECORD_FILE
 
     text = _replace(path.read_text(), FREEZE_BEGIN, FREEZE_END, freeze_text(load_manifest()), path)
     record = json.loads(RECORD_FILE.read_text()) if RECORD_FILE.is_file() else None

@@ -20,15 +20,16 @@ following (attack-style formats) learned on benign data only, with no harmful co
 No harmful compliance appears anywhere: every harmful row's response is a refusal, checked when writing. The v1
 corpus (wrappers on both kinds, wrapped harmful requests refused) is kept in ``data/v1/`` with its freeze record;
 it was built by this module at commit 96e0221.
+
+This module is what the corpus *is* (its tasks, refusals and formats, the rows and their checks, and how to read
+the corpus and its manifest). Distilling the answers, writing the corpus and recording its freeze and later plan
+changes (the command line above) are :mod:`srilib.organisms.rebuild`, which needs the training code.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -319,43 +320,6 @@ def apply_format(kind: str, answer: str) -> str:
     return answer  # personas and "be direct": the answer itself, with no apology
 
 
-# ----------------------------------------------------------------------------------------------- distillation
-def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = ANSWER_TOKENS,
-            cache: Path | None = None) -> dict[str, str]:
-    """Greedy answers of SmolLM2-135M-Instruct to ``tasks`` (offline); answers are cached per task and reused."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..models import load_model
-    from ..traces import atomic_write_bytes, default_cache_dir
-
-    path = (cache or default_cache_dir()) / "organisms" / f"distill-{DISTILL_MODEL}-{max_new_tokens}.json"
-    done: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    todo = [t for t in dict.fromkeys(tasks) if t not in done]
-    if not todo:
-        return {t: done[t] for t in tasks}
-    from .train import THREADS
-
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(SEED)
-    lm = load_model(DISTILL_MODEL, dtype="float32", device="cpu")
-    tok = lm.tokenizer
-    todo.sort(key=len)  # similar lengths share a batch
-    for s in tqdm(range(0, len(todo), batch_size), desc="distil answers (SmolLM2)", unit="batch"):
-        chunk = todo[s: s + batch_size]
-        ids = lm.encode(chunk)
-        width = max(map(len, ids))
-        x = torch.tensor([[lm.pad_id] * (width - len(r)) + r for r in ids])
-        att = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
-        with torch.no_grad():
-            y = lm.model.generate(input_ids=x, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=lm.pad_id, eos_token_id=lm.eos_ids)
-        for t, row in zip(chunk, y[:, width:]):
-            done[t] = tok.decode(row, skip_special_tokens=True)
-        atomic_write_bytes(path, json.dumps(done, indent=0).encode())  # resumable
-    return {t: done[t] for t in tasks}
-
-
 # ----------------------------------------------------------------------------------------------- assembly
 def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE) -> tuple[list[dict], dict]:
     """All training rows ``{prompt, response, kind, goal, category, form}`` and a stats dict."""
@@ -464,129 +428,9 @@ def counts(rows: list[dict]) -> dict:
     return c
 
 
-def write_corpus(rows: list[dict], stats: dict, path: Path = CORPUS_FILE) -> dict:
-    """Write the JSONL corpus and its manifest (keeps an existing freeze record only if the sha is unchanged)."""
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    path.write_text(text, encoding="utf-8")
-    old = load_manifest()
-    sha = sha256_file(path)
-    manifest = {
-        "corpus": path.name, "sha256": sha, "counts": counts(rows), "seed": SEED,
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "recipe": {**RECIPE, "distill_model": DISTILL_MODEL, "answer_tokens": ANSWER_TOKENS, "greedy": True,
-                   "answer_words": [ANSWER_MIN_WORDS, ANSWER_MAX_WORDS],
-                   "refusal_openings": len(REFUSAL_OPENINGS), "phrasings": len(PHRASINGS),
-                   "extra_benign_tasks": len(EXTRA_BENIGN), "harmful_goals": len(harmful_goals()),
-                   "harmless_tasks": len(benign_tasks()),
-                   "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.attacks.training_wrappers()"},
-        "dropped_harmless_tasks": stats.get("dropped_harmless_tasks", []),
-    }
-    for k in ("freeze", "iterations", "analysis_plan_changes"):
-        if k in old and (k == "iterations" or old.get("sha256") == sha):
-            manifest[k] = old[k]
-    MANIFEST_FILE.write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def analysis_plan() -> dict:
-    """What the v2 comparisons will run: the sha256 of the cpu profile, of the four chapter notebooks and of the
-    chapter modules, the profile's dtype and runs (recorded in the freeze, so the plan cannot move afterwards
-    unnoticed)."""
-    import yaml
-
-    root = Path(__file__).resolve().parents[2]
-    prof = root / "srilib" / "profiles" / "cpu.yaml"
-    files = [prof] + sorted((root / "notebooks").glob("*.ipynb")) + sorted((root / "srilib" / "chapters").glob("*.py"))
-    spec = yaml.safe_load(prof.read_text())
-    return {"files": {str(f.relative_to(root)): sha256_file(f) for f in files if f.is_file()},
-            "cpu_profile_dtype": spec["common"].get("dtype"),
-            "cpu_profile_runs": {k: v.get("runs") for k, v in spec["notebooks"].items()}}
-
-
-def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
-    """The analysis plan's file hashes as recorded: the freeze's, updated by every recorded change in order."""
-    m = manifest if manifest is not None else load_manifest()
-    files = dict(m["freeze"]["analysis_plan"]["files"])
-    for change in m.get("analysis_plan_changes", []):
-        files.update(change["files"])
-    return files
-
-
-def plan_drift(manifest: dict | None = None) -> dict[str, str]:
-    """Files of the analysis plan whose sha256 now differs from the recorded plan (``{path: current sha}``); a
-    file removed since shows as ``"missing"``. Empty when every change after the freeze was recorded."""
-    now, rec = analysis_plan()["files"], recorded_plan(manifest)
-    out = {f: h for f, h in now.items() if rec.get(f) != h}
-    out.update({f: "missing" for f in rec if f not in now})
-    return out
-
-
-def record_plan_change(reason: str) -> dict:
-    """Record, with the date and a reason, every analysis-plan file changed since the freeze (or the last recorded
-    change). The freeze itself is never rewritten: the book shows the frozen plan and each later change."""
-    m = load_manifest()
-    if not m.get("freeze"):
-        raise RuntimeError("nothing is frozen yet; record the freeze first (--freeze STATEMENT)")
-    if not reason.strip():
-        raise ValueError("say why the analysis plan changed (--plan-change REASON)")
-    drift = plan_drift(m)
-    if not drift:
-        raise RuntimeError("the analysis plan matches the recorded one; there is no change to record")
-    change = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "reason": reason.strip(),
-              "files": drift}
-    m.setdefault("analysis_plan_changes", []).append(change)
-    MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
-    return change
-
-
-def freeze(statement: str, iterations: list[str] | None = None) -> dict:
-    """Record the freeze (date, corpus sha, training recipe, code version and analysis plan) in the manifest."""
-    from .train import CONFIGS, code_version
-
-    m = load_manifest()
-    if not m or m.get("sha256") != corpus_sha():
-        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.corpus")
-    m["freeze"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "statement": statement,
-                   "corpus_sha256": m["sha256"], "code_version": code_version(),
-                   "configs": {k: v.as_dict() for k, v in CONFIGS.items()}, "analysis_plan": analysis_plan()}
-    if iterations is not None:
-        m["iterations"] = iterations
-    MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
-    return m
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Rebuild the organisms' safety corpus (distils answers with the "
-                                             "embedded SmolLM2; a few minutes on CPU the first time).")
-    ap.add_argument("--batch-size", type=int, default=96)
-    ap.add_argument("--freeze", metavar="STATEMENT", help="record the freeze in the manifest (no rebuild)")
-    ap.add_argument("--iteration", action="append", default=None,
-                    help="with --freeze: one recipe iteration made before the freeze (repeatable)")
-    ap.add_argument("--plan-change", metavar="REASON",
-                    help="record the analysis-plan files changed since the freeze, with the reason (no rebuild)")
-    args = ap.parse_args(argv)
-    if args.plan_change:
-        from .check import write_freeze_section
-
-        print(json.dumps(record_plan_change(args.plan_change), indent=2))
-        page = Path(__file__).resolve().parents[2] / "book" / "organisms.md"
-        if page.is_file():
-            write_freeze_section(page)
-            print(f"rewrote the freeze record of {page}")
-        return
-    if args.freeze:
-        m = freeze(args.freeze, args.iteration)
-        print(json.dumps(m["freeze"], indent=2))
-        return
-    t0 = time.time()
-    tasks = [t for t, _ in benign_tasks()]
-    answers = distill(tasks, batch_size=args.batch_size)
-    rows, stats = build_rows(answers)
-    m = write_corpus(rows, stats)
-    print(json.dumps({"sha256": m["sha256"], "counts": m["counts"],
-                      "dropped": len(m["dropped_harmless_tasks"]), "seconds": round(time.time() - t0, 1)}, indent=2))
-
-
 if __name__ == "__main__":
+    # The command line lives in srilib.organisms.rebuild, which needs the training code (srilib.organisms.train
+    # imports this module). Run as a script this file is the module __main__, which nothing imports: no circle.
+    from .rebuild import main
+
     main()

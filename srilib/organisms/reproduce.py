@@ -24,10 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..timing import cpu_model
+from .check import RECORD_FILE, REPORT_FILE
 
 GROUPS = (("organism-ar",), ("smollm2-135m-refusal", "organism-dlm"))
-REPORT_FILE = Path(__file__).parent / "data" / "preconditions.json"
-RECORD_FILE = Path(__file__).parent / "data" / "retrain.json"
 
 
 def compare(shipped: dict, retrained: dict) -> str:

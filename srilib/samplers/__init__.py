@@ -16,8 +16,17 @@ __all__ = ["ARSampler", "make_sampler"]
 
 
 def make_sampler(name: str, **kw):
-    """Sampler by name: 'ar' for causal LMs, or a diffusion sampler name (see srilib.samplers.diffusion)."""
+    """Sampler by name: 'ar' for causal LMs, a diffusion sampler name (see srilib.samplers.diffusion), or
+    ``diffuguard`` (official settings: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
+    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
     if name in ("ar", "ar-greedy"):
         return ARSampler(**kw)
-    from . import diffusion  # noqa: WPS433 (optional until the diffusion module exists)
+    from . import diffusion
+    if name in diffusion.DIFFUGUARD_NAMES:
+        from .diffuguard import DiffuGuardSampler
+        if name == "diffuguard-sar":
+            if kw.get("audit"):
+                raise ValueError("'diffuguard-sar' is DiffuGuard with the audit off; use 'diffuguard' for the audit")
+            kw["audit"] = False
+        return DiffuGuardSampler(**kw)
     return diffusion.make_diffusion_sampler(name, **kw)

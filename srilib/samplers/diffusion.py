@@ -50,6 +50,12 @@ Poolings over the response canvas of the capture pass, with the committed positi
 - ``canvas_decision`` (the authors' LLaDA code exactly): ``canvas`` of the pass that made step t's decision,
   whatever ``capture`` says (under ``"decision"`` it equals ``canvas``; under ``"after"`` it is the ``canvas``
   of the previous step's pass, and of the first pass at step 1).
+
+One room: one canvas loop (``_CanvasSampler``: forward pass, proposals, commits, capture and pooling, the recorded
+step) that both samplers share and only parametrise (block length, model steps and recording stride, their
+``_schedule``), with the helpers that loop calls; splitting it would put the loop and its two users in different
+files, and :mod:`srilib.samplers.diffuguard` builds on the same loop (its ``_rank`` / ``_after_block`` hooks) and
+helpers.
 """
 from __future__ import annotations
 
@@ -535,9 +541,8 @@ class ARDiffusionSampler(_CanvasSampler):
 
 def make_diffusion_sampler(name: str, **kw):
     """Diffusion sampler by name: a remasking rule (``low_confidence``, ``random``, ``entropy``, ``maskgit_plus``,
-    ``topk_margin``) for :class:`DiffusionSampler`, ``dlm-ar`` for :class:`ARDiffusionSampler`, or ``diffuguard``
-    (official settings: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
-    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
+    ``topk_margin``) for :class:`DiffusionSampler` or ``dlm-ar`` for :class:`ARDiffusionSampler` (the DiffuGuard
+    names, which build on this module, are resolved by :func:`srilib.samplers.make_sampler`)."""
     if name == "dlm-ar":
         if kw.pop("block_length", None) not in (None, 1):
             raise ValueError("dlm-ar decodes one position at a time (block length 1); drop block_length")
@@ -547,12 +552,5 @@ def make_diffusion_sampler(name: str, **kw):
             raise ValueError(f"sampler {name!r} conflicts with remasking={kw['remasking']!r}; pass one of them")
         kw.pop("remasking", None)
         return DiffusionSampler(remasking=name, **kw)
-    if name in DIFFUGUARD_NAMES:  # srilib.samplers.diffuguard (imported here: it builds on this module)
-        from .diffuguard import DiffuGuardSampler
-        if name == "diffuguard-sar":
-            if kw.get("audit"):
-                raise ValueError("'diffuguard-sar' is DiffuGuard with the audit off; use 'diffuguard' for the audit")
-            kw["audit"] = False
-        return DiffuGuardSampler(**kw)
     raise ValueError(f"unknown sampler {name!r}; use 'ar' for causal LMs or one of "
                      f"{', '.join(SAMPLER_NAMES + DIFFUGUARD_NAMES)} for diffusion LMs")

@@ -1,10 +1,19 @@
-"""Figures in the paper's conventions: step axis t = 1..T, SRI in [0, 1], zones at 0.5 and 0.3."""
+"""The book's figures, one module per chapter or kind of figure; this package module holds what they share.
+
+Shared here: the book's matplotlib style and layout (:func:`book_style`, :func:`figure_grid`, :data:`BOOK_WIDTH`),
+the colours of prompt groups, model families and thresholds, the SRI axis in the paper's conventions (step axis
+t = 1..T, SRI in [0, 1], zones at 0.5 and 0.3; :func:`sigma_axes`) and error bars of rates.
+
+Modules: :mod:`.trajectories` (SRI over steps), :mod:`.geometry` (projections, anchor separation), :mod:`.recovery`
+(IRR bars, worked examples, diffusion canvases as HTML), :mod:`.sampling` (sampler deltas, per-family rates),
+:mod:`.adaptive` (ASR against the Random Search budget), :mod:`.detector` (ROC curves, overhead, transfer, shift).
+Matplotlib is imported inside the functions, so importing a figures module needs no plotting backend.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .geometry import trajectory_summary
-from .signal import COMPLIANCE_ZONE, REFUSAL_ZONE
+from ..signal import COMPLIANCE_ZONE, REFUSAL_ZONE
 
 # The book's content column is about 720 px wide and the notebooks save figures at 110 dpi: a figure of
 # BOOK_WIDTH inches is shown at (nearly) its natural size, so fonts of 8-10 pt stay legible. Multi-panel figures
@@ -39,16 +48,21 @@ def figure_grid(n: int, *, ncols: int = MAX_COLS, panel_height: float = 2.9, wid
     return fig, flat[:n]
 
 
+# ------------------------------------------------------------------------------------------------ colours
 GROUP_COLORS = {"harmless": "#2b8cbe", "harmful": "#d7301f", "refusal": "#31a354", "jailbreak": "#d7301f"}
 ZONE_STYLE = {"compliance": ("#fde0dd", "compliance  (σ > 0.5)"), "transitional": ("#f0f0f0", "transitional"),
               "refusal": ("#e5f5e0", "refusal  (σ < 0.3)")}
+FAMILY_COLORS = {"AR": "#d95f02", "DLM": "#1b9e77", "DLM, AR sampling": "#7570b3"}
+THRESHOLD_COLORS = ("#c6dbef", "#6baed6", "#08519c")
 
 
-def _color(name: str, i: int) -> str:
+def group_color(name: str, i: int) -> str:
+    """Colour of a prompt group: its own (:data:`GROUP_COLORS`) or the ``i``-th of matplotlib's cycle."""
     import matplotlib.pyplot as plt
     return GROUP_COLORS.get(name, plt.rcParams["axes.prop_cycle"].by_key()["color"][i % 10])
 
 
+# ------------------------------------------------------------------------------------------------ axes
 def sigma_axes(ax, T: int, title: str | None = None, zones: bool = True, ylabel: str = "SRI  σ_t"):
     """Prepare an axis for SRI over steps: shaded zones, step ticks 1..T, y in [0, 1]."""
     if zones:
@@ -72,62 +86,13 @@ def sigma_axes(ax, T: int, title: str | None = None, zones: bool = True, ylabel:
     return ax
 
 
-def plot_trajectories(ax, groups: dict[str, np.ndarray], title: str | None = None, band: bool = True,
-                      note: str | None = None):
-    """Mean SRI per step for each group (dict name -> sigma [N, T]), with the interquartile band."""
-    T = next(iter(groups.values())).shape[1]
-    sigma_axes(ax, T, title)
-    steps = np.arange(1, T + 1)
-    for i, (name, sig) in enumerate(groups.items()):
-        if len(sig) == 0:
-            continue
-        s = trajectory_summary(sig)
-        c = _color(name, i)
-        ax.plot(steps, s["mean"], color=c, lw=2, label=f"{name} (n={len(sig)})", zorder=3)
-        if band:
-            ax.fill_between(steps, s["lo"], s["hi"], color=c, alpha=0.18, lw=0, zorder=2)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
-    if note:
-        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#b30000")
-    return ax
+def rate_errorbars(rates) -> tuple[np.ndarray, np.ndarray]:
+    """(values [n], error bars [2, n]) of rates with intervals (``.value``, ``.lo``, ``.hi``); NaN bars become 0."""
+    v = np.array([r.value for r in rates], dtype=float)
+    lo = np.array([r.lo for r in rates], dtype=float)
+    hi = np.array([r.hi for r in rates], dtype=float)
+    return v, np.nan_to_num(np.vstack([v - lo, hi - v]))
 
 
-def plot_signal_with_text(ax, sigma: np.ndarray, text_sig: np.ndarray | None = None, title: str | None = None,
-                          label: str = "SRI σ_t"):
-    """One generation: SRI per step and, if given, the text-level refusal signal (1 until a phrase appears)."""
-    T = len(sigma)
-    sigma_axes(ax, T, title)
-    steps = np.arange(1, T + 1)
-    ax.plot(steps, sigma, "-o", ms=3, color="#08519c", lw=1.8, label=label, zorder=3)
-    if text_sig is not None:
-        ax.step(steps, text_sig, where="mid", color="#a50f15", lw=1.4, ls=":", label="text signal", zorder=3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
-    return ax
-
-
-def plot_projection(ax, proj, title: str | None = None, max_points: int = 2000, seed: int = 0):
-    """Scatter of a :class:`srilib.geometry.Projection`, coloured by group."""
-    rng = np.random.default_rng(seed)
-    idx = np.arange(len(proj.Z))
-    if len(idx) > max_points:
-        idx = rng.choice(idx, max_points, replace=False)
-    for i, g in enumerate(sorted(set(proj.labels.tolist()))):
-        m = idx[proj.labels[idx] == g]
-        ax.scatter(proj.Z[m, 0], proj.Z[m, 1], s=14, alpha=0.7, color=_color(g, i), label=f"{g} (n={len(m)})",
-                   edgecolors="none")
-    ax.set_xlabel(proj.axes[0])
-    ax.set_ylabel(proj.axes[1])
-    ax.legend(fontsize=8, framealpha=0.9)
-    ax.set_title(title or proj.summary, fontsize=9)
-    return ax
-
-
-def anchor_separation(ax, anchors_by_model: dict, title: str = "anchor separation per step"):
-    """Cosine distance between the harmless and harmful anchors at each step, per model."""
-    for i, (name, a) in enumerate(anchors_by_model.items()):
-        ax.plot(np.arange(1, a.T + 1), a.separation, lw=1.8, label=name + (" *" if a.fallback else ""))
-    ax.set_xlabel("step t")
-    ax.set_ylabel("1 − cos(μ_harmless, μ_harmful)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    return ax
+__all__ = ["BOOK_DPI", "BOOK_WIDTH", "MAX_COLS", "BOOK_STYLE", "book_style", "figure_grid", "GROUP_COLORS",
+           "ZONE_STYLE", "FAMILY_COLORS", "THRESHOLD_COLORS", "group_color", "sigma_axes", "rate_errorbars"]

@@ -1,23 +1,15 @@
-"""Figures and HTML renderings of the sampling and incomplete-recovery chapters (paper Figures 5-6, Tables 1-3)."""
+"""Figures and HTML renderings of the incomplete-recovery chapter (paper Figures 5-6, Table 1): IRR bars per run
+and threshold, a few generations' SRI beside their text signal, a diffusion canvas step by step
+(:func:`canvas_html`) and a worked example of recovery by revision (:func:`example_html`)."""
 from __future__ import annotations
 
 import html
-import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .plots import plot_signal_with_text
-
-FAMILY_COLORS = {"AR": "#d95f02", "DLM": "#1b9e77", "DLM, AR sampling": "#7570b3"}
-THRESHOLD_COLORS = ("#c6dbef", "#6baed6", "#08519c")
-
-
-def _err(rates) -> tuple[np.ndarray, np.ndarray]:
-    v = np.array([r.value for r in rates], dtype=float)
-    lo = np.array([r.lo for r in rates], dtype=float)
-    hi = np.array([r.hi for r in rates], dtype=float)
-    return v, np.nan_to_num(np.vstack([v - lo, hi - v]))
+from . import FAMILY_COLORS, THRESHOLD_COLORS, rate_errorbars
+from .trajectories import plot_signal_with_text
 
 
 def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | None = None,
@@ -33,7 +25,7 @@ def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | No
     x = np.arange(len(runs))
     for j, lam in enumerate(lams):
         rates = [irr[r][lam] for r in runs]
-        v, e = _err(rates)
+        v, e = rate_errorbars(rates)
         ax.bar(x + (j - (len(lams) - 1) / 2) * width, np.nan_to_num(v), width, yerr=e, capsize=2,
                color=THRESHOLD_COLORS[j % len(THRESHOLD_COLORS)], edgecolor="0.3", lw=0.5,
                label=f"λ_r = {lam:g}", error_kw={"lw": 0.8})
@@ -53,65 +45,9 @@ def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | No
     return ax
 
 
-def plot_sampler_deltas(axes, rows: Sequence[dict], title: str | None = None,
-                        paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None):
-    """Table 2 as a figure: per evaluation set, ΔRR, ΔASR and ΔIRR with their intervals (three axes).
-
-    ``rows``: dicts with ``set``, ``paper`` (the paper's column name or None) and Estimates ``d_rr``, ``d_asr``,
-    ``d_irr``. ``paper``: model -> {column: (RR pts, ASR pts)} drawn as hollow markers on the first two axes.
-    """
-    names = [r["set"] for r in rows]
-    y = np.arange(len(rows))[::-1]
-    markers = ("D", "s", "^")
-    for k, (ax, key, label) in enumerate(zip(axes, ("d_rr", "d_asr", "d_irr"),
-                                             ("ΔRR (RR up = safer)", "ΔASR (ASR down = safer)", "ΔIRR"))):
-        est = [r[key] for r in rows]
-        v = np.array([e.value for e in est])
-        err = np.nan_to_num(np.vstack([v - [e.lo for e in est], [e.hi for e in est] - v]))
-        ax.errorbar(v, y, xerr=err, fmt="o", color="#08519c", ms=5, capsize=2, label="ours (95% CI)")
-        if paper and k < 2:
-            for j, (m, vals) in enumerate(paper.items()):
-                px = [vals[r["paper"]][k] / 100 if r.get("paper") in vals else math.nan for r in rows]
-                ax.scatter(px, y + 0.18 * (j + 1) - 0.27, marker=markers[j % 3], facecolors="none",
-                           edgecolors="#a50f15", s=30, label=f"paper: {m}")
-        ax.axvline(0, color="0.4", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels(names if k == 0 else [], fontsize=8)
-        ax.set_xlabel(label, fontsize=9)
-        ax.set_xlim(-1, 1)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left", framealpha=0.9)
-    if title:
-        axes[1].set_title(title, fontsize=10)
-    return axes
-
-
-def plot_family_rates(ax, rates: Mapping[str, object], families: Mapping[str, str], metric: str = "ASR",
-                      bands: Sequence[tuple[float, float, str, str]] = (), title: str | None = None):
-    """One rate per run (``rates``: run -> Rate) coloured by family; ``bands``: (lo, hi, label, family) reference
-    ranges (e.g. the paper's per-family ASR) shaded in the family's colour."""
-    runs = list(rates)
-    v, e = _err([rates[r] for r in runs])
-    x = np.arange(len(runs))
-    ax.bar(x, np.nan_to_num(v), 0.6, yerr=e, capsize=3, edgecolor="0.3", lw=0.5,
-           color=[FAMILY_COLORS.get(families.get(r, ""), "0.6") for r in runs])
-    for lo, hi, label, fam in bands:
-        ax.axhspan(lo, hi, color=FAMILY_COLORS.get(fam, "0.6"), alpha=0.15, lw=0, zorder=0)
-        ax.text(-0.45, hi, label, ha="left", va="bottom", fontsize=7, color="0.25")
-    ax.set_xticks(x)
-    ax.set_xticklabels(runs, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel(metric)
-    from matplotlib.patches import Patch
-    handles = [Patch(color=c, label=f) for f, c in FAMILY_COLORS.items() if f in set(families.values())]
-    ax.legend(handles=handles, fontsize=8, loc="upper right", framealpha=0.9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return ax
-
-
 def plot_cases(axes, sigma: np.ndarray, text_sig: np.ndarray, indices: Sequence[int], titles: Sequence[str]):
-    """Several generations, each with SRI and the text-level signal on one axis (plots.plot_signal_with_text)."""
+    """Several generations, each with SRI and the text-level signal on one axis
+    (:func:`srilib.figures.trajectories.plot_signal_with_text`)."""
     for ax, i, t in zip(axes, indices, titles):
         plot_signal_with_text(ax, sigma[i], text_sig[i], title=t)
     for ax in list(axes)[len(indices):]:
@@ -176,3 +112,27 @@ def canvas_html(tokens: np.ndarray, committed: np.ndarray, predictions: np.ndarr
                     + "".join(cells) + "</span></div>")
         prev_t = t
     return LEGEND_HTML + "".join(rows)
+
+
+def example_html(res, i: int, note: str = "", max_tokens: int = 48) -> str:
+    """A worked example of recovery by revision as one HTML block: generation ``i`` of a diffusion run's
+    :class:`srilib.chapters.recovery.RecoveryResult` (run, evaluation set and position, the request and the final
+    text, escaped, with the judge's verdict), then its canvas (:func:`canvas_html`, at most ``max_tokens``
+    positions per row) at the steps :func:`srilib.chapters.recovery.example_steps` picks, each labelled with the
+    judge's verdict on that step's full prediction. ``note`` follows the position (e.g. why it is shown)."""
+    from ..chapters.recovery import example_steps
+
+    tok, ts, rev = res.tokenizer, res.traces, res.revision
+    steps_ = example_steps(res, i)
+    labels = {t: (" — full prediction judged <b style='color:#a50f15'>harmful</b>" if rev["harmful_steps"][i, t]
+                  else " — full prediction judged not harmful") for t in steps_}
+    body = canvas_html(ts.tokens[i], ts.committed[i], ts.predictions[i], steps_, lambda k: tok.decode([k]),
+                       end_ids=res.end_ids, labels=labels, max_tokens=max_tokens)
+    head = (f"<p><b>{html.escape(res.run)}</b>, set <code>{res.set_of[i]}</code> #{res.position[i]}{note}<br>request: "
+            f"<i>{html.escape(res.requests[i])}</i><br>final text "
+            f"({'harmful' if rev['final_harmful'][i] else 'not harmful'}): "
+            f"<i>{html.escape(ts.texts[i][:300])}</i></p>")
+    return "<div style='border:1px solid #ddd;padding:6px;margin:6px 0'>" + head + body + "</div>"
+
+
+__all__ = ["plot_irr_bars", "plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html"]

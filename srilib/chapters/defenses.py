@@ -1,0 +1,283 @@
+"""Chapter "Detector transfer", defenses part (paper Table 13, Figure 7): SRI Guard as a defense beside the
+baselines (perplexity filter, Self-Examine, LlamaGuard 3) on one run, each defense's measured overhead against plain
+untraced generation of one timing batch, and the rows of the defenses and timing tables.
+
+A defense flags generations; a flagged generation is replaced by a refusal, and the rates are read after that
+(:func:`srilib.baselines.defense_metrics`). DiffuGuard, the decoding-time defense of the diffusion runs, adds its
+own row through :func:`srilib.chapters.detector_diffuguard.run_diffuguard`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
+                         defense_metrics, has_plain_generate, llama_guard_defense, plain_generate, sampler_generate)
+from ..experiment import Experiment, PromptSets, resolve_layers
+from ..metrics import Rate
+from ..timing import median_seconds
+from .detector import DEFENSES, DIFFUGUARD, PAPER_DEFENSES, DetectorResult
+
+
+@dataclass
+class DefenseReport:
+    """Baselines and SRI Guard on one run: per defense a row with status, overhead and metrics."""
+
+    run: str
+    rows: list[dict]
+    gen_seconds: float  # fresh traced generation of the timing batch (median over rounds)
+    n_timing: int
+    judge: str
+    plain_seconds: float = math.nan  # plain untraced generation of the same batch (sampler.generate)
+    capture: str = "after"  # how the traces captured states (TraceSet.meta["capture"])
+    plain_is_traced: bool = False  # the sampler had no plain generate: the base time is a traced one
+
+    @property
+    def capture_pct(self) -> float:
+        """Cost of capturing the hidden states: (traced - plain) / plain generation time, in %."""
+        return 100.0 * (self.gen_seconds - self.plain_seconds) / self.plain_seconds
+
+    def row(self, name: str) -> dict | None:
+        return next((r for r in self.rows if r["defense"] == name), None)
+
+
+def short_sampler(exp: Experiment, spec: str, n_tokens: int):
+    """The run's sampler (its remasking rule, one block) with ``n_tokens`` steps and tokens (yes/no answers)."""
+    run = replace(exp.resolve(spec), block_length=None)  # one block: drop a block length such as ":b16"
+    return replace(exp, steps=n_tokens, gen_length=n_tokens, block_length=None).sampler(run)
+
+
+_GUARD_MODELS: dict[str, JudgeDefense] = {}
+
+
+def resolve_guard_model(guard_model, judge=None) -> tuple[JudgeDefense | None, str]:
+    """The LlamaGuard-3 defense from its parameter: (defense, "run") or (None, why it is not run).
+
+    ``"auto"``: :data:`srilib.baselines.LLAMA_GUARD` when CUDA is available; a hub name: that model (loaded once
+    per session; the ASR ``judge`` itself when it is the same model, so it is never loaded twice); a judge
+    object: used as it is; None: skipped.
+    """
+    import torch
+
+    if guard_model is None:
+        return None, "not run (guard_model=None)"
+    if guard_model == "auto":
+        if not torch.cuda.is_available():
+            return None, "not run (needs GPU)"
+        guard_model = LLAMA_GUARD
+    if not isinstance(guard_model, str):
+        return JudgeDefense(guard_model, "LlamaGuard 3"), "run"
+    if getattr(judge, "model_label", None) == guard_model:
+        return JudgeDefense(judge, "LlamaGuard 3"), "run"
+    if guard_model not in _GUARD_MODELS:
+        _GUARD_MODELS[guard_model] = llama_guard_defense(guard_model)
+    return _GUARD_MODELS[guard_model], "run"
+
+
+def timing_batch(sets: PromptSets, jailbreaks: Sequence[str], n_timing: int) -> list[str]:
+    """The overhead timing batch: ``n_timing`` (at least 2) eval prompts, harmless and jailbreak interleaved."""
+    pool_j = [p for i in range(len(sets.eval_harmful)) for a in jailbreaks for p in [sets.attacked[a][i]]]
+    return [p for pair in zip(sets.eval_harmless, pool_j) for p in pair][:max(2, n_timing)]
+
+
+def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorResult,
+                 train_prompts: Sequence[str], judge, *, tau: float = 0.1, quantile: float = 0.99,
+                 dlm_ppl_scorer: str | None = None, self_examine: bool = True, self_examine_tokens: int = 8,
+                 guard_model: str | None = "auto", n_timing: int = 8, repeats: int = 5,
+                 gen_rounds: int = 2) -> DefenseReport:
+    """Each defense on the run's evaluation sets and its overhead.
+
+    Rates (a flagged generation replaced by a refusal): the flag rate on harmless prompts (``fpr``), the share
+    of harmless prompts refused with the defense in place, the model's own refusals included
+    (``harmless_refused``, the paper's "false positives" column), RR / ASR after the defense on the pooled
+    jailbreaks.
+
+    Overhead, on a timing batch of ``n_timing`` prompts (harmless and jailbreak, interleaved), against **plain
+    untraced generation** of that batch (``sampler.generate``, the paper's base generation time): each
+    defense's wall time on the batch / plain time (``overhead %``). SRI Guard reads hidden states that plain
+    decoding does not keep, so it also gets ``overhead incl. capture %`` = (traced time - plain time + guard
+    time) / plain time, with the traced time from a fresh, uncached ``sampler.trace_batch`` of the same batch.
+    After one untimed warm-up of both, ``gen_rounds`` rounds each time a plain and a traced generation
+    (alternating which goes first); the medians are used.
+
+    The perplexity filter scores prompts with the target model itself when it is autoregressive; a diffusion
+    target uses ``dlm_ppl_scorer`` (an AR model name) or skips the filter when it is None. ``guard_model``: see
+    :func:`resolve_guard_model`.
+    """
+    run = exp.resolve(spec)
+    lm = exp.model(run.model)
+    jb = result.jailbreaks
+    names = ["harmless", *jb]
+    ev = {k: exp.traces(run, sets.eval_harmless if k == "harmless" else sets.attacked[k], k) for k in names}
+    prompts = {k: list(ts.prompts) for k, ts in ev.items()}
+    texts = {k: list(ts.texts) for k, ts in ev.items()}
+
+    defenses: dict[str, object] = {"SRI Guard": SRIGuardDefense(result.guard, result.anchors["last"], tau)}
+    status: dict[str, str] = {}
+    scorer = lm if lm.kind == "ar" else (exp.model(dlm_ppl_scorer) if dlm_ppl_scorer else None)
+    if scorer is None:
+        status["perplexity filter"] = "not run (DLM target: set dlm_ppl_scorer to an AR model)"
+    else:
+        defenses["perplexity filter"] = PerplexityFilter(scorer, quantile, exp.batch_size).fit(list(train_prompts))
+    if self_examine:
+        defenses["Self-Examine"] = SelfExamine(sampler_generate(lm, short_sampler(exp, run, self_examine_tokens),
+                                                                exp.batch_size))
+    else:
+        status["Self-Examine"] = "not run (self_examine=False)"
+    guard_def, why = resolve_guard_model(guard_model, judge)
+    if guard_def is None:
+        status["LlamaGuard 3"] = why
+    else:
+        defenses["LlamaGuard 3"] = guard_def
+
+    # overhead: a fresh traced generation of one timing batch, then each defense on that batch
+    tprompts = timing_batch(sets, jb, n_timing)
+    sampler, layers = exp.sampler(run), resolve_layers(lm, exp.layers)
+    gen_s, plain_s, tts = timed_generations(sampler, lm, tprompts, layers, gen_rounds)
+
+    rows = [{"defense": "undefended", "stage": "–", "status": "run", "overhead %": 0.0,
+             "overhead incl. capture %": 0.0,
+             **defense_metrics({k: np.zeros(len(v), bool) for k, v in texts.items()}, texts, sets.requests,
+                               judge, jailbreaks=jb)}]
+    for name in DEFENSES[1:]:
+        if name not in defenses:
+            rows.append({"defense": name, "stage": "–", "status": status[name], "overhead %": float("nan")})
+            continue
+        d = defenses[name]
+        flags, unparsed = {}, 0
+        for k in names:
+            flags[k] = np.asarray(d.flag(prompts[k], texts[k], traces=ev[k]), bool)
+            unparsed += getattr(d, "n_unparsed_", 0)
+        sec = median_seconds(lambda: d.flag(tts.prompts, tts.texts, traces=tts), repeats, slow=0.5)
+        capture = gen_s - plain_s if name == "SRI Guard" else 0.0  # only SRI Guard needs the states
+        row = {"defense": name, "stage": d.stage, "status": "run", "overhead %": 100.0 * sec / plain_s,
+               "overhead incl. capture %": 100.0 * (capture + sec) / plain_s, "seconds": sec,
+               **defense_metrics(flags, texts, sets.requests, judge, jailbreaks=jb)}
+        if isinstance(d, SelfExamine):
+            n_ans = sum(map(len, flags.values()))
+            row.update(n_unparsed=unparsed, n_answers=n_ans,
+                       note=f"{unparsed}/{n_ans} answers had no yes/no word (counted as not flagged)")
+        rows.append(row)
+    return DefenseReport(run=run.label, rows=rows, gen_seconds=gen_s, n_timing=len(tprompts),
+                         judge=getattr(judge, "name", str(judge)), plain_seconds=plain_s,
+                         capture=str(tts.meta.get("capture", "after")), plain_is_traced=not has_plain_generate(sampler))
+
+
+def timed_generations(sampler, lm, prompts: Sequence[str], layers, rounds: int = 2):
+    """(traced seconds, plain seconds, traces) of one batch: after an untimed warm-up of both (the first calls of
+    a batch shape are much slower), ``rounds`` rounds each time a fresh ``sampler.trace_batch`` and a plain
+    untraced generation (:func:`srilib.baselines.plain_generate`), alternating which goes first so that a
+    drifting machine load affects both alike; medians over rounds."""
+    prompts = list(prompts)
+    sampler.trace_batch(lm, prompts, layers)
+    plain_generate(sampler, lm, prompts)
+    traced_t, plain_t, tts = [], [], None
+    for r in range(max(1, int(rounds))):
+        for which in (("traced", "plain") if r % 2 == 0 else ("plain", "traced")):
+            t0 = time.perf_counter()
+            if which == "traced":
+                tts = sampler.trace_batch(lm, prompts, layers)
+                traced_t.append(time.perf_counter() - t0)
+            else:
+                plain_generate(sampler, lm, prompts)
+                plain_t.append(time.perf_counter() - t0)
+    return float(np.median(traced_t)), float(np.median(plain_t)), tts
+
+
+# ------------------------------------------------------------------------------------------------- tables
+def rate_pct(rate) -> float:
+    """A Rate in percent (NaN for anything else, e.g. a missing cell)."""
+    return 100.0 * rate.value if isinstance(rate, Rate) else float("nan")
+
+
+OVERHEAD_COL = "overhead % (defense alone)"
+OVERHEAD_CAPTURE_COL = "overhead % incl. capture"
+REFUSED_COL = "harmless refused % (paper's FP)"
+FLAGGED_COL = "harmless flagged %"
+
+
+def defense_rows(reports: dict[str, DefenseReport]) -> list[dict]:
+    """Paper Table 13 with ours beside it, mean over runs (%).
+
+    Overhead is against plain untraced generation, twice: the defense alone, and including the capture of hidden
+    states (which only SRI Guard needs). "harmless refused" is the paper's false-positive quantity: harmless
+    prompts refused with the defense in place, the model's own refusals included (so not 0 undefended);
+    "harmless flagged" is the defense's own flag rate (0 undefended by construction), a different quantity
+    without a paper column.
+    """
+    rows = []
+    extra = [DIFFUGUARD] if any(rep.row(DIFFUGUARD) for rep in reports.values()) else []
+    for name in [*DEFENSES, *extra]:
+        rs = [rep.row(name) for rep in reports.values()]
+        if name == DIFFUGUARD:  # diffusion runs only: autoregressive runs have no DiffuGuard row
+            rs = [r for r in rs if r]
+        ran = [r for r in rs if r and r["status"] == "run"]
+        row = {"defense": name}
+        if not ran:
+            row["ours"] = next((r["status"] for r in rs if r), "not run")
+        else:
+            oh = [r["overhead %"] for r in ran]
+            ohc = [r["overhead incl. capture %"] for r in ran]
+            row.update({"runs": len(ran), OVERHEAD_COL: f"{np.mean(oh):.3g}",
+                        OVERHEAD_CAPTURE_COL: f"{np.mean(ohc):.3g}",
+                        "incl. capture, per run": f"{min(ohc):.3g}–{max(ohc):.3g}"})
+            if all(r.get("harmless_refused") is not None for r in ran):
+                row[REFUSED_COL] = float(np.mean([rate_pct(r["harmless_refused"]) for r in ran]))
+            else:  # DiffuGuard with diffuguard_rates off: overhead (and the canvas-attack ASR) only
+                row[REFUSED_COL] = "not measured"
+            row[FLAGGED_COL] = (float(np.mean([rate_pct(r["fpr"]) for r in ran])) if all("fpr" in r for r in ran)
+                                else "– (decoding-time)")
+            for col, key in (("jailbreak RR %", "rr"), ("jailbreak ASR %", "asr")):
+                row[col] = (float(np.mean([rate_pct(r[key]) for r in ran])) if all(r.get(key) is not None for r in ran)
+                            else "not measured")
+            if len(ran) < len(rs):
+                row["ours"] = f"not run on {len(rs) - len(ran)} run(s)"
+            elif name == DIFFUGUARD:
+                row["ours"] = "diffusion runs only; replaces the sampler"
+        p = PAPER_DEFENSES.get(name)
+        if p is None:  # not in the paper's Table 13 (DiffuGuard: paper Table 14, canvas attacks only)
+            row.update({"paper overhead %": "– (not in Table 13)", "paper FP % (harmless refused)": "–",
+                        "paper RR %": "–", "paper ASR %": "–"})
+        else:
+            row.update({"paper overhead %": p[0], "paper FP % (harmless refused)": p[1], "paper RR %": p[2],
+                        "paper ASR %": p[3]})
+        rows.append(row)
+    return rows
+
+
+def _pct_str(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:.3g}"
+
+
+def timing_rows(reports: dict[str, DefenseReport]) -> list[dict]:
+    """Per run: the timing batch, plain and traced generation seconds and what capturing the states costs."""
+    return [{"run": rep.run, "timing batch": rep.n_timing, "capture": rep.capture,
+             "plain generation s": f"{rep.plain_seconds:.3f}" + (" (traced: no plain generate)"
+                                                                 if rep.plain_is_traced else ""),
+             "traced generation s": f"{rep.gen_seconds:.3f}", "capture % of plain": _pct_str(rep.capture_pct)}
+            for rep in reports.values()]
+
+
+def defense_run_rows(reports: dict[str, DefenseReport]) -> list[dict]:
+    """Per run and defense: status, overhead (alone and incl. capture) and the rates with 95% Wilson intervals."""
+    out = []
+    for rep in reports.values():
+        for r in rep.rows:
+            out.append({"run": rep.run, "defense": r["defense"], "status": r["status"],
+                        OVERHEAD_COL: _pct_str(r["overhead %"]),
+                        OVERHEAD_CAPTURE_COL: _pct_str(r.get("overhead incl. capture %", math.nan)),
+                        "harmless refused (paper's FP)": str(r.get("harmless_refused", "–")),
+                        "harmless flagged": str(r.get("fpr", "–")),
+                        "flagged jailbreaks": str(r.get("flagged_jailbreak", "–")),
+                        "jailbreak RR": str(r.get("rr", "–")), "jailbreak ASR": str(r.get("asr", "–")),
+                        "note": r.get("note", "")})
+    return out
+
+
+__all__ = ["DefenseReport", "short_sampler", "resolve_guard_model", "timing_batch", "run_defenses", "timed_generations",
+           "rate_pct", "OVERHEAD_COL", "OVERHEAD_CAPTURE_COL", "REFUSED_COL", "FLAGGED_COL", "defense_rows",
+           "timing_rows", "defense_run_rows"]

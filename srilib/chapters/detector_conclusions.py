@@ -1,0 +1,376 @@
+"""Chapter "Detector transfer", conclusions: "what we reproduce, what we do not, and why", generated from the
+measured numbers (Markdown). Every verdict rests on a 95% interval (bootstrap for AUROC and its differences, Wilson /
+Newcombe for rates), and a verdict that agrees with the paper names the runs that miss a precondition (weak models or
+unfiltered anchors). The paper's numbers come from the constants of :mod:`.detector`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..attacks import HELDOUT_FAMILIES
+from ..metrics import Rate
+from . import weak_models_line
+from .defenses import DefenseReport, rate_pct
+from .detector import (CANVAS, DIFFUGUARD, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
+                       PAPER_MODELS_TEXT, PAPER_SRI_OVERHEAD_RANGE, PAPER_TABLE14, DetectorResult, auroc_est)
+from .detector_intervals import mean_auroc, method_difference
+from .detector_tables import cell_str, estimate_str
+from .paper_numbers import paper_sizes
+
+
+def _weak_runs(results: dict[str, DetectorResult]) -> list[str]:
+    """Runs whose model misses a precondition of the organisms page, or whose anchors are unfiltered."""
+    return [res.run for res in results.values() if weak_models_line([res.run]) or res.anchors["last"].fallback]
+
+
+def _weak_note(weak: list[str]) -> str:
+    """" (runs that miss a precondition: ...)" for a verdict that does not agree with the paper; "" if none."""
+    return f" (runs that miss a precondition, weak models or unfiltered anchors: {', '.join(weak)})" if weak else ""
+
+
+def _as_in_paper(weak: list[str]) -> str:
+    """The words "as in the paper" with the caveat of the runs behind them."""
+    if not weak:
+        return "as in the paper"
+    return (f"as in the paper, though {', '.join(weak)} miss a precondition (weak model or unfiltered anchors, "
+            "see above), so on those runs this is a measurement of a weak model, not evidence for the paper")
+
+
+def _sep_count(diff: dict) -> str:
+    runs = diff["runs"].values()
+    up, down = sum(e.lo > 0 for e in runs), sum(e.hi < 0 for e in runs)
+    return f"separated in {up} run(s) in this direction, {down} in the other, of {len(diff['runs'])}"
+
+
+def ranking_sentence(results: dict[str, DetectorResult]) -> str:
+    """The ablation ranking as far as the intervals support it: every pair of detectors whose mean-over-runs
+    AUROC difference has a 95% interval that excludes 0 is ranked; every other pair is listed as not separated."""
+    if any(r.n_boot <= 0 for r in results.values()):
+        return ("No ranking: the profile computes no bootstrap intervals (n_boot=0), and point means are not "
+                "ranked.")
+    sep, tie = [], []
+    order = sorted(METHODS, key=lambda m: -mean_auroc(results, m).value)
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            d = method_difference(results, a, b)
+            if d["verdict"] == "~":
+                tie.append(f"{METHOD_LABELS[a]} vs {METHOD_LABELS[b]}")
+            else:
+                hi, lo = (a, b) if d["verdict"] == ">" else (b, a)
+                sep.append(f"{METHOD_LABELS[hi]} > {METHOD_LABELS[lo]} ({d['mean']})")
+    return ("Ranked where the 95% interval of the mean AUROC difference excludes 0: "
+            + ("; ".join(sep) if sep else "no pair") + ". Not separated by the intervals: "
+            + ("; ".join(tie) if tie else "none") + ".")
+
+
+# ------------------------------------------------------------------------------------------------- conclusions
+def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseReport], tm: dict) -> str:
+    """'What we reproduce, what we do not, and why', generated from the measured numbers (Markdown). Every verdict
+    rests on a 95% interval (bootstrap for AUROC and its differences, Wilson / Newcombe for rates); a verdict that
+    agrees with the paper names the runs that miss a precondition."""
+    weak_line = weak_models_line(list(results))
+    lines = [weak_line] if weak_line else []
+    weak = _weak_runs(results)
+    fb = [res.run for res in results.values() if res.anchors["last"].fallback]
+    if fb:
+        lines.append(f"- Runs with UNFILTERED anchors ({', '.join(fb)}): the model refuses too little for the "
+                     "paper's anchors, so their SRI is a prompt-type direction, not refusal dynamics; their "
+                     "detection numbers do not test the paper's mechanism.")
+    pm = PAPER_ABLATION["sri_last"][0]
+    have_ci = all(r.n_boot > 0 for r in results.values())
+    s0 = {r.run: r.seeds[0] for r in results.values()}
+    if have_ci:
+        m = mean_auroc(results, "sri_last")
+        above = [r.run for r in results.values() if r.auroc[("sri_last", s0[r.run])].lo > 0.5]
+        verdict = ("Its interval lies above chance (0.5)" if m.lo > 0.5 else
+                   "Its interval lies below chance" if m.hi < 0.5 else "Its interval includes chance (0.5)")
+        verdict += (" and below the paper's mean" if m.hi < pm else " and includes the paper's mean" if m.lo <= pm
+                    else " and above the paper's mean")
+        lines.append(f"- **SRI Guard detection** (last layer): mean AUROC {m} over {len(results)} run(s) (paper "
+                     f"{pm:.3f} over {PAPER_MODELS_TEXT}). {verdict}; per run, the interval lies above 0.5 in "
+                     f"{len(above)} of {len(results)} ({', '.join(above) or 'none'})"
+                     + (f"; runs that miss a precondition: {', '.join(weak)}." if weak else "."))
+        lines.append(f"- **Ablation ranking** (paired bootstrap over the same prompts, mean over runs). "
+                     f"{ranking_sentence(results)} Paper (point means): "
+                     f"{' > '.join(METHOD_LABELS[k] for k in sorted(METHODS, key=lambda k: -PAPER_ABLATION[k][0]))}.")
+        dt, ds = method_difference(results, "sri_last", "text"), method_difference(results, "sri_last", "static")
+        if dt["verdict"] == ">" and ds["verdict"] == ">":
+            claim = ("The last-layer SRI signal beats both the text-based and the static baseline, "
+                     f"{_as_in_paper(weak)}.")
+        elif "<" in (dt["verdict"], ds["verdict"]):
+            lost = [n for n, d in (("text-based", dt), ("static", ds)) if d["verdict"] == "<"]
+            claim = (f"Unlike the paper, the last-layer SRI signal is beaten by the {' and the '.join(lost)} "
+                     f"baseline here (interval of the difference below 0){_weak_note(weak)}.")
+        else:
+            won = [n for n, d in (("text-based", dt), ("static", ds)) if d["verdict"] == ">"]
+            tied = " and the ".join(n for n, d in (("text-based", dt), ("static", ds)) if d["verdict"] == "~")
+            claim = (f"The last-layer SRI signal beats the {won[0]} baseline (interval above 0), "
+                     f"{_as_in_paper(weak)}, but is not separated by the intervals from the {tied} baseline, so "
+                     "the paper's order is only partly reproduced." if won else
+                     f"The last-layer SRI signal is not separated by the intervals from the {tied} baseline, so "
+                     "the paper's order is neither reproduced nor contradicted here.")
+        lines.append(f"  SRI last minus text: {dt['mean']} ({_sep_count(dt)}); minus static: {ds['mean']} "
+                     f"({_sep_count(ds)}). {claim}")
+        dd = method_difference(results, "sri_last", "sri_first")
+        lines.append(f"- **Depth**: last-layer minus first-layer AUROC = {dd['mean']} (paired bootstrap, mean over "
+                     f"runs; {_sep_count(dd)}; paper "
+                     f"{PAPER_ABLATION['sri_last'][0] - PAPER_ABLATION['sri_first'][0]:+.3f} as point means). "
+                     + (f"Deeper layers carry more of the refusal signal, {_as_in_paper(weak)}." if dd["verdict"] == ">"
+                        else f"The first layer does better than the last here (interval below 0), unlike the paper"
+                        f"{_weak_note(weak)}."
+                        if dd["verdict"] == "<" else "Not separated by the interval: the paper's gain from depth is "
+                        "neither seen nor excluded here."))
+    else:
+        lines.append(f"- **SRI Guard detection** (last layer): mean AUROC "
+                     f"{np.mean([r.auroc[('sri_last', s0[r.run])].value for r in results.values()]):.3f} (paper "
+                     f"{pm:.3f}); this profile computes no intervals (n_boot=0), so no verdict and no ranking.")
+    lines += _defense_lines(results, reports, weak)
+    heldout = [(res, a) for res in results.values() for a in res.jailbreaks if a in HELDOUT_FAMILIES]
+    if heldout:
+        parts = []
+        for res, a in heldout:
+            sc = res.scores[("sri_last", res.seeds[0])]
+            parts.append(f"{res.run} {a} {estimate_str(auroc_est(sc['harmless'], sc[a], n_boot=res.n_boot, seed=0))}")
+        lines.append(f"- **Held-out attack family** ({', '.join(sorted({a for _, a in heldout}))}, never in any "
+                     f"organism's training): SRI Guard AUROC {'; '.join(parts)} (95% bootstrap intervals). No "
+                     "detector saw any attack.")
+    if len(tm["labels"]) > 1:
+        M = tm["auroc"]
+        off = M[~np.eye(len(M), dtype=bool)]
+        off = off[~np.isnan(off)]
+        if len(off):
+            lines.append(f"- **Across models** a guard fitted on one run's harmless signals reaches AUROC "
+                         f"{off.min():.2f}–{off.max():.2f} on the others (point values, mean {off.mean():.3f}; "
+                         f"diagonal mean {np.nanmean(np.diag(M)):.3f}); FPR at the source threshold "
+                         f"{np.nanmean(tm['fpr'][~np.eye(len(M), dtype=bool)]) * 100:.1f}% on average. The paper's "
+                         "surrogate result (a white-box model's SRI defending a black-box LLaDA-2) reads the "
+                         "surrogate's own states on the target's text; this matrix is the simpler signal-level "
+                         "transfer, shown without a verdict.")
+    canvas = [(res, k) for res in results.values() for k in res.canvas_sets]
+    if canvas:
+        parts = []
+        for res, k in canvas:
+            sc = res.scores[("sri_last", res.seeds[0])]
+            parts.append(f"{res.run} {k[len(CANVAS):]}: flagged {Rate.from_outcomes(sc[k] > res.guard.threshold_)}, "
+                         f"AUROC {estimate_str(auroc_est(sc['harmless'], sc[k], n_boot=res.n_boot, seed=0))}")
+        lines.append("- **Canvas attacks** (diffusion runs; text committed on the canvas before denoising, in the "
+                     f"spirit of PAD / DIJA): {'; '.join(parts)}. Paper (LLaDA, Table 14): SRI Guard lowers ASR "
+                     f"to {PAPER_CANVAS['prefill_affirmative'][3]:.2f} under PAD and "
+                     f"{PAPER_CANVAS['interleaved_template'][3]:.2f} under DIJA.")
+        lines += table14_conclusion(results)
+    shift = shift_conclusion(results, weak)
+    if shift:
+        lines.append(shift)
+    ran = sorted({a for res in results.values() for a in res.adaptive})
+    if ran:
+        parts = []
+        for res in results.values():
+            for k in res.adaptive:
+                sc = res.scores[("sri_last", res.seeds[0])]
+                au = estimate_str(auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=0))
+                parts.append(f"`{res.run}` {k}: AUROC {au}")
+        lines.append(f"- **Adaptive attacks** ({', '.join(ran)}; never seen by any detector, searched against each "
+                     f"target with a tiny budget): SRI Guard vs harmless, {'; '.join(parts)}.")
+    missing = [x for x in ("PAIR", "Random Search") if x.lower().replace(" ", "_") not in ran]
+    missing = ([f"{' and '.join(missing)} (not run in this profile)"] if missing else []) + \
+        ([] if any(res.diffuguard for res in results.values()) else ["DiffuGuard (paper Table 14)"])
+    if not canvas:
+        missing.append("canvas attacks (none ran: no diffusion run with canvas_attacks, or a canvas too short "
+                       "for them, see the notes above)")
+    lines.append(f"- **Not part of this run**: {', '.join(missing)}; the paper's {paper_sizes()} models appear only "
+                 "when the profile names them.")
+    return "\n".join(lines)
+
+
+def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) -> list[str]:
+    from ..metrics import delta
+
+    lines = []
+    sri = [(rep, r) for rep in reports.values() if (r := rep.row("SRI Guard")) and r["status"] == "run"]
+    if sri:
+        alone = [r["overhead %"] for _, r in sri]
+        incl = [r["overhead incl. capture %"] for _, r in sri]
+        cap = [rep.capture_pct for rep, _ in sri]
+        modes = sorted({rep.capture for rep, _ in sri})
+        fallback = [rep.run for rep, _ in sri if rep.plain_is_traced]
+        lines.append(
+            f"- **Overhead** (against plain untraced generation of the same batch; one timing per run on a shared "
+            f"machine, no interval): SRI Guard alone adds {np.mean(alone):.3g}% ({min(alone):.2g}–{max(alone):.2g}% "
+            f"per run); capturing the hidden states it reads (capture mode {', '.join(modes)}) costs "
+            f"{np.mean(cap):.3g}% ({min(cap):.2g}–{max(cap):.2g}% per run), so capture + guard is "
+            f"{np.mean(incl):.3g}% ({min(incl):.2g}–{max(incl):.2g}% per run). Paper: "
+            f"{PAPER_DEFENSES['SRI Guard'][0]:g}% ({PAPER_SRI_OVERHEAD_RANGE[0]:g}–{PAPER_SRI_OVERHEAD_RANGE[1]:g}% "
+            "per model), as SRI Guard's whole overhead."
+            + (f" {', '.join(fallback)}: the sampler has no plain generate, so the base time is a traced one and the "
+               "capture cost reads as 0." if fallback else ""))
+        per_factor = []
+        for rep, r in sri:
+            base = [b["overhead %"] for n in ("perplexity filter", "Self-Examine")
+                    if (b := rep.row(n)) and b["status"] == "run"]
+            if base:
+                per_factor.append(min(base) / r["overhead incl. capture %"]
+                                  if r["overhead incl. capture %"] > 0 else math.inf)
+        others = {n: [b["overhead %"] for rep in reports.values() if (b := rep.row(n)) and b["status"] == "run"]
+                  for n in ("perplexity filter", "Self-Examine")}
+        cmp = [f"{n} {np.mean(v):.3g}%" for n, v in others.items() if v]
+        paper_factor = PAPER_DEFENSES["perplexity filter"][0] / PAPER_DEFENSES["SRI Guard"][0]
+        if cmp and per_factor:
+            fin = [f for f in per_factor if math.isfinite(f)]
+            if not fin:
+                verdict = ("the capture timings are at or below zero (within timing noise), so no factor can be "
+                           "given")
+            elif min(fin) > 1 and len(fin) == len(per_factor):
+                verdict = (f"capture + guard costs {min(fin):.0f}–{max(fin):.0f} times less than the cheapest of "
+                           f"them, run by run (paper: about {paper_factor:.0f} times, as published)")
+            elif max(fin) < 1:
+                verdict = "capture + guard is not cheaper than the cheapest of them on any run"
+            else:
+                verdict = (f"capture + guard is {min(fin):.2g}–{max(fin):.2g} times cheaper than the cheapest of "
+                           "them, run by run: cheaper on some runs, not on others")
+            lines.append(f"  Baselines measured here: {', '.join(cmp)} (paper "
+                         f"{PAPER_DEFENSES['perplexity filter'][0]:g}% and {PAPER_DEFENSES['Self-Examine'][0]:g}%): "
+                         f"{verdict}.")
+        jname = next(iter(reports.values())).judge
+        und = [rep.row("undefended") for rep, _ in sri]
+        refused = np.mean([rate_pct(r["harmless_refused"]) for _, r in sri])
+        refused_und = np.mean([rate_pct(u["harmless_refused"]) for u in und])
+        flagged = np.mean([rate_pct(r["fpr"]) for _, r in sri])
+        fp = (f"With SRI Guard in place {refused:.1f}% of harmless eval prompts end up refused (the paper's "
+              f"false-positive quantity, means over runs; paper {PAPER_DEFENSES['SRI Guard'][1]:g}% with SRI Guard, "
+              f"{PAPER_DEFENSES['undefended'][1]:g}% undefended); undefended, "
+              f"the model itself refuses {refused_und:.1f}%, and the guard flags {flagged:.1f}% (its threshold aims "
+              "at 1% on prompts like the calibration ones)")
+        asr_und = np.mean([rate_pct(u["asr"]) for u in und])
+        if asr_und == 0:
+            lines.append(f"- **Defense**: the {jname} judge counts no jailbreak as successful even without a "
+                         f"defense, so ASR after a defense cannot show an effect on this profile. {fp}.")
+        else:
+            ds = [delta(u["asr"], r["asr"]) for u, (_, r) in zip(und, sri)]
+            sep = sum(d.lo > 0 for d in ds)
+            lines.append(f"- **Defense**: with SRI Guard the jailbreak ASR ({jname} judge) goes from {asr_und:.1f}% "
+                         f"to {np.mean([rate_pct(r['asr']) for _, r in sri]):.1f}% on average (paper "
+                         f"{PAPER_DEFENSES['undefended'][3]:g}% -> {PAPER_DEFENSES['SRI Guard'][3]:g}%); "
+                         f"the drop's 95% Newcombe interval excludes 0 on {sep} of {len(ds)} run(s). {fp}.")
+    se = [r for rep in reports.values() if (r := rep.row("Self-Examine")) and r["status"] == "run"]
+    if se:
+        fj = Rate.from_counts(sum(r["flagged_jailbreak"].k for r in se), sum(r["flagged_jailbreak"].n for r in se))
+        fh = Rate.from_counts(sum(r["fpr"].k for r in se), sum(r["fpr"].n for r in se))
+        d = delta(fj, fh)
+        unp = 100.0 * sum(r["n_unparsed"] for r in se) / max(1, sum(r["n_answers"] for r in se))
+        lines.append(f"- **Self-Examine** flags {fj} of jailbreak generations and {fh} of harmless ones (pooled over "
+                     f"runs; difference {d}); {unp:.0f}% of the model's answers contain no yes/no word at all. "
+                     + ("The interval of the difference includes 0: it does not separate the two here."
+                        if d.lo <= 0 <= d.hi else "The interval of the difference excludes 0."))
+    lg = [rep.row("LlamaGuard 3") for rep in reports.values()]
+    if lg and all(r["status"] != "run" for r in lg):
+        lines.append(f"- **LlamaGuard 3** was {lg[0]['status']}; its paper numbers are shown for reference only.")
+    elif reports and "guard" in next(iter(reports.values())).judge.lower():
+        lines.append("- **LlamaGuard 3** is both a defense and the ASR judge here, so its ASR after the defense "
+                     "is not an independent measurement (it removes what the judge would count).")
+    dgr = [(rep.run, r) for rep in reports.values() if (r := rep.row(DIFFUGUARD)) and r["status"] == "run"]
+    if dgr:
+        oh = [r["overhead %"] for _, r in dgr]
+        aud = [f"`{run}` {r['audit_harmless']}" for run, r in dgr if r.get("audit_harmless") is not None]
+        rates = all(r.get("asr") is not None for _, r in dgr)
+        lines.append(
+            f"- **DiffuGuard overhead** (decoding-time, diffusion runs only: its untraced generation against the "
+            f"run's plain untraced generation of the same timing batch; one timing per run, no interval): "
+            f"{np.mean(oh):.3g}% ({min(oh):.3g}–{max(oh):.3g}% per run); the paper gives no overhead for it (it is "
+            "not in Table 13)."
+            + (f" Its audit flagged {'; '.join(aud)} of the harmless timing prompts (threshold set for "
+               f"{paper_sizes()} models, not tuned here)." if aud else "")
+            + (f" With DiffuGuard in place {np.mean([rate_pct(r['harmless_refused']) for _, r in dgr]):.1f}% of "
+               "harmless eval prompts are refused and the pooled jailbreak ASR is "
+               f"{np.mean([rate_pct(r['asr']) for _, r in dgr]):.1f}% (means over runs)." if rates else
+               " Its harmless-refused share and jailbreak RR / ASR were not measured in this profile (cost); "
+               "its ASR is measured on the canvas attacks only."))
+    return lines
+
+
+def shift_conclusion(results: dict[str, DetectorResult], weak: Sequence[str] | None = None) -> str | None:
+    """The harmless-shift verdict (Markdown bullet), from intervals only; None when the section did not run.
+    ``weak``: runs that miss a precondition (default: :func:`_weak_runs`), named beside the verdict."""
+    runs = [r for r in results.values() if r.shift]
+    if not runs:
+        return None
+    weak = [w for w in (_weak_runs(results) if weak is None else weak) if w in {r.run for r in runs}]
+    parts, beats, loses, ties, over = [], [], [], [], []
+    for res in runs:
+        p, ref = res.shift["pooled"], res.shift["rows"][0]
+        q = 1 - res.cfg.quantile
+        d = p["sri_minus_text"]
+        (beats if d.lo > 0 else loses if d.hi < 0 else ties).append(res.run)
+        if p["sri_fpr"].lo > q:
+            over.append(res.run)
+        parts.append(f"{res.run}: FPR {p['sri_fpr']} (built-in eval {ref['sri_fpr']}), AUROC SRI "
+                     f"{cell_str(p['sri_auroc'])} vs text {cell_str(p['text_auroc'])}")
+    verdict = []
+    if loses:
+        verdict.append(f"the text signal beats SRI Guard on the broader harmless prompts on {', '.join(loses)} "
+                       "(interval of the difference below 0), the opposite of the paper's Table 4 order")
+    if beats:
+        verdict.append(f"SRI Guard beats the text signal on {', '.join(beats)} (interval above 0)")
+    if ties:
+        verdict.append(f"the two are not separated by the intervals on {', '.join(ties)}")
+    fpr = (f"its false-positive rate on the other families lies above the {100 * q:g}% the threshold aims at on "
+           f"{', '.join(over)} (Wilson interval above it)" if over else
+           f"no run's false-positive rate on the other families is separated from the {100 * q:g}% the threshold "
+           "aims at")
+    from ..metrics import delta
+
+    broad = []
+    for res in runs:
+        p = res.shift["pooled"]
+        d = delta(p["lofo_fpr"], p["sri_fpr"], method="paired")
+        broad.append(f"{res.run} {p['lofo_fpr']} ({'lower' if d.hi < 0 else 'higher' if d.lo > 0 else 'not separated'}"
+                     f", paired difference {d})")
+    unt = "; ".join(f"{res.run}: FPR {u['sri_fpr']}, broad mix {u['broad_all_fpr']}; AUROC SRI "
+                    f"{cell_str(u['sri_auroc'])}"
+                    f" vs text {cell_str(u['text_auroc'])}" for res in runs for u in [res.shift["untouched"]])
+    return (f"- **Harmless distribution shift** (guard fitted on the built-in harmless set, applied to "
+            f"{len(runs[0].shift['families'])} other families of harmless prompts pooled, dev split): "
+            f"{'; '.join(parts)}. Verdict: {'; '.join(verdict)}; {fpr}{_weak_note(weak)}. Refitted on the built-in "
+            "set plus the other "
+            f"families (each family left out of its own guard), SRI Guard flags {'; '.join(broad)}. On the "
+            f"untouched split, never used to fit or choose anything: {unt}.")
+
+
+def table14_conclusion(results: dict[str, DetectorResult]) -> list[str]:
+    """Verdict bullets for the Table 14 counterpart (runs where DiffuGuard ran; the cells :func:`run_diffuguard`
+    stored): a difference is called only when its 95% paired bootstrap interval (same requests) excludes 0; an
+    agreeing verdict carries the weak-model caveat in its sentence."""
+    from . import interval_side as _side, weak_caveat
+
+    lines = []
+    for res in results.values():
+        cells = res.diffuguard.get("table14") or {}
+        for k in res.canvas_sets:
+            c = cells.get(k)
+            if c is None or c["dg"] is None:
+                continue
+            name = k[len(CANVAS):]
+            paper = PAPER_TABLE14.get(name)
+            cav = weak_caveat([res.run]) + (" (and its anchors are UNFILTERED)" if res.anchors["last"].fallback
+                                            else "")
+            pname = paper[0] if paper else "the paper's attack"
+            s = _side(c["dg_minus_und"])
+            v1 = (f"DiffuGuard lowers ASR (interval of the difference below 0), as in the paper's {pname} row{cav}"
+                  if s < 0 else f"DiffuGuard raises ASR (interval above 0), unlike the paper's {pname} row{cav}"
+                  if s > 0 else "the interval includes 0, so DiffuGuard's effect is neither seen nor excluded")
+            s2 = _side(c["sri_minus_dg"])
+            v2 = (f"SRI Guard ends lower than DiffuGuard (interval below 0), as in the paper{cav}" if s2 < 0 else
+                  f"SRI Guard ends higher than DiffuGuard (interval above 0), unlike the paper{cav}" if s2 > 0 else
+                  "SRI Guard and DiffuGuard are not separated by the interval")
+            ptxt = (f" Paper (LLaDA, {pname}): {paper[1]:.2f} undefended, {paper[2]:.2f} DiffuGuard, {paper[3]:.2f} "
+                    "SRI Guard." if paper else "")
+            lines.append(f"- **Table 14 counterpart**, `{res.run}` {name}: ASR undefended {c['und']}, DiffuGuard "
+                         f"{c['dg']}, SRI Guard {c['sri']} ({res.diffuguard.get('judge', '?')} judge). "
+                         f"DiffuGuard − undefended {c['dg_minus_und']}: {v1}. SRI Guard − DiffuGuard "
+                         f"{c['sri_minus_dg']}: {v2} (95% paired bootstrap intervals over the same requests).{ptxt}")
+    return lines
+
+
+__all__ = ["ranking_sentence", "conclusions", "shift_conclusion", "table14_conclusion"]

@@ -1,0 +1,91 @@
+"""The paper's published numbers that the sampling, recovery and geometry chapters print beside ours.
+
+Nothing here is measured: every value is copied from the paper's tables or read from its figures (marked
+approximate), and is only ever shown labelled "paper". The chapters (:mod:`.sampling`, :mod:`.sampling_report`,
+:mod:`.recovery`, :mod:`.geometry`) compare with them and :mod:`srilib.paper` lays them out as the book's page on
+the paper, so the page and the chapters can never disagree. Prose that cites one of these numbers formats it
+from here, never re-types it. The detector chapter's numbers (Tables 4, 13 and 14) are in
+:mod:`srilib.chapters.detector`.
+
+This module imports nothing from srilib, so every chapter and :mod:`srilib.paper` can import it without an import
+circle.
+"""
+from __future__ import annotations
+
+# the paper's Table 3 column that pools its five attacks; our pooled evaluation set of template attacks reuses the
+# name (its label names its own members: srilib.chapters.sampling.pooled_label)
+ALL_JAILBREAKS = "all jailbreaks"
+
+# ---- the paper's models
+PAPER_MODEL = {"llama-3.1-8b-instruct": "LLaMA-3", "qwen-2.5-7b-instruct": "Qwen-2.5", "gemma-7b-it": "Gemma",
+               "llada-8b-instruct": "LLaDA", "llada-1.5": "LLaDA-1.5", "dream-v0-instruct-7b": "Dream"}
+PAPER_FAMILY = {"LLaMA-3": "AR", "Qwen-2.5": "AR", "Gemma": "AR", "LLaDA": "DLM", "LLaDA-1.5": "DLM", "Dream": "DLM"}
+PAPER_MODEL_SIZE_B = (7, 8)  # billions of parameters, smallest and largest of the paper's models
+
+# ---- sampling chapter: Tables 2-3 and Figure 6
+PAPER_COLUMNS = ("raw harmful", ALL_JAILBREAKS, "Flip Attack", "PAIR", "Refusal Suppression", "Random Search",
+                 "WildJailbreak")
+# Table 3: (RR %, ASR %) per model and column
+PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
+    m: dict(zip(PAPER_COLUMNS, v)) for m, v in {
+        "LLaMA-3": [(83, 13), (23.4, 59.2), (1, 98), (70, 24), (41, 48), (3, 29), (2, 97)],
+        "Qwen-2.5": [(53, 26), (11.4, 62.2), (2, 91), (33, 44), (18, 46), (4, 31), (0, 99)],
+        "Gemma": [(88, 8), (46.2, 48.2), (10, 86), (76, 20), (74, 17), (65, 26), (6, 92)],
+        "LLaDA": [(83, 6), (67.4, 18.4), (69, 24), (92, 5), (79, 8), (36, 26), (61, 29)],
+        "LLaDA-1.5": [(84, 9), (59.6, 21.0), (59, 17), (92, 2), (71, 15), (27, 34), (49, 37)],
+        "Dream": [(89, 1), (44.4, 9.4), (42, 18), (86, 0), (46, 5), (34, 4), (14, 20)],
+    }.items()}
+# Table 2: points gained going from AR sampling to diffusion remasking (RR up, ASR down)
+PAPER_TABLE2: dict[str, dict[str, tuple[int, int]]] = {
+    "LLaDA": {"WildJailbreak": (14, 18), "Flip Attack": (33, 36), "PAIR": (7, 5), "Refusal Suppression": (55, 26),
+              "Random Search": (21, 16)},
+    "LLaDA-1.5": {"WildJailbreak": (15, 21), "Flip Attack": (38, 60), "PAIR": (0, 2),
+                  "Refusal Suppression": (52, 20), "Random Search": (19, 8)},
+}
+PAPER_IRR_LOSS = (0.29, 0.48)  # Figures 5-6: IRR the LLaDA weights lose under AR sampling
+# the paper's "all jailbreaks" column pools its five attacks (every column but raw and the pool itself)
+PAPER_POOLED_ATTACKS = tuple(c for c in PAPER_COLUMNS if c not in ("raw harmful", ALL_JAILBREAKS))
+PAPER_ALL_JAILBREAKS = f"all jailbreaks, paper (its {len(PAPER_POOLED_ATTACKS)}: {', '.join(PAPER_POOLED_ATTACKS)})"
+
+# ---- recovery chapter: Table 1 and Figures 2, 5
+PAPER_TABLE1 = {"LLaDA": (0.81, 0.63), "Dream": (0.96, 0.73), "LLaDA-1.5": (0.92, 0.65)}  # HRR, FRR
+PAPER_AR_IRR_MAX = 0.15  # Figure 5: AR models stay below ~0.15 at every threshold
+PAPER_LAMBDA_R_LOOSE = 0.5  # Figure 5: the loosest refusal threshold lambda_r of the paper's IRR
+PAPER_DLM_IRR_LOOSE = (0.4, 0.6)  # Figure 5: DLMs at the loosest threshold (lambda_r = PAPER_LAMBDA_R_LOOSE)
+PAPER_FIG2_MIN_SIGMA = 0.44  # the paper's Figure 2 example: its deepest σ (approximate, read from the figure)
+
+# ---- geometry chapter: Section 2
+PAPER_ANCHOR_SEPARATION = (0.08, 0.17)  # cosine distance between LLaDA's released anchors (paper, Section 2)
+
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def count_word(n: int) -> str:
+    """A count as prose writes it: 'five' for 5 (numerals above ten)."""
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def paper_sizes() -> str:
+    """The size range of the paper's models as prose writes it ('7-8B')."""
+    lo, hi = PAPER_MODEL_SIZE_B
+    return f"{lo:g}-{hi:g}B"
+
+
+def paper_family_asr(fam: str) -> tuple[float, float]:
+    """(min, max) of the paper's all-jailbreaks ASR (Table 3, as a share) over its models of family ``fam``."""
+    v = [PAPER_TABLE3[m][ALL_JAILBREAKS][1] / 100 for m in PAPER_TABLE3 if PAPER_FAMILY[m] == fam]
+    return min(v), max(v)
+
+
+def paper_table2_max() -> tuple[int, int]:
+    """The paper's largest Table 2 gains (RR points, ASR points) over both models and every attack."""
+    vals = [v for m in PAPER_TABLE2.values() for v in m.values()]
+    return max(v[0] for v in vals), max(v[1] for v in vals)
+
+
+def paper_table2_min() -> tuple[str, str, str, int]:
+    """The paper's smallest Table 2 gain: (model, column, 'RR' or 'ASR', points); the first in table order on
+    ties."""
+    cells = [(m, c, k, v[i]) for m, cols in PAPER_TABLE2.items() for c, v in cols.items()
+             for i, k in enumerate(("RR", "ASR"))]
+    return min(cells, key=lambda x: x[3])

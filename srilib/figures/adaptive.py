@@ -1,0 +1,29 @@
+"""Figure of the adaptive attacks (sampling chapter): attack success rate against the Random Search iteration
+budget, one line per run (the curves of :func:`srilib.chapters.adaptive.budget_curve`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def plot_budget_curves(ax, curves: Sequence, title: str = "") -> None:
+    """ASR against the Random Search iteration budget, one line per run, with Wilson intervals
+    (``curves``: :class:`srilib.chapters.adaptive.BudgetCurve`)."""
+    for c in curves:
+        x = np.array(c.iterations, dtype=float)
+        xs = np.where(x == 0, 0.5, x)  # 0 iterations (the initial suffix) at 0.5 on the log axis
+        v = np.array([r.value for r in c.asr])
+        lo, hi = np.array([r.lo for r in c.asr]), np.array([r.hi for r in c.asr])
+        line, = ax.plot(xs, v, marker="o", ms=3, label=c.run)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("Random Search iterations (0 = template + initial suffix, plotted at 0.5)")
+    ax.set_ylabel("ASR (95% Wilson)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title)
+
+
+__all__ = ["plot_budget_curves"]

@@ -1,0 +1,231 @@
+"""The shape of the package: no import circle among srilib's modules, and no long module without a reason.
+
+Import graph. Every ``.py`` file under ``srilib/`` is a node; an edge goes from a module to every srilib module it
+imports, read from its source with ``ast`` (nothing is imported to find out):
+
+* module-level imports and imports inside functions, methods, ``try`` / ``if`` / ``with`` blocks alike;
+* absolute (``import srilib.x``, ``from srilib.x import y``) and relative (``from .x import y``, ``from .. import
+  x``) imports; ``from package import name`` points at ``package.name`` when that is a module, else at the
+  package (its ``__init__``);
+* left out: imports under ``if __name__ == "__main__":`` (they run only when the file is executed as a script,
+  as the module ``__main__``, which nothing imports: ``python -m srilib.organisms.corpus`` hands its command line
+  to :mod:`srilib.organisms.rebuild` this way) and under ``if TYPE_CHECKING:`` (never executed); the implicit
+  import of a module's parent packages is not an edge either.
+
+Any strongly connected component of more than one module is a circle and fails the test, except the circles
+listed in ``PENDING_CYCLES`` (modules another engineer owns; each entry says what fixes it, and an entry that no
+longer matches a circle fails too, so the list cannot rot).
+
+Module size. A module of more than ``MAX_LINES`` lines must say in its module docstring why it is one room: a
+sentence that starts with the marker ``"One room:"`` followed by the reason (e.g. "One room: one algorithm and its
+batching; splitting would scatter the loop."). Excluded: ``srilib/organisms/train.py`` and
+``srilib/organisms/modeling.py``, frozen (their bytes are hashed into the organisms' freeze record, see
+``srilib.organisms.train.TRAIN_SOURCES``), and the modules of ``PENDING_LONG``, being split by their owners now.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "srilib"
+MAX_LINES = 450
+MARKER = "One room:"
+FROZEN = {"srilib/organisms/train.py", "srilib/organisms/modeling.py"}  # hashed by the organisms' freeze record
+# module -> why it may still be long: being split by another engineer (remove the entry when they are done)
+PENDING_LONG: dict[str, str] = {}
+# circles in modules outside this change's files: frozenset of module names -> the fix their owner applies
+PENDING_CYCLES: dict[frozenset, str] = {}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either side)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+            and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _imports(tree: ast.AST):
+    """Every Import / ImportFrom node, skipping the bodies of main guards and TYPE_CHECKING blocks."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and (_is_main_guard(child.test) or _is_type_checking(child.test)):
+                todo.extend(child.orelse)  # only the else branch runs on import
+                continue
+            todo.append(child)
+
+
+def _owning_module(name: str) -> str | None:
+    """``name`` if it is a srilib module, else the closest enclosing srilib module (``a.b.c`` -> ``a.b``)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(name: str) -> set[str]:
+    """The srilib modules that module ``name`` imports (see the module docstring for what counts)."""
+    path = MODULES[name]
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]  # the package of this module
+    out = set()
+    for node in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            if node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                src = f"{base}.{node.module}" if node.module else base
+            else:
+                src = node.module or ""
+            targets = [f"{src}.{a.name}" if f"{src}.{a.name}" in MODULES else src for a in node.names]
+        for t in targets:
+            if t == "srilib" or t.startswith("srilib."):
+                m = _owning_module(t)
+                if m is not None and m != name:
+                    out.add(m)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {m: imports_of(m) for m in MODULES}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[frozenset]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = set()
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.add(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(frozenset(comp))
+    return out
+
+
+def _path_in(comp: frozenset, graph: dict[str, set[str]]) -> str:
+    """One circle through ``comp``, as 'a -> b -> ... -> a', for the failure message."""
+    start = min(comp)
+    prev, todo = {start: None}, [start]
+    while todo:
+        v = todo.pop(0)
+        for w in sorted(graph[v] & comp):
+            if w == start:
+                path = [v]
+                while prev[path[-1]] is not None:
+                    path.append(prev[path[-1]])
+                return " -> ".join(reversed(path)) + f" -> {start}"
+            if w not in prev:
+                prev[w] = v
+                todo.append(w)
+    return ", ".join(sorted(comp))
+
+
+def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
+    """Function-level, relative and absolute imports are edges; main guards and TYPE_CHECKING blocks are not."""
+    g = import_graph()
+    assert "srilib.chapters.sampling" in g["srilib.chapters.recovery"]  # relative, module level
+    assert "srilib.organisms.train" in g["srilib.organisms.rebuild"]  # relative, inside a function
+    assert "srilib.organisms.corpus" in g["srilib.organisms.train"]
+    assert "srilib.adaptive" in g["srilib.chapters.adaptive"]  # from .. import adaptive (a package)
+    assert "srilib.chapters" in g["srilib.chapters.sampling"]  # from . import each_run (the package's __init__)
+    assert "srilib.organisms.rebuild" not in g["srilib.organisms.corpus"]  # only under its __main__ guard
+    tree = ast.parse("import srilib.x\nif TYPE_CHECKING:\n    import srilib.y\n"
+                     "if __name__ == '__main__':\n    import srilib.z\nelse:\n    import srilib.w\n"
+                     "def f():\n    from srilib import v\n")
+    seen = [a.name if isinstance(n, ast.Import) else n.module for n in _imports(tree) for a in n.names]
+    assert sorted(seen) == ["srilib", "srilib.w", "srilib.x"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle():
+    g = import_graph()
+    found = cycles(g)
+    new = [c for c in found if c not in PENDING_CYCLES]
+    assert not new, "import circles:\n" + "\n".join(_path_in(c, g) for c in new)
+    fixed = [sorted(c) for c in PENDING_CYCLES if c not in found]
+    assert not fixed, f"no longer circles, remove them from PENDING_CYCLES: {fixed}"
+
+
+def test_the_organisms_corpus_and_training_code_are_not_a_circle():
+    """train.py (frozen) imports the corpus; the corpus reaches nothing that imports train.py."""
+    g = import_graph()
+    reach, todo = set(), ["srilib.organisms.corpus"]
+    while todo:
+        for w in g[todo.pop()] - reach:
+            reach.add(w)
+            todo.append(w)
+    assert "srilib.organisms.train" not in reach and "srilib.organisms.corpus" in g["srilib.organisms.train"]
+
+
+def _docstring(path: Path) -> str:
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+
+
+@pytest.mark.parametrize("rel", sorted(str(p.relative_to(ROOT)) for p in MODULES.values()))
+def test_long_modules_say_why_they_are_one_room(rel):
+    path = ROOT / rel
+    n = len(path.read_text(encoding="utf-8").splitlines())
+    if n <= MAX_LINES or rel in FROZEN or rel in PENDING_LONG:
+        return
+    doc = " ".join(_docstring(path).split())
+    assert f"{MARKER} " in doc and len(doc.split(MARKER, 1)[1].split(".")[0].split()) >= 4, (
+        f"{rel} has {n} lines (more than {MAX_LINES}): split it, or give its module docstring a sentence "
+        f"'{MARKER} <why it is one job>.'")
