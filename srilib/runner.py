@@ -10,9 +10,13 @@ One failure never takes the book down: a run a chapter cannot analyse is reporte
 placeholders for the results the landing page pastes from it. The book is still built and checked; then
 :class:`BookIncomplete` names every failure in one line (``python -m srilib book`` exits 1).
 
-One room: the book's build is one pipeline, run top to bottom in this order (find the root, pretrain the
-organisms, execute each notebook with its stamp, record failures, write the included tables, build, check
-offline), tied together by the run summary that :func:`make_book` reports from.
+Before the notebooks, the trace plan of the notebooks to execute (:mod:`srilib.plan`) trains the organisms it
+needs and computes every trace its chapters declare; the trace store's log then shows, per notebook, what it still
+generated itself (the run summary and the execution record show the count: zero when the plan is complete).
+
+One room: the book's build is one pipeline, run top to bottom in this order (find the root, compute the trace
+plan and train its organisms, execute each notebook with its stamp, record failures, write the included tables,
+build, check offline), tied together by the run summary that :func:`make_book` reports from.
 """
 from __future__ import annotations
 

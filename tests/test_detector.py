@@ -360,6 +360,15 @@ def test_cheaper_than_baselines_verdict_uses_the_capture_inclusive_overhead(setu
     assert "capture + guard is 4%" in text and "SRI Guard alone adds 0.01%" in text
     slow = {"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=50.0, ppl=40.0)}
     assert "not cheaper than the cheapest of them" in conclusions({"tiny": res}, slow, transfer_matrix({"tiny": res}))
+    # a run whose capture + guard timed below zero (traced faster than plain: noise) gives no factor and is named
+    noisy = {"a": _report("a@ar", sri_alone=0.01, sri_incl=4.0, ppl=40.0),
+             "b": _report("b@ar", sri_alone=0.01, sri_incl=-11.0, ppl=40.0)}
+    noisy["b"].gen_seconds = 0.89  # traced timed 11% faster than plain
+    text = conclusions({"tiny": res}, noisy, transfer_matrix({"tiny": res}))
+    assert "A value at or below zero (b@ar) means the traced and the plain timing" in text
+    line = next(ln for ln in text.splitlines() if "Baselines measured here" in ln)
+    assert "10–10 times less" in line and "on the other 1 it timed at or below zero" in line
+    assert "some runs, not on others" not in line
 
 
 # ------------------------------------------------------------------------------------------------ verdicts on intervals

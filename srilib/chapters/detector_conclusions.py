@@ -205,7 +205,10 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
             f"{PAPER_DEFENSES['SRI Guard'][0]:g}% ({PAPER_SRI_OVERHEAD_RANGE[0]:g}–{PAPER_SRI_OVERHEAD_RANGE[1]:g}% "
             "per model), as SRI Guard's whole overhead."
             + (f" {', '.join(fallback)}: the sampler has no plain generate, so the base time is a traced one and the "
-               "capture cost reads as 0." if fallback else ""))
+               "capture cost reads as 0." if fallback else "")
+            + (f" A value at or below zero ({', '.join(rep.run for (rep, _), c in zip(sri, cap) if c <= 0)}) means "
+               "the traced and the plain timing of that run were within timing noise of each other: the cost is too "
+               "small for one timing to resolve." if min(cap) <= 0 and not fallback else ""))
         per_factor = []
         for rep, r in sri:
             base = [b["overhead %"] for n in ("perplexity filter", "Self-Examine")
@@ -219,10 +222,11 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
         paper_factor = PAPER_DEFENSES["perplexity filter"][0] / PAPER_DEFENSES["SRI Guard"][0]
         if cmp and per_factor:
             fin = [f for f in per_factor if math.isfinite(f)]
+            noise = len(per_factor) - len(fin)  # runs whose capture + guard timed at or below zero
             if not fin:
                 verdict = ("the capture timings are at or below zero (within timing noise), so no factor can be "
                            "given")
-            elif min(fin) > 1 and len(fin) == len(per_factor):
+            elif min(fin) > 1:
                 verdict = (f"capture + guard costs {min(fin):.0f}–{max(fin):.0f} times less than the cheapest of "
                            f"them, run by run (paper: about {paper_factor:.0f} times, as published)")
             elif max(fin) < 1:
@@ -230,6 +234,9 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
             else:
                 verdict = (f"capture + guard is {min(fin):.2g}–{max(fin):.2g} times cheaper than the cheapest of "
                            "them, run by run: cheaper on some runs, not on others")
+            if fin and noise:
+                verdict += (f" (of the {len(fin)} run(s) whose capture + guard timed above zero; on the other "
+                            f"{noise} it timed at or below zero, within timing noise, so no factor there)")
             lines.append(f"  Baselines measured here: {', '.join(cmp)} (paper "
                          f"{PAPER_DEFENSES['perplexity filter'][0]:g}% and {PAPER_DEFENSES['Self-Examine'][0]:g}%): "
                          f"{verdict}.")
