@@ -23,7 +23,8 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .signal import sri_signal
-from .traces import atomic_write_bytes, generate_traces
+from .io import atomic_write_bytes
+from .traces import generate_traces
 
 if TYPE_CHECKING:  # pragma: no cover
     from .signal import Anchors

@@ -76,19 +76,9 @@ class Need:
         return self.exp.traces(self.run, prompts, f"{self.name} [plan]")
 
 
-def each_run_needs(chapter: str, specs: Sequence, needs: Callable[[Run], list[Need]]) -> list[Need]:
-    """``needs(run)`` for every run of a chapter, each resolved once (:func:`srilib.experiment.resolve_run`); a run
-    whose name or needs cannot be worked out becomes one failed need (the plan records it, the chapter reports the
-    same failure in its page), so that one bad run never takes the plan down."""
-    from .experiment import resolve_run
-
-    out: list[Need] = []
-    for spec in specs:
-        try:
-            out += needs(resolve_run(spec))
-        except Exception as e:  # noqa: BLE001
-            out.append(Need(chapter, Run(str(spec), "?", "?"), "(run)", None, (), error=f"{type(e).__name__}: {e}"))
-    return out
+def _failed(chapter: str, spec, err: Exception) -> Need:
+    """The need standing for a run whose name or needs could not be worked out (the plan records it as failed)."""
+    return Need(chapter, Run(str(spec), "?", "?"), "(run)", None, (), error=f"{type(err).__name__}: {err}")
 
 
 def resolve_each(chapter: str, specs: Sequence) -> tuple[list[Run], list[Need]]:
@@ -101,8 +91,21 @@ def resolve_each(chapter: str, specs: Sequence) -> tuple[list[Run], list[Need]]:
         try:
             runs.append(resolve_run(spec))
         except Exception as e:  # noqa: BLE001
-            failed.append(Need(chapter, Run(str(spec), "?", "?"), "(run)", None, (), error=f"{type(e).__name__}: {e}"))
+            failed.append(_failed(chapter, spec, e))
     return runs, failed
+
+
+def each_run_needs(chapter: str, specs: Sequence, needs: Callable[[Run], list[Need]]) -> list[Need]:
+    """``needs(run)`` for every run of a chapter, each resolved once (:func:`srilib.experiment.resolve_run`); a run
+    whose name or needs cannot be worked out becomes one failed need (the plan records it, the chapter reports the
+    same failure in its page), so that one bad run never takes the plan down."""
+    runs, out = resolve_each(chapter, specs)
+    for run in runs:
+        try:
+            out += needs(run)
+        except Exception as e:  # noqa: BLE001
+            out.append(_failed(chapter, run.label, e))
+    return out
 
 
 def needs_for(chapter: str, exp: Experiment, run: Run, sets: dict[str, Sequence[str]]) -> list[Need]:
@@ -184,6 +187,7 @@ class TracePlan:
         for need in (n for n in self.needs if n.error):
             out["failed"].append((need.chapter, need.run.model, need.name, need.error))
             log(f"plan: {need.chapter} / {need.run.model}: FAILED ({need.error})")
+        shared = next((n.exp for n in self.needs if n.exp is not None), None)  # its model cache is every need's
         for model in self.models():
             for need in (n for n in self.needs if n.run.model == model and n.error is None):  # chapter order
                 if progress is not None:
@@ -195,18 +199,17 @@ class TracePlan:
                     if key in seen or not prompts:  # a duplicate, or nothing to trace (e.g. no new budget prompt)
                         continue
                     seen.add(key)
-                    before = len(store.generated())
+                    mark = store.log_mark()
                     need.compute()
-                    computed = len(store.generated()) > before
+                    computed = store.log_mark() > mark
                 except Exception as e:  # noqa: BLE001 - one failing need is recorded; its chapter reports it too
                     out["failed"].append((need.chapter, need.run.label, need.name, f"{type(e).__name__}: {e}"))
                     log(f"plan: {need.chapter} / {need.run.label} / {need.name}: FAILED ({type(e).__name__}: {e})")
                     continue
                 out["distinct"] += 1
                 out["computed" if computed else "cached"] += 1
-            exp = next((n.exp for n in self.needs if n.exp is not None), None)
-            if release and exp is not None:
-                exp.release(model)  # the model cache is shared by every need (build_plan)
+            if release and shared is not None:
+                shared.release(model)
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
 

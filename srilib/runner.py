@@ -131,7 +131,7 @@ def ensure_kernel() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    from .traces import atomic_write_bytes  # one atomic write for the project (temp file, fsync, rename)
+    from .io import atomic_write_bytes  # one atomic write for the project (temp file, fsync, rename)
     atomic_write_bytes(path, text.encode())
 
 
@@ -382,7 +382,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             base = {"profile": profile.name, "params": params, "git_commit": git_info(root)["commit"],
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             t_nb = time.perf_counter()
-            n_log = len(store.generated())
+            mark = store.log_mark()
             try:
                 elapsed = run_notebook(source, output, params, cwd=source.parent, timeout=timeout,
                                        log_output=log_output)
@@ -399,7 +399,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
             meta = {**base, "stamp": stamp, "elapsed_s": round(elapsed, 2),
                     "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "widget_state": bool(nb.get("metadata", {}).get("widgets")), "failed_runs": failed_runs(nb),
-                    "traces_generated": [r["desc"] for r in store.generated()[n_log:]]}
+                    "traces_generated": [r["desc"] for r in store.generated(since=mark)]}
             nb = present(nb, name, profile.name)
             nb.setdefault("metadata", {})["srilib"] = meta
             _atomic_write_text(output, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

@@ -170,7 +170,7 @@ class Anchors:
         return unit_anchors(self.mu_harmless, self.mu_harmful)
 
     def save(self, path) -> None:
-        from .traces import atomic_write_bytes
+        from .io import atomic_write_bytes
         import io
         buf = io.BytesIO()
         np.savez(buf, mu_harmless=self.mu_harmless, mu_harmful=self.mu_harmful,

@@ -292,11 +292,17 @@ class TraceStore:
         with open(self.log_path, "a", encoding="utf-8") as f:  # one short append per trace set
             f.write(line + "\n")
 
-    def generated(self) -> list[dict]:
-        """The log's records (see :meth:`log_generated`), oldest first; [] when nothing was computed."""
+    def log_mark(self) -> int:
+        """A position in the log (its size in bytes): :meth:`generated` ``(since=mark)`` reads only what follows."""
+        return self.log_path.stat().st_size if self.log_path.is_file() else 0
+
+    def generated(self, since: int = 0) -> list[dict]:
+        """The log's records (see :meth:`log_generated`) after the mark ``since``, oldest first; [] when none."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(x) for x in self.log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return [json.loads(x) for x in f.read().decode("utf-8").splitlines() if x.strip()]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -78,6 +78,12 @@ def test_profile_plan_is_the_notebooks_sets():
         profile_plan("cpu", models=["tiny-ar"])
 
 
+def _states(waits: list):
+    """A stand-in accelerate state per rank (2 processes); each barrier appends the rank to ``waits``."""
+    return lambda rank: SimpleNamespace(process_index=rank, num_processes=2, device="cpu",
+                                        is_main_process=rank == 0, wait_for_everyone=lambda: waits.append(rank))
+
+
 def test_sharded_plan_then_main_runs_the_rest(lm, tmp_path, monkeypatch):
     """The plan over two stand-in processes: fixed sets sharded, the main process merges and computes the rest."""
     import srilib.models
@@ -86,9 +92,7 @@ def test_sharded_plan_then_main_runs_the_rest(lm, tmp_path, monkeypatch):
     monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: lm)
     waits = []
 
-    def state(rank):
-        return SimpleNamespace(process_index=rank, num_processes=2, device="cpu", is_main_process=rank == 0,
-                               wait_for_everyone=lambda: waits.append(rank))
+    state = _states(waits)
     exp = Experiment(steps=4, batch_size=2, cache=str(tmp_path), progress=False)
     run = resolve_run("tiny-ar")
     plan = TracePlan("t", [Need("c", run, k, exp, p) for k, p in SETS.items()]
@@ -132,9 +136,7 @@ def test_run_jobs_barrier_then_main_merges(lm, tmp_path, monkeypatch):
     monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: lm)
     waits = []
 
-    def state(rank):
-        return SimpleNamespace(process_index=rank, num_processes=2, device="cpu", is_main_process=rank == 0,
-                               wait_for_everyone=lambda: waits.append(rank))
+    state = _states(waits)
     jobs = {"tiny-ar@ar": [Job({"steps": 4, "batch_size": 2}, dict(SETS))]}
     assert run_jobs(jobs, cache=str(tmp_path), state=state(1), progress=False) is None
     assert waits == [1] and not srilib.TraceStore(tmp_path).keys()

@@ -18,7 +18,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from ..traces import atomic_write_bytes, code_version, default_cache_dir
+from ..io import atomic_write_bytes
+from ..traces import code_version, default_cache_dir
 
 CACHE_FORMAT = 1
 

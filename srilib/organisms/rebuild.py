@@ -30,7 +30,8 @@ def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = C.ANSW
     from tqdm.auto import tqdm
 
     from ..models import load_model
-    from ..traces import atomic_write_bytes, default_cache_dir
+    from ..io import atomic_write_bytes
+    from ..traces import default_cache_dir
 
     path = (cache or default_cache_dir()) / "organisms" / f"distill-{C.DISTILL_MODEL}-{max_new_tokens}.json"
     done: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
