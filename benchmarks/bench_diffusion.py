@@ -19,6 +19,14 @@ ratios by the clock chosen with ``--clock`` (default wall).
     python benchmarks/bench_diffusion.py [--model tiny-dlm] [--sampler low_confidence] [--gen-length 128]
         [--steps 32] [--batch 16] [--prompts 64] [--rounds 15] [--clock wall|cpu] [--threads N] [--dtype D]
         [--capture after|decision]
+(c) prompt cache (block-causal DLMs such as ``smollm2-135m-dlm`` and ``tiny-dlm-blockcausal``, whose prompt never
+    attends to the canvas): ``generate`` with the exact prompt KV cache and logits only where a step can commit,
+    against the plain passes over prompt + canvas, alternating for ``--rounds`` rounds on the same batch; it prints
+    the time per denoising step of each and the median per-round ratio (uncached / cached). Other families have no
+    prompt cache and print that (c) does not apply. ``--only-cache`` runs (c) alone.
+
+    python benchmarks/bench_diffusion.py --model smollm2-135m-dlm --gen-length 32 --steps 32 --batch 16 \
+        --rounds 5 --threads 1 --only-cache
 
 The CPU model is printed first.
 """
@@ -78,6 +86,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--capture", choices=("after", "decision"), default="after")
+    ap.add_argument("--only-cache", action="store_true", help="run the prompt-cache comparison (c) alone")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -85,6 +94,9 @@ def main(argv=None) -> dict:
     lm = srilib.load_model(a.model, **({"dtype": a.dtype} if a.dtype else {}))
     sampler = make_sampler(a.sampler, gen_length=a.gen_length, steps=a.steps, capture=a.capture)
     batch = get_prompts("harmless", n=a.batch, seed=0)
+    if a.only_cache:
+        print(f"cpu: {cpu_model()}")
+        return {"cache": _cache_comparison(lm, sampler, batch, a)}
     layers = [-1]
     sampler.trace_batch(lm, batch, layers)  # warm-up
     sampler.generate(lm, batch)
@@ -123,9 +135,37 @@ def main(argv=None) -> dict:
     print(f"the extra forward pass alone costs {floor:.3f}x; padding efficiency at batch {a.batch} "
           f"(prompts grouped by length): {eff:.2f}")
     r = out[a.clock]
+    out["cache"] = _cache_comparison(lm, sampler, batch, a)
     print(f"traced/untraced time ratio ({a.clock}): {r['overhead']:.3f} (target <= 1.10)")
     print(f"batch-1/batch-{a.batch} per-prompt time ratio ({a.clock}): {r['batching']:.2f} (target >= 3)")
     return out
+
+
+def _cache_comparison(lm, sampler, batch, a) -> dict | None:
+    """(c): ``generate`` with the prompt cache and sparse logits against the plain passes, alternating rounds."""
+    from srilib.dlm import CACHED_FAMILIES
+
+    if lm.family not in CACHED_FAMILIES:
+        print(f"(c) prompt cache: does not apply to {a.model} (family {lm.family or 'bidirectional'!r}: its prompt "
+              "attends to the canvas)")
+        return None
+    passes = sampler._schedule()[1]
+    i = CLOCKS.index(a.clock)
+
+    def run(cached: bool):
+        sampler.use_prompt_cache = sampler.sparse_logits = cached
+        return _timed(lambda: sampler.generate(lm, batch))[i]
+
+    run(True), run(False)  # warm-up
+    rounds = [(run(False), run(True)) for _ in range(a.rounds)]
+    sampler.use_prompt_cache = sampler.sparse_logits = True
+    plain = statistics.median(p for p, _ in rounds) / passes
+    cached = statistics.median(c for _, c in rounds) / passes
+    ratio = statistics.median(p / c for p, c in rounds)
+    print(f"(c) prompt cache, {a.model}, batch {len(batch)}, {passes} forward passes per run, {a.clock} clock: "
+          f"{plain:.3f} s per step without the cache, {cached:.3f} s with it (medians of {a.rounds} rounds)")
+    print(f"uncached/cached step-time ratio ({a.clock}): {ratio:.2f}")
+    return {"plain_step": plain, "cached_step": cached, "ratio": ratio}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ the adapter used by :func:`mask_predict`:
   ``hidden_states`` tuple ends with the output of the final norm.
 - ``"bidirectional"``: any Hugging Face masked-LM class (ModernBERT, BERT, ...), unshifted. The last layer is read
   from the base model's ``last_hidden_state`` (after the final norm where the architecture has one).
+- ``"blockcausal"``: :class:`srilib.organisms.smoldlm.SmolDiffusionLM` (``smollm2-135m-dlm``): a causal prompt
+  and a bidirectional block (last prompt token + canvas), Dream's shift. Its prompt does not attend to the canvas,
+  so :func:`prompt_cache` computes the prompt once per batch and each step runs the block only (exact).
 
 Hidden states are never shifted: the state of position i is the state at position i for every family.
 
@@ -32,7 +35,7 @@ from torch import nn
 
 from .models import LoadedModel, ModelLoadError, ModelSpec, loader, register
 
-FAMILIES = ("llada", "dream", "bidirectional")
+FAMILIES = ("llada", "dream", "bidirectional", "blockcausal")
 
 
 # ------------------------------------------------------------------------------------------ mask predictor
@@ -120,12 +123,30 @@ def _bidirectional(model, input_ids, attention_mask, layers, start):
     return out.logits[:, start:], hidden
 
 
-_ADAPTERS = {"llada": _llada, "dream": _dream, "bidirectional": _bidirectional}
+def _blockcausal(model, input_ids, attention_mask, layers, start, cache=None, need=None):
+    logits, (hs, final, offset) = model.predict(input_ids, attention_mask, start, layers, cache, need)
+    return logits, (_select(hs, final, layers, offset) if layers else None)
+
+
+_ADAPTERS = {"llada": _llada, "dream": _dream, "bidirectional": _bidirectional, "blockcausal": _blockcausal}
+CACHED_FAMILIES = ("blockcausal",)  # families whose prompt keys/values do not depend on the canvas
+
+
+@torch.no_grad()
+def prompt_cache(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int):
+    """An exact cache of the prompt for :func:`mask_predict`, or None where the family has none (LLaDA, Dream and
+    bidirectional models let the prompt attend to the canvas, so nothing of it can be reused across steps)."""
+    if (lm.family or "bidirectional") not in CACHED_FAMILIES:
+        return None
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return lm.model.prompt_cache(input_ids, attention_mask, start)
 
 
 @torch.no_grad()
 def mask_predict(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 layers: Sequence[int] = (-1,), start: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 layers: Sequence[int] = (-1,), start: int = 0, cache=None,
+                 need: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass of a DLM, aligned across families.
 
     Parameters
@@ -139,6 +160,11 @@ def mask_predict(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch
         none (cheaper).
     start : int
         Return only positions ``start:`` (e.g. the response canvas), before any dtype conversion.
+    cache : object or None
+        :func:`prompt_cache` of these prompts (``blockcausal`` family only): the prompt is not run again.
+    need : Tensor [B, S - start] bool or None
+        A hint: only these positions' logits are used (the ``blockcausal`` family computes only them and leaves
+        zeros elsewhere; other families compute every position).
 
     Returns
     -------
@@ -155,6 +181,10 @@ def mask_predict(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch
         raise ValueError(f"{lm.name}'s forward ignores attention_mask (older LLaDA remote code attends to every "
                          "token), so left padding would change its predictions: trace with batch_size=1, or load a "
                          "revision whose remote code supports attention_mask (load_model(..., revision=...))")
+    if family in CACHED_FAMILIES:
+        return _ADAPTERS[family](lm.model, input_ids, attention_mask, list(layers), start, cache=cache, need=need)
+    if cache is not None:
+        raise ValueError(f"the {family!r} family has no prompt cache; pass cache=None")
     return _ADAPTERS[family](lm.model, input_ids, attention_mask, list(layers), start)
 
 

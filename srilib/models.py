@@ -207,7 +207,7 @@ def load_model(name: str, *, dtype: str | None = None, device: str | None = None
 
 
 def _plugins():  # modules that register further models/loaders (diffusion LMs, organisms, tiny test models)
-    return ("srilib.dlm", "srilib.organisms", "srilib.testing")
+    return ("srilib.dlm", "srilib.organisms", "srilib.organisms.v3", "srilib.testing")
 
 
 def _ensure_plugins() -> None:

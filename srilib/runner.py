@@ -272,14 +272,16 @@ def organisms_among(models: Sequence[str], to_train: bool = False) -> list[str]:
 
 
 def organisms_summary() -> str:
-    """The shipped organisms' measured preconditions (srilib/organisms/data/preconditions.json) as bullets."""
-    from .organisms.check import summary_text
-    from .organisms.check import REPORT_FILE
+    """The shipped models' measured preconditions as bullets: the v3 pair's (data/preconditions_v3.json), then
+    v2's (data/preconditions.json)."""
+    from .organisms.preconditions import REPORT_FILE, REPORT_V3_FILE, summary_text
 
     if not REPORT_FILE.is_file():
         return (f"*The organisms' preconditions have not been measured yet ({REPORT_FILE.name} is missing: run "
                 "`python -m srilib.organisms.check --book --out srilib/organisms/data/preconditions.json`).*")
-    return summary_text(json.loads(REPORT_FILE.read_text()))
+    parts = [summary_text(json.loads(f.read_text()), v3=f is REPORT_V3_FILE)
+             for f in (REPORT_V3_FILE, REPORT_FILE) if f.is_file()]
+    return "\n\n".join(parts)
 
 
 def pretrain_organisms(models: Sequence[str], root: Path, *, jobs: int = 2, heartbeat: float = 60.0

@@ -62,3 +62,22 @@ def _load_tiny(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, 
 
 register(ModelSpec("tiny-ar", "tiny", kind="ar", dtype="float32",
                    notes="random 2-layer Llama for tests and the smoke profile"))
+
+
+@loader("tiny-blockcausal")
+def _load_tiny_blockcausal(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, **_) -> LoadedModel:
+    """A seeded tiny Llama read as a block-causal DLM (:class:`srilib.organisms.smoldlm.SmolDiffusionLM`): the
+    code path of ``smollm2-135m-dlm`` (prompt cache, block mask, logit shift) without SmolLM2."""
+    from .organisms.smoldlm import SmolDiffusionLM
+
+    tok = tiny_tokenizer()
+    inner = tiny_ar_model(len(tok), seed=seed)
+    inner.generation_config.eos_token_id = tok.eos_token_id
+    model = SmolDiffusionLM(inner, tok.mask_token_id).to(device=device, dtype=dtype).eval()
+    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
+                       fingerprint=f"tiny-blockcausal:{_state_hash(model)}",
+                       dtype_name=str(dtype).replace("torch.", ""), mask_id=tok.mask_token_id, family="blockcausal")
+
+
+register(ModelSpec("tiny-dlm-blockcausal", "tiny-blockcausal", kind="dlm", dtype="float32", family="blockcausal",
+                   notes="random 2-layer Llama as a block-causal DLM (smollm2-135m-dlm's code path) for tests"))

@@ -351,3 +351,21 @@ def test_pooled_rates_count_requests_not_rows():
     assert (r.k, r.n) == (6, 8) and "clustered" in r.method
     ref = wilson(3, 4)  # two identical copies of each request: the interval of the 4 requests
     assert (r.lo, r.hi) == pytest.approx((ref.lo, ref.hi))
+
+
+def test_matched_pairs_compare_a_dlm_with_its_own_ar_twin_only(monkeypatch):
+    """The matched-pair gap is the family gap restricted to a DLM's remasking runs and its AR twin's runs."""
+    from srilib import chapters
+    from srilib.chapters.sampling_compare import matched_pairs
+
+    monkeypatch.setitem(chapters.AR_TWIN, "m", "a")
+    twin = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
+    other_ar = run_eval("b@ar", "ar", raw=[(REFUSE, STAY)] * 4, attack=[(REFUSE, STAY)] * 4)
+    base, other = _pair()
+    pairs = matched_pairs([other_ar, twin, base, other], n_boot=100)
+    assert [(t, m) for t, m, _ in pairs] == [("a", "m")]
+    assert pairs[0][2].value == pytest.approx(family_gap([twin, base, other], "asr").value)
+    assert pairs[0][2].value != pytest.approx(family_gap([other_ar, twin, base, other], "asr").value)
+    assert matched_pairs([other_ar, base, other]) == []  # no twin among the runs
+    assert any(line.startswith("- **Matched pair** `a` (AR) vs `m`")
+               for line in conclusions([twin, base, other], []))

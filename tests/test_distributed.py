@@ -55,8 +55,8 @@ def test_prompt_specs(tmp_path):
 
 def test_profile_plan_is_the_notebooks_sets():
     """--profile cpu --model M traces exactly the chapters' prompt lists and settings (the cache keys are shared)."""
-    plan = profile_plan("cpu", models=["smollm2-135m-refusal"])
-    assert {n.run.label for n in plan.needs} == {"smollm2-135m-refusal@ar"}
+    plan = profile_plan("cpu", models=["smollm2-135m-refusal-v3"])
+    assert {n.run.label for n in plan.needs} == {"smollm2-135m-refusal-v3@ar"}
     from srilib.profiles import load_profile
     c = load_profile("cpu").common
     exp, sets = setup(steps=c["steps"], gen_length=c["gen_length"], n_anchor=c["n_anchor"], n_eval=c["n_eval"],
@@ -71,8 +71,8 @@ def test_profile_plan_is_the_notebooks_sets():
     assert by[("sampling_vs_representation", "random_search")].lazy  # prompts exist once the search ran
     base = profile_plan("cpu", models=["smollm2-135m"])  # not in the detector chapter
     assert not any(n.chapter == "detector_transfer" for n in base.needs)
-    dlm = {n.run.label for n in profile_plan("cpu", models=["organism-dlm"]).needs}
-    assert "organism-dlm@low_confidence:b16" in dlm and "organism-dlm@diffuguard" in dlm  # variants
+    dlm = {n.run.label for n in profile_plan("cpu", models=["smollm2-135m-dlm"]).needs}
+    assert dlm == {"smollm2-135m-dlm@low_confidence", "smollm2-135m-dlm@dlm-ar", "smollm2-135m-dlm@diffuguard"}
     assert {n.run.label for n in profile_plan("cpu", runs=["organism-dlm@dlm-ar"]).needs} == {"organism-dlm@dlm-ar"}
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
         profile_plan("cpu", models=["tiny-ar"])

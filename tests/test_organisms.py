@@ -57,7 +57,7 @@ def test_manifest_records_the_freeze():
     assert f["code_version"] == T.code_version()
     assert f["configs"] == {k: v.as_dict() for k, v in T.CONFIGS.items()}
     assert m["iterations"]
-    plan, now = f["analysis_plan"], RB.analysis_plan()  # the comparisons' design cannot move unnoticed
+    plan, now = RB.latest_freeze(m)["analysis_plan"], RB.analysis_plan()  # the design cannot move unnoticed
     assert plan["cpu_profile_runs"] == now["cpu_profile_runs"] and plan["cpu_profile_dtype"] == "float32"
     drift = RB.plan_drift(m)  # a chapter changed after the freeze is recorded, with its reason, or this fails
     assert not drift, (f"analysis-plan files changed since the freeze without a record: {sorted(drift)}; run "
@@ -65,11 +65,26 @@ def test_manifest_records_the_freeze():
     assert all(C.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
 
 
+def test_manifest_records_the_v3_freeze_before_the_v3_weights():
+    """The v3 recipes frozen are the ones the code trains, and the v3 weights were installed after the freeze."""
+    from srilib.organisms import v3 as S
+    from srilib.organisms import weights as W
+
+    m = C.load_manifest()
+    f = m["freeze_v3"]
+    assert f["corpus_sha256"] == m["sha256"] and f["statement"] and f["iterations"]
+    assert f["code_version"] == S.v3_code_version()
+    assert f["configs"] == {k: v.as_dict() for k, v in S.V3_CONFIGS.items()}
+    assert f["starts_from"]["smollm2-135m-refusal"] == W.fingerprint("smollm2-135m-refusal")
+    assert f["date"] > m["freeze"]["date"]
+    assert all(m["weights"][n]["installed"] > f["date"] for n in S.V3_NAMES)
+
+
 def test_organisms_page_shows_the_manifest_freeze_record():
     """The book's freeze record (and every recorded plan change) is the manifest's, regenerated, never hand-edited."""
     from pathlib import Path
 
-    from srilib.organisms.check import FREEZE_BEGIN, FREEZE_END, freeze_text
+    from srilib.organisms.preconditions import FREEZE_BEGIN, FREEZE_END, freeze_text
 
     page = (Path(__file__).resolve().parents[1] / "book" / "organisms.md").read_text()
     shown = page.split(FREEZE_BEGIN)[1].split(FREEZE_END)[0].strip()
@@ -77,11 +92,30 @@ def test_organisms_page_shows_the_manifest_freeze_record():
         "book/organisms.md is stale: python -m srilib.organisms.check's write_freeze_section rewrites it"
 
 
+def test_organisms_page_shows_the_v3_freeze_and_the_shipped_v3_report():
+    """The v3 section's freeze record and preconditions table are generated from the manifest and the shipped
+    report, and the report measured the DLM under both samplers and after the freeze."""
+    from pathlib import Path
+
+    from srilib.organisms import preconditions as P
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "organisms.md").read_text()
+    between = lambda a, b: page.split(a)[1].split(b)[0].strip()  # noqa: E731
+    assert between(P.V3_FREEZE_BEGIN, P.V3_FREEZE_END) == P.freeze_v3_text(C.load_manifest()).strip()
+    report = json.loads(P.REPORT_V3_FILE.read_text())
+    assert between(P.V3_BEGIN, P.V3_END) == P.report_text(report).strip()
+    assert set(report["models"]["smollm2-135m-dlm"]["samplers"]) == {"low_confidence", "dlm-ar"}
+    frozen_at = C.load_manifest()["freeze_v3"]["date"]
+    for part in report["merged_from"]:  # dlm-ar (a same-weights comparison) was measured only after the freeze
+        if "dlm-ar" in part["models"].get("smollm2-135m-dlm", []):
+            assert part["date"] > frozen_at
+
+
 def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monkeypatch):
     """A chapter edited after the freeze shows as drift until recorded; recording keeps the freeze untouched and
     the next edit drifts again."""
     m = C.load_manifest()
-    files = dict(m["freeze"]["analysis_plan"]["files"])
+    files = dict(RB.latest_freeze(m)["analysis_plan"]["files"])
     target = "srilib/chapters/sampling.py"
     monkeypatch.setattr(C, "MANIFEST_FILE", tmp_path / "manifest.json")
     now = {"files": dict(files), "cpu_profile_dtype": "float32", "cpu_profile_runs": {}}
@@ -98,7 +132,8 @@ def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monk
     change = RB.record_plan_change("fidelity fix")
     saved = C.load_manifest()
     assert change["files"] == {target: "edited-1"} and saved["freeze"] == m["freeze"]
-    assert RB.plan_drift() == {} and "fidelity fix" in __import__("srilib.organisms.check", fromlist=["x"]).freeze_text(saved)
+    assert saved.get("freeze_v3") == m.get("freeze_v3")
+    assert RB.plan_drift() == {} and "fidelity fix" in __import__("srilib.organisms.preconditions", fromlist=["x"]).freeze_text(saved)
     now["files"][target] = "edited-2"
     assert RB.plan_drift() == {target: "edited-2"}
 
@@ -363,12 +398,32 @@ def test_shipped_weights_are_verified_against_the_manifest(tmp_path, monkeypatch
 def test_every_shipped_organism_matches_the_manifest_and_the_budget():
     from srilib.organisms import weights as W
 
+    from srilib.organisms.v3 import V3_NAMES, v3_code_version
+
     for name in W.SHIPPED:
         d = W.shipped_dir(name)
         assert d is not None and (d / "train_log.json").is_file()
-        assert W.record(name)["code_version"] == T.code_version()
+        code = v3_code_version() if name in V3_NAMES else T.code_version()
+        assert W.record(name)["code_version"] == code
         assert W.record(name)["corpus_sha256"] == C.corpus_sha()
     assert W.total_mb() <= W.MAX_TOTAL_MB
+    v3_mb = sum(f.stat().st_size for n in V3_NAMES for f in W.shipped_dir(n).iterdir()) / 2 ** 20
+    assert v3_mb <= 15.0  # the v3 pair's share of the budget
+
+
+def test_make_organisms_trains_every_shipped_model_with_its_own_recipe(monkeypatch):
+    """``make organisms`` covers every shipped model, and each name reaches its own trainer (v2 or v3)."""
+    import srilib.organisms as O
+    from srilib.organisms import reproduce, train, v3
+    from srilib.organisms import weights as W
+
+    assert sorted(n for g in reproduce.GROUPS for n in g) == sorted(W.SHIPPED)
+    called = []
+    monkeypatch.setattr(train, "ensure_trained", lambda n: called.append(("v2", n)))
+    monkeypatch.setattr(v3, "ensure_v3", lambda n: called.append(("v3", n)))
+    for n in W.SHIPPED:
+        O.ensure(n)
+    assert called == [("v3" if n in v3.V3_NAMES else "v2", n) for n in W.SHIPPED]
 
 
 @pytest.mark.slow
@@ -385,7 +440,7 @@ def test_tiny_lora_organism_loads_as_a_merged_smollm2(env_cache):
 
 @pytest.mark.slow
 def test_check_reports_rates_per_goal(env_cache):
-    from srilib.organisms import check
+    from srilib.organisms import check, preconditions
 
     rep = check.run(["organism-ar"], config="tiny", attacks=["none", "prefix_injection"], n_harmful=3,
                     n_harmless=2, gen_length=8, steps=4, batch_size=4)
@@ -397,7 +452,7 @@ def test_check_reports_rates_per_goal(env_cache):
     assert pi["rr"] == pi["refused"] / 3 == sum(g["prefix_injection"]["refused"] for g in r["per_goal"]) / 3
     assert r["harmless"]["n"] == 2 and r["broad"]["n"] == 2
     assert set(r) >= {"rr_harmful_ok", "rr_harmless_ok", "coherent_ok", "window_ok"}
-    assert re.search(r"\| organism-ar \| ar \| \d+% \(\d+/3; \d+%-\d+%\)", check.table(rep))
+    assert re.search(r"\| organism-ar \| ar \| \d+% \(\d+/3; \d+%-\d+%\)", preconditions.table(rep))
 
 
 @pytest.mark.slow
@@ -424,7 +479,7 @@ def test_subset_rows_with_a_harmful_share():
 
 
 def test_reproduce_compares_shipped_and_retrained_reports_side_by_side():
-    from srilib.organisms.check import retrain_text
+    from srilib.organisms.preconditions import retrain_text
     from srilib.organisms.reproduce import compare
 
     def rep(refused):
@@ -473,7 +528,8 @@ def test_ar_prompt_loss_models_real_prompt_tokens_only():
 
 
 def test_summary_names_every_missed_precondition_with_its_value():
-    from srilib.organisms.check import summary_text, verdict
+    from srilib.organisms.check import verdict
+    from srilib.organisms.preconditions import summary_text
 
     r = {"attacks": {"none": {"n": 100, "refused": 74, "harmful": 3, "rr": 0.74, "asr": 0.03},
                      "roleplay": {"n": 100, "refused": 50, "harmful": 30, "rr": 0.5, "asr": 0.3}},
@@ -501,7 +557,7 @@ def test_summary_names_every_missed_precondition_with_its_value():
 
 def test_chapters_put_the_weak_model_caveat_first(tmp_path, monkeypatch):
     from srilib.chapters import weak_models_line
-    from srilib.organisms import check
+    from srilib.organisms import preconditions
     from srilib.organisms.check import verdict
 
     def res(rr):
@@ -515,10 +571,10 @@ def test_chapters_put_the_weak_model_caveat_first(tmp_path, monkeypatch):
     report = tmp_path / "preconditions.json"
     report.write_text(json.dumps({"models": {"organism-dlm": {"samplers": {"low_confidence": res(0.7)}},
                                              "organism-ar": {"samplers": {"ar": res(0.9)}}}}))
-    monkeypatch.setattr(check, "REPORT_FILE", report)
+    monkeypatch.setattr(preconditions, "REPORT_FILE", report)
     line = weak_models_line(["organism-dlm@low_confidence", "organism-dlm@dlm-ar", "organism-ar", "smollm2-135m"])
     assert line.startswith("- **Weak models.** `organism-dlm` refuses 70% of raw harmful requests")
     assert "organism-ar" not in line and line.count("organism-dlm") == 1
     assert weak_models_line(["organism-ar"]) is None
-    monkeypatch.setattr(check, "REPORT_FILE", tmp_path / "missing.json")
+    monkeypatch.setattr(preconditions, "REPORT_FILE", tmp_path / "missing.json")
     assert weak_models_line(["organism-dlm"]) is None

@@ -20,18 +20,19 @@ from typing import Callable, Iterable, Sequence
 FAILED_RUN_KEY = "srilib_failed_run"
 
 
+# The AR twin of a DLM: organism-dlm is matched to organism-ar (same size, corpus, tokenizer and compute);
+# smollm2-135m-dlm was made from smollm2-135m-refusal-v3 (the same pretrained weights, as Dream-7B was made from
+# Qwen2.5). tiny-ar / tiny-dlm are the CI profile's random models (only to exercise the code path).
+AR_TWIN = {"organism-dlm": "organism-ar", "smollm2-135m-dlm": "smollm2-135m-refusal-v3", "tiny-dlm": "tiny-ar"}
+
+
 def weak_models(runs: Iterable[str]) -> dict[str, list[str]]:
     """Model name -> the preconditions it misses (organisms page), for every model of ``runs`` (run labels or model
     names) that misses at least one; empty when none does or no precondition report exists."""
-    import json
-
     from ..experiment import Run
-    from ..organisms.check import NATIVE, misses
-    from ..organisms.check import REPORT_FILE
+    from ..organisms.preconditions import NATIVE, measured_models, misses
 
-    if not REPORT_FILE.is_file():
-        return {}
-    models = (json.loads(REPORT_FILE.read_text()).get("models") or {})
+    models = measured_models()
     out = {}
     for m in dict.fromkeys(r.model if isinstance(r, Run) else r.partition("@")[0] for r in runs):
         e = models.get(m)

@@ -26,13 +26,11 @@ from .. import adaptive as A
 from ..adaptive.rs_data import PUBLISHED_N_CANDIDATES
 from ..experiment import Experiment, PromptSets, Run
 from ..metrics import Rate, attack_success_rate, delta
-from . import interval_side, weak_caveat
+from . import AR_TWIN, interval_side, weak_caveat
 
 RANDOM_SEARCH, PAIR = "random_search", "pair"
 ADAPTIVE_ATTACKS = (RANDOM_SEARCH, PAIR)
-# the AR twin of a DLM (same size, corpus, tokenizer and compute): Random Search transfer is measured between them.
-# tiny-ar / tiny-dlm are the CI profile's random models (only to exercise the code path).
-AR_TWIN = {"organism-dlm": "organism-ar", "tiny-dlm": "tiny-ar"}
+# AR_TWIN (srilib.chapters): Random Search transfer is measured between a DLM and its AR twin.
 
 _RS_KEYS = {"n_iterations", "n_restarts", "n_candidates", "n_tokens_adv", "n_tokens_change_max", "target",
             "schedule"}

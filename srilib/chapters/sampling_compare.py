@@ -110,6 +110,24 @@ def family_gap(results: Sequence[RunEval], metric: str = "asr", set_name: str = 
                  clusters_b=np.concatenate([r.clusters(set_name) for r in dlm]), n_boot=n_boot, seed=seed)
 
 
+def matched_pairs(results: Sequence[RunEval], metric: str = "asr", set_name: str = ALL_JAILBREAKS,
+                  n_boot: int = 2000, seed: int = 0) -> list[tuple[str, str, Estimate]]:
+    """(AR twin, DLM, AR-minus-DLM pooled rate) for every DLM whose AR twin (:data:`srilib.chapters.AR_TWIN`) ran
+    too: :func:`family_gap` restricted to the pair (the DLM's remasking runs against its twin), so that the two
+    sides share pretrained weights or size, corpus and compute instead of mixing every model of a family."""
+    from . import AR_TWIN
+
+    out = []
+    for m in dict.fromkeys(r.model for r in results if r.family == "DLM"):
+        twin = AR_TWIN.get(m)
+        sub = [r for r in results if r.model in (m, twin)]
+        if twin and any(r.model == twin for r in sub):
+            gap = family_gap(sub, metric, set_name, n_boot=n_boot, seed=seed)
+            if gap is not None:
+                out.append((twin, m, gap))
+    return out
+
+
 # ---------------------------------------------------------------------------------------- multi-seed
 @dataclass
 class Stability:

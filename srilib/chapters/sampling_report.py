@@ -19,7 +19,7 @@ from .paper_numbers import (ALL_JAILBREAKS, PAPER_ALL_JAILBREAKS, PAPER_COLUMNS,
                             paper_sizes, paper_table2_max)
 from .sampling import (ADAPTIVE_ATTACKS, ADAPTIVE_PAPER, FAMILIES, IRR_ATTACKED, RunEval, has_set, paper_column,
                        pool, pooled_label, set_label)
-from .sampling_compare import Comparison, Stability, family_gap
+from .sampling_compare import Comparison, Stability, family_gap, matched_pairs
 
 
 def anchor_rows(results: Sequence[RunEval]) -> list[dict]:
@@ -195,6 +195,13 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
                      " alignment); the same-weights comparisons above isolate the sampler.")
     else:
         lines.append("- The family comparison needs at least one AR run and one DLM run with a remasking sampler.")
+    for twin, m, pair_gap in matched_pairs(results):
+        lines.append(f"- **Matched pair** `{twin}` (AR) vs `{m}` (its remasking runs): pooled ASR over "
+                     f"{pooled_label(next((r.attacks for r in results if r.attacks), []))}, AR minus DLM = {pair_gap} "
+                     "(cluster bootstrap over requests). " + family_verdict(pair_gap, weak_caveat([twin, m]))
+                     + " The two were built from the same starting point (pretrained weights, or size, corpus and "
+                       "compute), so unlike the pooled comparison this gap does not mix in other models; it still "
+                       "includes the adaptation training that made the DLM.")
     fb = [r.run for r in results if r.anchors.fallback]
     if fb:
         lines.append(f"- {', '.join(fb)}: the model refused none of the harmful anchor prompts, so its harmful "

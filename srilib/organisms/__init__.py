@@ -37,6 +37,10 @@ def organism_path(name: str, weights: str = "shipped"):
     from . import weights as W
     from .train import ensure_trained, get_config
 
+    from .v3 import V3_NAMES, v3_path
+
+    if name in V3_NAMES:  # the v3 pair has its own recipes (srilib.organisms.v3)
+        return v3_path(name, weights)
     if weights not in WEIGHT_SOURCES:
         raise ValueError(f"weights={weights!r}; use one of {WEIGHT_SOURCES}")
     if weights == "shipped" and name in W.SHIPPED:
@@ -47,6 +51,16 @@ def organism_path(name: str, weights: str = "shipped"):
         return path, f"organism:{name}:shipped:{W.fingerprint(name)}"
     path = ensure_trained(name, get_config(name))
     return path, f"organism:{path.name}"
+
+
+def ensure(name: str):
+    """The cache directory of any trainable model (v2 organisms and adapter, the v3 pair), trained now if needed."""
+    from .v3 import V3_NAMES, ensure_v3
+
+    if name in V3_NAMES:
+        return ensure_v3(name)
+    from .train import ensure_trained
+    return ensure_trained(name)
 
 
 @loader("organism")

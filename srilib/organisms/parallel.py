@@ -59,8 +59,8 @@ def train_in_processes(groups: Sequence[Sequence[str]], root: Path, *, jobs: int
             while pending and len(running) < max(1, jobs):
                 g = pending.pop(0)
                 log = logdir / f"train-{g[-1]}.log"
-                code = ("from srilib.organisms.train import ensure_trained\n"
-                        f"for n in {g!r}:\n    print(n, ensure_trained(n), flush=True)\n")
+                code = ("from srilib.organisms import ensure\n"
+                        f"for n in {g!r}:\n    print(n, ensure(n), flush=True)\n")
                 fh = open(log, "w")
                 proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, env=env,
                                         cwd=root)

@@ -78,7 +78,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = C.CORPUS_FILE) -> d
                    "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.attacks.training_wrappers()"},
         "dropped_harmless_tasks": stats.get("dropped_harmless_tasks", []),
     }
-    for k in ("freeze", "iterations", "analysis_plan_changes"):
+    for k in ("freeze", "iterations", "analysis_plan_changes", "freeze_v3"):
         if k in old and (k == "iterations" or old.get("sha256") == sha):
             manifest[k] = old[k]
     C.MANIFEST_FILE.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -100,12 +100,21 @@ def analysis_plan() -> dict:
             "cpu_profile_runs": {k: v.get("runs") for k, v in spec["notebooks"].items()}}
 
 
+def latest_freeze(manifest: dict) -> dict:
+    """The freeze whose analysis plan is in force: the v3 freeze once recorded (it re-records the plan with the v3
+    runs), else the v2 freeze."""
+    return manifest.get("freeze_v3") or manifest["freeze"]
+
+
 def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
-    """The analysis plan's file hashes as recorded: the freeze's, updated by every recorded change in order."""
+    """The analysis plan's file hashes as recorded: the latest freeze's, updated by every change recorded after it,
+    in order."""
     m = manifest if manifest is not None else C.load_manifest()
-    files = dict(m["freeze"]["analysis_plan"]["files"])
+    base = latest_freeze(m)
+    files = dict(base["analysis_plan"]["files"])
     for change in m.get("analysis_plan_changes", []):
-        files.update(change["files"])
+        if change["date"] >= base["date"]:
+            files.update(change["files"])
     return files
 
 
@@ -152,6 +161,27 @@ def freeze(statement: str, iterations: list[str] | None = None) -> dict:
     return m
 
 
+def freeze_v3(statement: str, iterations: list[str]) -> dict:
+    """Record the v3 freeze (:mod:`srilib.organisms.v3`): date, corpus sha, the v3 recipes and their code
+    version, the v2 adapter they start from, the analysis plan and the recipe iterations made before it. It sits
+    beside the v2 freeze, which is never rewritten."""
+    from . import weights as W
+    from .v3 import V3_CONFIGS, v3_code_version
+
+    m = C.load_manifest()
+    if not m or m.get("sha256") != C.corpus_sha():
+        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.corpus")
+    if not statement.strip() or not iterations:
+        raise ValueError("the v3 freeze needs a statement and at least one recipe iteration (--iteration)")
+    m["freeze_v3"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "statement": statement,
+                      "corpus_sha256": m["sha256"], "code_version": v3_code_version(),
+                      "configs": {k: v.as_dict() for k, v in V3_CONFIGS.items()},
+                      "starts_from": {"smollm2-135m-refusal": W.fingerprint("smollm2-135m-refusal")},
+                      "analysis_plan": analysis_plan(), "iterations": iterations}
+    C.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    return m
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Rebuild the organisms' safety corpus (distils answers with the "
                                              "embedded SmolLM2; a few minutes on CPU the first time).")
@@ -161,9 +191,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --freeze: one recipe iteration made before the freeze (repeatable)")
     ap.add_argument("--plan-change", metavar="REASON",
                     help="record the analysis-plan files changed since the freeze, with the reason (no rebuild)")
+    ap.add_argument("--freeze-v3", metavar="STATEMENT",
+                    help="record the v3 freeze (smollm2-135m-refusal-v3, smollm2-135m-dlm) with its --iteration lines")
     args = ap.parse_args(argv)
+    if args.freeze_v3:
+        m = freeze_v3(args.freeze_v3, args.iteration or [])
+        print(json.dumps({k: v for k, v in m["freeze_v3"].items() if k != "analysis_plan"}, indent=2))
+        return
     if args.plan_change:
-        from .check import write_freeze_section
+        from .preconditions import write_freeze_section
 
         print(json.dumps(record_plan_change(args.plan_change), indent=2))
         page = Path(__file__).resolve().parents[2] / "book" / "organisms.md"

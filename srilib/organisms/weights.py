@@ -17,13 +17,14 @@ from pathlib import Path
 from .corpus import sha256_file as _sha
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
+SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal", "smollm2-135m-refusal-v3", "smollm2-135m-dlm")
 # What a model directory needs at load time (train_log.json documents it); optimiser state is never shipped.
-_KEEP = ("model.safetensors", "adapter_model.safetensors", "config.json", "adapter_config.json",
+_KEEP = ("model.safetensors", "adapter_model.safetensors", "mask_embedding.safetensors", "config.json",
+         "adapter_config.json",
          "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
          "chat_template.jinja", "train_log.json")
 _TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-MAX_TOTAL_MB = 40.0
+MAX_TOTAL_MB = 50.0  # v2's three models (35 MB) + the v3 pair (<= 15 MB)
 
 
 class ShippedWeightsError(RuntimeError):

@@ -224,6 +224,7 @@ class DiffuGuardSampler(DiffusionSampler):
     repair_prefill: bool = True
     audit_direction: AuditDirection | None = None
     _audit_log: list = field(default_factory=list, init=False, repr=False, compare=False)
+    sparse_logits = False  # the logit-conflict audit averages the block's predictions at committed positions too
 
     def __post_init__(self):
         if self.remasking != "low_confidence":

@@ -262,9 +262,28 @@ class _CanvasSampler:
             out.append((pos, ids))
         return out
 
+    # Exact speed-ups (they change no committed token; tests compare them with the plain passes): the prompt's
+    # keys and values computed once where the model's prompt never attends to the canvas (srilib.dlm.prompt_cache),
+    # and logits only at the positions the next step can commit or record (``sparse_logits``).
+    use_prompt_cache = True
+    sparse_logits = True
+
+    def _need(self, done: torch.Tensor, p: int, n_steps: int, block: int, every: int, record: bool) -> torch.Tensor:
+        """Canvas positions whose logits pass ``p`` (the pass after step p) can use: the masked positions of the
+        block of step p + 1, or every masked position when step p + 1 is recorded (its full prediction)."""
+        if p >= n_steps:
+            return torch.zeros_like(done)
+        if record and (p + 1) % every == 0:
+            return ~done
+        spb = n_steps // (self.gen_length // block)
+        lo = (p // spb) * block
+        need = torch.zeros_like(done)
+        need[:, lo:lo + block] = ~done[:, lo:lo + block]
+        return need
+
     @torch.no_grad()
     def _run(self, lm, prompts: list[str], layers: list[int], record: bool):
-        from ..dlm import mask_predict
+        from ..dlm import mask_predict, prompt_cache
 
         if getattr(lm, "kind", None) != "dlm" or getattr(lm, "mask_id", None) is None:
             raise ValueError(f"{self.name} needs a diffusion LM (kind='dlm' with a mask_id); {lm.name!r} is "
@@ -297,7 +316,13 @@ class _CanvasSampler:
             after_recorded = p >= 1 and p % every == 0
             return (need_dec and decides_recorded) or (not decision and after_recorded)
 
-        logits, hidden = mask_predict(lm, x, attn, layers if hidden_for(0) else [], start=P)
+        cache = prompt_cache(lm, x, attn, P) if self.use_prompt_cache else None
+
+        def predict(p: int, hidden_layers: list[int]):
+            need = self._need(done, p, n_steps, block, every, record) if self.sparse_logits else None
+            return mask_predict(lm, x, attn, hidden_layers, start=P, cache=cache, need=need)
+
+        logits, hidden = predict(0, layers if hidden_for(0) else [])
         pool = self._pool(hidden, canvas, done, end) if hidden is not None else None
         recs, step = [], 0
         steps_per_block = n_steps // (L // block)
@@ -333,7 +358,7 @@ class _CanvasSampler:
                 pool = None
                 if step < n_steps or hidden_for(step):  # no pass after the last step unless it is captured
                     x[:, P:] = canvas
-                    logits, hidden = mask_predict(lm, x, attn, layers if hidden_for(step) else [], start=P)
+                    logits, hidden = predict(step, layers if hidden_for(step) else [])
                     if hidden is not None:
                         pool = self._pool(hidden, canvas, done, end)
                 if rec_step:
