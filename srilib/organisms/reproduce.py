@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import weights as W
     from .check import run
     from .preconditions import table
-    from . import ensure as ensure_trained
+    from . import ensure
     from .v3 import V3_NAMES
 
     t0 = time.time()
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
               "cpus": os.cpu_count(), "jobs": args.jobs, "wall_minutes": round(minutes, 1), "models": {}}
     for n in names:
-        path = ensure_trained(n)
+        path = ensure(n)
         shipped = W.shipped_dir(n, verify=False)
         same = W.same_files(path, shipped) if shipped else {}
         log = json.loads((path / "train_log.json").read_text())
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\nShipped (recorded) vs retrained:\n" + compare(old, rep))
     if args.install:
         for n in names:
-            print(n, W.install(n, ensure_trained(n)))
+            print(n, W.install(n, ensure(n)))
         print(f"shipped weights now total {W.total_mb():.1f} MB; rerun the check with "
               "`python -m srilib.organisms.check --book --out srilib/organisms/data/preconditions.json`")
     return 0
