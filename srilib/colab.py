@@ -96,7 +96,8 @@ def sync_notebook(path: Path, repo: str = REPO_URL) -> bool:
 
 
 def sync(root: Path, repo: str = REPO_URL) -> list[str]:
-    """Rewrite the repository URL in every notebook and in _config.yml; returns the files changed."""
+    """Rewrite the repository URL in every notebook, in _config.yml and in the reproduce page's install steps;
+    returns the files changed."""
     changed = [p.name for p in sorted((root / "notebooks").glob("*.ipynb")) if sync_notebook(p, repo)]
     cfg = root / "_config.yml"
     text = cfg.read_text()
@@ -105,6 +106,13 @@ def sync(root: Path, repo: str = REPO_URL) -> list[str]:
     if new != text:
         cfg.write_text(new)
         changed.append(cfg.name)
+    page = root / "book" / "reproduce.md"  # its install steps clone the repository
+    if page.is_file():
+        text = page.read_text()
+        new = re.sub(r"git clone \S+ srilib", f"git clone {repo} srilib", text)
+        if new != text:
+            page.write_text(new)
+            changed.append(page.name)
     return changed
 
 

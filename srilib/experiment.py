@@ -74,6 +74,16 @@ def resolve_run(spec: "str | Run") -> Run:
     return Run(model=model, kind=kind, sampler=name, block_length=int(block[1:]) if block else None)
 
 
+def selected(spec: "str | Run", runs: "Sequence[str | Run] | None") -> bool:
+    """Whether a profile's per-section run list (``curve_runs``, ``pair.targets``, ``seed_runs``, ``shift_runs``)
+    covers this run: ``None`` covers every run; names are compared as resolved runs, so ``organism-ar`` matches
+    ``organism-ar@ar``."""
+    if runs is None:
+        return True
+    label = resolve_run(spec).label
+    return any(resolve_run(r).label == label for r in runs)
+
+
 @dataclass
 class Experiment:
     """Shared settings of a notebook (the profile's common parameters) and a cache of loaded models.

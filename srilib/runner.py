@@ -45,6 +45,9 @@ SUMMARY = "run_summary.json"
 EXECUTION_TABLE = "execution.md"  # included by book/reproduce.md
 PAPER_NUMBERS = "paper_numbers.md"  # included by book/paper.md
 ORGANISMS_SUMMARY = "organisms_summary.md"  # included by book/intro.md and book/limitations.md
+GLANCE = "glance.md"  # included by book/intro.md: every chapter's findings at a glance
+CHAPTER_SHORT = {"sri_geometry": "geometry", "sampling_vs_representation": "sampling",
+                 "incomplete_recovery": "recovery", "detector_transfer": "detector"}
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
 
@@ -200,7 +203,8 @@ def mark_failed(source: Path, output: Path, meta: dict) -> None:
 def present(nb: dict, name: str, profile: str | None) -> dict:
     """An executed notebook as the book shows it: the notebook's own default parameters and papermill's injected
     cell are removed from the page, and the values this build used are shown once, folded, under "Parameters of
-    this build"; under the title, links download the executed notebook and its source. Idempotent."""
+    this build"; under the title, links download the executed notebook and its source, and the cells tagged
+    ``glance`` (the chapter's findings at a glance, computed last) move up to follow them. Idempotent."""
     cells = [c for c in nb.get("cells", []) if c.get("id") not in ("srilib-params", "srilib-downloads")]
     used = None
     for c in cells:
@@ -213,8 +217,10 @@ def present(nb: dict, name: str, profile: str | None) -> dict:
     downloads = {"cell_type": "markdown", "id": "srilib-downloads", "metadata": {}, "source":
                  f"Download {{download}}`this chapter as executed <{name}.ipynb>` or "
                  f"{{download}}`its source notebook <../../{SOURCES.as_posix()}/{name}.ipynb>` (what Colab opens)."}
-    out = cells[:1] + [downloads] + cells[1:]
+    glance = [c for c in cells[1:] if "glance" in c.get("metadata", {}).get("tags", [])]
+    out = cells[:1] + [downloads] + glance + [c for c in cells[1:] if c not in glance]
     if used is not None:
+        used = (out.index(cells[used[0]]) - 1, used[1])
         params = {"cell_type": "markdown", "id": "srilib-params", "metadata": {}, "source":
                   f":::{{dropdown}} Parameters of this build (profile `{profile}`)\n```python\n{used[1]}\n```\n:::"}
         out.insert(used[0] + 2, params)  # where the parameters stood (after the downloads line)
@@ -235,10 +241,13 @@ def execution_table(summary: dict) -> str:
         gen = "–" if gen is None else (str(len(gen)) if gen else "0 (all from the trace plan)")
         rows.append(f"| {name} | {e.get('profile', '–')} | {e.get('started_at', '–')} | {dur} | "
                     f"{status.replace('|', '/')} | {left} | {gen} | {commit} |")
-    head = (f"Profile `{summary.get('profile')}` on {summary.get('hardware')} hardware; the run finished "
-            f"{summary.get('finished_at')} after {summary.get('wall_s', 0):.0f} s (organism training: "
-            f"{', '.join(f'{k} {v:.0f} s' for k, v in (summary.get('organisms_s') or {}).items()) or 'none needed'})."
-            " *cached* means the chapter's inputs had not changed since the execution shown.")
+    cached = sum(e.get("status") == "cached" for e in (summary.get("notebooks") or {}).values())
+    trained = ", ".join(f"{k} {v:.0f} s" for k, v in (summary.get("organisms_s") or {}).items()) or "none needed"
+    head = (f"Profile `{summary.get('profile')}` on {summary.get('hardware')} hardware; the latest `python -m "
+            f"srilib run` finished {summary.get('finished_at')} after {summary.get('wall_s', 0):.0f} s (organism "
+            f"training: {trained})"
+            + (f"; it re-used {cached} chapter(s) marked *cached*, whose inputs had not changed since the execution "
+               "the row shows (its start and duration)." if cached else "."))
     plan = summary.get("trace_plan") or {}
     if plan.get("error"):
         head += f" The trace plan could not be built ({plan['error']}); the notebooks generated their own traces."
@@ -282,6 +291,27 @@ def organisms_summary() -> str:
     parts = [summary_text(json.loads(f.read_text()), v3=f is REPORT_V3_FILE)
              for f in (REPORT_V3_FILE, REPORT_FILE) if f.is_file()]
     return "\n\n".join(parts)
+
+
+def glance_page(out_dir: Path, names: Sequence[str]) -> str:
+    """The landing page's findings table: the glance findings every executed chapter of ``names`` recorded
+    (:mod:`srilib.chapters.glance`), in the profile's order, each row linked to its chapter."""
+    from .chapters.glance import collect, glance_markdown
+
+    findings, links = [], []
+    for n in names:
+        p = Path(out_dir) / f"{n}.ipynb"
+        if not p.is_file():
+            continue
+        try:
+            fs = collect(json.loads(p.read_text()))
+        except ValueError:
+            continue
+        findings += fs
+        links += [f"{{doc}}`{CHAPTER_SHORT.get(n, n)} </{EXECUTED.as_posix()}/{n}>`"] * len(fs)
+    if not findings:
+        return "*No chapter of this build has recorded its findings yet: run `make book`.*\n"
+    return glance_markdown(findings, chapters=links) + "\n"
 
 
 def pretrain_organisms(models: Sequence[str], root: Path, *, jobs: int = 2, heartbeat: float = 60.0
@@ -333,8 +363,6 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
                                 f"them from {profile.path or 'the profile'}")
     os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel
-    # tqdm bars would be saved as widgets and shown in the book; `export TQDM_DISABLE=` (empty) keeps them
-    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar
     code_hash = srilib_source_hash()
     out_dir = root / EXECUTED
@@ -352,7 +380,10 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
     stamps = {n: notebook_stamp(root / SOURCES / f"{n}.ipynb", profile.params_for(n), code_hash) for n in names}
     stale = [n for n in names if force or not (out_dir / f"{n}.ipynb").is_file()
              or executed_meta(out_dir / f"{n}.ipynb").get("stamp") != stamps[n]]
-    trained, plan_report = run_plan(profile, root, stale) if stale else ({}, {})
+    trained, plan_report = run_plan(profile, root, stale) if stale else ({}, {})  # one tqdm bar per trace set
+    # in the notebooks, tqdm bars would be saved as widgets and shown in the book: the kernels inherit this (set
+    # after the trace plan, whose bars the terminal shows); `export TQDM_DISABLE=` (empty) keeps them
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from .traces import TraceStore
     store = TraceStore()  # the notebooks' store ($SRILIB_CACHE); its log shows what they still generated
 
@@ -367,6 +398,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         _atomic_write_text(out_dir / EXECUTION_TABLE, execution_table(summary))
         _atomic_write_text(out_dir / PAPER_NUMBERS, published_tables())
         _atomic_write_text(out_dir / ORGANISMS_SUMMARY, organisms_summary())
+        _atomic_write_text(out_dir / GLANCE, glance_page(out_dir, profile.notebooks))
 
     try:
         for i, name in enumerate(names, 1):

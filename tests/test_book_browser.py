@@ -316,3 +316,58 @@ def test_legibility_check_catches_a_squeezed_figure_and_a_wide_table(browser):
     found = cdp.eval(LAYOUT_JS)
     assert any(f.startswith("image shown at") and "2860 px" in f for f in found), found
     assert sum(f.startswith("table ") for f in found) == 1, found  # m-bad only: m-ok scrolls in its box
+
+
+# ------------------------------------------------------------------------------------------- findings first
+# Issue 23: every analysis chapter opens with its findings. The top of the "At a glance" section's table (or of
+# its "no finding" line, e.g. in a smoke build) in page pixels at 1366 px, -1 when the section is missing.
+GLANCE_TOP_JS = """(() => {
+  const h = Array.from(document.querySelectorAll('h2')).find(e => /At a glance/.test(e.textContent));
+  if (!h) return -1;
+  const sec = h.closest('section') || h.parentElement;
+  const t = sec.querySelector('table') || Array.from(sec.querySelectorAll('p, em')).find(
+      e => /No finding/.test(e.textContent));
+  return t ? t.getBoundingClientRect().top + window.scrollY : -1;
+})()"""
+# Process noise: stderr blocks of executed cells, and absolute paths of the machine that built the book.
+NOISE_JS = """(() => {
+  const art = document.querySelector('.bd-article') || document.body, out = [];
+  for (const e of art.querySelectorAll('.output.stderr, .stderr'))
+    out.push('stderr block: ' + e.textContent.slice(0, 80).replace(/\\s+/g, ' '));
+  const m = art.innerText.match(/(^|[\\s'"(=])(\\/(home|work|tmp|root|Users|usr|opt|var)\\/[^\\s'")]+)/);
+  if (m) out.push('absolute path: ' + m[2]);
+  return out;
+})()"""
+ANALYSES = [p for p in CHAPTERS if Path(p).stem in ("sri_geometry", "sampling_vs_representation",
+                                                    "incomplete_recovery", "detector_transfer")]
+
+
+@pytest.mark.parametrize("page", ANALYSES or ["book/executed/none.html"])
+def test_chapter_opens_with_its_findings(browser, page):
+    cdp, origin = browser
+    cdp.send("Emulation.setDeviceMetricsOverride", width=1366, height=900, deviceScaleFactor=1, mobile=False)
+    try:
+        _settled(cdp, page, origin)
+        top = cdp.eval(GLANCE_TOP_JS)
+    finally:
+        cdp.send("Emulation.clearDeviceMetricsOverride")
+    assert 0 <= top <= 1500, f"{page}: the at-a-glance table starts at {top} px (want within the first 1,500 px)"
+
+
+@pytest.mark.parametrize("page", PAGES or ["index.html"])
+def test_pages_carry_no_process_noise(browser, page):
+    cdp, origin = browser
+    _settled(cdp, page, origin)
+    found = cdp.eval(NOISE_JS)
+    assert not found, f"{page}:\n  " + "\n  ".join(found)
+
+
+def test_noise_check_catches_a_warning_and_a_local_path(browser):
+    cdp, origin = browser
+    page = (CHAPTERS or PAGES or ["index.html"])[0]
+    _settled(cdp, page, origin)
+    cdp.eval("""(() => { const art = document.querySelector('.bd-article') || document.body;
+        art.insertAdjacentHTML('beforeend', '<div class="output stderr"><pre>/work/x/site-packages/a.py:1: '
+          + 'FutureWarning: gone</pre></div>'); return true; })()""")
+    found = cdp.eval(NOISE_JS)
+    assert any(f.startswith("stderr block") for f in found) and any(f.startswith("absolute path") for f in found)

@@ -369,3 +369,20 @@ def test_matched_pairs_compare_a_dlm_with_its_own_ar_twin_only(monkeypatch):
     assert matched_pairs([other_ar, base, other]) == []  # no twin among the runs
     assert any(line.startswith("- **Matched pair** `a` (AR) vs `m`")
                for line in conclusions([twin, base, other], []))
+
+
+def test_sampling_findings_read_the_same_estimates_as_the_conclusions(monkeypatch):
+    """Issue 23: the glance rows of the headline comparison are its pooled ΔRR / ΔASR / ΔIRR, verdicts from the
+    intervals (a resolved gain reads 'reproduced', an unresolved one 'not resolved')."""
+    import srilib.chapters.glance as G
+    from srilib.chapters.findings import sampling_findings
+
+    monkeypatch.setattr(G, "weak_models", lambda runs: {})
+    base, other = _pair()
+    c = compare(base, other, n_boot=50)
+    aj = c.row(ALL_JAILBREAKS)
+    aj["d_rr"], aj["d_asr"], aj["d_irr"] = _est(0.4, 0.1, 0.8), _est(0.3, -0.1, 0.7), _est(-0.3, -0.5, -0.1)
+    rows = sampling_findings([base, other], [c])
+    assert [f.verdict for f in rows[:3]] == [G.REPRODUCED, G.UNRESOLVED, G.OPPOSITE]
+    assert all(f.runs == ("m@low_confidence", "m@dlm-ar") for f in rows[:3])
+    assert rows[0].ours.endswith("+0.40 [+0.10, +0.80]") and "ΔRR" in rows[0].claim

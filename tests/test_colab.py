@@ -28,14 +28,19 @@ def test_every_notebook_and_the_book_use_the_one_repository_url():
         ids = [c.get("id") for c in cells]  # nbformat 4.5 requires unique cell ids
         assert all(ids) and len(set(ids)) == len(ids), f"{p.name}: cells without ids or with duplicate ids"
     assert f'url: "{colab.REPO_URL}"' in (ROOT / "_config.yml").read_text()
+    assert f"git clone {colab.REPO_URL} srilib" in (ROOT / "book" / "reproduce.md").read_text()
 
 
 def test_sync_is_idempotent_and_rewrites_the_url(tmp_path):
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "book").mkdir()
+    shutil.copy(ROOT / "book" / "reproduce.md", tmp_path / "book" / "reproduce.md")
     assert colab.sync(tmp_path) == []
     changed = colab.sync(tmp_path, "https://github.com/someone/fork")
-    assert "_config.yml" in changed and len(changed) == len(list((tmp_path / "notebooks").glob("*.ipynb"))) + 1
+    assert "_config.yml" in changed and "reproduce.md" in changed
+    assert len(changed) == len(list((tmp_path / "notebooks").glob("*.ipynb"))) + 2
+    assert "git clone https://github.com/someone/fork srilib" in (tmp_path / "book" / "reproduce.md").read_text()
     text = (tmp_path / "notebooks" / "sri_geometry.ipynb").read_text()
     assert "someone/fork" in text and "srilib/srilib" not in text
     assert colab.sync(tmp_path, "https://github.com/someone/fork") == []

@@ -69,12 +69,13 @@ def test_profile_plan_is_the_notebooks_sets():
     assert by[("detector_transfer", "guard/harmless-train")].prompts == get_prompts("harmless", "train", n=n_guard)
     assert by[("detector_transfer", "raw")].exp.steps == exp.steps
     assert by[("sampling_vs_representation", "random_search")].lazy  # prompts exist once the search ran
-    base = profile_plan("cpu", models=["smollm2-135m"])  # not in the detector chapter
-    assert not any(n.chapter == "detector_transfer" for n in base.needs)
+    # the main pair's dlm-ar run is not in the detector chapter
+    base = profile_plan("cpu", runs=["smollm2-135m-dlm@dlm-ar"])
+    assert base.needs and not any(n.chapter == "detector_transfer" for n in base.needs)
     dlm = {n.run.label for n in profile_plan("cpu", models=["smollm2-135m-dlm"]).needs}
     assert dlm == {"smollm2-135m-dlm@low_confidence", "smollm2-135m-dlm@dlm-ar", "smollm2-135m-dlm@diffuguard"}
     assert {n.run.label for n in profile_plan("cpu", runs=["organism-dlm@dlm-ar"]).needs} == {"organism-dlm@dlm-ar"}
-    with pytest.raises(ValueError, match="its runs are: .*smollm2-135m@ar"):
+    with pytest.raises(ValueError, match="its runs are: .*smollm2-135m-refusal-v3@ar"):
         profile_plan("cpu", models=["tiny-ar"])
 
 

@@ -38,7 +38,7 @@ def test_example_html_escapes_labels_and_shows_the_chosen_steps():
     out = example_html(res, 0)
     # the request and final text are escaped (the canvas tokens too); the final text is cut at 300 characters
     assert html.escape(REQUEST) in out and "<b>pick</b>" not in out and "&lt;b&gt;pick" in out
-    assert "Sure step one\n &lt;b&gt;" + "x" * 282 + "</i>" in out and "x" * 283 not in out
+    assert "Sure step one\n &lt;b&gt;" + "x" * 282 + "</span></p>" in out and "x" * 283 not in out
     assert " &lt;b&gt;</span>" in out and "⟨end⟩" in out and "⏎" in out
     assert out.count("final text (harmful)") == 1 and "final text (not harmful)" not in out
     assert "<b>tiny-dlm@low_confidence</b>, set <code>raw</code> #3<br>" in out
@@ -54,3 +54,11 @@ def test_example_html_escapes_labels_and_shows_the_chosen_steps():
     assert "harmful</b>" not in other and other.count("judged not harmful") == 3
     last_row = other.split("<b>step 4</b>")[1]
     assert last_row.count("<span style='color:") == 2  # max_tokens: two canvas positions per row
+
+
+def test_example_html_keeps_markdown_and_blank_lines_of_model_output_literal():
+    """Issue 23: a generation with ** and a blank line shows as written (escaped, whitespace kept)."""
+    res = _result()
+    res.traces.texts[1] = "**Step 1**\n\nDo <this>"
+    out = example_html(res, 1)
+    assert "<span style='white-space:pre-wrap;font-style:italic'>**Step 1**\n\nDo &lt;this&gt;</span>" in out

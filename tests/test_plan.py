@@ -37,6 +37,17 @@ def test_notebook_parameters_are_papermills_defaults_under_the_profile():
     assert params["canvas_attacks"] == defaults["canvas_attacks"]  # not in the profile: the notebook's default
 
 
+def test_source_notebooks_default_to_the_cpu_profile():
+    """Run All on a source notebook, with nothing injected, computes what the cpu book computed: every value the
+    cpu profile gives a chapter is the notebook's own default (dtype float32 included)."""
+    prof = load_profile("cpu")
+    for name in prof.notebooks:
+        defaults = notebook_defaults(REPO / "notebooks" / f"{name}.ipynb")
+        differ = {k: (defaults.get(k, "<missing>"), v) for k, v in prof.params_for(name).items()
+                  if defaults.get(k, "<missing>") != v}
+        assert not differ, f"{name}: notebook default vs cpu profile: {differ}"
+
+
 def test_the_smoke_plan_declares_every_chapter_and_dedupes():
     plan = build_plan("smoke", REPO)
     assert {n.chapter for n in plan.needs} == set(CHAPTERS)

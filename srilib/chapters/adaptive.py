@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import adaptive as A
 from ..adaptive.rs_data import PUBLISHED_N_CANDIDATES
-from ..experiment import Experiment, PromptSets, Run
+from ..experiment import Experiment, PromptSets, Run, selected
 from ..metrics import Rate, attack_success_rate, delta
 from . import AR_TWIN, interval_side, weak_caveat
 
@@ -169,17 +169,11 @@ class Adaptive:
 
     def pair_targeted(self, spec: str | Run) -> bool:
         """Whether PAIR attacks this run (the profile's ``pair.targets``, every run when absent)."""
-        if self.cfg.pair_targets is None:
-            return True
-        label = self.exp.resolve(spec).label
-        return any(self.exp.resolve(t).label == label for t in self.cfg.pair_targets)
+        return selected(spec, self.cfg.pair_targets)
 
     def curve_targeted(self, spec: str | Run) -> bool:
         """Whether this run gets the ASR-vs-budget curve (the profile's ``random_search.curve_runs``)."""
-        if self.cfg.curve_runs is None:
-            return True
-        label = self.exp.resolve(spec).label
-        return any(self.exp.resolve(t).label == label for t in self.cfg.curve_runs)
+        return selected(spec, self.cfg.curve_runs)
 
     def prompts(self, spec: str | Run) -> dict[str, list[str]]:
         """{set name: attacked prompts} of one run (the i-th prompt from the i-th request); empty when off."""

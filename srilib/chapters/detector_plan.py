@@ -6,7 +6,7 @@ the import graph keeps no circle.
 """
 from __future__ import annotations
 
-from ..experiment import setup_from
+from ..experiment import selected, setup_from
 from ..judges import make_judge
 from ..plan import Need, each_run_needs, needs_for, standard_needs
 from .adaptive import Adaptive, AdaptiveConfig, adaptive_needs
@@ -17,8 +17,8 @@ from .shift import shift_order, shift_prompts
 
 def trace_needs(params: dict) -> list:
     """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run, the anchor split,
-    every evaluation set, the guard's harmless training prompts, the harmless families of the shift section and
-    the adaptive-attack sets; on diffusion runs the canvas attacks, also under DiffuGuard (with
+    every evaluation set, the guard's harmless training prompts, the harmless families of the shift section (runs
+    of ``shift_runs``, all when absent) and the adaptive-attack sets; on diffusion runs the canvas attacks, also under DiffuGuard (with
     ``diffuguard_rates`` its harmless and jailbreak sets too); the usage example's two prompts on the first run."""
     chapter = "detector_transfer"
     exp, sets = setup_from(params)
@@ -30,7 +30,8 @@ def trace_needs(params: dict) -> list:
 
     def needs(run):
         out = standard_needs(chapter, exp, run, sets)
-        out += needs_for(chapter, exp, run, {"guard/harmless-train": train, "shift/harmless-families": family})
+        out += needs_for(chapter, exp, run, {"guard/harmless-train": train, **(
+            {"shift/harmless-families": family} if selected(run, params.get("shift_runs")) else {})})
         out += adaptive_needs(chapter, adv, run) if adv.cfg.any_on else []
         if run.kind == "dlm":
             dg = diffuguard_run(exp, run)

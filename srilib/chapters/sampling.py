@@ -308,8 +308,8 @@ def trace_needs(params: dict) -> list:
     """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run (block-length
     variants included) the anchor split, every evaluation set and the adaptive-attack sets with their budget
     checkpoints and AR-to-DLM transfer; for the seed study, the harmful evaluation sets drawn with each other seed
-    for the compared runs."""
-    from ..experiment import setup_from
+    for the compared runs (those of ``seed_runs``, all when absent)."""
+    from ..experiment import selected, setup_from
     from ..judges import make_judge
     from ..plan import Need, each_run_needs, resolve_each, standard_needs
     from .adaptive import Adaptive, AdaptiveConfig, adaptive_needs, transfer_needs
@@ -325,7 +325,7 @@ def trace_needs(params: dict) -> list:
                             + (adaptive_needs(chapter, adv, run, curves=True) if acfg.any_on else []))
     needs += transfer_needs(chapter, adv, runs)
     seeds = list(dict.fromkeys(int(s) for s in params.get("seeds") or []))
-    compared = comparison_runs(runs)
+    compared = [r for r in comparison_runs(runs) if selected(r, params.get("seed_runs"))]
     n_eval = params.get("seed_n_eval") or params["n_eval"]
     if len(seeds) > 1 and compared:
         for s in seeds:

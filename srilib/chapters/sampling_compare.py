@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..experiment import Experiment, PromptSets
+from ..experiment import Experiment, PromptSets, selected
 from ..metrics import Estimate, delta
 from .paper_numbers import ALL_JAILBREAKS
 from .sampling import DLM_AR_SAMPLER, RunEval, evaluate_run, evaluate_runs, has_set, paper_column, pool
@@ -172,15 +172,20 @@ def stability(per_seed: Mapping[int, Sequence[Comparison]]) -> Stability:
 
 def seed_stability(exp: Experiment, results: Sequence[RunEval], n_anchor: int, n_eval: int,
                    attacks: Sequence[str], seeds: Sequence[int], judge, tau: float = 0.1, lam: float = 0.5,
-                   base_sampler: str = DLM_AR_SAMPLER) -> Stability:
+                   base_sampler: str = DLM_AR_SAMPLER, runs: Sequence[str] | None = None) -> Stability:
     """Re-measure the sampler deltas with other seeds: each seed draws another evaluation subset (``n_eval``
     prompts) and seeds the samplers. Anchors stay those of ``results`` (the main seed), the measuring instrument.
 
     For the main seed (``exp.seed``) the main results are reused (their first ``n_eval`` prompts), so only other
-    seeds generate traces, and only for DLM runs that take part in a comparison, harmful sets only.
+    seeds generate traces, and only for DLM runs that take part in a comparison, harmful sets only. ``runs`` (the
+    profile's ``seed_runs``; None: all) limits the study to the comparisons whose two runs it names.
     """
     by_run = {r.run: r for r in results}
     main_comps, _ = sampler_comparisons(results, base_sampler=base_sampler, lam=lam)
+    main_comps = [c for c in main_comps if selected(c.base, runs) and selected(c.other, runs)]
+    if not main_comps:
+        raise ValueError(f"seed_runs {list(runs or [])} names no compared pair (a DLM's dlm-ar run and one of its "
+                         "remasking runs); name both runs of a pair, or set seed_runs to None for all")
     needed = list(dict.fromkeys([c.base for c in main_comps] + [c.other for c in main_comps]))
     per_seed: dict[int, list[Comparison]] = {}
     for s in dict.fromkeys(int(x) for x in seeds):

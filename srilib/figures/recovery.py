@@ -131,7 +131,7 @@ def example_html(res, i: int, note: str = "", max_tokens: int = 48) -> str:
     head = (f"<p><b>{html.escape(res.run)}</b>, set <code>{res.set_of[i]}</code> #{res.position[i]}{note}<br>request: "
             f"<i>{html.escape(res.requests[i])}</i><br>final text "
             f"({'harmful' if rev['final_harmful'][i] else 'not harmful'}): "
-            f"<i>{html.escape(ts.texts[i][:300])}</i></p>")
+            f"<span style='white-space:pre-wrap;font-style:italic'>{html.escape(ts.texts[i][:300])}</span></p>")
     return "<div style='border:1px solid #ddd;padding:6px;margin:6px 0'>" + head + body + "</div>"
 
 

@@ -15,7 +15,14 @@ This module stays light: torch-heavy work happens only inside the loader.
 """
 from __future__ import annotations
 
+import warnings
+
 from ..models import LoadedModel, ModelSpec, loader, register
+
+# peft's PeftModel.from_pretrained reads transformers' deprecated `is_gradient_checkpointing` on every adapter load,
+# and the FutureWarning (with the path of the interpreter's site-packages) would print in every chapter that loads
+# a shipped adapter; nothing a user of srilib can act on, so only that message is silenced.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 ORGANISMS = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
 CONFIG_CHOICES = ("full", "tiny")

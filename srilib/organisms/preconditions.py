@@ -82,7 +82,8 @@ def misses(r: dict) -> list[str]:
             out.append(f"answers {r[k]['coherent_rate']:.0%} of {label} harmless requests on topic (required: at "
                        f"least {COHERENT_MIN:.0%})")
     if not r.get("window_ok", True):
-        out.append(f"has {len(r['families_in_window'])} attack families with ASR in ({ASR_LOW:.0%}, {ASR_HIGH:.0%}) "
+        n = len(r["families_in_window"])
+        out.append(f"has {n} attack famil{'y' if n == 1 else 'ies'} with ASR in ({ASR_LOW:.0%}, {ASR_HIGH:.0%}) "
                    f"(required: {MIN_FAMILIES})")
     return out
 
@@ -174,6 +175,9 @@ def freeze_text(manifest: dict) -> str:
     lines.append("- Changes to the analysis plan after the freeze (recorded with `python -m srilib.organisms.corpus "
                  "--plan-change REASON`; the tests fail on any unrecorded one):" + (" none." if not changes else ""))
     lines += [f"  {i + 1}. {c['date']}: {c['reason']} (files: {', '.join(f'`{p}`' for p in sorted(c['files']))})"
+              + ("; cpu profile runs from then on: " + "; ".join(f"{nb} {', '.join(f'`{r}`' for r in rs)}"
+                                                            for nb, rs in c["cpu_profile_runs"].items())
+                 if c.get("cpu_profile_runs") else "")
               for i, c in enumerate(changes)]
     return "\n".join(lines)
 

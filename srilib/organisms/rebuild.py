@@ -118,6 +118,18 @@ def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
     return files
 
 
+def recorded_runs(manifest: dict | None = None) -> dict:
+    """The cpu profile's runs per chapter as recorded: the latest freeze's, replaced by those of every change
+    recorded after it that changed them (a run list never moves unrecorded)."""
+    m = manifest if manifest is not None else C.load_manifest()
+    base = latest_freeze(m)
+    runs = base["analysis_plan"]["cpu_profile_runs"]
+    for change in m.get("analysis_plan_changes", []):
+        if change["date"] >= base["date"] and "cpu_profile_runs" in change:
+            runs = change["cpu_profile_runs"]
+    return runs
+
+
 def plan_drift(manifest: dict | None = None) -> dict[str, str]:
     """Files of the analysis plan whose sha256 now differs from the recorded plan (``{path: current sha}``); a
     file removed since shows as ``"missing"``. Empty when every change after the freeze was recorded."""
@@ -129,7 +141,8 @@ def plan_drift(manifest: dict | None = None) -> dict[str, str]:
 
 def record_plan_change(reason: str) -> dict:
     """Record, with the date and a reason, every analysis-plan file changed since the freeze (or the last recorded
-    change). The freeze itself is never rewritten: the book shows the frozen plan and each later change."""
+    change), and the cpu profile's runs when they changed. The freeze itself is never rewritten: the book shows the
+    frozen plan and each later change."""
     m = C.load_manifest()
     if not m.get("freeze"):
         raise RuntimeError("nothing is frozen yet; record the freeze first (--freeze STATEMENT)")
@@ -140,6 +153,9 @@ def record_plan_change(reason: str) -> dict:
         raise RuntimeError("the analysis plan matches the recorded one; there is no change to record")
     change = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "reason": reason.strip(),
               "files": drift}
+    runs = analysis_plan()["cpu_profile_runs"]
+    if runs != recorded_runs(m):
+        change["cpu_profile_runs"] = runs
     m.setdefault("analysis_plan_changes", []).append(change)
     C.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
     return change

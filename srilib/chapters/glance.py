@@ -1,0 +1,143 @@
+"""Findings at a glance: a chapter's verdicts on the paper's claims as data (:class:`Finding`), and the one renderer
+that writes them, as the table at the top of each analysis chapter and, collected by the book's runner, as the
+landing page's table.
+
+A verdict is read from a 95% interval against the paper's direction, never from a point: *reproduced* (the interval
+lies on the paper's side of the reference), *opposite* (it lies on the other side), *not resolved* (it contains the
+reference). A finding on a model that misses a precondition of the organisms page is shown as *weak model*, with the
+interval's direction kept in brackets, and its run carries the badge :data:`WEAK_BADGE`, explained once per table.
+The chapters' own ``glance`` functions (geometry, sampling_report, recovery, detector_conclusions) build the
+findings from the same estimates their conclusions print.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+from . import interval_side, weak_models
+
+GLANCE_KEY = "srilib_glance"  # output metadata of a chapter's glance cell; the runner collects it for the landing page
+REPRODUCED, UNRESOLVED, OPPOSITE = "reproduced", "not resolved", "opposite"
+WEAK_BADGE = "⚠"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One row of a glance table: the paper's claim, the paper's number, ours with its 95% interval, the verdict
+    (:data:`REPRODUCED`, :data:`UNRESOLVED` or :data:`OPPOSITE`), the runs behind ours, and those of their models
+    that miss a precondition (``weak``)."""
+
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+    runs: tuple[str, ...] = ()
+    weak: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.verdict not in (REPRODUCED, UNRESOLVED, OPPOSITE):
+            raise ValueError(f"verdict must be one of {REPRODUCED!r}, {UNRESOLVED!r}, {OPPOSITE!r}, got "
+                             f"{self.verdict!r}")
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as the table shows it: a finding on a weak model is 'weak model (direction)'."""
+        return f"weak model ({self.verdict})" if self.weak else self.verdict
+
+
+def short(est, digits: int = 2, signed: bool = False) -> str:
+    """'v [lo, hi]' of a metrics Rate or Estimate (no counts, no method): the visible form of a glance cell."""
+    v, lo, hi = (getattr(est, k, math.nan) for k in ("value", "lo", "hi"))
+    if v is None or math.isnan(v):
+        return "–"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+def verdict(est, ref: float = 0.0, expected: int = 1) -> str:
+    """The verdict of an interval against the paper's direction: ``expected`` +1 when the paper finds the quantity
+    above ``ref``, -1 below."""
+    side = interval_side(est, ref)
+    if side == 0:
+        return UNRESOLVED
+    return REPRODUCED if side == expected else OPPOSITE
+
+
+def finding(claim: str, paper: str, est, runs: Sequence[str], ref: float = 0.0, expected: int = 1,
+            signed: bool = True, label: str = "") -> Finding:
+    """A :class:`Finding` for one estimate: ours is ``label`` (the runs, badged when weak) and the interval."""
+    runs = tuple(str(r) for r in runs)
+    weak = tuple(weak_models(runs))
+    who = label or " vs ".join(badged(r, weak) for r in runs)
+    return Finding(claim=claim, paper=paper, ours=f"{who}: {short(est, signed=signed)}",
+                   verdict=verdict(est, ref, expected), runs=runs, weak=weak)
+
+
+def badged(run: str, weak: Iterable[str]) -> str:
+    """A run's name in code, with the weak-model badge when its model misses a precondition."""
+    return f"`{run}`" + (f" {WEAK_BADGE}" if run.partition("@")[0] in set(weak) else "")
+
+
+def _cell(s: str) -> str:
+    return str(s).replace("|", "/").replace("\n", " ")
+
+
+def glance_markdown(findings: Sequence[Finding], chapters: Sequence[str] | None = None) -> str:
+    """The glance table (Markdown): claim (paper) | paper | ours [95% interval] | verdict, with a first column
+    when ``chapters`` (one cell per finding, e.g. a link to its chapter) is given, and one line explaining the badge
+    when any finding rests on a weak model."""
+    if not findings:
+        return "_No finding: this profile ran none of the comparisons this chapter tests._"
+    head = ["claim (paper)", "paper", "ours [95% interval]", "verdict"]
+    if chapters is not None:
+        head = ["chapter"] + head
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, f in enumerate(findings):
+        cells = [f.claim, f.paper, f.ours, f"**{f.shown_verdict}**" if f.verdict != UNRESOLVED else f.shown_verdict]
+        if chapters is not None:
+            cells = [chapters[i]] + cells
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    out = "\n".join(rows)
+    weak = sorted({m for f in findings for m in f.weak})
+    if weak:
+        out += (f"\n\n{WEAK_BADGE} {', '.join(f'`{m}`' for m in weak)} miss{'es' if len(weak) == 1 else ''} a "
+                "precondition of the organisms page (refusal, harmless answers on topic, attackable): a verdict on it "
+                "is a measurement of a weak model, not evidence for or against the paper.")
+    return out
+
+
+def show_glance(findings: Sequence[Finding], chapter: str) -> None:
+    """Display a chapter's glance table; its findings travel in the output's metadata (:data:`GLANCE_KEY`) for
+    the landing page (:func:`srilib.runner.write_glance`)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(glance_markdown(findings)),
+            metadata={GLANCE_KEY: {"chapter": chapter, "findings": [asdict(f) for f in findings]}})
+
+
+def collect(nb: dict) -> list[Finding]:
+    """The findings a chapter's executed notebook recorded (empty when it has no glance output)."""
+    out = []
+    for c in nb.get("cells", []):
+        for o in c.get("outputs", []) or []:
+            meta = (o.get("metadata") or {}).get(GLANCE_KEY)
+            if meta:
+                out += [Finding(**{**f, "runs": tuple(f["runs"]), "weak": tuple(f["weak"])})
+                        for f in meta["findings"]]
+    return out
+
+
+def headline_runs(runs: Sequence[str]) -> list[str]:
+    """The runs a glance table reports per run: the first diffusion model of ``runs`` whose AR twin
+    (:data:`srilib.chapters.AR_TWIN`) also ran, its AR twin first and then its runs in the chapter's order; when no
+    such pair ran, the chapter's first two runs."""
+    from . import AR_TWIN
+
+    runs = [str(r) for r in runs]
+    models = [r.partition("@")[0] for r in runs]
+    for m in dict.fromkeys(models):
+        twin = AR_TWIN.get(m)
+        if twin in models:
+            return [r for r in runs if r.partition("@")[0] == twin][:1] + [r for r in runs if r.partition("@")[0] == m]
+    return runs[:2]

@@ -1,0 +1,88 @@
+"""Findings at a glance (issue 23): verdicts as data, read from intervals, one renderer, collected for the landing
+page, and moved to the top of each chapter by the book's runner."""
+import json
+
+import pytest
+
+from srilib import runner
+from srilib.chapters import glance as G
+from srilib.metrics import Estimate
+
+
+def est(v, lo, hi):
+    return Estimate(v, lo, hi, "test", signed=True)
+
+
+@pytest.fixture
+def no_weak(monkeypatch):
+    monkeypatch.setattr(G, "weak_models", lambda runs: {})
+
+
+def test_verdict_reads_the_interval_against_the_papers_direction():
+    assert G.verdict(est(0.3, 0.1, 0.5)) == G.REPRODUCED
+    assert G.verdict(est(0.3, -0.1, 0.5)) == G.UNRESOLVED  # a positive point is not a verdict
+    assert G.verdict(est(-0.3, -0.5, -0.1)) == G.OPPOSITE
+    assert G.verdict(est(-0.3, -0.5, -0.1), expected=-1) == G.REPRODUCED
+    assert G.verdict(est(0.6, 0.55, 0.7), ref=0.5) == G.REPRODUCED  # e.g. an AUROC against chance
+    assert G.verdict(est(0.6, 0.45, 0.7), ref=0.5) == G.UNRESOLVED
+    assert G.verdict(est(float("nan"), float("nan"), float("nan"))) == G.UNRESOLVED
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        G.Finding("c", "p", "o", "as in the paper")
+
+
+def test_a_finding_on_a_weak_model_is_shown_as_weak_with_its_direction(monkeypatch):
+    monkeypatch.setattr(G, "weak_models", lambda runs: {"m": ["x"]} if any(r.startswith("m") for r in runs) else {})
+    f = G.finding("claim", "paper", est(0.2, 0.1, 0.3), ["a@ar", "m@low_confidence"])
+    assert f.verdict == G.REPRODUCED and f.weak == ("m",) and f.shown_verdict == "weak model (reproduced)"
+    assert f.ours == "`a@ar` vs `m@low_confidence` ⚠: +0.20 [+0.10, +0.30]"
+    g = G.finding("claim", "paper", est(0.2, 0.1, 0.3), ["a@ar"])
+    assert g.weak == () and g.shown_verdict == "reproduced"
+    md = G.glance_markdown([f, g])
+    lines = md.splitlines()
+    assert lines[0] == "| claim (paper) | paper | ours [95% interval] | verdict |"
+    assert lines[2].endswith("| **weak model (reproduced)** |") and lines[3].endswith("| **reproduced** |")
+    assert sum("⚠ `m` misses a precondition" in x for x in lines) == 1  # the badge explained once
+
+
+def test_glance_markdown_escapes_pipes_links_chapters_and_says_when_empty(no_weak):
+    f = G.finding("a | b", "p", est(0.1, -0.1, 0.2), ["a@ar"], signed=False)
+    md = G.glance_markdown([f], chapters=["{doc}`x </book/executed/x>`"])
+    assert md.splitlines()[0].startswith("| chapter | claim (paper) |")
+    assert "| {doc}`x </book/executed/x>` | a / b | p | `a@ar`: 0.10 [-0.10, 0.20] | not resolved |" in md
+    assert G.glance_markdown([]).startswith("_No finding")
+
+
+def test_headline_runs_put_the_main_pair_first(monkeypatch):
+    from srilib import chapters
+    monkeypatch.setitem(chapters.AR_TWIN, "d", "a")
+    runs = ["x@ar", "d@low_confidence", "d@dlm-ar", "a@ar", "e@low_confidence"]
+    assert G.headline_runs(runs) == ["a@ar", "d@low_confidence", "d@dlm-ar"]
+    assert G.headline_runs(["x@ar", "e@low_confidence", "y@ar"]) == ["x@ar", "e@low_confidence"]
+
+
+def test_findings_travel_in_output_metadata_to_the_landing_page(tmp_path, no_weak):
+    fs = [G.finding("claim one", "p1", est(0.2, 0.1, 0.3), ["a@ar"]),
+          G.finding("claim two", "p2", est(-0.2, -0.3, -0.1), ["a@ar"])]
+    out = {"output_type": "display_data", "data": {"text/markdown": G.glance_markdown(fs)},
+           "metadata": {G.GLANCE_KEY: {"chapter": "sri_geometry", "findings": [vars(f) for f in fs]}}}
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "", "outputs": [out]}]}
+    assert G.collect(nb) == fs
+    (tmp_path / "sri_geometry.ipynb").write_text(json.dumps(nb))
+    page = runner.glance_page(tmp_path, ["sri_geometry", "detector_transfer"])  # the second is not executed
+    assert page.count("{doc}`geometry </book/executed/sri_geometry>`") == 2
+    assert "| **opposite** |" in page and "| **reproduced** |" in page
+    assert "No chapter" in runner.glance_page(tmp_path / "none", ["sri_geometry"])
+
+
+def test_present_moves_the_glance_cells_under_the_title():
+    def cell(kind, src, tags=()):
+        return {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": src}
+
+    nb = {"cells": [cell("markdown", "# Chapter"), cell("code", "n = 3", ["parameters"]), cell("code", "work()"),
+                    cell("markdown", "## At a glance", ["glance"]), cell("code", "show()", ["glance", "remove-input"]),
+                    cell("markdown", "## Conclusions")]}
+    out = runner.present(nb, "sri_geometry", "cpu")
+    assert out == runner.present(out, "sri_geometry", "cpu")  # idempotent
+    srcs = [c.get("id") or c["source"] for c in out["cells"]]
+    assert srcs == ["# Chapter", "srilib-downloads", "## At a glance", "show()", "n = 3", "srilib-params", "work()",
+                    "## Conclusions"]
