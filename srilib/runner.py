@@ -294,9 +294,10 @@ def organisms_summary() -> str:
 
 
 def glance_page(out_dir: Path, names: Sequence[str]) -> str:
-    """The landing page's findings table: the glance findings every executed chapter of ``names`` recorded
-    (:mod:`srilib.chapters.glance`), in the profile's order, each row linked to its chapter."""
-    from .chapters.glance import collect, glance_markdown
+    """The landing page's findings table: the headline findings every executed chapter of ``names`` recorded
+    (:mod:`srilib.chapters.glance`; each chapter's page opens with all of its own), in the profile's order, each
+    row linked to its chapter."""
+    from .chapters.glance import collect, glance_markdown, headlines
 
     findings, links = [], []
     for n in names:
@@ -304,7 +305,7 @@ def glance_page(out_dir: Path, names: Sequence[str]) -> str:
         if not p.is_file():
             continue
         try:
-            fs = collect(json.loads(p.read_text()))
+            fs = headlines(collect(json.loads(p.read_text())))
         except ValueError:
             continue
         findings += fs

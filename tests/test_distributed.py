@@ -74,7 +74,7 @@ def test_profile_plan_is_the_notebooks_sets():
     assert base.needs and not any(n.chapter == "detector_transfer" for n in base.needs)
     dlm = {n.run.label for n in profile_plan("cpu", models=["smollm2-135m-dlm"]).needs}
     assert dlm == {"smollm2-135m-dlm@low_confidence", "smollm2-135m-dlm@dlm-ar", "smollm2-135m-dlm@diffuguard"}
-    assert {n.run.label for n in profile_plan("cpu", runs=["organism-dlm@dlm-ar"]).needs} == {"organism-dlm@dlm-ar"}
+    assert {n.run.label for n in profile_plan("cpu", runs=["organism-ar"]).needs} == {"organism-ar@ar"}
     with pytest.raises(ValueError, match="its runs are: .*smollm2-135m-refusal-v3@ar"):
         profile_plan("cpu", models=["tiny-ar"])
 

@@ -58,6 +58,7 @@ def test_headline_runs_put_the_main_pair_first(monkeypatch):
     runs = ["x@ar", "d@low_confidence", "d@dlm-ar", "a@ar", "e@low_confidence"]
     assert G.headline_runs(runs) == ["a@ar", "d@low_confidence", "d@dlm-ar"]
     assert G.headline_runs(["x@ar", "e@low_confidence", "y@ar"]) == ["x@ar", "e@low_confidence"]
+    assert G.main_run(runs) == "d@low_confidence" and G.main_run(["x@ar"]) == "x@ar" and G.main_run([]) is None
 
 
 def test_findings_travel_in_output_metadata_to_the_landing_page(tmp_path, no_weak):
@@ -69,8 +70,14 @@ def test_findings_travel_in_output_metadata_to_the_landing_page(tmp_path, no_wea
     assert G.collect(nb) == fs
     (tmp_path / "sri_geometry.ipynb").write_text(json.dumps(nb))
     page = runner.glance_page(tmp_path, ["sri_geometry", "detector_transfer"])  # the second is not executed
-    assert page.count("{doc}`geometry </book/executed/sri_geometry>`") == 2
-    assert "| **opposite** |" in page and "| **reproduced** |" in page
+    # no row marked headline: the landing page takes the chapter's first row only
+    assert page.count("{doc}`geometry </book/executed/sri_geometry>`") == 1
+    assert "| **reproduced** |" in page and "claim two" not in page
+    fs[1] = G.Finding(**{**vars(fs[1]), "headline": True})
+    out["metadata"][G.GLANCE_KEY]["findings"] = [vars(f) for f in fs]
+    (tmp_path / "sri_geometry.ipynb").write_text(json.dumps(nb))
+    page = runner.glance_page(tmp_path, ["sri_geometry"])
+    assert "claim two" in page and "claim one" not in page and "| **opposite** |" in page
     assert "No chapter" in runner.glance_page(tmp_path / "none", ["sri_geometry"])
 
 

@@ -11,7 +11,7 @@ from ..metrics import DEFAULT_LAMBDA_R
 from .detector import PAPER_ABLATION, PAPER_MODELS_TEXT, DetectorResult
 from .detector_intervals import method_difference
 from .geometry import GeometryResult
-from .glance import finding, headline_runs
+from .glance import finding, headline_runs, main_run
 from .paper_numbers import (ALL_JAILBREAKS, PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_IRR_LOSS, PAPER_TABLE1,
                             paper_family_asr, paper_table2_max)
 from .recovery import DELTA_COL, MAJORITY, RecoveryResult, family_irr_gap, sampler_irr_deltas
@@ -25,19 +25,20 @@ def geometry_findings(results: Mapping[str, GeometryResult] | Sequence[GeometryR
     (Figure 13), each from the interval its conclusion bullet prints."""
     rs = {r.run: r for r in (results.values() if isinstance(results, Mapping) else results)}
     out = []
-    for label in headline_runs([k for k, r in rs.items() if not r.anchors.fallback]):
-        r = rs[label]
+    labels = [k for k, r in rs.items() if not r.anchors.fallback]
+    for label in headline_runs(labels):
+        r, top = rs[label], label == main_run(labels)
         gap = r.final_gap(n_boot=n_boot)
         if gap is not None:
             out.append(finding("Refused generations end below complied-harmless ones (Fig. 12; ours: final σ, "
                                "harmless minus refused)",
-                               "ordering shown for every model", gap, [label]))
+                               "ordering shown for every model", gap, [label], headline=top))
         acc = r.separability(n_boot=n_boot) if r.projection is not None else None
         if acc is not None:
             out.append(finding("An LDA of SRI trajectories separates harmless, jailbroken and refused (Fig. 13; "
                                f"ours: balanced accuracy, chance {r.projection.chance:.2f})",
                                "distinct, partly overlapping regions", acc, [label], ref=r.projection.chance,
-                               signed=False))
+                               signed=False, headline=top))
     return out
 
 
@@ -61,13 +62,13 @@ def sampling_findings(results: Sequence[RunEval], comps: Sequence[Comparison]) -
             continue
         runs = [c.other, c.base]
         metrics = [rr, asr, irr] if i == 0 else [asr]
-        out += [finding(claim, paper, aj[k], runs) for k, claim, paper in metrics]
+        out += [finding(claim, paper, aj[k], runs, headline=i == 0 and k != "d_rr") for k, claim, paper in metrics]
     ar_lo, ar_hi = paper_family_asr("AR")
     dl_lo, dl_hi = paper_family_asr("DLM")
     fam = f"AR {ar_lo:.0%}-{ar_hi:.0%} vs DLM {dl_lo:.0%}-{dl_hi:.0%} ASR per model"
     for twin, m, gap in matched_pairs(results)[:1]:
         out.append(finding("AR models are attacked more successfully than DLMs (Table 3; ours: matched pair, AR "
-                           "minus DLM pooled ASR)", fam, gap, [twin, m]))
+                           "minus DLM pooled ASR)", fam, gap, [twin, m], headline=True))
     gap = family_gap(results, "asr")
     if gap is not None:
         pools = sorted({r.model for r in results if r.family in ("AR", "DLM") and has_set(r, ALL_JAILBREAKS)})
@@ -89,14 +90,15 @@ def recovery_findings(results: Sequence[RecoveryResult], lambda_r: Sequence[floa
         if rev is not None and rev["harmful_any"].k > 0:
             out.append(finding(f"Most generations with a harmful intermediate prediction revise it (Table 1; ours: "
                                f"HRR vs {MAJORITY:g})", f"HRR {min(hs):.2f}-{max(hs):.2f} (LLaDA, Dream, LLaDA-1.5)",
-                               rev["hrr"], [label], ref=MAJORITY, signed=False))
+                               rev["hrr"], [label], ref=MAJORITY, signed=False,
+                               headline=label == main_run(list(by_run))))
     gap = family_irr_gap(results, loose)
     if gap is not None:
         lo, hi = PAPER_DLM_IRR_LOOSE
         pools = sorted({r.ev.model for r in results if not r.ev.anchors.fallback})
         out.append(finding(f"DLMs recover internally more often than AR models (Fig. 5; ours: DLM minus AR IRR "
                            f"pooled, λ_r={loose:g})", f"DLM {lo:.1f}-{hi:.1f} vs AR below {PAPER_AR_IRR_MAX:.2f}",
-                           gap, pools, label=f"{len(pools)} models"))
+                           gap, pools, label=f"{len(pools)} models", headline=True))
     for row in sampler_irr_deltas(results, lam=loose):
         out.append(finding(f"Remasking raises internal recovery vs AR sampling of the same weights (Fig. 6; ours: "
                            f"ΔIRR over all harmful prompts, λ_r={loose:g})",
@@ -118,12 +120,13 @@ def detector_findings(results: dict[str, DetectorResult]) -> list:
         r = results[label]
         out.append(finding("SRI Guard, fitted on harmless signals only, detects unseen jailbreaks (Table 4; ours: "
                            "AUROC vs chance 0.5)", f"AUROC {pm:.3f} (mean of {PAPER_MODELS_TEXT})",
-                           r.auroc[("sri_last", r.seeds[0])], [label], ref=0.5, signed=False))
+                           r.auroc[("sri_last", r.seeds[0])], [label], ref=0.5, signed=False,
+                           headline=label == main_run(list(results))))
     n = len(results)
     for other, what in (("text", "the text-based signal"), ("static", "static first-step activations"),
                         ("sri_first", "the first layer's SRI")):
         d = method_difference(results, "sri_last", other)
         out.append(finding(f"Last-layer SRI detects better than {what} (Table 4; ours: AUROC difference, mean over "
                            "runs)", f"{pm - PAPER_ABLATION[other][0]:+.3f}", d["mean"], list(results),
-                           label=f"mean of {n} runs"))
+                           label=f"mean of {n} runs", headline=other == "text"))
     return out

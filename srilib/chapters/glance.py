@@ -25,8 +25,8 @@ WEAK_BADGE = "⚠"
 @dataclass(frozen=True)
 class Finding:
     """One row of a glance table: the paper's claim, the paper's number, ours with its 95% interval, the verdict
-    (:data:`REPRODUCED`, :data:`UNRESOLVED` or :data:`OPPOSITE`), the runs behind ours, and those of their models
-    that miss a precondition (``weak``)."""
+    (:data:`REPRODUCED`, :data:`UNRESOLVED` or :data:`OPPOSITE`), the runs behind ours, those of their models
+    that miss a precondition (``weak``), and whether the landing page shows the row (``headline``)."""
 
     claim: str
     paper: str
@@ -34,6 +34,7 @@ class Finding:
     verdict: str
     runs: tuple[str, ...] = ()
     weak: tuple[str, ...] = ()
+    headline: bool = False  # one of the chapter's rows on the landing page
 
     def __post_init__(self):
         if self.verdict not in (REPRODUCED, UNRESOLVED, OPPOSITE):
@@ -65,13 +66,13 @@ def verdict(est, ref: float = 0.0, expected: int = 1) -> str:
 
 
 def finding(claim: str, paper: str, est, runs: Sequence[str], ref: float = 0.0, expected: int = 1,
-            signed: bool = True, label: str = "") -> Finding:
+            signed: bool = True, label: str = "", headline: bool = False) -> Finding:
     """A :class:`Finding` for one estimate: ours is ``label`` (the runs, badged when weak) and the interval."""
     runs = tuple(str(r) for r in runs)
     weak = tuple(weak_models(runs))
     who = label or " vs ".join(badged(r, weak) for r in runs)
     return Finding(claim=claim, paper=paper, ours=f"{who}: {short(est, signed=signed)}",
-                   verdict=verdict(est, ref, expected), runs=runs, weak=weak)
+                   verdict=verdict(est, ref, expected), runs=runs, weak=weak, headline=headline)
 
 
 def badged(run: str, weak: Iterable[str]) -> str:
@@ -128,6 +129,11 @@ def collect(nb: dict) -> list[Finding]:
     return out
 
 
+def headlines(findings: Sequence[Finding]) -> list[Finding]:
+    """The rows a chapter sends to the landing page: those marked ``headline`` (its first row when none is)."""
+    return [f for f in findings if f.headline] or list(findings[:1])
+
+
 def headline_runs(runs: Sequence[str]) -> list[str]:
     """The runs a glance table reports per run: the first diffusion model of ``runs`` whose AR twin
     (:data:`srilib.chapters.AR_TWIN`) also ran, its AR twin first and then its runs in the chapter's order; when no
@@ -141,3 +147,10 @@ def headline_runs(runs: Sequence[str]) -> list[str]:
         if twin in models:
             return [r for r in runs if r.partition("@")[0] == twin][:1] + [r for r in runs if r.partition("@")[0] == m]
     return runs[:2]
+
+
+def main_run(runs: Sequence[str]) -> str | None:
+    """The run whose rows a chapter sends to the landing page: the main pair's first diffusion run (the
+    :func:`headline_runs` after the AR twin), else the chapter's first run."""
+    main = headline_runs(runs)
+    return main[1] if len(main) > 1 else (main[0] if main else None)
