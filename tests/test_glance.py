@@ -47,8 +47,8 @@ def test_a_finding_on_a_weak_model_is_shown_as_weak_with_its_direction(monkeypat
 def test_glance_markdown_escapes_pipes_links_chapters_and_says_when_empty(no_weak):
     f = G.finding("a | b", "p", est(0.1, -0.1, 0.2), ["a@ar"], signed=False)
     md = G.glance_markdown([f], chapters=["{doc}`x </book/executed/x>`"])
-    assert md.splitlines()[0].startswith("| chapter | claim (paper) |")
-    assert "| {doc}`x </book/executed/x>` | a / b | p | `a@ar`: 0.10 [-0.10, 0.20] | not resolved |" in md
+    assert md.splitlines()[0] == "| claim (paper) | paper | ours [95% interval] | verdict |"
+    assert "| a / b · {doc}`x </book/executed/x>` | p | `a@ar`: 0.10 [-0.10, 0.20] | not resolved |" in md
     assert G.glance_markdown([]).startswith("_No finding")
 
 

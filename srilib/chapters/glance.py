@@ -85,19 +85,16 @@ def _cell(s: str) -> str:
 
 
 def glance_markdown(findings: Sequence[Finding], chapters: Sequence[str] | None = None) -> str:
-    """The glance table (Markdown): claim (paper) | paper | ours [95% interval] | verdict, with a first column
-    when ``chapters`` (one cell per finding, e.g. a link to its chapter) is given, and one line explaining the badge
-    when any finding rests on a weak model."""
+    """The glance table (Markdown): claim (paper) | paper | ours [95% interval] | verdict; with ``chapters`` (one
+    cell per finding, e.g. a link to its chapter) the claim cell ends with it. One line explains the badge when
+    any finding rests on a weak model."""
     if not findings:
         return "_No finding: this profile ran none of the comparisons this chapter tests._"
     head = ["claim (paper)", "paper", "ours [95% interval]", "verdict"]
-    if chapters is not None:
-        head = ["chapter"] + head
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, f in enumerate(findings):
-        cells = [f.claim, f.paper, f.ours, f"**{f.shown_verdict}**" if f.verdict != UNRESOLVED else f.shown_verdict]
-        if chapters is not None:
-            cells = [chapters[i]] + cells
+        claim = f.claim + (f" · {chapters[i]}" if chapters is not None else "")
+        cells = [claim, f.paper, f.ours, f"**{f.shown_verdict}**" if f.verdict != UNRESOLVED else f.shown_verdict]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     out = "\n".join(rows)
     weak = sorted({m for f in findings for m in f.weak})
