@@ -32,7 +32,7 @@ def geometry_findings(results: Mapping[str, GeometryResult] | Sequence[GeometryR
         if gap is not None:
             out.append(finding("Refused generations end below complied-harmless ones (Fig. 12; ours: final σ, "
                                "harmless minus refused)",
-                               "ordering shown for every model", gap, [label], headline=top))
+                               "refused σ near 0 at every step", gap, [label], headline=top))
         acc = r.separability(n_boot=n_boot) if r.projection is not None else None
         if acc is not None:
             out.append(finding("An LDA of SRI trajectories separates harmless, jailbroken and refused (Fig. 13; "
