@@ -154,10 +154,9 @@ def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout
 # ----------------------------------------------------------------------------------------------- failures
 def failed_runs(nb: dict) -> list[dict]:
     """The runs a chapter reported as not analysed (outputs tagged by :func:`srilib.chapters.report_failure`)."""
-    from .chapters import FAILED_RUN_KEY
+    from .chapters import FAILED_RUN_KEY, output_records
 
-    return [o["metadata"][FAILED_RUN_KEY] for c in nb.get("cells", []) for o in c.get("outputs", []) or []
-            if FAILED_RUN_KEY in (o.get("metadata") or {})]
+    return output_records(nb, FAILED_RUN_KEY)
 
 
 def _error_line(err: BaseException) -> str:

@@ -20,6 +20,13 @@ from typing import Callable, Iterable, Sequence
 FAILED_RUN_KEY = "srilib_failed_run"
 
 
+def output_records(nb: dict, key: str) -> list:
+    """The values a notebook's outputs carry under metadata ``key``, in order (how the book's runner reads what a
+    chapter recorded: failed runs, findings at a glance)."""
+    return [o["metadata"][key] for c in nb.get("cells", []) for o in c.get("outputs", []) or []
+            if key in (o.get("metadata") or {})]
+
+
 # The AR twin of a DLM: organism-dlm is matched to organism-ar (same size, corpus, tokenizer and compute);
 # smollm2-135m-dlm was made from smollm2-135m-refusal-v3 (the same pretrained weights, as Dream-7B was made from
 # Qwen2.5). tiny-ar / tiny-dlm are the CI profile's random models (only to exercise the code path).

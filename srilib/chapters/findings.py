@@ -26,8 +26,9 @@ def geometry_findings(results: Mapping[str, GeometryResult] | Sequence[GeometryR
     rs = {r.run: r for r in (results.values() if isinstance(results, Mapping) else results)}
     out = []
     labels = [k for k, r in rs.items() if not r.anchors.fallback]
+    main = main_run(labels)
     for label in headline_runs(labels):
-        r, top = rs[label], label == main_run(labels)
+        r, top = rs[label], label == main
         gap = r.final_gap(n_boot=n_boot)
         if gap is not None:
             out.append(finding("Refused generations end below complied-harmless ones (Fig. 12; ours: final σ, "
@@ -84,14 +85,14 @@ def recovery_findings(results: Sequence[RecoveryResult], lambda_r: Sequence[floa
     loose = max(lambda_r)
     by_run = {r.run: r for r in results}
     hs = [v[0] for v in PAPER_TABLE1.values()]
-    out = []
+    out, main = [], main_run(list(by_run))
     for label in headline_runs(list(by_run)):
         rev = by_run[label].revision
         if rev is not None and rev["harmful_any"].k > 0:
             out.append(finding(f"Most generations with a harmful intermediate prediction revise it (Table 1; ours: "
                                f"HRR vs {MAJORITY:g})", f"HRR {min(hs):.2f}-{max(hs):.2f} (LLaDA, Dream, LLaDA-1.5)",
                                rev["hrr"], [label], ref=MAJORITY, signed=False,
-                               headline=label == main_run(list(by_run))))
+                               headline=label == main))
     gap = family_irr_gap(results, loose)
     if gap is not None:
         lo, hi = PAPER_DLM_IRR_LOOSE
@@ -115,13 +116,13 @@ def detector_findings(results: dict[str, DetectorResult]) -> list:
     if not results or any(r.n_boot <= 0 for r in results.values()):
         return []
     pm = PAPER_ABLATION["sri_last"][0]
-    out = []
+    out, main = [], main_run(list(results))
     for label in headline_runs(list(results)):
         r = results[label]
         out.append(finding("SRI Guard, fitted on harmless signals only, detects unseen jailbreaks (Table 4; ours: "
                            "AUROC vs chance 0.5)", f"AUROC {pm:.3f} (mean of {PAPER_MODELS_TEXT})",
                            r.auroc[("sri_last", r.seeds[0])], [label], ref=0.5, signed=False,
-                           headline=label == main_run(list(results))))
+                           headline=label == main))
     n = len(results)
     for other, what in (("text", "the text-based signal"), ("static", "static first-step activations"),
                         ("sri_first", "the first layer's SRI")):

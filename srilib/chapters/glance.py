@@ -6,8 +6,7 @@ A verdict is read from a 95% interval against the paper's direction, never from 
 lies on the paper's side of the reference), *opposite* (it lies on the other side), *not resolved* (it contains the
 reference). A finding on a model that misses a precondition of the organisms page is shown as *weak model*, with the
 interval's direction kept in brackets, and its run carries the badge :data:`WEAK_BADGE`, explained once per table.
-The chapters' own ``glance`` functions (geometry, sampling_report, recovery, detector_conclusions) build the
-findings from the same estimates their conclusions print.
+:mod:`.findings` builds each chapter's findings from the same estimates its conclusions print.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
-from . import interval_side, weak_models
+from . import interval_side, output_records, weak_models
 
 GLANCE_KEY = "srilib_glance"  # output metadata of a chapter's glance cell; the runner collects it for the landing page
 REPRODUCED, UNRESOLVED, OPPOSITE = "reproduced", "not resolved", "opposite"
@@ -107,7 +106,7 @@ def glance_markdown(findings: Sequence[Finding], chapters: Sequence[str] | None 
 
 def show_glance(findings: Sequence[Finding], chapter: str) -> None:
     """Display a chapter's glance table; its findings travel in the output's metadata (:data:`GLANCE_KEY`) for
-    the landing page (:func:`srilib.runner.write_glance`)."""
+    the landing page (:func:`srilib.runner.glance_page`)."""
     from IPython.display import Markdown, display
 
     display(Markdown(glance_markdown(findings)),
@@ -116,14 +115,8 @@ def show_glance(findings: Sequence[Finding], chapter: str) -> None:
 
 def collect(nb: dict) -> list[Finding]:
     """The findings a chapter's executed notebook recorded (empty when it has no glance output)."""
-    out = []
-    for c in nb.get("cells", []):
-        for o in c.get("outputs", []) or []:
-            meta = (o.get("metadata") or {}).get(GLANCE_KEY)
-            if meta:
-                out += [Finding(**{**f, "runs": tuple(f["runs"]), "weak": tuple(f["weak"])})
-                        for f in meta["findings"]]
-    return out
+    return [Finding(**{**f, "runs": tuple(f["runs"]), "weak": tuple(f["weak"])})
+            for meta in output_records(nb, GLANCE_KEY) for f in meta["findings"]]
 
 
 def headlines(findings: Sequence[Finding]) -> list[Finding]:
