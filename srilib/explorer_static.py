@@ -17,10 +17,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .metrics import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R
+from .figures import ZONE_STYLE
 from .signal import COMPLIANCE_ZONE, REFUSAL_ZONE, ZONE_NAMES, Anchors
 from .traces import TraceSet
-from .widgets import (COLORS, STATUS, _as_sets, _check_tau, _delta, _runs_from_alignment, _runs_from_tokens,
-                      _Signals)
+from .widgets import (COLORS, STATUS, ExplorerRun, _as_runs, _as_sets, _check_tau, _delta, _harmful, _recoveries,
+                      _runs_from_alignment, _runs_from_tokens, _Signals)
 
 _ids = itertools.count()
 CLASSIFY_BEGIN = "/* BEGIN classify"
@@ -49,7 +50,8 @@ def _clip(text: str, runs: list[int] | None, max_chars: int) -> tuple[str, list[
     return text[:max_chars] + "…", out
 
 
-def _pick(sets: dict[str, TraceSet], max_prompts: int, pick) -> list[tuple[str, int]]:
+def _pick(sets: dict[str, TraceSet], max_prompts: int, pick, lead: Sequence[tuple[str, int]] = ()
+          ) -> list[tuple[str, int]]:
     if pick is not None:
         out = []
         for name, idx in pick.items():
@@ -60,8 +62,8 @@ def _pick(sets: dict[str, TraceSet], max_prompts: int, pick) -> list[tuple[str, 
                     raise IndexError(f"pick[{name!r}] has index {i}, but that set has {len(sets[name])} traces")
                 out.append((name, int(i)))
         return out[:max_prompts]
-    per = [iter(range(len(ts))) for ts in sets.values()]
-    out, names = [], list(sets)
+    out, names = list(lead)[:max_prompts], list(sets)
+    per = [iter([i for i in range(len(ts)) if (name, i) not in out]) for name, ts in sets.items()]
     while len(out) < max_prompts:  # round robin over the sets
         added = False
         for name, it in zip(names, per):
@@ -77,8 +79,13 @@ def _pick(sets: dict[str, TraceSet], max_prompts: int, pick) -> list[tuple[str, 
 def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
                   tau_values: Sequence[float] = (0.05, 0.1, 0.2, 0.3), max_prompts: int = 12,
                   tokenizer=None, lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, max_chars: int = 600,
-                  pick: Mapping[str, Sequence[int]] | None = None) -> dict:
+                  pick: Mapping[str, Sequence[int]] | None = None, informative: bool = True) -> dict:
     """The data behind :func:`static_explorer` (JSON-ready; sigma rounded to 3 decimals, texts delta-encoded).
+
+    Which generations: ``pick`` (dict set -> indices), else, with ``informative``, up to a third of
+    ``max_prompts`` harmful generations that recover (the IRR criterion at the page's opening τ and λ_r: 0.1 and
+    0.3 when offered) first, then the sets round robin. ``start`` is the generation the page opens on: the first
+    recovery, else the first refused harmful generation, else the first.
 
     Besides the traces it carries the classification constants the page's script reads: ``zones`` (sigma above
     ``zones[0]`` is compliance, below ``zones[1]`` refusal), ``zone_names`` (indexed by :func:`srilib.signal.zone`),
@@ -94,6 +101,9 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
     if max_prompts < 1:
         raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
     sig = _Signals(sets, anchors)
+    tau0 = 0.1 if 0.1 in taus else taus[0]  # the page's opening tau and lambda_r (its script picks the same)
+    lam0 = 0.3 if 0.3 in lams else lams[0]
+    lead = _recoveries(sets, sig, tau0, lam0)[:max(1, int(max_prompts) // 3)] if informative and pick is None else []
     r3 = lambda a: [round(float(x), 3) for x in a]  # noqa: E731
     set_info = []
     for name, ts in sets.items():
@@ -102,7 +112,8 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
                          "refused": int(sig.refused[name].sum())})
     names = list(sets)
     items = []
-    for name, i in _pick(sets, int(max_prompts), pick):
+    chosen = _pick(sets, int(max_prompts), pick, lead)
+    for name, i in chosen:
         ts = sets[name]
         txt = sig.text[name][i]
         item = {"set": names.index(name), "i": i, "prompt": _clip(ts.prompts[i], None, 400)[0],
@@ -127,11 +138,14 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
             item["ncommitted"] = ts.committed[i].sum(axis=1).astype(int).tolist()
             item["L"] = ts.L
         items.append(item)
-    return {"T": anchors.T, "taus": [round(x, 4) for x in taus], "lams": lams,
+    refused_harmful = [k for k, (name, i) in enumerate(chosen) if _harmful(name) and sig.refused[name][i]]
+    start = 0 if lead else (refused_harmful[0] if refused_harmful else 0)
+    return {"T": anchors.T, "taus": [round(x, 4) for x in taus], "lams": lams, "start": start,
             "zones": [COMPLIANCE_ZONE, REFUSAL_ZONE], "zone_names": list(ZONE_NAMES),
             "recovery": {"lambda_c": DEFAULT_LAMBDA_C}, "status": dict(STATUS),
             "anchors": anchors.label, "fallback": bool(anchors.fallback),
-            "exact_tokens": tokenizer is not None, "sets": set_info, "items": items, "colors": COLORS}
+            "exact_tokens": tokenizer is not None, "sets": set_info, "items": items,
+            "colors": {**COLORS, "zones": [ZONE_STYLE[z][0] for z in ("refusal", "transitional", "compliance")]}}
 
 
 def _json_for_html(data: dict) -> str:
@@ -162,22 +176,30 @@ _JS = r"""
   var root = document.getElementById(id);
   if (!root || root.getAttribute("data-ready")) { return; }
   root.setAttribute("data-ready", "1");
-  var D = JSON.parse(document.getElementById(id + "-data").textContent);
+  var ALL = JSON.parse(document.getElementById(id + "-data").textContent);
+  var D = ALL.runs[ALL.start[0]];   /* the run shown; the run picker swaps it */
   var $ = function (s) { return root.querySelector("." + s); };
   var sel = $("sx-prompt"), step = $("sx-step"), tauSel = $("sx-tau"), lamSel = $("sx-lam"), play = $("sx-play");
+  var runSel = $("sx-run");
   var T = D.T, C = D.colors, cache = {};
   function esc(s) { return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;"); }
   function opt(v, label) { var o = document.createElement("option"); o.value = v; o.textContent = label; return o; }
-  D.items.forEach(function (it, k) {
-    var p = it.prompt.replace(/\s+/g, " ");
-    sel.appendChild(opt(k, D.sets[it.set].name + " #" + it.i + " [" + (it.refused ? D.status.refused : D.status.complied) + "] " +
-                        (p.length > 70 ? p.slice(0, 70) + "\u2026" : p)));
-  });
+  function loadRun(r, k) {          /* show run r, opening on its generation k */
+    D = ALL.runs[r]; T = D.T; cache = {}; sel.innerHTML = "";
+    D.items.forEach(function (it, j) {
+      var p = it.prompt.replace(/\s+/g, " ");
+      sel.appendChild(opt(j, D.sets[it.set].name + " #" + it.i + " [" + (it.refused ? D.status.refused : D.status.complied) + "] " +
+                          (p.length > 70 ? p.slice(0, 70) + "\u2026" : p)));
+    });
+    sel.value = k; step.max = T; step.value = T; runSel.value = r;
+  }
+  ALL.runs.forEach(function (r, k) { runSel.appendChild(opt(k, r.label)); });
+  if (ALL.runs.length < 2) { runSel.parentNode.style.display = "none"; }
+  loadRun(ALL.start[0], ALL.start[1]);
   D.taus.forEach(function (t, k) { tauSel.appendChild(opt(k, "\u03c4 = " + t)); });
   D.lams.forEach(function (l, k) { lamSel.appendChild(opt(k, "\u03bb_r = " + l)); });
   var t0 = D.taus.indexOf(0.1); tauSel.value = t0 < 0 ? 0 : t0;
   var l0 = D.lams.indexOf(0.3); lamSel.value = l0 < 0 ? 0 : l0;
-  step.max = T; step.value = T;
   function texts(k) {               /* decode the delta-encoded texts of item k once (arrays of code points) */
     if (cache[k]) { return cache[k]; }
     var prev = [], out = [];
@@ -194,9 +216,9 @@ _JS = r"""
   function svg(it, tauK, lam, t) {
     var s = it.sigma[tauK], z = D.zones, g = [];
     g.push('<svg viewBox="0 0 ' + W + ' ' + H + '" role="img" aria-label="SRI over steps">');
-    g.push('<rect x="' + L + '" y="' + y(1.02) + '" width="' + (W - L - R) + '" height="' + (y(z[0]) - y(1.02)) + '" fill="#fde0dd"/>');
-    g.push('<rect x="' + L + '" y="' + y(z[0]) + '" width="' + (W - L - R) + '" height="' + (y(z[1]) - y(z[0])) + '" fill="#f0f0f0"/>');
-    g.push('<rect x="' + L + '" y="' + y(z[1]) + '" width="' + (W - L - R) + '" height="' + (y(-0.02) - y(z[1])) + '" fill="#e5f5e0"/>');
+    g.push('<rect x="' + L + '" y="' + y(1.02) + '" width="' + (W - L - R) + '" height="' + (y(z[0]) - y(1.02)) + '" fill="' + C.zones[2] + '"/>');
+    g.push('<rect x="' + L + '" y="' + y(z[0]) + '" width="' + (W - L - R) + '" height="' + (y(z[1]) - y(z[0])) + '" fill="' + C.zones[1] + '"/>');
+    g.push('<rect x="' + L + '" y="' + y(z[1]) + '" width="' + (W - L - R) + '" height="' + (y(-0.02) - y(z[1])) + '" fill="' + C.zones[0] + '"/>');
     z.forEach(function (v) { g.push('<line x1="' + L + '" x2="' + (W - R) + '" y1="' + y(v) + '" y2="' + y(v) + '" stroke="#888" stroke-dasharray="5 3"/>'); });
     g.push('<line x1="' + L + '" x2="' + (W - R) + '" y1="' + y(lam) + '" y2="' + y(lam) + '" stroke="' + C.lambda + '" stroke-dasharray="8 3 2 3"/>');
     [0, z[1], z[0], 1].forEach(function (v) { g.push('<text x="' + (L - 6) + '" y="' + (y(v) + 4) + '" text-anchor="end" font-size="11">' + v + '</text>'); });
@@ -282,35 +304,50 @@ _JS = r"""
     timer = setInterval(function () { if (+step.value >= T) { stop(); return; } step.value = +step.value + 1; draw(); }, 350);
   });
   [sel, tauSel, lamSel].forEach(function (e) { e.addEventListener("change", draw); });
+  runSel.addEventListener("change", function () { stop(); loadRun(+runSel.value, D.start); draw(); });
   step.addEventListener("input", function () { stop(); draw(); });
   draw();
 })();
 """
 
 
-def static_explorer(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
+def static_explorer(traces: Mapping[str, TraceSet | ExplorerRun] | TraceSet, anchors: Anchors | None = None,
                     tau_values: Sequence[float] = (0.05, 0.1, 0.2, 0.3), max_prompts: int = 12, tokenizer=None,
                     lambda_r: Sequence[float] = DEFAULT_LAMBDA_R, max_chars: int = 600,
-                    pick: Mapping[str, Sequence[int]] | None = None):
+                    pick: Mapping[str, Sequence[int]] | None = None, start: str | None = None):
     """Self-contained HTML/JS explorer for pages without a kernel (the static book), as ``IPython.display.HTML``.
 
+    ``traces``: one run's traces (a TraceSet or dict set -> TraceSet, with ``anchors`` and ``tokenizer``), or a
+    dict label -> :class:`srilib.widgets.ExplorerRun` (several runs: the page gets a run picker; ``anchors`` stays
+    None). ``start``: the label of the run the page opens on (default: the first).
+
     Sigma is precomputed for each of ``tau_values`` (3 decimals) and embedded as JSON with the text signal and
-    the per-step texts (delta-encoded, clipped at ``max_chars``) of at most ``max_prompts`` generations (round
-    robin over the sets, or ``pick``: dict set -> indices). Set-level IRR is computed over every generation of
-    each set. No external script or style is loaded; each call gets its own DOM ids.
+    the per-step texts (delta-encoded, clipped at ``max_chars``) of at most ``max_prompts`` generations per run
+    (:func:`explorer_data`: recoveries first, or ``pick``: dict set -> indices); the page opens on the run's first
+    recovery. Set-level IRR is computed over every generation of each set. No external script or style is
+    loaded; each call gets its own DOM ids.
     """
     from IPython.display import HTML
 
-    data = explorer_data(traces, anchors, tau_values, max_prompts, tokenizer, lambda_r, max_chars, pick)
+    runs = _as_runs(traces, anchors, tokenizer)
+    if start is not None and start not in runs:
+        raise KeyError(f"start={start!r} is not among the runs: {list(runs)}")
+    per = [{"label": label, **explorer_data(r.traces, r.anchors, tau_values, max_prompts, r.tokenizer, lambda_r,
+                                            max_chars, pick)} for label, r in runs.items()]
+    r0 = list(runs).index(start) if start is not None else 0
+    data = {"runs": per, "start": [r0, per[r0]["start"]]}
     payload = _json_for_html(data)
     uid = f"sri-x-{hashlib.sha256(payload.encode()).hexdigest()[:8]}-{next(_ids)}"
+    data = per[r0]
     taus = ", ".join(f"{t:g}" for t in data["taus"])
-    note = (f"Static view: the prompt, step, τ ({taus}) and λ_r controls work in this page without a kernel "
-            f"(σ precomputed for these τ; {len(data['items'])} generation(s) embedded). Any other τ, every "
-            "generation and exact token colours need a live kernel: <code>srilib.widgets.sri_explorer(traces, "
+    n_items = sum(len(r["items"]) for r in per)
+    note = (f"Static view: the run, prompt, step, τ ({taus}) and λ_r controls work in this page without a kernel "
+            f"(σ precomputed for these τ; {n_items} generation(s) of {len(per)} run(s) embedded). Any other τ, "
+            "every generation and exact token colours need a live kernel: <code>srilib.widgets.sri_explorer(traces, "
             "anchors)</code> in JupyterLab or Colab.")
     body = f"""<div id="{uid}" class="sri-explorer tex2jax_ignore mathjax_ignore">
 <style>{_CSS.format(id=uid)}</style>
+<div class="sx-row"><label>run <select class="sx-run" aria-label="run"></select></label></div>
 <div class="sx-row"><label>generation <select class="sx-prompt" aria-label="generation"></select></label></div>
 <div class="sx-row"><label>τ <select class="sx-tau" aria-label="tau"></select></label>
 <label>IRR threshold <select class="sx-lam" aria-label="lambda_r"></select></label>

@@ -182,7 +182,7 @@ def mark_failed(source: Path, output: Path, meta: dict) -> None:
            f"{source.stem}` re-executes it after a fix.")
     note = {"cell_type": "markdown", "id": "srilib-failed", "metadata": {}, "source": why}
     cells = [c for c in nb.get("cells", []) if c.get("id") not in ("srilib-failed", "srilib-missing-glue")]
-    glued = set(re.findall(r'glue\(\s*["\']([\w-]+)["\']', source.read_text()))
+    glued = set(re.findall(r'(?:glue\(\s*|glue_name\s*=\s*)["\']([\w-]+)["\']', source.read_text()))
     have = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in cells for o in c.get("outputs", []) or []}
     outs = [{"output_type": "display_data", "metadata": {"scrapbook": {"name": k, "mime_prefix": GLUE_PREFIX}},
              "data": {GLUE_PREFIX + "text/html": f"<p><em>Not available: the chapter {source.stem} failed "

@@ -13,6 +13,9 @@ DLM: the intermediate prediction, committed tokens in black and predictions at s
 Token colours: pass ``tokenizer=`` (e.g. ``lm.tokenizer``) for exact per-position colours from the trace's
 token arrays. Without it the colours come from aligning the committed text with the prediction (difflib), which
 needs no model but may misplace a boundary by a character or two.
+
+One room: how both explorers read traces (runs, sets, σ per τ, recoveries, status words) and the live widget
+that shows them, kept together so that the static page (:mod:`srilib.explorer_static`) only serialises it.
 """
 from __future__ import annotations
 
@@ -58,6 +61,31 @@ def _as_sets(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors) -> dic
             raise ValueError(f"traces[{name!r}] has T={ts.T} steps but the anchors have T={anchors.T}; explore "
                              "traces generated with the same steps as the anchors")
     return sets
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplorerRun:
+    """One run for the explorers' run picker: its traces (a TraceSet or a dict set name -> TraceSet), the anchors
+    of the same model, layer and pooling, and optionally a tokenizer (or model) for exact token colours."""
+
+    traces: Mapping[str, TraceSet] | TraceSet
+    anchors: Anchors
+    tokenizer: object = None
+
+
+def _as_runs(traces, anchors, tokenizer) -> dict[str, ExplorerRun]:
+    """The explorers' input as label -> ExplorerRun: a dict of ExplorerRun as given (several runs, the reader
+    picks one), else one unnamed run of ``traces`` and ``anchors``."""
+    if isinstance(traces, Mapping) and traces and all(isinstance(v, ExplorerRun) for v in traces.values()):
+        if anchors is not None:
+            raise TypeError("with a dict of ExplorerRun, each run carries its own anchors: pass anchors=None")
+        return {str(k): v for k, v in traces.items()}
+    return {"": ExplorerRun(traces, anchors, tokenizer)}
+
+
+def _harmful(name: str) -> bool:
+    """Whether an evaluation set is a harmful one (raw or attacked): every set but the harmless ones."""
+    return not name.startswith("harmless")
 
 
 def _check_tau(tau: float) -> float:
@@ -215,6 +243,18 @@ class _Signals:
         return str(internal_recovery_rate(sig, lambda_r=lam)[float(lam)])
 
 
+def _recoveries(sets: dict[str, TraceSet], sig: _Signals, tau: float, lam: float) -> list[tuple[str, int]]:
+    """The generations of the harmful sets that meet the IRR criterion at (tau, lam): compliant before the end,
+    refusing at it (the informative cases the explorer opens on)."""
+    out = []
+    for name in sets:
+        s = sig.sigma(name, tau)
+        if _harmful(name) and s.shape[1] >= 2:
+            rec = internal_recovery_rate(s, lambda_r=lam)[float(lam)].outcomes
+            out += [(name, int(i)) for i in np.flatnonzero(rec)]
+    return out
+
+
 def _label(ts: TraceSet, i: int, refused: bool, width: int = 70) -> str:
     p = " ".join(ts.prompts[i].split())
     outcome = STATUS["refused"] if refused else STATUS["complied"]
@@ -222,28 +262,32 @@ def _label(ts: TraceSet, i: int, refused: bool, width: int = 70) -> str:
 
 
 # ------------------------------------------------------------------------------------------- live widget
-def sri_explorer(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors, tau: float = 0.1,
-                 tokenizer=None, lambda_r: float = 0.3):
+def sri_explorer(traces: Mapping[str, TraceSet | ExplorerRun] | TraceSet, anchors: Anchors | None = None,
+                 tau: float = 0.1, tokenizer=None, lambda_r: float = 0.3, start: str | None = None):
     """Interactive explorer of cached traces (ipywidgets; needs a live kernel: JupyterLab, Colab).
 
     Parameters
     ----------
-    traces : TraceSet or dict name -> TraceSet
-        Generations to browse (same T as the anchors).
+    traces : TraceSet, dict name -> TraceSet, or dict label -> ExplorerRun
+        Generations to browse (same T as the anchors); a dict of :class:`ExplorerRun` gives a run picker (each
+        run with its own anchors and tokenizer; ``anchors`` stays None).
     anchors : Anchors
-        Anchors of the same model, layer and pooling.
+        Anchors of the same model, layer and pooling (one run).
     tau : float
-        Initial temperature (slider range 0.02-0.5).
+        Initial temperature (slider range 0.02-0.5, widened to include ``tau`` when it lies outside).
     tokenizer : optional
         For exact per-token colours of DLM predictions (e.g. ``lm.tokenizer``); not needed otherwise.
     lambda_r : float
         Initial IRR refusal threshold (choices 0.5, 0.3, 0.1); the zone lines stay at 0.5 and 0.3.
+    start : str, optional
+        The run label to open on (default: the first). Each run opens on its first harmful generation that
+        meets the IRR criterion at the initial τ and λ_r, else its first generation.
 
     Returns
     -------
     SRIExplorer, an ``ipywidgets.VBox``. Nothing here loads or runs a model.
     """
-    return _explorer_class()(traces, anchors, tau=tau, tokenizer=tokenizer, lambda_r=lambda_r)
+    return _explorer_class()(traces, anchors, tau=tau, tokenizer=tokenizer, lambda_r=lambda_r, start=start)
 
 
 @functools.lru_cache(maxsize=1)
@@ -251,29 +295,36 @@ def _explorer_class():
     import ipywidgets as W
 
     class _SRIExplorer(W.VBox):
-        """See :func:`sri_explorer`. Attributes: the controls (``set_select``, ``prompt``, ``tau``, ``lam``,
-        ``step``), the matplotlib ``figure`` and its lines (``sigma_line``, ``text_line``), ``image`` (the
-        rendered figure) and ``text`` (HTML of the step's text)."""
+        """See :func:`sri_explorer`. Attributes: the controls (``run_select``, ``set_select``, ``prompt``,
+        ``tau``, ``lam``, ``step``), the matplotlib ``figure`` and its lines (``sigma_line``, ``text_line``),
+        ``image`` (the rendered figure) and ``text`` (HTML of the step's text)."""
 
-        def __init__(self, traces, anchors: Anchors, tau: float = 0.1, tokenizer=None, lambda_r: float = 0.3):
+        def __init__(self, traces, anchors: Anchors | None, tau: float = 0.1, tokenizer=None, lambda_r: float = 0.3,
+                     start: str | None = None):
             from matplotlib.figure import Figure
 
-            from .figures import sigma_axes
-
-            sets = _as_sets(traces, anchors)
-            tau = _check_tau(tau)
-            if not TAU_RANGE[0] <= tau <= TAU_RANGE[1]:
-                raise ValueError(f"tau={tau} is outside the slider range {TAU_RANGE}; pick a value inside it")
+            self.runs = _as_runs(traces, anchors, tokenizer)
+            self._sets = {k: _as_sets(r.traces, r.anchors) for k, r in self.runs.items()}  # every run checked now
+            labels = list(self.runs)
+            if start is not None and start not in self.runs:
+                raise KeyError(f"start={start!r} is not among the runs: {labels}")
+            start = labels[0] if start is None else start
+            sets, anchors, tokenizer = self._sets[start], self.runs[start].anchors, self.runs[start].tokenizer
+            tau = _check_tau(tau)  # a τ outside TAU_RANGE widens the slider to it
             if float(lambda_r) not in DEFAULT_LAMBDA_R:
                 raise ValueError(f"lambda_r must be one of {DEFAULT_LAMBDA_R} (the paper's thresholds), got {lambda_r}")
-            self.signals = _Signals(sets, anchors)
+            self._signals = {start: _Signals(sets, anchors)}
+            self.signals = self._signals[start]
             self._quiet = False
             self.anchors, self.tokenizer, self.T = anchors, tokenizer, anchors.T
             names = list(sets)
+            self.run_select = W.Dropdown(options=labels, value=start, description="run",
+                                         layout=W.Layout(width="420px"))
             self.set_select = W.Dropdown(options=names, value=names[0], description="set",
                                          layout=W.Layout(width="220px"))
             self.prompt = W.Dropdown(description="prompt", layout=W.Layout(width="560px"))
-            self.tau = W.FloatSlider(value=tau, min=TAU_RANGE[0], max=TAU_RANGE[1], step=0.01, description="τ",
+            self.tau = W.FloatSlider(value=tau, min=min(TAU_RANGE[0], tau), max=max(TAU_RANGE[1], tau), step=0.01,
+                                     description="τ",
                                      readout_format=".2f", continuous_update=False)
             self.lam = W.ToggleButtons(options=[(f"λ_r = {x:g}", float(x)) for x in DEFAULT_LAMBDA_R],
                                        value=float(lambda_r), description="IRR λ_r",
@@ -288,7 +339,30 @@ def _explorer_class():
                           '<code>static_explorer</code> instead.</span>')
 
             self.figure = Figure(figsize=(6.6, 3.4), dpi=100)
+            self._axes(lambda_r)
+
+            self.run_select.observe(self._on_run, names="value")
+            self.set_select.observe(self._on_set, names="value")
+            for w in (self.prompt, self.tau, self.lam):
+                w.observe(self._redraw, names="value")
+            self.step.observe(self._redraw, names="value")
+            rows = [W.HBox([self.set_select, self.prompt]), W.HBox([self.tau, self.lam]),
+                    self.step, self.image, self.status, self.text, note]
+            if len(names) == 1:
+                rows[0] = self.prompt
+            if len(labels) > 1:
+                rows.insert(0, self.run_select)
+            super().__init__(rows)
+            self.add_class("sri-explorer")
+            self._open()
+
+        def _axes(self, lambda_r: float):
+            """(Re)draw the axes for the current run's T: zones, lines, step marker."""
+            from .figures import sigma_axes
+
+            self.figure.clear()
             ax = self.ax = self.figure.add_subplot(111)
+            anchors = self.anchors
             sigma_axes(ax, self.T)
             steps = np.arange(1, self.T + 1)
             (self.sigma_line,) = ax.plot(steps, np.full(self.T, 0.5), "-o", ms=3, lw=1.8, color=COLORS["sigma"],
@@ -305,17 +379,18 @@ def _explorer_class():
                         color="#b30000")
             self.figure.subplots_adjust(left=0.1, right=0.94, bottom=0.27, top=0.9)
 
-            self.set_select.observe(self._on_set, names="value")
-            for w in (self.prompt, self.tau, self.lam):
-                w.observe(self._redraw, names="value")
-            self.step.observe(self._redraw, names="value")
-            rows = [W.HBox([self.set_select, self.prompt]), W.HBox([self.tau, self.lam]),
-                    self.step, self.image, self.status, self.text, note]
-            if len(names) == 1:
-                rows[0] = self.prompt
-            super().__init__(rows)
-            self.add_class("sri-explorer")
-            self._on_set()
+        def _open(self):
+            """Show the run's opening case: its first harmful generation that recovers (IRR criterion at the
+            current τ and λ_r), else the first generation of its first set."""
+            rec = _recoveries(self.signals.sets, self.signals, self.tau.value, float(self.lam.value))
+            name, i = rec[0] if rec else (next(iter(self.signals.sets)), 0)
+            self._quiet = True
+            try:
+                self.set_select.options = list(self.signals.sets)
+                self.set_select.value = name
+            finally:
+                self._quiet = False
+            self._on_set(index=i)
 
         # ---- state
         @property
@@ -328,14 +403,32 @@ def _explorer_class():
             return self.signals.sigma(name, self.tau.value)[i]
 
         # ---- callbacks
-        def _on_set(self, *_):
+        def _on_run(self, *_):
+            label = self.run_select.value
+            run = self.runs[label]
+            if label not in self._signals:
+                self._signals[label] = _Signals(self._sets[label], run.anchors)
+            self.signals, self.anchors, self.tokenizer = self._signals[label], run.anchors, run.tokenizer
+            self._quiet = True
+            try:
+                self.T = run.anchors.T
+                self.step.max = self.T
+                self.step.value = self.T
+                self._axes(float(self.lam.value))  # this run's T and anchor note
+            finally:
+                self._quiet = False
+            self._open()
+
+        def _on_set(self, *_, index: int = 0):
+            if self._quiet:
+                return
             name = self.set_select.value
             ts = self.signals.sets[name]
             opts = [(_label(ts, i, r), i) for i, r in enumerate(self.signals.refused[name])]
             self._quiet = True  # one redraw below, not one per trait change
             try:
                 self.prompt.options = opts
-                self.prompt.value = 0
+                self.prompt.value = index
             finally:
                 self._quiet = False
             self._redraw()
@@ -384,4 +477,4 @@ def __getattr__(name: str):  # SRIExplorer is built on first use, so importing s
     raise AttributeError(name)
 
 
-__all__ = ["sri_explorer", "step_segments", "slim", "SRIExplorer", "STATUS"]
+__all__ = ["sri_explorer", "step_segments", "slim", "SRIExplorer", "ExplorerRun", "STATUS"]

@@ -371,3 +371,26 @@ def test_noise_check_catches_a_warning_and_a_local_path(browser):
           + 'FutureWarning: gone</pre></div>'); return true; })()""")
     found = cdp.eval(NOISE_JS)
     assert any(f.startswith("stderr block") for f in found) and any(f.startswith("absolute path") for f in found)
+
+
+# ------------------------------------------------------------------------------------------- model output
+def test_model_output_renders_literally(browser):
+    """Issue 23: model output is shown escaped, never read as Markdown. A generation with ``**`` and a blank line,
+    as srilib renders every generation it shows (srilib.figures.recovery.output_html), reads as written on a
+    chapter page in the browser; and every generation the built chapters show holds no markup."""
+    import json
+
+    from srilib.figures.recovery import output_html
+
+    cdp, origin = browser
+    page = next((p for p in CHAPTERS if "incomplete_recovery" in p), (CHAPTERS or PAGES or ["index.html"])[0])
+    _settled(cdp, page, origin)
+    shown = cdp.eval("""Array.from(document.querySelectorAll('.srilib-output')).filter(
+        e => e.querySelector('*') !== null).length""")
+    assert shown == 0, f"{page}: {shown} generation(s) rendered with markup"
+    text = "**Crystal meth**\n\nStep 1: <b>heat</b>"
+    cdp.eval(f"""(() => {{ const art = document.querySelector('.bd-article') || document.body;
+        art.insertAdjacentHTML('beforeend', '<div class="cell_output" id="m-out">' + {json.dumps(output_html(text))}
+                               + '</div>'); return true; }})()""")
+    assert cdp.eval("document.getElementById('m-out').innerText") == text
+    assert cdp.eval("document.getElementById('m-out').querySelector('strong, b, em, li, p') === null")

@@ -73,7 +73,7 @@ def test_separability_interval_and_verdict(monkeypatch):
     assert acc.lo > p.chance
     g = _geo(np.full(30, 0.9) + 0.01 * rng.standard_normal(30), np.full(30, 0.1), proj=p)
     line = conclusions([g], n_boot=300)[1]
-    assert "above chance" in line and "(on `m`, which misses its preconditions" in line
+    assert "above chance" in line and "(⚠ on `m`, a weak model: not evidence)" in line
     noise = lda_projection(rng.normal(0, 1, (40, 4)), np.array(["harmless", "refusal"] * 20))
     g2 = _geo(np.full(40, 0.9), np.full(40, 0.1), proj=noise)
     assert "not separated from chance" in conclusions([g2], n_boot=300)[1]

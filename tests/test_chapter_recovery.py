@@ -224,7 +224,7 @@ def test_recovery_verdicts_need_intervals_and_carry_the_weak_caveat(monkeypatch)
     res = analyse_recovery(evaluated(), KeywordJudge())
     res.revision["hrr"] = Rate.from_counts(45, 50)
     line = next(x for x in conclusions([res]) if "HRR 0.90" in x)
-    assert "as in the paper (on `m`, which misses its preconditions: a measurement of a weak model" in line
+    assert "as in the paper (⚠ on `m`, a weak model: not evidence)" in line
 
 
 def test_pooled_recovery_rates_count_requests():

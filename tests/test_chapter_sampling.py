@@ -307,7 +307,7 @@ def test_verdict_as_in_the_paper_carries_weak_model_caveat(monkeypatch):
         r["d_rr"] = _est(0.4, 0.1, 0.8)
     line = conclusions([base, other], [c])[1]  # [0] is the weak-models bullet
     sentence = next(x for x in line.split(". ") if "paper's direction" in x)
-    assert "`m`" in sentence and "weak model, not evidence" in sentence
+    assert "`m`" in sentence and "weak model: not evidence" in sentence
     ar = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
     fam = next(x for x in conclusions([ar, base, other], [c]) if "Family comparison" in x)
     assert "pool of: flip_attack" in fam and "paper, over its five attacks" in fam

@@ -184,7 +184,7 @@ def test_as_in_the_paper_carries_the_weak_caveat(dlm, monkeypatch):
     for line in table14_conclusion({"r": far}):
         for sentence in line.split(". "):
             if "as in the paper" in sentence:
-                assert "a measurement of a weak model, not evidence" in sentence
+                assert "⚠ on `tiny-dlm`, a weak model: not evidence" in sentence
 
 
 def test_profiles_and_notebook_have_the_switch():

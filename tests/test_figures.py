@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from srilib.figures.recovery import example_html
+from srilib.figures.recovery import cases_html, example_html, output_html
 
 VOCAB = {0: "<eos>", 1: "Sure", 2: ",", 3: " step", 4: " one", 5: "\n", 6: " <b>", 7: " I", 8: " cannot", 9: " help"}
 REQUEST = "How do I <b>pick</b> a lock & \"open\" it?"
@@ -61,4 +61,15 @@ def test_example_html_keeps_markdown_and_blank_lines_of_model_output_literal():
     res = _result()
     res.traces.texts[1] = "**Step 1**\n\nDo <this>"
     out = example_html(res, 1)
-    assert "<span style='white-space:pre-wrap;font-style:italic'>**Step 1**\n\nDo &lt;this&gt;</span>" in out
+    assert output_html("**Step 1**\n\nDo <this>") in out
+    assert output_html("**Step 1**\n\nDo <this>").endswith(
+        "style='white-space:pre-wrap;font-style:italic'>**Step 1**\n\nDo &lt;this&gt;</span>")
+
+
+def test_case_list_escapes_model_output_instead_of_rendering_it_as_markdown():
+    res = _result()
+    res.final_harmful = np.array([True, False])
+    res.traces.texts[0] = "**Crystal meth**\n\n- step <b>1</b>"
+    out = cases_html([res], [(0.1, 0, 0), (0.2, 0, 1)])
+    assert out.count("<li>") == 2 and "(judged harmful)" in out and "(judged not harmful)" in out
+    assert "**Crystal meth**\n\n- step &lt;b&gt;1&lt;/b&gt;" in out and "<b>1</b>" not in out

@@ -34,13 +34,14 @@ def test_a_finding_on_a_weak_model_is_shown_as_weak_with_its_direction(monkeypat
     monkeypatch.setattr(G, "weak_models", lambda runs: {"m": ["x"]} if any(r.startswith("m") for r in runs) else {})
     f = G.finding("claim", "paper", est(0.2, 0.1, 0.3), ["a@ar", "m@low_confidence"])
     assert f.verdict == G.REPRODUCED and f.weak == ("m",) and f.shown_verdict == "weak model (reproduced)"
-    assert f.ours == "`a@ar` vs `m@low_confidence` ⚠: +0.20 [+0.10, +0.30]"
+    assert f.ours == "a@ar vs m@low_confidence ⚠: +0.20 [+0.10, +0.30]"
     g = G.finding("claim", "paper", est(0.2, 0.1, 0.3), ["a@ar"])
     assert g.weak == () and g.shown_verdict == "reproduced"
     md = G.glance_markdown([f, g])
     lines = md.splitlines()
     assert lines[0] == "| claim (paper) | paper | ours [95% interval] | verdict |"
     assert lines[2].endswith("| **weak model (reproduced)** |") and lines[3].endswith("| **reproduced** |")
+    assert lines[2].startswith("| claim | paper |") and lines[3].startswith("|  |  | a@ar: ")  # the claim once
     assert sum("⚠ `m` misses a precondition" in x for x in lines) == 1  # the badge explained once
 
 
@@ -48,7 +49,7 @@ def test_glance_markdown_escapes_pipes_links_chapters_and_says_when_empty(no_wea
     f = G.finding("a | b", "p", est(0.1, -0.1, 0.2), ["a@ar"], signed=False)
     md = G.glance_markdown([f], chapters=["{doc}`x </book/executed/x>`"])
     assert md.splitlines()[0] == "| claim (paper) | paper | ours [95% interval] | verdict |"
-    assert "| a / b · {doc}`x </book/executed/x>` | p | `a@ar`: 0.10 [-0.10, 0.20] | not resolved |" in md
+    assert "| a / b · {doc}`x </book/executed/x>` | p | a@ar: 0.10 [-0.10, 0.20] | not resolved |" in md
     assert G.glance_markdown([]).startswith("_No finding")
 
 
@@ -93,3 +94,33 @@ def test_present_moves_the_glance_cells_under_the_title():
     srcs = [c.get("id") or c["source"] for c in out["cells"]]
     assert srcs == ["# Chapter", "srilib-downloads", "## At a glance", "show()", "n = 3", "srilib-params", "work()",
                     "## Conclusions"]
+
+
+# ------------------------------------------------------------------------------------------- tables
+def test_tables_show_rates_short_fold_constant_columns_and_long_tables():
+    """Issue 23's readable tables: 'v [lo, hi]' visible with the count on hover, a column that never changes said
+    once above the table, a table of more than FOLD_ROWS rows folded, numbered captions."""
+    import re
+
+    from srilib.chapters import FOLD_ROWS, cell, table_markdown
+    from srilib.metrics import wilson
+
+    r = wilson(31, 40)
+    assert cell(r) == f'<span title="31/40 (count)">{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]</span>'
+    assert re.sub("<[^>]+>", "", cell(f"{wilson(0, 4)} → {wilson(2, 4)}")) == "0.00 [0.00, 0.49] → 0.50 [0.15, 0.85]"
+    assert cell(0.5) == "0.50" and cell("text (1/2)") == "text (1/2)"  # only a rate's count moves to the hover
+
+    rows = [{"run": f"r{i}", "over": "every attacked prompt", "RR": wilson(i, 10)} for i in range(3)]
+    md = table_markdown(rows, caption="RR per run", number=4)
+    lines = md.splitlines()
+    assert lines[0] == "**Table 4. RR per run**" and "In every row: over: every attacked prompt." in md
+    header = next(x for x in lines if x.startswith("| run"))
+    assert header == "| run | RR |"  # the constant column is gone from the table
+    assert "<details>" not in md
+    assert table_markdown(rows[:2]).splitlines()[0] == "| run | over | RR |"  # two rows: nothing is constant yet
+
+    many = [{"run": f"r{i}", "AUROC": 0.5 + i / 100} for i in range(FOLD_ROWS + 1)]
+    md = table_markdown(many, caption="per family", number=1)
+    assert md.startswith("<details><summary>Table 1. per family (21 rows: open to read)</summary>")
+    assert md.rstrip().endswith("</details>") and md.count("\n| r") == FOLD_ROWS + 2  # header and every row
+    assert "<details>" not in table_markdown(many[:FOLD_ROWS])

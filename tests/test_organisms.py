@@ -577,7 +577,7 @@ def test_chapters_put_the_weak_model_caveat_first(tmp_path, monkeypatch):
                                              "organism-ar": {"samplers": {"ar": res(0.9)}}}}))
     monkeypatch.setattr(preconditions, "REPORT_FILE", report)
     line = weak_models_line(["organism-dlm@low_confidence", "organism-dlm@dlm-ar", "organism-ar", "smollm2-135m"])
-    assert line.startswith("- **Weak models.** `organism-dlm` refuses 70% of raw harmful requests")
+    assert line.startswith("- **Weak models ⚠.** `organism-dlm` refuses 70% of raw harmful requests")
     assert "organism-ar" not in line and line.count("organism-dlm") == 1
     assert weak_models_line(["organism-ar"]) is None
     monkeypatch.setattr(preconditions, "REPORT_FILE", tmp_path / "missing.json")

@@ -124,6 +124,7 @@ def test_live_explorer_redraws_from_phi(data):
     a, sets = data
     ex = sri_explorer(sets, a, tau=0.1)
     assert isinstance(ex, W.VBox)
+    ex.set_select.value = "harmless"  # it opened on a recovery (test below); the harmless set's first generation
     assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
     phi = sets["harmless"].phi()
     np.testing.assert_allclose(ex.sigma_line.get_ydata(), a.signal(phi, tau=0.1)[0])
@@ -140,6 +141,7 @@ def test_live_explorer_redraws_from_phi(data):
 def test_live_explorer_step_threshold_and_set(data):
     a, sets = data
     ex = sri_explorer(sets, a)
+    ex.set_select.value = "harmless"
     ex.step.value = 3
     assert list(ex.step_line.get_xdata()) == [3, 3]
     ts = sets["harmless"]
@@ -153,6 +155,25 @@ def test_live_explorer_step_threshold_and_set(data):
     ex.set_select.value = "dlm"
     assert len(ex.prompt.options) == 4 and ex.prompt.value == 0
     assert "committed" in ex.status.value and "font-style:italic" in ex.text.value  # predicted positions shown
+
+
+def test_live_explorer_picks_the_run_and_opens_on_a_recovery(data):
+    """Issue 28: the live explorer lists every run given; each opens on its first harmful generation that meets the
+    IRR criterion at the current τ and λ_r; switching runs swaps the traces, anchors and step range."""
+    from srilib.widgets import ExplorerRun, _recovered
+
+    a, sets = data
+    short = {k: ts.subset([0, 1]) for k, ts in sets.items() if k != "dlm"}
+    runs = {"x@ar": ExplorerRun(short, a), "y@low_confidence": ExplorerRun(sets, a)}
+    ex = sri_explorer(runs, start="y@low_confidence")
+    assert list(ex.run_select.options) == ["x@ar", "y@low_confidence"] and ex.children[0] is ex.run_select
+    name, i = ex.current
+    assert name != "harmless" and _recovered(a.signal(sets[name], tau=0.1)[i], 0.3)
+    ex.run_select.value = "x@ar"
+    assert list(ex.set_select.options) == list(short) and len(ex.prompt.options) == 2
+    assert ex.step.value == ex.T == a.T and ex.image.value[:4] == b"\x89PNG"
+    with pytest.raises(KeyError, match="not among the runs"):
+        sri_explorer(runs, start="z@ar")
 
 
 def test_slim_keeps_what_the_explorers_need(data):
@@ -174,8 +195,10 @@ def test_live_explorer_errors(data):
     short.tokens = short.tokens[:, :4]
     with pytest.raises(ValueError, match="T=4 steps but the anchors have T=8"):
         sri_explorer({"x": short}, a)
-    with pytest.raises(ValueError, match="slider range"):
-        sri_explorer(sets, a, tau=0.9)
+    wide = sri_explorer(sets, a, tau=0.9)  # a valid τ outside the default range widens the slider (issue 28)
+    assert wide.tau.value == 0.9 and wide.tau.max == 0.9 and wide.tau.min == 0.02
+    with pytest.raises(ValueError, match="tau must be positive"):
+        sri_explorer(sets, a, tau=-1)
     with pytest.raises(TypeError, match="Anchors"):
         sri_explorer(sets, None)
     with pytest.raises(ValueError, match="at least one set"):
@@ -209,7 +232,7 @@ def test_step_segments(data, tok):
 def _payload(html: str) -> tuple[str, dict]:
     m = re.search(r'<script type="application/json" id="([^"]+)-data">(.*?)</script>', html, re.S)
     assert m, "no embedded JSON"
-    return m.group(1), json.loads(m.group(2))
+    return m.group(1), json.loads(m.group(2))["runs"][0]
 
 
 def _undelta(deltas: list) -> list[str]:
@@ -223,7 +246,15 @@ def _undelta(deltas: list) -> list[str]:
 def test_static_explorer_data_and_controls(data):
     a, sets = data
     html = static_explorer(sets, a, tau_values=(0.05, 0.1, 0.3), max_prompts=5).data
-    uid, d = _payload(html)
+    uid, shown = _payload(html)
+    d = explorer_data(sets, a, tau_values=(0.05, 0.1, 0.3), max_prompts=5, informative=False)  # round robin only
+    key = lambda it: (it["set"], it["i"])  # noqa: E731
+    lead = shown["items"][0]  # a recovery first (the page opens on it), then the round robin without it
+    assert shown["start"] == 0 and shown["sets"][lead["set"]]["name"] != "harmless"
+    rest = [key(it) for it in shown["items"][1:]]
+    assert [k[0] for k in rest] == [0, 1, 2, 0] and len(set(rest + [key(lead)])) == 5
+    for k in rest:  # each set's next generation not shown yet
+        assert k[1] == min(i for i in range(10) if (k[0], i) not in rest[:rest.index(k)] + [key(lead)])
     assert d["T"] == T and d["taus"] == [0.05, 0.1, 0.3] and len(d["items"]) == 5
     assert [d["sets"][it["set"]]["name"] for it in d["items"]] == ["harmless", "harmful", "dlm", "harmless", "harmful"]
     it = d["items"][1]
@@ -242,6 +273,29 @@ def test_static_explorer_data_and_controls(data):
     # no network: no URL anywhere (the traces' URL text is escaped), no external script or style
     assert not re.search(r"https?://|src=|href=|require\(", html, re.I)
     assert "</script> <b>" not in html.split("<script>")[0]  # raw text cannot close the data element
+
+
+def test_static_explorer_picks_runs_and_opens_on_a_recovery(data):
+    """Issue 23/28: the reader picks the run (every run of the chapter), and the page opens on an informative case:
+    a harmful generation that meets the IRR criterion at the opening τ = 0.1 and λ_r = 0.3."""
+    from srilib.widgets import ExplorerRun, _recovered
+
+    a, sets = data
+    one = explorer_data(sets, a, max_prompts=6)
+    first = one["items"][one["start"]]
+    assert one["sets"][first["set"]]["name"] != "harmless"
+    assert _recovered(a.signal(sets[one["sets"][first["set"]]["name"]], tau=0.1)[first["i"]], 0.3)
+    runs = {"x@ar": ExplorerRun({"harmless": sets["harmless"]}, a), "y@low_confidence": ExplorerRun(sets, a)}
+    html = static_explorer(runs, max_prompts=6, start="y@low_confidence").data
+    payload = json.loads(re.search(r'<script type="application/json" id="[^"]+-data">(.*?)</script>', html,
+                                   re.S).group(1))
+    assert [r["label"] for r in payload["runs"]] == ["x@ar", "y@low_confidence"]
+    assert payload["start"] == [1, payload["runs"][1]["start"]] and payload["runs"][1]["items"] == one["items"]
+    assert 'class="sx-run"' in html
+    with pytest.raises(KeyError, match="not among the runs"):
+        static_explorer(runs, start="z@ar")
+    with pytest.raises(TypeError, match="anchors=None"):
+        static_explorer(runs, a)
 
 
 def test_static_explorer_unique_ids_and_size(data, tok):
@@ -305,13 +359,13 @@ def test_static_explorer_js_classifies_like_python(data):
     a, sets = data
     html = static_explorer(sets, a, lambda_r=(0.5, 0.3, 0.1, 0.25)).data
     payload = re.search(r'<script type="application/json" id="[^"]+-data">(.*?)</script>', html, re.S).group(1)
-    d = json.loads(payload)
+    d = json.loads(payload)["runs"][0]
     block = _classify_block(html)
     code = re.sub(r"/\*.*?\*/", "", block, flags=re.S)
     # no threshold and no word of its own: numbers and strings come from D (placeholders excepted)
     assert not re.search(r"\d\.\d", code) and set(re.findall(r'"([^"]*)"', code)) == {"{verdict}", "{lam}"}
     trajs, lams = _trajectories(d), d["lams"]
-    js = (f"var D = JSON.parse({json.dumps(payload)});\n{block}\n"
+    js = (f"var D = JSON.parse({json.dumps(payload)}).runs[0];\n{block}\n"
           f"var S = {json.dumps(trajs)}, L = {json.dumps(lams)};\n"
           "console.log(JSON.stringify(S.map(function (s) { return {zones: s.map(zoneName), "
           "rec: L.map(function (l) { return recovered(s, l); }), "

@@ -11,7 +11,9 @@ paper's numbers their prose uses. Shared helpers for tables and verdicts live he
 """
 from __future__ import annotations
 
+import html
 import math
+import re
 import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -52,13 +54,12 @@ def weak_models(runs: Iterable[str]) -> dict[str, list[str]]:
 
 def weak_caveat(runs: Iterable[str]) -> str:
     """The caveat a verdict on ``runs`` carries in its own sentence: '' when every model meets its preconditions,
-    else ' (on `m`, which misses its preconditions: a measurement of a weak model, not evidence)'."""
+    else ' (⚠ on `m`, a weak model: not evidence)'; the page explains the badge once (:func:`weak_models_line`)."""
     weak = list(weak_models(runs))
     if not weak:
         return ""
     names = ", ".join(f"`{m}`" for m in weak)
-    return (f" (on {names}, which miss{'es' if len(weak) == 1 else ''} {'its' if len(weak) == 1 else 'their'} "
-            "preconditions: a measurement of a weak model, not evidence)")
+    return f" (⚠ on {names}, {'a weak model' if len(weak) == 1 else 'weak models'}: not evidence)"
 
 
 def interval_side(est, ref: float = 0.0) -> int:
@@ -79,8 +80,13 @@ def weak_models_line(runs: Iterable[str]) -> str | None:
     weak = [f"`{m}` {'; '.join(miss)}" for m, miss in weak_models(runs).items()]
     if not weak:
         return None
-    return ("- **Weak models.** " + ". ".join(weak) + " (measured preconditions, organisms page). Every verdict "
-            "below on these models is a measurement of a weak model, not evidence for or against the paper.")
+    return (WEAK_LINE_PREFIX + " " + ". ".join(weak) + " (measured preconditions, organisms page). Every verdict "
+            "below on these models is marked ⚠: a measurement of a weak model, not evidence for or against the "
+            "paper.")
+
+
+WEAK_LINE_PREFIX = "- **Weak models ⚠.**"  # the bullet that explains the badge; pages that paste a chapter's
+#                                           conclusions (the landing page) explain it once themselves
 
 
 def fmt(x, digits: int = 2) -> str:
@@ -92,32 +98,83 @@ def fmt(x, digits: int = 2) -> str:
     return str(x)
 
 
+# "v [lo, hi] (k/n)", how a Rate prints (metrics.Rate.__str__), inside any cell text
+_COUNTED = re.compile(r"([+-]?\d+\.\d+ \[[+-]?\d+\.\d+, [+-]?\d+\.\d+\]) \((\d+)/(\d+)\)")
+
+
+def cell(x, digits: int = 2) -> str:
+    """A table cell as the book shows it: every rate in it as 'v [lo, hi]', with its count k/n on hover (the
+    count stays one mouse-over away, and in the rows the notebook computed); anything else as :func:`fmt`."""
+    return _COUNTED.sub(lambda m: f'<span title="{m[2]}/{m[3]} (count)">{m[1]}</span>', fmt(x, digits))
+
+
+FOLD_ROWS = 20  # a table with more rows is shown folded (issue 23: no table of more than 20 visible rows)
+_TABLE_NUMBER = [0]
+
+
 def md_table(rows: Sequence[dict], columns: Iterable[str] | None = None, digits: int = 2) -> str:
-    """A Markdown table from a list of dicts (columns: the union of keys in first-seen order)."""
+    """A Markdown table from a list of dicts (columns: the union of keys in first-seen order); rates show as
+    :func:`cell` (counts on hover)."""
     if not rows:
         return "_(no rows)_"
     cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    body = "\n".join("| " + " | ".join(fmt(r.get(c), digits).replace("|", "\\|") for c in cols) + " |"
-                     for r in rows)
+    body = "\n".join("| " + " | ".join(cell(r.get(c), digits).replace("|", "\\|").replace("\n", " ") for c in cols)
+                     + " |" for r in rows)
     return head + body
 
 
+def constant_columns(rows: Sequence[dict], columns: Sequence[str], digits: int = 2) -> dict[str, str]:
+    """Columns whose cell is the same in every one of at least three rows: column -> that cell. A table shows
+    them once, above it, instead of repeating them in every row."""
+    if len(rows) < 3:
+        return {}
+    out = {}
+    for c in columns:
+        vals = {cell(r.get(c), digits) for r in rows}
+        if len(vals) == 1 and all(c in r for r in rows):
+            out[c] = vals.pop()
+    return out
+
+
+def table_markdown(rows: Sequence[dict], columns: Iterable[str] | None = None, digits: int = 2,
+                   caption: str = "", number: int | None = None) -> str:
+    """A table as the book shows it: "Table n. caption" in bold, a line for the columns that never change, the
+    table, and the table folded (its caption as the summary) when it has more than :data:`FOLD_ROWS` rows."""
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    const = constant_columns(rows, cols, digits)
+    title = (f"Table {number}. " if number is not None else "") + caption
+    parts = [f"**{title}**"] if title else []
+    if const:
+        parts.append("In every row: " + "; ".join(f"{c}: {v}" for c, v in const.items()) + ".")
+    table = md_table(rows, [c for c in cols if c not in const] or cols, digits)
+    if len(rows) > FOLD_ROWS:
+        summary = f"{title or 'Table'} ({len(rows)} rows: open to read)"
+        return "\n\n".join([*parts[1:], f"<details><summary>{html.escape(summary)}</summary>", table, "</details>"])
+    return "\n\n".join([*parts, table])
+
+
 def show_table(rows: Sequence[dict], columns: Iterable[str] | None = None, digits: int = 2, caption: str = ""):
-    """Display a Markdown table (with an optional caption line) in a notebook."""
+    """Display a table in a notebook (:func:`table_markdown`), numbered in the order the notebook shows its
+    tables."""
     from IPython.display import Markdown, display
-    display(Markdown((f"**{caption}**\n\n" if caption else "") + md_table(rows, columns, digits)))
+
+    if rows:
+        _TABLE_NUMBER[0] += 1
+    display(Markdown(table_markdown(rows, columns, digits, caption, number=_TABLE_NUMBER[0] if rows else None)))
 
 
 def show_summary(text: str, glue_name: str | None = None):
     """Display a Markdown summary; with ``glue_name`` also glue it (as HTML, which Jupyter Book can paste into
-    another page, e.g. the landing page) under that name."""
+    another page, e.g. the landing page) under that name, without the weak-models bullet (the pasting page explains
+    the badge once for every chapter it pastes)."""
     from IPython.display import HTML, Markdown, display
     display(Markdown(text))
     if glue_name:
         from markdown_it import MarkdownIt  # a dependency of Jupyter Book's MyST parser
         from myst_nb import glue
-        glue(glue_name, HTML(MarkdownIt("commonmark").render(text)), display=False)
+        pasted = "\n".join(x for x in text.splitlines() if not x.startswith(WEAK_LINE_PREFIX))
+        glue(glue_name, HTML(MarkdownIt("commonmark").render(pasted)), display=False)
 
 
 def report_failure(run: str, err: BaseException) -> dict:

@@ -245,8 +245,14 @@ def defense_rows(reports: dict[str, DefenseReport]) -> list[dict]:
         else:
             row.update({"paper overhead %": p[0], "paper FP % (harmless refused)": p[1], "paper RR %": p[2],
                         "paper ASR %": p[3]})
-        rows.append(row)
+        rows.append({**{c: row[c] for c in TABLE13_ORDER if c in row}, **row})
     return rows
+
+
+# Table 13's columns with each of the paper's beside ours; the per-run range and our note last
+TABLE13_ORDER = ("defense", "runs", OVERHEAD_COL, OVERHEAD_CAPTURE_COL, "paper overhead %", REFUSED_COL,
+                 "paper FP % (harmless refused)", "jailbreak RR %", "paper RR %", "jailbreak ASR %", "paper ASR %",
+                 FLAGGED_COL, "incl. capture, per run", "ours")
 
 
 def _pct_str(x: float) -> str:

@@ -177,14 +177,14 @@ def table14_rows(results: dict[str, DetectorResult], judge=None, requests: Seque
             na = "not run" if not res.diffuguard else "skipped (see notes)"
             rows.append({"run": res.run, "canvas attack": name + (f" (~{paper[0]})" if paper else ""),
                          "n": c["und"].n, "ASR undefended": str(c["und"]),
+                         "paper undefended": paper[1] if paper else "–",
                          "ASR DiffuGuard": str(c["dg"]) if c["dg"] is not None else na,
+                         "paper DiffuGuard": paper[2] if paper else "–",
                          "ASR SRI Guard": str(c["sri"]),
+                         "paper SRI Guard": paper[3] if paper else "–",
                          "DiffuGuard − undefended (paired)": str(c["dg_minus_und"]) if c["dg"] is not None else "–",
                          "SRI Guard − DiffuGuard (paired)": str(c["sri_minus_dg"]) if c["dg"] is not None else "–",
-                         "DiffuGuard audit flagged (first batch)": str(aud) if aud is not None else "–",
-                         "paper undefended": paper[1] if paper else "–",
-                         "paper DiffuGuard": paper[2] if paper else "–",
-                         "paper SRI Guard": paper[3] if paper else "–"})
+                         "DiffuGuard audit flagged (first batch)": str(aud) if aud is not None else "–"})
     return rows
 
 

@@ -169,10 +169,25 @@ def conclusions(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]
     return lines
 
 
+def explorer_runs(exp: Experiment, results: Mapping[str, GeometryResult], sets: PromptSets,
+                  tokenizers: bool = True) -> dict:
+    """Every analysed run of the chapter for the explorers' run picker (label -> :class:`srilib.widgets.ExplorerRun`):
+    its evaluation traces, slimmed to the anchors' pooling and layer (cache hits: nothing is generated), its
+    anchors and, with ``tokenizers``, its model for exact token colours of diffusion predictions."""
+    from ..widgets import ExplorerRun, slim
+
+    out = {}
+    for spec, r in results.items():
+        run = exp.resolve(spec)
+        traces = {name: exp.traces(run, prompts, name) for name, (prompts, _) in sets.evaluation().items()}
+        out[r.run] = ExplorerRun(slim(traces, r.anchors), r.anchors, exp.model(run.model) if tokenizers else None)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- trace plan
 def trace_needs(params: dict) -> list:
     """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run, the anchor split
-    and every evaluation set (the explorer reads the first run's evaluation sets: the same traces)."""
+    and every evaluation set (the explorer reads every run's evaluation sets: the same traces)."""
     from ..experiment import setup_from
     from ..plan import each_run_needs, standard_needs
 

@@ -75,8 +75,9 @@ def finding(claim: str, paper: str, est, runs: Sequence[str], ref: float = 0.0, 
 
 
 def badged(run: str, weak: Iterable[str]) -> str:
-    """A run's name in code, with the weak-model badge when its model misses a precondition."""
-    return f"`{run}`" + (f" {WEAK_BADGE}" if run.partition("@")[0] in set(weak) else "")
+    """A run's name (plain text, so that a narrow column can break it at its hyphens), with the weak-model badge
+    when its model misses a precondition."""
+    return run + (f" {WEAK_BADGE}" if run.partition("@")[0] in set(weak) else "")
 
 
 def _cell(s: str) -> str:
@@ -85,15 +86,20 @@ def _cell(s: str) -> str:
 
 def glance_markdown(findings: Sequence[Finding], chapters: Sequence[str] | None = None) -> str:
     """The glance table (Markdown): claim (paper) | paper | ours [95% interval] | verdict; with ``chapters`` (one
-    cell per finding, e.g. a link to its chapter) the claim cell ends with it. One line explains the badge when
-    any finding rests on a weak model."""
+    cell per finding, e.g. a link to its chapter) the claim cell ends with it. Consecutive findings of the same
+    claim (one per run) show the claim and the paper's number once. One line explains the badge when any finding
+    rests on a weak model."""
     if not findings:
         return "_No finding: this profile ran none of the comparisons this chapter tests._"
     head = ["claim (paper)", "paper", "ours [95% interval]", "verdict"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    last = None
     for i, f in enumerate(findings):
         claim = f.claim + (f" · {chapters[i]}" if chapters is not None else "")
-        cells = [claim, f.paper, f.ours, f"**{f.shown_verdict}**" if f.verdict != UNRESOLVED else f.shown_verdict]
+        same = (claim, f.paper) == last  # the same claim on another run: its claim and paper cells once
+        last = (claim, f.paper)
+        cells = ["" if same else claim, "" if same else f.paper, f.ours,
+                 f"**{f.shown_verdict}**" if f.verdict != UNRESOLVED else f.shown_verdict]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     out = "\n".join(rows)
     weak = sorted({m for f in findings for m in f.weak})

@@ -50,8 +50,10 @@ def figure_grid(n: int, *, ncols: int = MAX_COLS, panel_height: float = 2.9, wid
 
 # ------------------------------------------------------------------------------------------------ colours
 GROUP_COLORS = {"harmless": "#2b8cbe", "harmful": "#d7301f", "refusal": "#31a354", "jailbreak": "#d7301f"}
-ZONE_STYLE = {"compliance": ("#fde0dd", "compliance  (σ > 0.5)"), "transitional": ("#f0f0f0", "transitional"),
-              "refusal": ("#e5f5e0", "refusal  (σ < 0.3)")}
+# The zones are shades of grey, so that no group's colour (the harmful band's red, the refused band's green) is
+# confused with the zone it is drawn on; the labels on the right name them.
+ZONE_STYLE = {"compliance": ("#e3e3e3", "compliance  (σ > 0.5)"), "transitional": ("#f4f4f4", "transitional"),
+              "refusal": ("#ffffff", "refusal  (σ < 0.3)")}
 FAMILY_COLORS = {"AR": "#d95f02", "DLM": "#1b9e77", "DLM, AR sampling": "#7570b3"}
 THRESHOLD_COLORS = ("#c6dbef", "#6baed6", "#08519c")
 
@@ -82,8 +84,97 @@ def sigma_axes(ax, T: int, title: str | None = None, zones: bool = True, ylabel:
     ticks = np.unique(np.linspace(1, T, min(T, 9)).round().astype(int))
     ax.set_xticks(ticks)
     if title:
-        ax.set_title(title, fontsize=10)
+        fit_title(ax, title, 10)
     return ax
+
+
+def fit_title(ax, text: str, fontsize: float = 9.5) -> None:
+    """Set ``ax``'s title wrapped to the panel's width (so a long title never runs into the next panel)."""
+    import textwrap
+
+    width_px = ax.get_position().width * ax.figure.get_figwidth() * ax.figure.dpi
+    chars = max(12, int(width_px / (0.55 * fontsize * ax.figure.dpi / 72)))
+    lines = [w for para in str(text or "").split("\n") for w in (textwrap.wrap(para, chars) or [""])]
+    ax.set_title("\n".join(lines) if text else "", fontsize=fontsize)
+
+
+def legend_below(ax, handles=None, labels=None, title: str | None = None, ncol: int | None = None,
+                 fontsize: float = 7.5):
+    """A legend under ``ax``, below its tick labels and x label, in as many columns as fit the panel's width:
+    never over the data. ``tight_layout`` makes room for it. Returns the legend (None without entries)."""
+    from matplotlib.transforms import ScaledTranslation
+
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    elif labels is None:
+        labels = [h.get_label() for h in handles]
+    if not handles:
+        return None
+    fig = ax.figure
+    r = fig.canvas.get_renderer()
+    drop_px = max(0.0, ax.get_window_extent(r).y0 - ax.get_tightbbox(r).y0)  # ticks and x label, in pixels
+    shift = ScaledTranslation(0, -(drop_px + 3) / fig.dpi, fig.dpi_scale_trans)
+    axis_w = ax.get_window_extent(r).width
+    leg = None
+    for nc in range(ncol or min(len(handles), 3), 0, -1):
+        if leg is not None:
+            leg.remove()
+        leg = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0),
+                        bbox_transform=ax.transAxes + shift, ncol=nc, fontsize=fontsize, frameon=False,
+                        title=title, title_fontsize=fontsize, borderaxespad=0, columnspacing=1.2, handlelength=1.6)
+        if leg.get_window_extent(r).width <= 1.1 * axis_w:
+            break
+    return leg
+
+
+def layout_problems(fig) -> list[str]:
+    """What hides data or text in a drawn figure: a legend over any axes' data area or over another legend, a
+    title over another title. Empty when the figure is clean (the book's figure tests check this)."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    axes = [a for a in fig.axes if a.get_visible()]
+    legends = [(i, a.get_legend()) for i, a in enumerate(axes) if a.get_legend() is not None]
+    legends += [(-1, lg) for lg in fig.legends]
+    out = []
+    for i, lg in legends:
+        lb = lg.get_window_extent(r)
+        for j, a in enumerate(axes):
+            if lb.overlaps(a.get_window_extent(r)):
+                out.append(f"legend of panel {i} lies over the data of panel {j}")
+        for k, other in legends:
+            if other is not lg and k > i and lb.overlaps(other.get_window_extent(r)):
+                out.append(f"legends of panels {i} and {k} overlap")
+    titles = [(i, a.title.get_window_extent(r)) for i, a in enumerate(axes) if a.get_title()]
+    for n, (i, tb) in enumerate(titles):
+        for j, ob in titles[n + 1:]:
+            if tb.overlaps(ob):
+                out.append(f"titles of panels {i} and {j} overlap")
+    return out
+
+
+_FIGURE_NUMBER = [0]
+
+
+def show_figure(fig, caption: str, numbered: bool = True, glue_name: str | None = None) -> int | None:
+    """Lay out, display and close ``fig`` with its caption below it: "Figure n. ...", numbered in the order a
+    notebook shows its figures (returns n), or, with ``numbered=False`` (a figure repeated at the top of a
+    chapter), "Headline figure. ..." (returns None). With ``glue_name`` the laid-out figure is also glued under
+    that name (myst-nb) for another page to paste, from the very image shown here."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    fig.tight_layout()
+    if glue_name:
+        from myst_nb import glue
+        glue(glue_name, fig, display=False)
+    display(fig)
+    plt.close(fig)
+    if not numbered:
+        display(Markdown(f"**Headline figure.** {caption}"))
+        return None
+    _FIGURE_NUMBER[0] += 1
+    display(Markdown(f"**Figure {_FIGURE_NUMBER[0]}.** {caption}"))
+    return _FIGURE_NUMBER[0]
 
 
 def rate_errorbars(rates) -> tuple[np.ndarray, np.ndarray]:
@@ -95,4 +186,5 @@ def rate_errorbars(rates) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = ["BOOK_DPI", "BOOK_WIDTH", "MAX_COLS", "BOOK_STYLE", "book_style", "figure_grid", "GROUP_COLORS",
-           "ZONE_STYLE", "FAMILY_COLORS", "THRESHOLD_COLORS", "group_color", "sigma_axes", "rate_errorbars"]
+           "ZONE_STYLE", "FAMILY_COLORS", "THRESHOLD_COLORS", "group_color", "sigma_axes", "fit_title", "legend_below",
+           "layout_problems", "show_figure", "rate_errorbars"]

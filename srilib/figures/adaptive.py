@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from . import fit_title, legend_below
+
 
 def plot_budget_curves(ax, curves: Sequence, title: str = "") -> None:
     """ASR against the Random Search iteration budget, one line per run, with Wilson intervals
@@ -16,14 +18,16 @@ def plot_budget_curves(ax, curves: Sequence, title: str = "") -> None:
         v = np.array([r.value for r in c.asr])
         lo, hi = np.array([r.lo for r in c.asr]), np.array([r.hi for r in c.asr])
         line, = ax.plot(xs, v, marker="o", ms=3, label=c.run)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.08, lw=0)
+        ax.plot(xs, lo, color=line.get_color(), lw=0.6, ls=":")  # the band's edges, so overlapping bands stay apart
+        ax.plot(xs, hi, color=line.get_color(), lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("Random Search iterations (0 = template + initial suffix, plotted at 0.5)")
     ax.set_ylabel("ASR (95% Wilson)")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="best")
     if title:
-        ax.set_title(title)
+        fit_title(ax, title, 10)
+    legend_below(ax)
 
 
 __all__ = ["plot_budget_curves"]

@@ -11,6 +11,7 @@ from ..chapters.defenses import DefenseReport, rate_pct
 from ..chapters.detector import (DEFENSES, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_DEFENSES, PAPER_MODELS_TEXT,
                                  DetectorResult)
 from ..metrics import roc_curve
+from . import fit_title, legend_below
 
 
 def plot_rocs(ax, res: DetectorResult, methods: Sequence[str] = METHODS, title: str | None = None) -> None:
@@ -23,8 +24,9 @@ def plot_rocs(ax, res: DetectorResult, methods: Sequence[str] = METHODS, title: 
                 label=f"{METHOD_LABELS[m]} ({res.auroc[(m, s0)].value:.2f})")
     ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (harmless)", ylabel="true-positive rate "
-           "(jailbreaks)", title=title or res.run)
-    ax.legend(fontsize=7, loc="lower right", title="detector (AUROC)", title_fontsize=7)
+           "(jailbreaks)")
+    fit_title(ax, title or res.run, 9.5)
+    legend_below(ax, title="detector (AUROC)", ncol=2)
 
 
 def plot_guard_rocs(ax, results: dict[str, DetectorResult], title: str | None = None) -> None:
@@ -36,11 +38,12 @@ def plot_guard_rocs(ax, results: dict[str, DetectorResult], title: str | None = 
         ax.plot(fpr, tpr, lw=1.8, label=f"{res.run} ({res.auroc[('sri_last', res.seeds[0])].value:.2f}{fb})")
     ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
     pm, ps = PAPER_ABLATION["sri_last"]
-    ax.text(0.02, 0.97, f"paper: AUROC {pm:.3f} ± {ps:.3f} ({PAPER_MODELS_TEXT})", ha="left", va="top",
+    ax.text(0.98, 0.03, f"paper: AUROC {pm:.3f} ± {ps:.3f}\n({PAPER_MODELS_TEXT})", ha="right", va="bottom",
             fontsize=8, color="0.3", transform=ax.transAxes)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (harmless)",
-           ylabel="true-positive rate (jailbreaks)", title=title or "SRI Guard, jailbreaks vs harmless")
-    ax.legend(fontsize=7, loc="lower right", title="run (AUROC)", title_fontsize=7)
+           ylabel="true-positive rate (jailbreaks)")
+    fit_title(ax, title or "SRI Guard, jailbreaks vs harmless", 9.5)
+    legend_below(ax, title="run (AUROC)", ncol=1)
 
 
 def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> None:
@@ -69,7 +72,7 @@ def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> 
     ax.set_xscale("log")
     ax.set(xlabel="overhead (% of plain generation time, incl. state capture, log scale)",
            ylabel="jailbreak ASR after defense (%)")
-    ax.legend(fontsize=7, ncol=2)
+    legend_below(ax, ncol=2)
 
 
 def plot_transfer(ax, tm: dict, key: str = "auroc", title: str = "AUROC of a guard fitted on A, applied to B"):
@@ -82,7 +85,9 @@ def plot_transfer(ax, tm: dict, key: str = "auroc", title: str = "AUROC of a gua
                     color="w" if (np.isnan(M[i, j]) or M[i, j] < 0.6) else "k", fontsize=8)
     ax.set_xticks(range(len(L)), L, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(L)), L, fontsize=8)
-    ax.set(xlabel="applied to (B)", ylabel="fitted on (A)", title=title)
+    ax.set(xlabel="applied to (B)", ylabel="fitted on (A)")
+    fit_title(ax, title, 9.5)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label={"auroc": "AUROC", "fpr": "false-positive rate"}.get(key, key))
     return im
 
 
@@ -105,9 +110,9 @@ def plot_shift(ax, results: dict[str, DetectorResult], quantile: float | None = 
     ax.axhline(100 * (1 - q), color="0.4", ls="--", lw=1, label=f"threshold's aim ({100 * (1 - q):g}%)")
     ax.set_xticks(range(len(labels)), [lab.replace(" (eval split)", "\n(eval split)") for lab in labels],
                   rotation=30, ha="right", fontsize=7)
-    ax.set(ylabel="harmless prompts flagged (%)", title="SRI Guard fitted on the built-in harmless set, "
-           "applied to other harmless families")
-    ax.legend(fontsize=7)
+    ax.set(ylabel="harmless prompts flagged (%)")
+    fit_title(ax, "SRI Guard fitted on the built-in harmless set, applied to other harmless families", 9.5)
+    legend_below(ax, ncol=2)
 
 
 __all__ = ["plot_rocs", "plot_guard_rocs", "plot_overhead", "plot_transfer", "plot_shift"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import group_color
+from . import fit_title, group_color, legend_below
 
 
 def plot_projection(ax, proj, title: str | None = None, max_points: int = 2000, seed: int = 0):
@@ -19,8 +19,8 @@ def plot_projection(ax, proj, title: str | None = None, max_points: int = 2000, 
                    edgecolors="none")
     ax.set_xlabel(proj.axes[0])
     ax.set_ylabel(proj.axes[1])
-    ax.legend(fontsize=8, framealpha=0.9)
-    ax.set_title(title or proj.summary, fontsize=9)
+    fit_title(ax, title or proj.summary, 9)
+    legend_below(ax)
     return ax
 
 
@@ -30,8 +30,8 @@ def anchor_separation(ax, anchors_by_model: dict, title: str = "anchor separatio
         ax.plot(np.arange(1, a.T + 1), a.separation, lw=1.8, label=name + (" *" if a.fallback else ""))
     ax.set_xlabel("step t")
     ax.set_ylabel("1 − cos(μ_harmless, μ_harmful)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    fit_title(ax, title, 10)
+    legend_below(ax)
     return ax
 
 

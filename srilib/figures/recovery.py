@@ -8,7 +8,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import FAMILY_COLORS, THRESHOLD_COLORS, rate_errorbars
+from . import FAMILY_COLORS, THRESHOLD_COLORS, fit_title, legend_below, rate_errorbars
 from .trajectories import plot_signal_with_text
 
 
@@ -39,9 +39,9 @@ def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | No
             t.set_color(FAMILY_COLORS.get(families.get(r, ""), "black"))
     ax.set_ylim(0, 1)
     ax.set_ylabel("IRR (share of generations)")
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
     if title:
-        ax.set_title(title, fontsize=10)
+        fit_title(ax, title, 10)
+    legend_below(ax)
     return ax
 
 
@@ -131,8 +131,27 @@ def example_html(res, i: int, note: str = "", max_tokens: int = 48) -> str:
     head = (f"<p><b>{html.escape(res.run)}</b>, set <code>{res.set_of[i]}</code> #{res.position[i]}{note}<br>request: "
             f"<i>{html.escape(res.requests[i])}</i><br>final text "
             f"({'harmful' if rev['final_harmful'][i] else 'not harmful'}): "
-            f"<span style='white-space:pre-wrap;font-style:italic'>{html.escape(ts.texts[i][:300])}</span></p>")
+            f"{output_html(ts.texts[i], 300)}</p>")
     return "<div style='border:1px solid #ddd;padding:6px;margin:6px 0'>" + head + body + "</div>"
 
 
-__all__ = ["plot_irr_bars", "plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html"]
+def output_html(text: str, max_chars: int = 300) -> str:
+    """A model's output as the book shows it: HTML-escaped, whitespace and blank lines kept, never read as Markdown
+    (a generation's ``**`` or a blank line prints literally), at most ``max_chars`` characters."""
+    return f"<span class='srilib-output' style='white-space:pre-wrap;font-style:italic'>{html.escape(text[:max_chars])}</span>"
+
+
+def cases_html(results: Sequence, cases: Sequence[tuple], max_chars: int = 200) -> str:
+    """A list of single generations (``cases``: (_, result index, generation index)) of recovery results: run, set,
+    position, the judge's verdict and the output (:func:`output_html`)."""
+    items = []
+    for _, k, i in cases:
+        r = results[k]
+        verdict = "judged harmful" if r.final_harmful[i] else "judged not harmful"
+        items.append(f"<li><b>{html.escape(r.run)}</b>, {html.escape(str(r.set_of[i]))} #{r.position[i]} ({verdict}): "
+                     f"“{output_html(r.traces.texts[i].strip(), max_chars)}”</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+__all__ = ["plot_irr_bars", "plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html", "output_html",
+           "cases_html"]

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import FAMILY_COLORS, rate_errorbars
+from . import FAMILY_COLORS, fit_title, legend_below, rate_errorbars
 
 
 def plot_sampler_deltas(axes, rows: Sequence[dict], title: str | None = None,
@@ -38,9 +38,9 @@ def plot_sampler_deltas(axes, rows: Sequence[dict], title: str | None = None,
         ax.set_xlabel(label, fontsize=9)
         ax.set_xlim(-1, 1)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left", framealpha=0.9)
     if title:
-        axes[1].set_title(title, fontsize=10)
+        fit_title(axes[1], title, 10)
+    legend_below(axes[0])
     return axes
 
 
@@ -62,9 +62,9 @@ def plot_family_rates(ax, rates: Mapping[str, object], families: Mapping[str, st
     ax.set_ylabel(metric)
     from matplotlib.patches import Patch
     handles = [Patch(color=c, label=f) for f, c in FAMILY_COLORS.items() if f in set(families.values())]
-    ax.legend(handles=handles, fontsize=8, loc="upper right", framealpha=0.9)
     if title:
-        ax.set_title(title, fontsize=10)
+        fit_title(ax, title, 10)
+    legend_below(ax, handles=handles)
     return ax
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import trajectory_summary
-from . import group_color, sigma_axes
+from . import fit_title, group_color, legend_below, sigma_axes
 
 
 def plot_trajectories(ax, groups: dict[str, np.ndarray], title: str | None = None, band: bool = True,
                       note: str | None = None):
-    """Mean SRI per step for each group (dict name -> sigma [N, T]), with the interquartile band."""
+    """Mean SRI per step for each group (dict name -> sigma [N, T]), with the interquartile band; ``note`` (e.g.
+    the anchors' fallback) goes under the title."""
     T = next(iter(groups.values())).shape[1]
-    sigma_axes(ax, T, title)
+    sigma_axes(ax, T)
+    fit_title(ax, (title or "") + (f"\n⚠ {note}" if note else ""), 10)  # the note above the data, not on it
     steps = np.arange(1, T + 1)
     for i, (name, sig) in enumerate(groups.items()):
         if len(sig) == 0:
@@ -22,9 +24,7 @@ def plot_trajectories(ax, groups: dict[str, np.ndarray], title: str | None = Non
         ax.plot(steps, s["mean"], color=c, lw=2, label=f"{name} (n={len(sig)})", zorder=3)
         if band:
             ax.fill_between(steps, s["lo"], s["hi"], color=c, alpha=0.18, lw=0, zorder=2)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
-    if note:
-        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#b30000")
+    legend_below(ax)
     return ax
 
 
@@ -37,7 +37,7 @@ def plot_signal_with_text(ax, sigma: np.ndarray, text_sig: np.ndarray | None = N
     ax.plot(steps, sigma, "-o", ms=3, color="#08519c", lw=1.8, label=label, zorder=3)
     if text_sig is not None:
         ax.step(steps, text_sig, where="mid", color="#a50f15", lw=1.4, ls=":", label="text signal", zorder=3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+    legend_below(ax)
     return ax
 
 
