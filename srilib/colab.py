@@ -26,6 +26,16 @@ SETUP_TAG = "colab-setup"
 AUTO_TAG = "colab-profile"
 
 
+# A link from a notebook's Markdown to a page of the book, written as its source on GitHub so that it works in
+# JupyterLab and Colab; the book's runner (srilib.runner.present) turns it into a link between the book's pages.
+BOOK_LINK = re.compile(r"https://github\.com/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/book/([\w./-]+\.md)")
+
+
+def book_link(page: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
+    """The URL a notebook's Markdown links a book page with (``page``: e.g. ``methods.md``)."""
+    return f"{repo.rstrip('/')}/blob/{branch}/book/{page}"
+
+
 def badge_source(name: str, repo: str = REPO_URL, branch: str = BRANCH) -> str:
     path = re.sub(r"^https://github.com/", "", repo.rstrip("/"))
     url = f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{name}.ipynb"
@@ -88,6 +98,12 @@ def sync_notebook(path: Path, repo: str = REPO_URL) -> bool:
     cells.insert(title + 2, _cell("code", setup_source(repo), SETUP_TAG, ["remove-cell"]))
     params = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     cells.insert(params + 1, _cell("code", auto_source(name), AUTO_TAG, ["remove-cell"]))
+    for c in cells:  # links to the book's pages follow the repository
+        if c["cell_type"] == "markdown":
+            src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            new_src = BOOK_LINK.sub(lambda m: book_link(m[1], repo), src)
+            if new_src != src:
+                c["source"] = new_src.splitlines(keepends=True)
     new = {**nb, "cells": cells}
     if new == nb:
         return False

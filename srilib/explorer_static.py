@@ -271,7 +271,7 @@ _JS = r"""
     $("sx-plot").innerHTML = svg(it, tauK, lam, t);
     var irr = set.irr[tauK][lamK];
     var txtSig = it.refuse_at !== null && t >= it.refuse_at ? 0 : 1;
-    $("sx-status").innerHTML = "<b>step " + t + "/" + T + "</b> \u00b7 \u03c3_t = " + s[t - 1].toFixed(3) + " (" +
+    $("sx-status").innerHTML = (D.label ? "<b>" + esc(D.label) + "</b> \u00b7 " : "") + "<b>step " + t + "/" + T + "</b> \u00b7 \u03c3_t = " + s[t - 1].toFixed(3) + " (" +
       zoneName(s[t - 1]) + ") \u00b7 text signal " + txtSig +
       (set.dlm ? " \u00b7 committed " + it.ncommitted[t - 1] + "/" + it.L + " positions" : "") +
       "<br>" + recoveryStatus(s, lam) +

@@ -203,7 +203,9 @@ def present(nb: dict, name: str, profile: str | None) -> dict:
     """An executed notebook as the book shows it: the notebook's own default parameters and papermill's injected
     cell are removed from the page, and the values this build used are shown once, folded, under "Parameters of
     this build"; under the title, links download the executed notebook and its source, and the cells tagged
-    ``glance`` (the chapter's findings at a glance, computed last) move up to follow them. Idempotent."""
+    ``glance`` (the chapter's findings at a glance, computed last) move up to follow them; links to book pages
+    written as their GitHub source (:data:`srilib.colab.BOOK_LINK`) become links between the book's pages.
+    Idempotent."""
     cells = [c for c in nb.get("cells", []) if c.get("id") not in ("srilib-params", "srilib-downloads")]
     used = None
     for c in cells:
@@ -216,6 +218,12 @@ def present(nb: dict, name: str, profile: str | None) -> dict:
     downloads = {"cell_type": "markdown", "id": "srilib-downloads", "metadata": {}, "source":
                  f"Download {{download}}`this chapter as executed <{name}.ipynb>` or "
                  f"{{download}}`its source notebook <../../{SOURCES.as_posix()}/{name}.ipynb>` (what Colab opens)."}
+    from .colab import BOOK_LINK
+    for c in cells:  # a notebook links book pages by their GitHub source (works in JupyterLab and Colab); here,
+        if c.get("cell_type") == "markdown":  # between the book's own pages (book/executed/ -> book/)
+            src = "".join(c.get("source", ""))
+            if BOOK_LINK.search(src):
+                c["source"] = BOOK_LINK.sub(r"../\1", src)
     glance = [c for c in cells[1:] if "glance" in c.get("metadata", {}).get("tags", [])]
     out = cells[:1] + [downloads] + glance + [c for c in cells[1:] if c not in glance]
     if used is not None:
@@ -361,6 +369,8 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         raise FileNotFoundError(f"profile {profile.name!r} names notebooks with no source: "
                                 f"{', '.join(f'{SOURCES}/{n}.ipynb' for n in missing)}; write them or remove "
                                 f"them from {profile.path or 'the profile'}")
+    from .params import check_profile
+    check_profile(profile, root)  # every chapter's parameters, before any model loads or trace is computed
     os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar

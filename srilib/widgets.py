@@ -444,7 +444,8 @@ def _explorer_class():
             self.lam_line.set_ydata([lam, lam])
             self.step_line.set_xdata([t, t])
             self.step_dot.set_data([t], [sig[t - 1]])
-            self.ax.set_title(f"{name} #{i} · τ = {self.tau.value:.2f}", fontsize=10)
+            run = self.run_select.value
+            self.ax.set_title((f"{run} · " if run else "") + f"{name} #{i} · τ = {self.tau.value:.2f}", fontsize=10)
             buf = io.BytesIO()
             self.figure.savefig(buf, format="png")
             self.image.value = buf.getvalue()
@@ -453,7 +454,7 @@ def _explorer_class():
             if ts.pred_texts is not None:
                 extra = f" · committed {int(ts.committed[i, t - 1].sum())}/{ts.L} positions"
             self.status.value = (
-                f"<b>step {t}/{self.T}</b> · σ_t = {sig[t - 1]:.3f} ({_zone_name(sig[t - 1])}) · text signal "
+                (f"<b>{html.escape(run)}</b> · " if run else "") + f"<b>step {t}/{self.T}</b> · σ_t = {sig[t - 1]:.3f} ({_zone_name(sig[t - 1])}) · text signal "
                 f"{int(txt[t - 1])}{extra}<br>{_recovery_status(sig, lam)}"
                 + (f" · IRR of <i>{html.escape(name)}</i> at τ = {self.tau.value:.2f}: {irr}"
                    if irr is not None else ""))

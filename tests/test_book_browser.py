@@ -9,6 +9,7 @@ installed (Debian: ``apt-get install chromium``); ``SRILIB_REQUIRE_BROWSER=1`` t
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -105,23 +106,16 @@ class CDP:
         return False
 
 
-@pytest.fixture(scope="module")
-def browser():
-    why = _missing()
-    if why:
-        if os.environ.get("SRILIB_REQUIRE_BROWSER"):
-            pytest.fail(why)
-        pytest.skip(why)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+@contextlib.contextmanager
+def chromium(width: int = 1280, height: int = 1000):
+    """Headless Chromium with a DevTools connection (:class:`CDP`) to one blank tab; no host name resolves (a page
+    that wants the network fails here without any traffic leaving), 127.0.0.1 excepted."""
     profile = tempfile.mkdtemp(prefix="srilib-chromium-")
     proc = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-         "--window-size=1280,1000", f"--user-data-dir={profile}",
-         # no host name resolves: a page that wants the network fails here without any traffic leaving
+         f"--window-size={width},{height}", f"--user-data-dir={profile}",
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--remote-debugging-address=127.0.0.1",
          "--remote-debugging-port=0", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -141,7 +135,7 @@ def browser():
         cdp = CDP(target["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Log", "Network"):
             cdp.send(f"{domain}.enable")
-        yield cdp, f"http://127.0.0.1:{server.server_address[1]}/"
+        yield cdp
         cdp.ws.close()
     finally:
         proc.terminate()
@@ -149,8 +143,24 @@ def browser():
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        server.shutdown()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    why = _missing()
+    if why:
+        if os.environ.get("SRILIB_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with chromium() as cdp:
+            yield cdp, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
 
 
 def load(cdp: CDP, url: str) -> None:

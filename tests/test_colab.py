@@ -94,3 +94,28 @@ def test_dry_run_checks_each_fresh_runtime(tmp_path, monkeypatch):
     assert params == load_profile("smoke").params_for("sri_geometry")
     pm = next(c for c in calls if c[1:3] == ["-m", "papermill"])
     assert "--cwd" in pm and str(tmp_path / "sri_geometry" / "content") in pm
+
+
+def test_notebook_markdown_renders_outside_the_book_and_links_book_pages_in_it():
+    """Issue 28: no MyST role or directive in a source notebook's Markdown (JupyterLab and Colab show them
+    literally) and no link relative to the book's folders; book pages are linked by their GitHub source, which the
+    book's runner turns into links between its own pages."""
+    import re
+
+    from srilib.runner import present
+
+    role = re.compile(r"\{[a-z-]+\}`|^(```|:::)\{", re.M)
+    relative = re.compile(r"\]\((?!https?://|#)[^)]*\.(md|ipynb)\)")
+    links = 0
+    for p in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for c in json.loads(p.read_text())["cells"]:
+            if c["cell_type"] == "markdown":
+                src = "".join(c["source"])
+                assert not role.search(src), f"{p.name}: MyST markup in Markdown: {role.search(src)[0]!r}"
+                assert not relative.search(src), f"{p.name}: relative link {relative.search(src)[0]!r}"
+                links += len(colab.BOOK_LINK.findall(src))
+    assert links >= 4
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# T"},
+                    {"cell_type": "markdown", "metadata": {}, "source": f"see [Methods]({colab.book_link('methods.md')})"}]}
+    shown = present(nb, "sri_geometry", "cpu")
+    assert any("see [Methods](../methods.md)" in "".join(c["source"]) for c in shown["cells"])

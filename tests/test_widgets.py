@@ -431,3 +431,41 @@ def test_static_explorer_in_headless_chromium(data, tmp_path):
     assert out["n"] == 2 and len(set(out["ids"])) == 2 and out["svg"] and out["tauChanged"]
     assert "step 3/8" in out["status"] and out["otherUntouched"]
     assert "font-style:italic" in out["dlmText"]  # predicted tokens at masked positions in their own colour
+
+
+RUN_DRIVER = """<script>
+(function () {
+  var e = document.querySelector(".sri-explorer"), q = function (s) { return e.querySelector(s); }, out = {};
+  out.runs = Array.from(q(".sx-run").options).map(function (o) { return o.textContent; });
+  out.opened = q(".sx-status").textContent;
+  out.prompts0 = q(".sx-prompt").options.length;
+  q(".sx-run").value = "0"; q(".sx-run").dispatchEvent(new Event("change"));
+  out.switched = q(".sx-status").textContent;
+  out.prompts1 = q(".sx-prompt").options.length;
+  document.body.setAttribute("data-result", JSON.stringify(out));
+})();
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+def test_static_explorer_run_picker_in_headless_chromium(data, tmp_path):
+    """The static page's run picker lists every run, opens on the start run, and swaps the generations when the
+    reader picks another run; the status line names the run shown."""
+    from srilib.widgets import ExplorerRun
+
+    a, sets = data
+    runs = {"x@ar": ExplorerRun({"harmless": sets["harmless"].subset([0, 1])}, a),
+            "y@low_confidence": ExplorerRun(sets, a)}
+    page = tmp_path / "page.html"
+    page.write_text("<!doctype html><html><head><meta charset='utf-8'></head><body>"
+                    + static_explorer(runs, max_prompts=6, start="y@low_confidence").data + RUN_DRIVER
+                    + "</body></html>")
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                       capture_output=True, text=True, timeout=60)
+    assert not [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln]
+    m = re.search(r'data-result="([^"]*)"', r.stdout)
+    out = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    assert out["runs"] == ["x@ar", "y@low_confidence"]
+    assert out["opened"].startswith("y@low_confidence · step 8/8") and out["prompts0"] == 6
+    assert out["switched"].startswith("x@ar · step 8/8") and out["prompts1"] == 2

@@ -194,6 +194,29 @@ def report_failure(run: str, err: BaseException) -> dict:
     return record
 
 
+def unless_failed(text: str, runs: Sequence, analysed: Iterable, kind: str | None = None) -> str:
+    """A chapter's "nothing found" line (Markdown), never a finding about runs that did not run: ``text`` in
+    italics when every run of ``runs`` (of family ``kind``, "ar" or "dlm", when given) was analysed; else ``text``
+    followed by which runs failed (each reported where it failed) and that the line holds for the others only."""
+    from ..experiment import resolve_run
+
+    done = {str(a) for a in analysed}
+    failed = []
+    for spec in runs:
+        try:
+            run = resolve_run(spec)
+        except Exception:  # noqa: BLE001 - a run that does not even resolve failed too
+            failed.append(str(spec))
+            continue
+        if (kind is None or run.kind == kind) and run.label not in done:
+            failed.append(run.label)
+    if not failed:
+        return f"_{text}_"
+    return (f"_{text}_ **Not a finding:** {len(failed)} run{'s' if len(failed) > 1 else ''} failed and "
+            f"{'are' if len(failed) > 1 else 'is'} not counted ({', '.join(f'`{f}`' for f in failed)}; each is "
+            "reported where it failed); this line holds for the runs that ran.")
+
+
 def each_run(specs: Sequence, analyse: Callable, *, on_error: str = "report") -> dict:
     """``{spec: analyse(spec)}`` for every run, in order. With ``on_error="report"`` (the book's notebooks) a run
     whose analysis raises is left out and reported (:func:`report_failure`), so that one bad run never takes the
