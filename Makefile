@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.srilib-install-stamp
 .PHONY: install book smoke-book test test-fast vendor run bench clean help organisms
 
 help:
-	@echo "make book [PROFILE=cpu|smoke|colab|paper]  build the book into _build/html"
+	@echo "make book [PROFILE=cpu|smoke|colab|paper]  build the book into _build/PROFILE/html"
 	@echo "make test                                  run the test suite"
 	@echo "make test-fast                             the tests that neither train nor load SmolLM2 nor need a browser"
 	@echo "make smoke-book                            tiny CI-sized book (smoke profile)"
@@ -30,7 +30,7 @@ install: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m srilib book --profile $(PROFILE)
-	@echo "Open $(CURDIR)/_build/html/index.html"
+	@echo "Open $(CURDIR)/_build/$(PROFILE)/html/index.html"
 
 smoke-book:
 	$(MAKE) book PROFILE=smoke

@@ -32,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--force", action="store_true", help="re-execute even when the stamp matches")
         sp.add_argument("--timeout", type=int, default=runner.DEFAULT_TIMEOUT,
                         help=f"papermill execution timeout per cell in seconds (default {runner.DEFAULT_TIMEOUT})")
+        sp.add_argument("--skip-preflight", action="store_true",
+                        help="do not check first what the profile needs (python -m srilib check-profile)")
 
-    r = sub.add_parser("run", help="execute the profile's notebooks with papermill into book/executed/")
+    r = sub.add_parser("run", help="execute the profile's notebooks with papermill into book/executed/PROFILE/")
     add_run_args(r)
     r.add_argument("--only", nargs="+", metavar="NAME", help="execute only these notebooks of the profile")
     r.add_argument("--log-output", action="store_true", help="stream the notebooks' cell output")
@@ -48,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--force", action="store_true", help="re-copy even when up to date")
 
     c = sub.add_parser("check", help="fail if the built HTML loads any script, style or image from the network")
-    c.add_argument("html", nargs="?", type=Path, default=None, help="built HTML folder (default: _build/html)")
+    c.add_argument("html", nargs="?", type=Path, default=None,
+                   help="built HTML folder (default: the --profile's, _build/PROFILE/html)")
+    c.add_argument("--profile", default="cpu", help="whose built book to check (default: cpu)")
 
     cb = sub.add_parser("colab", help="write the repository URL into the notebooks' Colab cells and _config.yml")
     cb.add_argument("--repo", default=None, help="repository URL (default: srilib.colab.REPO_URL; with --dry-run: "
@@ -72,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("names", nargs="*", help="benchmark file stems")
 
     sub.add_parser("profiles", help="list the shipped profiles")
+    cp = sub.add_parser("check-profile", help="check everything a profile needs (packages, models, prompt sets, "
+                                              "GPU, disk, parameters) without running anything")
+    cp.add_argument("profile", help="profile name or path to a .yaml")
     return p
 
 
@@ -105,6 +112,18 @@ def main(argv: list[str] | None = None) -> int:
             changed = colab.sync(root, args.repo or colab.REPO_URL)
             print("updated: " + (", ".join(changed) or "nothing (already in sync)"))
             return 0
+        if args.cmd == "check-profile":
+            from .preflight import preflight, table
+            checks = preflight(load_profile(args.profile), root)
+            print(table(checks))
+            return 0 if all(c.ok for c in checks) else 1
+        if args.cmd in ("run", "book") and not args.skip_preflight:
+            from .preflight import PreflightError, require
+            try:
+                require(load_profile(args.profile), root)
+            except PreflightError as e:
+                print(f"srilib {args.cmd}: {e}", file=sys.stderr)
+                return 1
         if args.cmd == "run":
             summary = runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
                                          timeout=args.timeout, log_output=args.log_output)
@@ -118,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "vendor":
             runner.vendor_js(root, force=args.force)
         elif args.cmd == "check":
-            html = args.html or root / "_build" / "html"
+            html = args.html or runner.html_dir(root, args.profile)
             if not (html / "index.html").is_file():
                 raise FileNotFoundError(f"{html}/index.html does not exist; build the book first (make book)")
             remote = check_offline(html)

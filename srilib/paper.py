@@ -4,7 +4,8 @@ The numbers themselves live where the chapters read them: :mod:`srilib.chapters.
 ``PAPER_TABLE2``, ``PAPER_TABLE3`` and the IRR ranges of Figures 5-6, for the sampling, recovery and geometry
 chapters) and :mod:`srilib.chapters.detector` (``PAPER_ABLATION``, ``PAPER_DEFENSES``, ``PAPER_CANVAS``); this
 module only lays them out, so the page and the chapters can never disagree. The runner
-writes the result to ``book/executed/paper_numbers.md``, which the page includes.
+writes the result to the profile's ``book/executed/<profile>/paper_numbers.md``, staged as
+``book/executed/paper_numbers.md``, which the page includes.
 """
 from __future__ import annotations
 

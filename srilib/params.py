@@ -207,8 +207,8 @@ def check_profile(profile, root) -> None:
     for name in profile.notebooks:
         params = profile.params_for(name)
         source = Path(root) / "notebooks" / f"{name}.ipynb"
-        if source.is_file():
-            known = set(papermill.inspect_notebook(str(source)))
+        known = set(papermill.inspect_notebook(str(source))) if source.is_file() else set()
+        if known:  # a notebook without a parameters cell takes what papermill injects
             problems += [f"{name}: {k} is not a parameter of notebooks/{name}.ipynb (misspelt? it defines "
                          f"{', '.join(sorted(known))})" for k in params if k not in known]
         try:

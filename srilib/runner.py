@@ -1,9 +1,11 @@
 """Execute the book's notebooks for a profile with papermill, then build the book and check it offline
 (:mod:`srilib.offline`; benchmarks run from :mod:`srilib.bench`).
 
-``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<name>.ipynb`` (executed, widget state saved) ->
-``jupyter-book build`` (never re-executes) -> ``_build/html``. A notebook is only re-executed when its source,
-its parameters or the srilib source changed (a stamp in the executed notebook's metadata), or with ``force``.
+``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<profile>/<name>.ipynb`` (executed, widget state
+saved; each profile keeps its own) -> copied to ``book/executed/`` for the pages (:func:`stage`) -> ``jupyter-book
+build`` (never re-executes) -> ``_build/<profile>/html``. Building one profile never touches another's notebooks
+or HTML. A notebook is only re-executed when its source, its parameters or the srilib source changed (a stamp in
+the executed notebook's metadata), or with ``force``.
 
 One failure never takes the book down: a run a chapter cannot analyse is reported in that chapter (see
 :func:`srilib.chapters.each_run`) and a notebook that fails is kept as far as it ran, with a note at its top and
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,6 +69,54 @@ def find_root(start: str | Path | None = None) -> Path:
             return c.resolve()
     raise FileNotFoundError(f"no _toc.yml in {', '.join(map(str, candidates))}: run from the repository root "
                             f"(the folder with _config.yml, _toc.yml and notebooks/) or pass --root")
+
+
+def profile_store(root: Path, profile: str) -> Path:
+    """Where one profile's executed notebooks and run record live, beside every other profile's:
+    ``book/executed/<profile>/``. The book reads the copies :func:`stage` puts in ``book/executed/``."""
+    return Path(root) / EXECUTED / profile
+
+
+def html_dir(root: Path, profile: str) -> Path:
+    """Where one profile's built book lives: ``_build/<profile>/html`` (its Sphinx caches beside it)."""
+    return Path(root) / "_build" / profile / "html"
+
+
+def stage(root: Path, profile: str) -> list[str]:
+    """Put a profile's executed notebooks and records where the book's pages read them (``book/executed/``),
+    replacing whatever another profile staged there; the profiles' own stores are never touched. Returns the
+    files staged."""
+    src, dst = profile_store(root, profile), Path(root) / EXECUTED
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in dst.iterdir():
+        if f.is_file():
+            f.unlink()
+    out = []
+    for f in sorted(src.iterdir()) if src.is_dir() else []:
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
+            out.append(f.name)
+    return out
+
+
+def _adopt_unstored(root: Path, profile: str) -> None:
+    """Executed notebooks of ``profile`` written before profiles had their own stores (directly in
+    ``book/executed/``) move into its store, so that they are not executed again."""
+    staged, store = Path(root) / EXECUTED, profile_store(root, profile)
+    if store.is_dir() or not staged.is_dir():
+        return
+    mine = [f for f in staged.glob("*.ipynb") if executed_meta(f).get("profile") == profile]
+    if not mine:
+        return
+    store.mkdir(parents=True)
+    for f in mine:
+        shutil.copy2(f, store / f.name)
+    summary = staged / SUMMARY
+    try:
+        if json.loads(summary.read_text()).get("profile") == profile:
+            shutil.copy2(summary, store / SUMMARY)
+    except (OSError, ValueError):
+        pass
 
 
 def srilib_source_hash() -> str:
@@ -375,7 +426,8 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar
     code_hash = srilib_source_hash()
-    out_dir = root / EXECUTED
+    _adopt_unstored(root, profile.name)
+    out_dir = profile_store(root, profile.name)  # never another profile's notebooks
     summary_path = out_dir / SUMMARY
     entries: dict = {}
     if summary_path.is_file():
@@ -501,10 +553,12 @@ def check_toc(root: Path, toc: Path, profile: Profile | None = None) -> None:
         raise RuntimeError(f"the table of contents {toc} cannot be built:\n  " + "\n  ".join(problems))
 
 
-def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False) -> Path:
-    """``jupyter-book build`` with warnings as errors; returns ``_build/html``."""
+def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False, profile: str = "cpu") -> Path:
+    """``jupyter-book build`` with warnings as errors of what ``book/executed/`` holds (:func:`stage`), into the
+    profile's own folder; returns :func:`html_dir` (``_build/<profile>/html``)."""
+    out = Path(root) / "_build" / profile
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
-           "-W", "--keep-going"]
+           "-W", "--keep-going", "--path-output", str(out)]
     if toc is not None:
         cmd += ["--toc", str(toc)]
     if all_pages:
@@ -514,8 +568,12 @@ def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False) 
     if r.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {r.returncode}); every Sphinx warning is an error, "
                            f"see the messages above")
+    html = html_dir(root, profile)
+    if html.exists():
+        shutil.rmtree(html)
+    os.replace(out / "_build" / "html", html)  # jupyter-book writes <path-output>/_build/html
     print(f"book: built in {time.perf_counter() - t0:.1f} s")
-    return root / "_build" / "html"
+    return html
 
 
 def vendor_js(root: Path, *, force: bool = False) -> Path:
@@ -530,15 +588,18 @@ def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: b
 
     ``all_pages`` (default) re-reads every page: an incremental Sphinx build does not repeat the warnings of
     unchanged pages, so a page that failed -W once could pass unchanged the second time.
-    Returns the page to open (``_build/html/index.html``).
+    Returns the page to open (``_build/<profile>/html/index.html``). Another profile's executed notebooks and
+    built book are left as they are.
     """
     root = Path(root)
     t0 = time.perf_counter()
     vendor_js(root)
     summary = run_profile(profile, root, force=force, timeout=timeout)
+    stage(root, profile.name)
     toc = Path(toc) if toc is not None else root / "_toc.yml"
     check_toc(root, toc, profile)
-    html = build_book(root, toc=toc if toc != root / "_toc.yml" else None, all_pages=all_pages)
+    html = build_book(root, toc=toc if toc != root / "_toc.yml" else None, all_pages=all_pages,
+                      profile=profile.name)
     remote = check_offline(html)
     if remote:
         raise RuntimeError("the built book loads files from the network (it must work offline):\n  "

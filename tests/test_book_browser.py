@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-HTML = Path(os.environ.get("SRILIB_BOOK_HTML") or REPO / "_build" / "html")
+# The built book the tests read: $SRILIB_BOOK_HTML, else the $SRILIB_BOOK_PROFILE profile's (default cpu)
+HTML = Path(os.environ.get("SRILIB_BOOK_HTML")
+            or REPO / "_build" / os.environ.get("SRILIB_BOOK_PROFILE", "cpu") / "html")
 SHOTS = HTML.parent / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM") or next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
@@ -43,7 +45,7 @@ RENDERED_VIEWS = ("Array.from(document.querySelectorAll('script[type=\"applicati
 
 def _missing() -> str | None:
     if not (HTML / "index.html").is_file():
-        return f"no built book at {HTML} (run `make smoke-book` or `make book`)"
+        return f"no built book at {HTML} (run `make book`, or `make smoke-book` with SRILIB_BOOK_PROFILE=smoke)"
     if CHROMIUM is None:
         return "chromium not installed (Debian: apt-get install chromium)"
     return None
@@ -138,12 +140,17 @@ def chromium(width: int = 1280, height: int = 1000):
         yield cdp
         cdp.ws.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate a helper process (browser, server), killing it when it does not exit within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,8 @@ def built(tmp_path_factory):
         # the stamp covers the srilib source; pin its hash so that edits made meanwhile cannot change it
         mp.setattr(runner, "srilib_source_hash", lambda: "fixed")
         summary = runner.run_profile(prof, root)
-        html = runner.build_book(root)
+        runner.stage(root, prof.name)  # what make_book does between running and building
+        html = runner.build_book(root, profile=prof.name)
         yield root, html, summary, prof
 
 
@@ -169,7 +170,7 @@ def test_a_failing_chapter_and_a_failing_run_do_not_take_the_book_down(tmp_path,
     msg = str(e.value)
     assert "bad FAILED (ValueError: mu_harmful has a zero-norm step)" in msg
     assert "runs: run b left out (KeyError: 'no traces')" in msg and "\n" not in msg
-    html = root / "_build" / "html"
+    html = runner.html_dir(root, "fixture")
     landing = (html / "book/intro.html").read_text()
     assert "1.5" in landing and "Not available: the chapter bad failed" in landing
     assert "This chapter failed to run" in (html / "book/executed/bad.html").read_text()
@@ -182,3 +183,28 @@ def test_a_failing_chapter_and_a_failing_run_do_not_take_the_book_down(tmp_path,
     # a failed chapter is re-executed next time (no stamp), a good one is not
     again = runner.run_profile(load_profile(prof), root)
     assert again["notebooks"]["bad"]["status"] == "failed" and again["notebooks"]["fixture"]["status"] == "cached"
+
+
+def test_profiles_live_side_by_side(tmp_path, monkeypatch):
+    """Issue 27: building a second profile (as `make smoke-book` after `make book`) leaves the first profile's
+    executed notebooks, run record and HTML byte for byte; building the first again only re-stages it."""
+    if not (VENDOR / "VERSIONS.json").is_file():
+        pytest.skip("vendored JS missing; run `python -m srilib vendor` first")
+    root = tmp_path
+    first = load_profile(make_fixture_book(root))
+    (root / "second.yaml").write_text("name: second\nhardware: cpu\ncommon: {profile: second}\n"
+                                      "notebooks:\n  fixture: {n: 7}\n")
+    monkeypatch.setattr(runner, "vendor_js", lambda root, force=False: None)
+    monkeypatch.setattr(runner, "srilib_source_hash", lambda: "fixed")
+    runner.make_book(first, root)
+    snap = lambda d: {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
+    store, html = runner.profile_store(root, "fixture"), runner.html_dir(root, "fixture")
+    before_store, before_html = snap(store), snap(html)
+    assert before_store and (html / "index.html").is_file()
+    runner.make_book(load_profile(root / "second.yaml"), root)
+    assert snap(store) == before_store and snap(html) == before_html  # untouched
+    assert (runner.html_dir(root, "second") / "index.html").is_file()
+    staged = json.loads((root / "book/executed/fixture.ipynb").read_text())
+    assert staged["metadata"]["srilib"]["profile"] == "second"  # the pages read the profile built last
+    again = runner.run_profile(first, root)
+    assert again["notebooks"]["fixture"]["status"] == "cached"  # its own store: nothing re-executed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_book_browser import CHROMIUM, REPO, _missing, chromium, load, problems
+from tests.test_book_browser import CHROMIUM, REPO, _missing, chromium, load, problems, stop
 
 pytestmark = pytest.mark.browser
 JUPYTER = Path(sys.executable).with_name("jupyter")
@@ -63,11 +63,7 @@ def lab(tmp_path_factory):
                 time.sleep(0.3)
         yield url, token
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 15)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -110,9 +110,11 @@ def test_cli_errors_and_profiles(tmp_path, capsys):
     assert "smoke" in out and "paper" in out
     assert main(["--root", str(tmp_path), "check"]) == 1
     assert "build the book first" in capsys.readouterr().err
-    (tmp_path / "_build/html").mkdir(parents=True)
-    (tmp_path / "_build/html/index.html").write_text('<script src="https://cdn.example.org/x.js"></script>')
-    assert main(["--root", str(tmp_path), "check"]) == 1
+    (tmp_path / "_build/smoke/html").mkdir(parents=True)
+    (tmp_path / "_build/smoke/html/index.html").write_text('<script src="https://cdn.example.org/x.js"></script>')
+    assert main(["--root", str(tmp_path), "check"]) == 1  # the cpu book (default) is not built
+    assert "build the book first" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path), "check", "--profile", "smoke"]) == 1
     assert "cdn.example.org" in capsys.readouterr().out
 
 
