@@ -335,11 +335,10 @@ def static_explorer(traces: Mapping[str, TraceSet | ExplorerRun] | TraceSet, anc
     per = [{"label": label, **explorer_data(r.traces, r.anchors, tau_values, max_prompts, r.tokenizer, lambda_r,
                                             max_chars, pick)} for label, r in runs.items()]
     r0 = list(runs).index(start) if start is not None else 0
-    data = {"runs": per, "start": [r0, per[r0]["start"]]}
-    payload = _json_for_html(data)
+    payload = _json_for_html({"runs": per, "start": [r0, per[r0]["start"]]})
     uid = f"sri-x-{hashlib.sha256(payload.encode()).hexdigest()[:8]}-{next(_ids)}"
-    data = per[r0]
-    taus = ", ".join(f"{t:g}" for t in data["taus"])
+    first = per[r0]
+    taus = ", ".join(f"{t:g}" for t in first["taus"])
     n_items = sum(len(r["items"]) for r in per)
     note = (f"Static view: the run, prompt, step, τ ({taus}) and λ_r controls work in this page without a kernel "
             f"(σ precomputed for these τ; {n_items} generation(s) of {len(per)} run(s) embedded). Any other τ, "
@@ -352,7 +351,7 @@ def static_explorer(traces: Mapping[str, TraceSet | ExplorerRun] | TraceSet, anc
 <div class="sx-row"><label>τ <select class="sx-tau" aria-label="tau"></select></label>
 <label>IRR threshold <select class="sx-lam" aria-label="lambda_r"></select></label>
 <button type="button" class="sx-play">▶ play</button>
-<label>step t <input type="range" class="sx-step" min="1" max="{data['T']}" value="{data['T']}" step="1"
+<label>step t <input type="range" class="sx-step" min="1" max="{first['T']}" value="{first['T']}" step="1"
  aria-label="step"></label></div>
 <div class="sx-plot"></div>
 <div class="sx-status"></div>

@@ -144,14 +144,12 @@ def table_markdown(rows: Sequence[dict], columns: Iterable[str] | None = None, d
     cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
     const = constant_columns(rows, cols, digits)
     title = (f"Table {number}. " if number is not None else "") + caption
-    parts = [f"**{title}**"] if title else []
-    if const:
-        parts.append("In every row: " + "; ".join(f"{c}: {v}" for c, v in const.items()) + ".")
+    note = ["In every row: " + "; ".join(f"{c}: {v}" for c, v in const.items()) + "."] if const else []
     table = md_table(rows, [c for c in cols if c not in const] or cols, digits)
     if len(rows) > FOLD_ROWS:
         summary = f"{title or 'Table'} ({len(rows)} rows: open to read)"
-        return "\n\n".join([*parts[1:], f"<details><summary>{html.escape(summary)}</summary>", table, "</details>"])
-    return "\n\n".join([*parts, table])
+        return "\n\n".join([*note, f"<details><summary>{html.escape(summary)}</summary>", table, "</details>"])
+    return "\n\n".join([*([f"**{title}**"] if title else []), *note, table])
 
 
 def show_table(rows: Sequence[dict], columns: Iterable[str] | None = None, digits: int = 2, caption: str = ""):
