@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_book_browser import CHROMIUM, REPO, _missing, chromium, load, problems, stop
+from test_book_browser import CHROMIUM, REPO, _missing, chromium, load, problems, stop
 
 pytestmark = pytest.mark.browser
 JUPYTER = Path(sys.executable).with_name("jupyter")
