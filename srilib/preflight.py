@@ -106,43 +106,43 @@ def _prompts_per_run(params: dict) -> int:
     return 2 * params.get("n_anchor", 0) + (2 + len(params.get("attacks", []))) * params.get("n_eval", 0)
 
 
-def trace_gb(profile) -> float:
-    """Estimated size (GiB) of a profile's traces: per run and prompt, T steps x 3 layers x D float32 for two
-    poolings (diffusion runs; one for AR) plus the token arrays; runs shared by chapters counted once."""
+def _chapter_runs(profile):
+    """(chapter, its parameters, run) for every run of every chapter that resolves (the parameter check names
+    those that do not)."""
     from .experiment import resolve_run
-    from .models import REGISTRY
 
-    seen, total = set(), 0.0
     for name in profile.notebooks:
         p = profile.params_for(name)
         for spec in p.get("runs", []):
             try:
-                run = resolve_run(spec)
+                yield name, p, resolve_run(spec)
             except ValueError:
-                continue
-            if run.label in seen:
-                continue
-            seen.add(run.label)
-            hub = REGISTRY[run.model].hf_id
-            d = HUB_MODELS.get(hub, (0, 576))[1]  # 576: SmolLM2-135M's width, an upper bound for the organisms
-            T, L = p.get("steps", 32), p.get("gen_length", 32)
-            per_prompt = T * 3 * d * 4 * (2 if run.kind == "dlm" else 1) + T * L * 9
-            total += _prompts_per_run(p) * per_prompt
+                pass
+
+
+def trace_gb(profile) -> float:
+    """Estimated size (GiB) of a profile's traces: per run and prompt, T steps x 3 layers x D float32 for two
+    poolings (diffusion runs; one for AR) plus the token arrays; runs shared by chapters counted once."""
+    from .models import REGISTRY
+
+    seen, total = set(), 0.0
+    for _, p, run in _chapter_runs(profile):
+        if run.label in seen:
+            continue
+        seen.add(run.label)
+        d = HUB_MODELS.get(REGISTRY[run.model].hf_id, (0, 576))[1]  # 576: SmolLM2-135M's width, >= the organisms'
+        T, L = p.get("steps", 32), p.get("gen_length", 32)
+        total += _prompts_per_run(p) * (T * 3 * d * 4 * (2 if run.kind == "dlm" else 1) + T * L * 9)
     return total / 2 ** 30
 
 
 def _models(profile) -> dict[str, str]:
     """Every model the profile loads -> why: runs, PAIR attackers, perplexity scorers, LLM judges, LlamaGuard."""
-    from .experiment import resolve_run
-
     out: dict[str, str] = {}
+    for name, _, run in _chapter_runs(profile):
+        out.setdefault(run.model, f"a run of {name}")
     for name in profile.notebooks:
         p = profile.params_for(name)
-        for spec in p.get("runs", []):
-            try:
-                out.setdefault(resolve_run(spec).model, f"a run of {name}")
-            except ValueError:
-                pass  # the parameter check names it
         if (p.get("pair") or {}).get("attacker"):
             out.setdefault(p["pair"]["attacker"], "the PAIR attacker")
         if p.get("dlm_ppl_scorer"):
@@ -215,7 +215,8 @@ def preflight(profile, root: Path) -> list[Check]:
             cache["hub"] = hub_reachable()
         return cache["hub"]
 
-    checks += [_weights(m, why, reachable) for m, why in _models(profile).items()]
+    models = _models(profile)
+    checks += [_weights(m, why, reachable) for m, why in models.items()]
     if public:
         from .prompts import PUBLIC_SOURCES
 
@@ -234,7 +235,7 @@ def preflight(profile, root: Path) -> list[Check]:
         q = next(iter(sorted(quant)), None)
         from .models import REGISTRY
 
-        needs_gb = {m: gb for m in _models(profile)
+        needs_gb = {m: gb for m in models
                     if (gb := model_memory_gb(REGISTRY[m].hf_id if m in REGISTRY else m, dtype, q)) is not None}
         biggest = max(needs_gb.items(), key=lambda kv: kv[1], default=(None, 0.0))
         dev = gpu()
