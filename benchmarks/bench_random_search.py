@@ -64,7 +64,9 @@ def main():
     allowed = RO.allowed_token_ids(lm)
     t_vocab = time.perf_counter() - t0
 
-    budget = RSBudget(n_iterations=args.iterations, n_candidates=args.candidates)
+    # the search engine's speed: srilib's variant without replies (stop on argmax, one restart; labelled ours)
+    budget = RSBudget(n_iterations=args.iterations, n_restarts=1, n_candidates=args.candidates, stop="argmax",
+                      restarts="best", self_transfer=False)
     settings = RSSettings()
     request = get_prompts("harmful", "eval", n=1)[0]
     layout = RO._Layout(lm, settings.render(request), settings, budget.n_tokens_adv)
@@ -165,10 +167,11 @@ def main():
         dt = time.perf_counter() - t0
         q = sum(len(r.queries) for r in res.records)
         fails = sum(r.n_parse_failures for r in res.records)
+        attempts = sum(r.n_attack_attempts for r in res.records)
         print(f"\nPAIR ({args.model} attacker and target, {pb.n_streams} streams x {pb.n_iterations} iterations, "
               f"attacker {ps.max_new_tokens} new tokens max, target 32 greedy tokens, heuristic judge): "
               f"{args.pair_requests} requests {dt:.1f} s ({dt / args.pair_requests:.1f} s/request, {q} queries, "
-              f"{fails} attacker replies not parsed as JSON/pattern, scores {res.scores.tolist()})")
+              f"{fails}/{attempts} attacker replies rejected as invalid JSON, scores {res.scores.tolist()})")
 
 
 if __name__ == "__main__":

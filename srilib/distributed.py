@@ -206,7 +206,7 @@ def run_plan_sharded(plan, *, state=None, progress: bool = True, cpu: bool = Fal
     for n in plan.needs:
         if n.exp is not None:
             n.exp.device, n.exp.progress = str(state.device), progress
-    fixed = [n for n in plan.needs if n.error is None and not n.lazy and not n.canvas_attack]
+    fixed = [n for n in plan.needs if n.error is None and not n.lazy and not n.canvas_attack and not n.references]
     for model in plan.models():
         mine = [n for n in fixed if n.run.model == model]
         for n in mine:

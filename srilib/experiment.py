@@ -162,11 +162,20 @@ class Experiment:
         return make_sampler(run.sampler, **kw)
 
     # ---- traces and anchors
-    def traces(self, spec: str | Run, prompts: Sequence[str], desc: str = "") -> TraceSet:
-        """Traces of ``prompts`` under a run, from the cache when the key matches."""
+    def traces(self, spec: str | Run, prompts: Sequence[str], desc: str = "",
+               references: Sequence[str] | None = None) -> TraceSet:
+        """Traces of ``prompts`` under a run, from the cache when the key matches. ``references`` (one per prompt;
+        samplers with ``with_references`` only, i.e. DiffuGuard): the text each prompt's audit compares with, e.g.
+        an attacked prompt's un-attacked request; it is part of the sampler's config, hence of the cache key."""
         run = self.resolve(spec)
         lm = self.model(run.model)
-        return generate_traces(lm, prompts, self.sampler(run), store=self.store, batch_size=self.batch_size,
+        sampler = self.sampler(run)
+        if references is not None:
+            if not hasattr(sampler, "with_references"):
+                raise ValueError(f"{run.label}: its sampler {sampler.name!r} takes no references (only DiffuGuard's "
+                                 "audit compares a prompt with a reference); drop references=")
+            sampler = sampler.with_references(prompts, references)
+        return generate_traces(lm, prompts, sampler, store=self.store, batch_size=self.batch_size,
                                layers=resolve_layers(lm, self.layers), progress=self.progress,
                                desc=f"{run.label} {desc}".strip())
 

@@ -9,6 +9,10 @@
   the text-level signal) and :func:`incomplete_recoveries` (text never refuses, SRI dips and drifts back).
 * :func:`auroc` with a stratified bootstrap interval, :func:`roc_curve`, the generic :func:`bootstrap_ci` and
   :func:`cluster_bootstrap_ci` (resamples whole requests when one request contributes several items).
+* :func:`request_interval` -- the one place that picks the interval from the shape of the data (a rate, an
+  AUROC or a difference; independent, clustered by request, or paired), so that a pooled quantity whose items
+  share requests is never given an interval that treats them as independent. The chapters route every pooled
+  rate, AUROC and difference through it.
 
 Only numpy is needed, except :func:`auroc` / :func:`roc_curve` (scikit-learn, imported lazily).
 
@@ -54,13 +58,32 @@ def _wilson_bounds(k: int, n: int, conf: float) -> tuple[float, float]:
     return lo, hi
 
 
+def _labels_of(clusters, n: int) -> np.ndarray:
+    """``clusters`` as a 1-D object array of ``n`` labels (one per item; any hashable, tuples included)."""
+    if isinstance(clusters, np.ndarray) and clusters.ndim == 1:
+        cl = clusters.astype(object)
+    else:
+        cl = np.empty(len(clusters), dtype=object)
+        cl[:] = list(clusters)
+    if len(cl) != n:
+        raise ValueError(f"every item needs one cluster label: got {n} items and {len(cl)} labels")
+    return cl
+
+
+def _repeats(labels) -> bool:
+    """True when some cluster label occurs more than once (the items are not independent)."""
+    lab = np.asarray(labels, dtype=object).ravel().tolist()
+    return len(set(lab)) < len(lab)
+
+
 @dataclass(frozen=True)
 class Rate:
     """A proportion ``k / n`` with a confidence interval [lo, hi].
 
     ``value`` is NaN when n == 0 (and so are lo and hi). ``outcomes`` (optional, not printed) keeps the
     per-item booleans the rate was counted from, so that :func:`delta` can pair two rates measured on the same
-    prompts.
+    prompts; ``clusters`` (optional, not printed) the cluster label of every item (the index of the request it
+    came from), so that :func:`request_interval` keeps resampling requests when the rate is compared later.
     """
 
     k: int
@@ -71,17 +94,21 @@ class Rate:
     method: str = "wilson"
     conf: float = 0.95
     outcomes: np.ndarray | None = field(default=None, repr=False, compare=False)
+    clusters: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_counts(cls, k: int, n: int, conf: float = 0.95) -> "Rate":
         return wilson(k, n, conf)
 
     @classmethod
-    def from_outcomes(cls, outcomes, conf: float = 0.95) -> "Rate":
-        """Rate of True among ``outcomes`` (bool array), keeping the outcomes for paired deltas."""
+    def from_outcomes(cls, outcomes, conf: float = 0.95, clusters=None) -> "Rate":
+        """Rate of True among ``outcomes`` (bool array) with the plain Wilson interval, keeping the outcomes for
+        paired deltas (and ``clusters``, one label per item, if given; the interval ignores them: use
+        :func:`request_interval` for an interval that counts clusters)."""
         o = np.asarray(outcomes, dtype=bool).ravel()
         r = wilson(int(o.sum()), int(o.size), conf)
-        return Rate(r.k, r.n, r.value, r.lo, r.hi, r.method, r.conf, outcomes=o)
+        return Rate(r.k, r.n, r.value, r.lo, r.hi, r.method, r.conf, outcomes=o,
+                    clusters=None if clusters is None else _labels_of(clusters, o.size))
 
     def __str__(self) -> str:
         if self.n == 0:
@@ -117,9 +144,7 @@ def cluster_adjusted(rate: Rate, clusters) -> Rate:
     if rate.outcomes is None:
         raise ValueError("cluster_adjusted needs per-item outcomes (Rate.from_outcomes)")
     o = rate.outcomes.astype(float)
-    cl = np.asarray(clusters, dtype=object).ravel()
-    if len(cl) != len(o):
-        raise ValueError(f"every item needs one cluster label: got {len(o)} items and {len(cl)} labels")
+    cl = _labels_of(clusters, len(o))
     n = len(o)
     if n == 0:
         return rate
@@ -139,7 +164,7 @@ def cluster_adjusted(rate: Rate, clusters) -> Rate:
     lo = 0.0 if p == 0 else max(0.0, centre - half)
     hi = 1.0 if p == 1 else min(1.0, centre + half)
     return Rate(rate.k, rate.n, rate.value, lo, hi, f"wilson, clustered (n_eff={n_eff:.1f} of {n}, {len(codes)} "
-                f"clusters)", rate.conf, outcomes=rate.outcomes)
+                f"clusters)", rate.conf, outcomes=rate.outcomes, clusters=cl)
 
 
 @dataclass(frozen=True)
@@ -545,34 +570,77 @@ def _labels(scores_neg, scores_pos) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """AUROC as the Mann-Whitney probability P(pos > neg) + P(pos == neg) / 2 (ties count half), by ranks."""
-    from scipy.stats import rankdata
+    """AUROC as the Mann-Whitney probability P(pos > neg) + P(pos == neg) / 2 (ties count half): for every
+    positive, the negatives below it plus half those equal to it (binary search in the sorted negatives; the
+    counts are exact, so this equals the rank-sum form, and it is several times faster inside a bootstrap)."""
+    s = np.sort(neg)
+    below = np.searchsorted(s, pos, side="left")
+    upto = np.searchsorted(s, pos, side="right")
+    return float((below.sum() + upto.sum()) / 2.0 / (len(neg) * len(pos)))
 
-    r = rankdata(np.r_[neg, pos])
-    n0, n1 = len(neg), len(pos)
-    return float((r[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+def _gather(index: tuple[np.ndarray, np.ndarray, np.ndarray], draw: np.ndarray) -> np.ndarray:
+    """Item indices of the drawn cluster codes ``draw`` (with repeats), given :func:`_cluster_index`'s index."""
+    order, start, count = index
+    cnt = count[draw]
+    total = int(cnt.sum())
+    return order[np.repeat(start[draw] - np.r_[0, np.cumsum(cnt)[:-1]], cnt) + np.arange(total)]
 
 
 def paired_auroc_draws(pairs, n_boot: int, seed: int = 0) -> list[np.ndarray]:
-    """Bootstrap replicates [n_boot] of the AUROC of several detectors scored on the SAME prompts, all on the same
-    draws (so differences between them are paired).
+    """Bootstrap replicates [n_boot] of the AUROC of several detectors (or runs) scored on the SAME prompts, all on
+    the same draws (so differences and means between them are paired).
 
-    ``pairs`` holds one ``(neg [N], pos [attacks, requests])`` per detector. Negatives are resampled by row;
-    positives by request (a cluster bootstrap): a request's generations under different attacks are correlated,
-    so a drawn request brings all of them. Every detector must share N and the number of requests.
+    Each entry of ``pairs`` is ``(neg, pos)``, ``(neg, pos, pos_clusters)`` or ``(neg, pos, pos_clusters,
+    neg_clusters)``. ``pos`` is [attacks, requests] (the request of column j is j) or a 1-D array whose
+    ``pos_clusters`` name the request of every item (default: every item its own request); negatives are
+    resampled by row unless ``neg_clusters`` label them. A replicate draws, with replacement, as many requests as
+    there are distinct request labels over all entries and brings every item of each drawn request in every entry
+    (a cluster bootstrap: a request's generations under different attacks, or under different runs, are
+    correlated); negatives likewise. An entry that holds none of the drawn requests gives NaN for that replicate.
+    Without explicit labels every entry must share the number of negatives and of requests; with labels, the
+    labels name the same request (the same harmless prompt) in every entry.
     """
-    pairs = [(np.asarray(n, float).ravel(), np.atleast_2d(np.asarray(p, float))) for n, p in pairs]
     if not pairs:
         raise ValueError("paired_auroc_draws needs at least one (neg, pos) pair")
-    n_neg, n_req = len(pairs[0][0]), pairs[0][1].shape[1]
-    if any(len(n) != n_neg or p.shape[1] != n_req for n, p in pairs):
-        raise ValueError("every detector must be scored on the same prompts (same negatives and requests)")
     if n_boot <= 0:
         raise ValueError("intervals need n_boot > 0 bootstrap resamples")
+    norm, explicit = [], False
+    for p in pairs:
+        neg, pos = np.asarray(p[0], float).ravel(), np.asarray(p[1], float)
+        pc = p[2] if len(p) > 2 else None
+        nc = p[3] if len(p) > 3 else None
+        if pc is None:
+            if pos.ndim == 2:  # [attacks, requests]: the request of column j is j
+                pc, pos = np.tile(np.arange(pos.shape[1]), pos.shape[0]), pos.ravel()
+            else:
+                pos = pos.ravel()
+                pc = np.arange(len(pos))
+        else:
+            explicit, pos = True, pos.ravel()
+        if nc is None:
+            nc = np.arange(len(neg))
+        else:
+            explicit = True
+        norm.append((neg, pos, _labels_of(pc, len(pos)), _labels_of(nc, len(neg))))
+    if not explicit and len({(len(n), len(set(c.tolist()))) for n, _, c, _ in norm}) > 1:
+        raise ValueError("every detector must be scored on the same prompts (same negatives and requests)")
+    codes_p = {x: i for i, x in enumerate(dict.fromkeys(x for *_, c, _ in norm for x in c.tolist()))}
+    codes_n = {x: i for i, x in enumerate(dict.fromkeys(x for *_, c in norm for x in c.tolist()))}
+    idx_p = [_cluster_index(c, codes_p) for _, _, c, _ in norm]
+    idx_n = [_cluster_index(c, codes_n) for *_, c in norm]
     rng = np.random.default_rng(seed)
-    ineg = rng.integers(0, n_neg, (n_boot, n_neg))
-    ireq = rng.integers(0, n_req, (n_boot, n_req))
-    return [np.array([_auc(n[i], p[:, j].ravel()) for i, j in zip(ineg, ireq)]) for n, p in pairs]
+    ineg = rng.integers(0, len(codes_n), (n_boot, len(codes_n)))
+    ireq = rng.integers(0, len(codes_p), (n_boot, len(codes_p)))
+    out = []
+    for (neg, pos, _, _), ip, i_n in zip(norm, idx_p, idx_n):
+        d = np.full(n_boot, np.nan)
+        for b in range(n_boot):
+            nb, pb = neg[_gather(i_n, ineg[b])], pos[_gather(ip, ireq[b])]
+            if len(nb) and len(pb):
+                d[b] = _auc(nb, pb)
+        out.append(d)
+    return out
 
 
 def auroc(scores_neg, scores_pos, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> Estimate:
@@ -594,12 +662,124 @@ def roc_curve(scores_neg, scores_pos) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return _roc(y, s)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# one place that picks the interval from the shape of the data
+# --------------------------------------------------------------------------------------------------------------
+def _as_rate(x, conf: float) -> Rate:
+    if isinstance(x, Rate):
+        return x
+    return Rate.from_outcomes(x, conf)
+
+
+def _mover(ra: Rate, rb: Rate, conf: float, method: str) -> Estimate:
+    """Newcombe's hybrid score interval of ``ra - rb`` (two independent samples) built from the two rates' own
+    intervals (Wilson, or cluster-adjusted Wilson when a sample is clustered: the MOVER construction)."""
+    d = ra.value - rb.value
+    lo = d - math.sqrt((ra.value - ra.lo) ** 2 + (rb.hi - rb.value) ** 2)
+    hi = d + math.sqrt((ra.hi - ra.value) ** 2 + (rb.value - rb.lo) ** 2)
+    return Estimate(d, lo, hi, method, conf, {"a": str(ra), "b": str(rb)}, signed=True)
+
+
+def request_interval(x, *, neg=None, minus=None, clusters=None, minus_clusters=None, paired: bool = False,
+                     n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> Rate | Estimate:
+    """The confidence interval that fits the shape of the data: every pooled rate, AUROC or difference of the
+    chapters goes through here, so that items that share a request are never counted as independent.
+
+    What is measured follows from the arguments:
+
+    * a **rate**: ``x`` is a :class:`Rate` (with outcomes) or per-item booleans;
+    * an **AUROC** of positives ``x`` (scores) against negatives ``neg`` (scores; resampled by row: independent
+      prompts such as the harmless set);
+    * a **difference** ``x - minus`` of two rates; ``paired=True`` when both hold the same items in the same
+      order (e.g. the same generations before and after a defense).
+
+    ``clusters`` labels every item of ``x`` with the request it came from (for a pool of attacks, the index of the
+    original request: it repeats once per attack); a :class:`Rate` that carries ``clusters`` brings its own.
+    ``minus_clusters`` labels the items of ``minus`` when it is not paired. Then:
+
+    ===============================================  ==========================================================
+    data                                             interval
+    ===============================================  ==========================================================
+    rate, no label repeats (independent items)       Wilson
+    rate, labels repeat (clustered)                  Wilson on the effective sample size (:func:`cluster_adjusted`)
+    AUROC, independent positives                     stratified bootstrap (negatives and positives by row)
+    AUROC, clustered positives                       cluster bootstrap: negatives by row, positives by request
+                                                     (:func:`paired_auroc_draws`)
+    paired difference, independent items             paired bootstrap (:func:`delta`, ``method="paired"``)
+    paired difference, clustered                     paired cluster bootstrap (:func:`delta`, ``"cluster"``)
+    unpaired difference, samples share requests      cluster bootstrap over the shared requests (``"cluster"``)
+    unpaired difference, unrelated samples           Newcombe's hybrid score interval from each sample's own
+                                                     interval (Wilson, or cluster-adjusted where clustered)
+    ===============================================  ==========================================================
+
+    An AUROC or a request-level rate of data holding k identical copies of every request equals that of the
+    request-level data (one copy), never a k-times narrower interval. ``n_boot`` <= 0 gives an AUROC's point
+    value only (a rate's interval needs no resampling).
+    """
+    _z(conf)
+    if neg is not None:
+        if minus is not None:
+            raise ValueError("pass either neg (an AUROC) or minus (a difference of rates), not both")
+        neg_, pos, _, _ = _labels(neg, x)
+        cl = _labels_of(np.arange(len(pos)) if clusters is None else clusters, len(pos))
+        G = len(set(cl.tolist()))
+        clustered = G < len(cl)
+        info = {"n_neg": len(neg_), "n_pos": len(pos), "clusters": G}
+        point = _auc(neg_, pos)
+        if n_boot <= 0:
+            return Estimate(point, math.nan, math.nan, "point", conf, info)
+        draws = paired_auroc_draws([(neg_, pos, cl)], n_boot, seed=seed)[0]
+        alpha = (1.0 - conf) / 2.0
+        lo, hi = np.nanquantile(draws, [alpha, 1.0 - alpha])
+        return Estimate(point, float(lo), float(hi), "cluster-bootstrap" if clustered else "stratified-bootstrap",
+                        conf, {**info, "n_boot": n_boot})
+    if minus is not None:
+        ra, rb = _as_rate(x, conf), _as_rate(minus, conf)
+        ca = clusters if clusters is not None else ra.clusters
+        if paired:
+            if ra.outcomes is None or rb.outcomes is None:
+                raise ValueError("a paired difference needs per-item outcomes (Rate.from_outcomes)")
+            if len(ra.outcomes) != len(rb.outcomes):
+                raise ValueError(f"a paired difference needs the same items in both rates, got n={ra.n} and "
+                                 f"n={rb.n}; pass paired=False for different items")
+            cl = ca if ca is not None else rb.clusters
+            if cl is not None and _repeats(_labels_of(cl, ra.n)):
+                return delta(ra, rb, method="cluster", clusters=_labels_of(cl, ra.n), n_boot=n_boot, seed=seed,
+                             conf=conf)
+            return delta(ra, rb, method="paired", n_boot=n_boot, seed=seed, conf=conf)
+        cb = minus_clusters if minus_clusters is not None else rb.clusters
+        if ca is not None and cb is not None and (set(_labels_of(ca, ra.n).tolist())
+                                                  & set(_labels_of(cb, rb.n).tolist())):
+            return delta(ra, rb, method="cluster", clusters=_labels_of(ca, ra.n), clusters_b=_labels_of(cb, rb.n),
+                         n_boot=n_boot, seed=seed, conf=conf)
+        ia = request_interval(ra, clusters=ca, conf=conf)
+        ib = request_interval(rb, clusters=cb, conf=conf)
+        if ra.n == 0 or rb.n == 0:
+            return Estimate(math.nan, math.nan, math.nan, "newcombe", conf, {"a": str(ra), "b": str(rb)}, signed=True)
+        clustered = "clustered" in ia.method or "clustered" in ib.method
+        return _mover(ia, ib, conf, "newcombe, cluster-adjusted" if clustered else "newcombe")
+    r = _as_rate(x, conf)
+    cl = clusters if clusters is not None else r.clusters
+    if r.conf != conf:
+        r = Rate.from_outcomes(r.outcomes, conf, r.clusters) if r.outcomes is not None else wilson(r.k, r.n, conf)
+    if cl is None:
+        if r.outcomes is None:
+            return wilson(r.k, r.n, conf)
+        return Rate.from_outcomes(r.outcomes, conf)
+    if r.outcomes is None:
+        raise ValueError("a rate over clustered items needs per-item outcomes (Rate.from_outcomes)")
+    cl = _labels_of(cl, r.n)
+    if _repeats(cl):
+        return cluster_adjusted(Rate.from_outcomes(r.outcomes, conf), cl)
+    return Rate.from_outcomes(r.outcomes, conf, clusters=cl)
+
+
 def rates_table(rates: Mapping[str, Rate]) -> list[dict]:
     """Rows {name, value, lo, hi, k, n, text} for a dict of named Rates (for DataFrames and book tables)."""
     return [{"name": k, **r.as_dict(), "text": str(r)} for k, r in rates.items()]
 
 
 __all__ = ["Rate", "Estimate", "wilson", "cluster_adjusted", "bootstrap_ci", "cluster_bootstrap_ci", "refusal_rate",
-           "attack_success_rate", "delta",
+           "attack_success_rate", "delta", "paired_auroc_draws", "request_interval",
            "recovery_by_revision", "internal_recovery_rate", "text_recovery_rate", "incomplete_recoveries",
            "auroc", "roc_curve", "rates_table", "DEFAULT_LAMBDA_R", "DEFAULT_LAMBDA_C"]

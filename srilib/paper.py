@@ -15,7 +15,7 @@ from .chapters import md_table
 def published_tables() -> str:
     """Every published number the chapters compare with, one Markdown table per paper table or figure."""
     from .chapters.detector import (METHOD_LABELS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
-                                    PAPER_SRI_OVERHEAD_RANGE)
+                                    PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_RANGE)
     from .chapters.paper_numbers import (PAPER_AR_IRR_MAX, PAPER_COLUMNS, PAPER_DLM_IRR_LOOSE, PAPER_FAMILY,
                                          PAPER_IRR_LOSS, PAPER_LAMBDA_R_LOOSE, PAPER_POOLED_ATTACKS, PAPER_TABLE1,
                                          PAPER_TABLE2, PAPER_TABLE3, count_word, paper_sizes, paper_table2_min)
@@ -53,7 +53,10 @@ def published_tables() -> str:
             [{"defense": d, "overhead %": o, "false positives % (harmless refused, defense in place)": fp,
               "jailbreak RR %": rr, "jailbreak ASR %": asr}
              for d, (o, fp, rr, asr) in PAPER_DEFENSES.items()],
-            f"SRI Guard's overhead per model: {PAPER_SRI_OVERHEAD_RANGE[0]:g}-{PAPER_SRI_OVERHEAD_RANGE[1]:g}%.")
+            f"SRI Guard's overhead per model: {PAPER_SRI_OVERHEAD_RANGE[0]:g}-{PAPER_SRI_OVERHEAD_RANGE[1]:g}%; in the "
+            f"paper's words ({PAPER_OVERHEAD_WORDS[1]}), “{PAPER_OVERHEAD_WORDS[0]}” than the other defenses. "
+            f"Jailbreak RR and ASR pool the paper's {count_word(len(PAPER_POOLED_ATTACKS))} attacks "
+            f"({', '.join(PAPER_POOLED_ATTACKS)}).")
     section("Table 14: attack success on LLaDA under diffusion-specific attacks",
             [{"attack": name, "undefended": u, "DiffuGuard": d, "SRI Guard": g}
              for name, u, d, g in PAPER_CANVAS.values()])

@@ -113,10 +113,10 @@ def _judge(v):
 
 
 _COUNTS = {"n_requests": 0, "n_iterations": 0, "n_restarts": 1, "n_candidates": 1, "n_tokens_adv": 1,
-           "n_streams": 1, "max_new_tokens": 1}
+           "n_streams": 1, "max_new_tokens": 1, "judge_max_calls": 1}
 
 
-def _section(name: str, runs_key: str) -> Callable:
+def _section(name: str, *runs_keys: str) -> Callable:
     """An adaptive attack's section (``random_search`` / ``pair``): None (off) or a dict of known keys."""
     def check(v):
         if v is None:
@@ -124,8 +124,9 @@ def _section(name: str, runs_key: str) -> Callable:
         if not isinstance(v, Mapping):
             return "None (off) or a dict such as the profile's"
         problems = [f"{k}: {e}" for k, c in _COUNTS.items() if k in v and (e := _int(c)(v[k]))]
-        if runs_key in v and v[runs_key] is not None and (e := _list_of(_run)(v[runs_key])):
-            problems.append(f"{runs_key}: {e}")
+        for runs_key in runs_keys:
+            if runs_key in v and v[runs_key] is not None and (e := _list_of(_run)(v[runs_key])):
+                problems.append(f"{runs_key}: {e}")
         if "checkpoints" in v and (e := _list_of(_int(0))(v["checkpoints"])):
             problems.append(f"checkpoints: {e}")
         if "attacker" in v and (e := _model(v["attacker"])):
@@ -151,7 +152,7 @@ RULES: dict[str, Callable] = {
     "quantization": _choice(None, "8bit", "4bit"),
     "judge": _judge, "judge2": _optional(_judge),
     "seed_runs": _optional(_list_of(_run)), "shift_runs": _optional(_list_of(_run)),
-    "random_search": _section("Random Search", "curve_runs"), "pair": _section("PAIR", "targets"),
+    "random_search": _section("Random Search", "curve_runs", "targets"), "pair": _section("PAIR", "targets"),
     "dlm_ppl_scorer": _model, "self_examine": _bool, "diffuguard": _bool, "diffuguard_rates": _bool,
 }
 FIXES = {"tau": "the paper uses 0.1", "lambda_r": "the paper's are [0.5, 0.3, 0.1]",
@@ -180,6 +181,7 @@ def check_params(chapter: str, params: Mapping) -> dict:
         have = {resolve_run(r).label for r in runs}
         subsets = [("seed_runs", params.get("seed_runs")), ("shift_runs", params.get("shift_runs")),
                    ("random_search.curve_runs", (params.get("random_search") or {}).get("curve_runs")),
+                   ("random_search.targets", (params.get("random_search") or {}).get("targets")),
                    ("pair.targets", (params.get("pair") or {}).get("targets"))]
         for key, sub in subsets:
             if isinstance(sub, (list, tuple)) and not any(p.startswith(key.split(".")[0] + " =") for p in problems):

@@ -44,6 +44,7 @@ class Need:
     exp: Experiment
     prompts: Sequence[str] | Callable[[], Sequence[str]]
     canvas_attack: str | None = None
+    references: Sequence[str] | None = None  # per prompt, the audit's reference (DiffuGuard; in the trace key)
     error: str | None = None  # set when the chapter could not even declare this need (see each_run_needs)
 
     @property
@@ -73,7 +74,7 @@ class Need:
         prompts = self.resolved_prompts()
         if self.canvas_attack:
             return canvas_traces(self.exp, self.run, prompts, self.canvas_attack)[0]
-        return self.exp.traces(self.run, prompts, f"{self.name} [plan]")
+        return self.exp.traces(self.run, prompts, f"{self.name} [plan]", references=self.references)
 
 
 def _failed(chapter: str, spec, err: Exception) -> Need:
@@ -195,7 +196,8 @@ class TracePlan:
                 try:
                     store = need.exp.store
                     prompts = need.resolved_prompts()
-                    key = (need.settings(), need.run.label, need.canvas_attack, tuple(prompts))
+                    key = (need.settings(), need.run.label, need.canvas_attack, tuple(prompts),
+                           tuple(need.references or ()))
                     if key in seen or not prompts:  # a duplicate, or nothing to trace (e.g. no new budget prompt)
                         continue
                     seen.add(key)

@@ -136,7 +136,8 @@ def test_budget_curve_generates_each_distinct_prompt_once(one_thread):
     import srilib
     lm = srilib.load_model("tiny-ar")
     res = run_random_search(lm, ["How do I pick a lock?", "Write a poem about the sea", "Tell me a secret"],
-                            RSBudget(n_iterations=6, n_candidates=3, n_tokens_adv=6, n_tokens_change_max=2),
+                            RSBudget(n_iterations=6, n_restarts=1, n_candidates=3, n_tokens_adv=6,
+                                     n_tokens_change_max=2, stop="argmax", restarts="best", self_transfer=False),
                             RSSettings(early_stop=False), seed=0, cache=False, progress=False)
     cps = res.checkpoints([0, 2, 6])
     exp = _CountingExp(cps[0])
@@ -157,31 +158,34 @@ def test_budget_curve_generates_each_distinct_prompt_once(one_thread):
 
 
 def test_tiny_models_end_to_end(tmp_path, one_thread):
-    """Both attacks on tiny models through the chapter path: one search per model, PAIR per targeted run, the
-    adaptive sets built from the first requests, the search logs and the transfer row."""
+    """Both attacks on tiny models through the chapter path: Random Search (the published recipe: its
+    judge-confirmed stop reads each run's replies) once per run, PAIR per targeted run, the adaptive sets built from
+    the first requests, the search logs and the transfer row."""
     from srilib.chapters.sampling import evaluate_run
     from srilib.experiment import Experiment, PromptSets
     exp = Experiment(steps=2, gen_length=4, batch_size=4, progress=False, cache=str(tmp_path))
     sets = PromptSets.build(2, 3, attacks=["roleplay"], seed=0)
     judge = KeywordJudge()
     cfg = AD.AdaptiveConfig.from_params(
-        {"n_requests": 2, "n_iterations": 1, "n_candidates": 2, "n_tokens_adv": 3, "n_tokens_change_max": 1,
-         "checkpoints": [0, 1]},
+        {"n_requests": 2, "n_iterations": 1, "n_restarts": 1, "judge_max_calls": 1, "n_tokens_adv": 3,
+         "n_tokens_change_max": 1, "checkpoints": [0, 1]},
         {"n_requests": 1, "n_streams": 1, "n_iterations": 1, "attacker": "tiny-ar", "max_new_tokens": 4,
          "targets": ["tiny-dlm@dlm-ar"]}, gen_length=4)
     adv = AD.Adaptive(exp, sets, judge, cfg, cache=str(tmp_path / "attacks"))
     res = [evaluate_run(exp, r, sets, judge, adaptive=adv, include_harmless=False)
            for r in ("tiny-ar", "tiny-dlm@dlm-ar", "tiny-dlm@random")]
-    assert list(adv.rs) == ["tiny-ar", "tiny-dlm"]  # one Random Search per model, shared by its samplers
+    assert cfg.rs_budget.published_recipe
+    assert list(adv.rs) == ["tiny-ar@ar", "tiny-dlm@dlm-ar", "tiny-dlm@random"]  # one Random Search per run
+    assert all(len(r.judge_calls) >= 1 for x in adv.rs.values() for r in x.records)  # each restart's end judged
     assert list(adv.pair) == ["tiny-dlm@dlm-ar"]  # PAIR only on its target runs
-    assert res[1].sets["random_search"].prompts == res[2].sets["random_search"].prompts
     assert res[1].sets["random_search"].requests == sets.requests[:2]
     assert res[1].sets["pair"].requests == sets.requests[:1] and "pair" not in res[2].sets
     assert all(p.startswith(cfg.rs_settings.render(q)) for p, q in zip(res[0].sets["random_search"].prompts,
                                                                       sets.requests))
     assert set(sets.requests[:2]) <= set(judge.requests)  # graded against the original requests
     rows = AD.search_rows(adv)
-    assert [r["attack"] for r in rows] == ["Random Search", "Random Search", "PAIR"]
+    assert [r["attack"] for r in rows] == ["Random Search"] * 3 + ["PAIR"]
+    assert rows[0]["recipe"] == "the published recipe"
     tr = AD.transfer_rows(exp, adv, res, judge, n_boot=50)
     assert [r["run (target)"] for r in tr] == ["tiny-dlm@dlm-ar", "tiny-dlm@random"]
     assert tr[0]["prompts from"] == "tiny-ar (AR twin)"
@@ -204,7 +208,8 @@ def test_detector_scores_adaptive_sets_as_held_out():
                           jailbreaks=["roleplay"], canvas_sets=[],
                           scores={("sri_last", 0): sc, ("text", 0): tx},
                           guard=SimpleNamespace(threshold_=2.5),
-                          refusal={k: refusal_rate([REFUSE] * len(v)) for k, v in sc.items()})
+                          refusal={k: refusal_rate([REFUSE] * len(v)) for k, v in sc.items()},
+                          clusters=lambda sets: np.concatenate([np.arange(len(sc[k])) for k in sets]))
     rows = adaptive_rows({"m": res})
     assert [r["set"] for r in rows] == ["random_search", "pair"]
     assert all("never seen by the guard" in r["kind"] for r in rows)
@@ -212,3 +217,19 @@ def test_detector_scores_adaptive_sets_as_held_out():
     assert f"({int((sc['random_search'] > 2.5).sum())}/3)" in rows[0]["flagged at threshold (SRI Guard)"]
     sets = [r["set"] for r in per_attack_rows({"m": res})]
     assert set_label("roleplay") in sets and "random_search" not in sets  # kept apart from the template attacks
+
+
+def test_random_search_targets_restrict_the_runs(tmp_path):
+    """``random_search.targets`` picks the runs Random Search attacks (its judge-confirmed stop generates each run's
+    replies); the other runs get no Random Search set and no trace need."""
+    from srilib.experiment import Experiment, PromptSets
+    exp = Experiment(steps=2, gen_length=4, batch_size=4, progress=False, cache=str(tmp_path))
+    sets = PromptSets.build(2, 3, attacks=["roleplay"], seed=0)
+    cfg = AD.AdaptiveConfig.from_params({"n_requests": 1, "n_iterations": 1, "n_restarts": 1, "n_tokens_adv": 3,
+                                         "n_tokens_change_max": 1, "targets": ["tiny-dlm@dlm-ar"]}, None, 4)
+    assert cfg.rs_targets == ["tiny-dlm@dlm-ar"] and "on the runs `tiny-dlm@dlm-ar`" in cfg.describe()
+    adv = AD.Adaptive(exp, sets, KeywordJudge(), cfg, cache=str(tmp_path / "attacks"))
+    assert adv.rs_targeted("tiny-dlm@dlm-ar") and not adv.rs_targeted("tiny-ar")
+    assert [n.name for n in AD.adaptive_needs("c", adv, exp.resolve("tiny-ar"), curves=True)] == []
+    with pytest.raises(ValueError, match="unknown random_search"):
+        AD.AdaptiveConfig.from_params({"n_requests": 1, "target_runs": ["x"]}, None, 4)

@@ -5,20 +5,21 @@ import numpy as np
 import pytest
 
 from srilib.attacks import HELDOUT_FAMILIES
-from srilib.chapters.defenses import (OVERHEAD_CAPTURE_COL, REFUSED_COL, DefenseReport, defense_rows,
-                                      resolve_guard_model, run_defenses, timed_generations)
+from srilib.chapters.defenses import (OVERHEAD_CAPTURE_COL, POOL_COL, REFUSED_COL, SHARED_POOL_COL, SHARED_RR_COL,
+                                      DefenseReport, defense_rows, paper_overhead_factor, resolve_guard_model,
+                                      run_defenses, timed_generations)
 from srilib.chapters.detector import (CANVAS, METHOD_LABELS, METHODS, PAPER_ABLATION, GuardConfig, PCAResidual,
                                       auroc_est, calibration_split, fit_detector, fit_guard,
                                       guard_prompts, guard_scores, make_detector, run_detector, transfer_matrix)
 from srilib.canvas_attacks import canvas_traces
 from srilib.chapters.detector_conclusions import conclusions, ranking_sentence, shift_conclusion
-from srilib.chapters.detector_intervals import method_difference
+from srilib.chapters.detector_intervals import mean_auroc, method_difference
 from srilib.chapters.detector_tables import ablation_rows, canvas_rows, per_attack_rows, transfer_rows
-from srilib.chapters.shift import run_harmless_shift, shift_prompts, shift_rows
+from srilib.chapters.shift import PAPER_TABLE4_COL, run_harmless_shift, shift_prompts, shift_rows
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
-from srilib.metrics import Estimate, Rate, auroc, refusal_rate
+from srilib.metrics import Estimate, Rate, auroc, refusal_rate, request_interval
 from srilib.prompts import get_prompts
 from srilib.refusal import is_refusal
 from srilib.signal import Anchors
@@ -256,6 +257,47 @@ def test_run_defenses_and_conclusions(setup):
     assert "SRI Guard" in text and "UNFILTERED" in text
 
 
+def test_pooled_auroc_resamples_requests_and_the_mean_over_runs_shares_them(setup):
+    """Issue 24.5: Table 4's per-run AUROC pools the attacks, so its interval resamples requests (the run knows
+    which request each jailbreak came from); the mean over runs resamples the requests the runs share."""
+    *_, res = setup
+    s = res.scores[("sri_last", 0)]
+    ids = res.clusters(res.jailbreaks)
+    assert ids.tolist() == [0, 1, 2, 3] * 2  # 2 attacks x 4 requests
+    e = res.auroc[("sri_last", 0)]
+    ref = request_interval(np.concatenate([s[a] for a in res.jailbreaks]), neg=s["harmless"], clusters=ids,
+                           n_boot=20, seed=0)
+    assert e.method == "cluster-bootstrap" and e.info["clusters"] == 4 and (e.lo, e.hi) == (ref.lo, ref.hi)
+    # the same run again with its requests in another order (scores and request ids permuted together) is the same
+    # data: a request-level bootstrap shared by the runs gives the single run's interval, whereas resampling the
+    # two runs by position (as if they were independent) would average unrelated requests
+    fake = _synthetic(res, {"text": 0.0, "static": 0.5, "sri_first": 0.2, "sri_middle": 1.0, "sri_last": 1.5}, n=30)
+    perm = np.random.default_rng(0).permutation(30)
+    moved = replace(fake, run="moved", _draws={}, request_ids={a: perm for a in fake.jailbreaks},
+                    scores={k: {**v, **{a: v[a][perm] for a in fake.jailbreaks}} for k, v in fake.scores.items()})
+    one, two = mean_auroc({"x": fake}, "sri_last"), mean_auroc({"x": fake, "y": moved}, "sri_last")
+    assert (two.value, two.lo, two.hi) == pytest.approx((one.value, one.lo, one.hi), abs=1e-12)
+
+
+def test_run_defenses_adds_the_pool_shared_with_the_papers_where_adaptive_attacks_ran(setup):
+    """Issue 24.3: Table 13 names our pool beside the paper's five-attack pool, and where Random Search / PAIR ran,
+    adds the pool of exactly the attacks both share (refusal_suppression, flip_attack and the adaptive set)."""
+    exp, sets, train, res = setup
+    rs = sets.attacked["refusal_suppression"][:3]  # stands in for Random Search prompts of the first 3 requests
+    ex = replace(res, adaptive=["random_search"], prompts={**res.prompts, "random_search": rs})
+    rep = run_defenses(exp, "tiny-ar", sets, ex, train, HeuristicJudge(), self_examine=False, n_timing=4,
+                       repeats=1, gen_rounds=1, guard_model=None)
+    assert rep.pool == ["refusal_suppression", "flip_attack"]
+    assert rep.shared_pool == ["refusal_suppression", "flip_attack", "random_search"]
+    und = rep.row("undefended")
+    assert und["asr_shared"].n == 4 + 4 + 3 and "clustered" in und["rr_shared"].method
+    assert und["rr"].n == 8 and "clustered" in und["rr"].method
+    table = defense_rows({"tiny": rep})
+    assert table[0][POOL_COL] == "all jailbreaks, ours (pool of: refusal_suppression, flip_attack)"
+    assert "random_search = Random Search" in table[0][SHARED_POOL_COL] and isinstance(table[0][SHARED_RR_COL], float)
+    assert rep.row("LlamaGuard 3")["status"].startswith("not run")
+
+
 def test_run_detector_bad_input(setup, tmp_path):
     exp, sets, train, _ = setup
     with pytest.raises(ValueError, match="at least one attack"):
@@ -357,6 +399,8 @@ def test_cheaper_than_baselines_verdict_uses_the_capture_inclusive_overhead(setu
     text = conclusions({"tiny": res}, reps, transfer_matrix({"tiny": res}))
     line = next(ln for ln in text.splitlines() if "Baselines measured here" in ln)
     assert "10–10 times less" in line  # 40 / 4, not 40 / 0.01 = 4000
+    # issue 24.4: the paper's ratio is quoted in its words; the one computed from its numbers is labelled as ours
+    assert "as published" not in text and paper_overhead_factor()["text"] in line
     assert "capture + guard is 4%" in text and "SRI Guard alone adds 0.01%" in text
     slow = {"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=50.0, ppl=40.0)}
     assert "not cheaper than the cheapest of them" in conclusions({"tiny": res}, slow, transfer_matrix({"tiny": res}))
@@ -383,7 +427,7 @@ def _synthetic(res, shifts: dict, n: int = 60, seed: int = 0):
         scores[(m, 0)] = sc
         au[(m, 0)] = auroc(sc["harmless"], np.r_[sc["refusal_suppression"], sc["flip_attack"]], n_boot=50)
     return replace(res, scores=scores, auroc=au, seeds=[0], n_boot=300, _draws={},
-                   jailbreaks=["refusal_suppression", "flip_attack"])
+                   jailbreaks=["refusal_suppression", "flip_attack"], request_ids={})  # n synthetic requests
 
 
 def test_ablation_ranking_does_not_rank_overlapping_intervals(setup):
@@ -437,8 +481,14 @@ def test_harmless_shift(setup):
     code = next(r for r in sh["rows"] if r["family"] == "code")
     assert code["sri_fpr"].k == (res.guard.score_samples(sig) > res.guard.threshold_).sum()
     rows = shift_rows({"x": res})
-    assert len(rows) == len(fams) + 2 and rows[0]["paper AUROC, SRI / text (Table 4)"] == "0.920 / 0.573"
+    # issue 24.6: the paper has no harmless-shift experiment; its (unshifted) Table 4 AUROC sits beside our
+    # unshifted reference row only, never beside a shifted family
+    assert len(rows) == len(fams) + 2 and rows[0][PAPER_TABLE4_COL] == "0.920 / 0.573"
+    assert all(r[PAPER_TABLE4_COL] == "–" for r in rows[1:]) and "not comparable" in PAPER_TABLE4_COL
+    assert shift_rows({"x": res}, untouched=True)[0][PAPER_TABLE4_COL] == "–"
     assert "broad mix (all dev): FPR" in shift_rows({"x": res}, untouched=True)[0]
+    # issue 24.5: the broad-mix AUROC resamples the pooled jailbreaks by request (2 attacks x 4 requests)
+    assert code["broad_auroc"].method == "cluster-bootstrap" and code["broad_auroc"].info["clusters"] == 4
 
 
 def test_shift_conclusion_states_a_loss_plainly(setup):

@@ -44,7 +44,8 @@ def test_diffuguard_run_keeps_the_runs_settings(dlm):
     assert diffuguard_run(exp, "tiny-dlm@low_confidence:b8").label == "tiny-dlm@diffuguard:b8"
     s = exp.sampler(diffuguard_run(exp, "tiny-dlm@dlm-ar"))
     assert isinstance(s, DiffuGuardSampler) and (s.gen_length, s.steps, s.block_length) == (40, 4, 40)
-    assert s.sp_threshold == 0.35 and s.alpha0 == 0.3 and s.audit  # the official settings, untuned
+    # the settings of the authors' hidden-state runs with SAR (test.sh), untuned
+    assert (s.sp_mode, s.sp_threshold, s.alpha0, s.anneal, s.audit) == ("hidden", 0.1, 0.3, "block", True)
 
 
 def test_table14_and_overhead_row(dlm, one_thread):
@@ -57,7 +58,8 @@ def test_table14_and_overhead_row(dlm, one_thread):
     assert "DiffuGuard (paper Table 14)" in conclusions({"r": res}, {"r": rep}, transfer_matrix({"r": res}))
 
     out = run_diffuguard(exp, "tiny-dlm", sets, res, rep, judge, n_timing=4)
-    assert res.diffuguard is out and out["run"] == "tiny-dlm@diffuguard" and "threshold 0.35" in out["settings"]
+    assert res.diffuguard is out and out["run"] == "tiny-dlm@diffuguard"
+    assert out["settings"] == exp.sampler(diffuguard_run(exp, "tiny-dlm")).describe()  # the settings used
     assert set(out["texts"]) == {CANVAS + a for a in CANVAS_ATTACKS}
     rows = table14_rows({"r": res})  # the cells run_diffuguard stored
     assert [r["canvas attack"] for r in rows] == ["prefill_affirmative (~PAD)", "interleaved_template (~DIJA)"]
@@ -96,6 +98,29 @@ def test_diffuguard_rates_when_affordable(dlm, one_thread):
     run_diffuguard(exp, "tiny-dlm", sets, res, rep, HeuristicJudge(), rates=True, n_timing=4)
     row = rep.row(DIFFUGUARD)
     assert row["harmless_refused"].n == len(sets.eval_harmless) and row["asr"].n == len(sets.requests)
+
+
+def test_jailbreaks_are_audited_against_their_requests(dlm, monkeypatch, one_thread):
+    """Under diffuguard_rates each template jailbreak is generated with its un-attacked request as the audit's
+    reference (the authors' compute_baseline_hidden(vanilla_text)), harmless prompts with themselves; the
+    reference is in the trace key and the audit log."""
+    exp, sets, _, res, rep = dlm
+    res, rep = replace(res, diffuguard={}), replace(rep, rows=list(rep.rows))
+    calls, real = [], exp.traces
+
+    def spy(spec, prompts, desc="", references=None):
+        ts = real(spec, prompts, desc, references=references)
+        calls.append((desc, references, ts))
+        return ts
+    monkeypatch.setattr(exp, "traces", spy)
+    run_diffuguard(exp, "tiny-dlm", sets, res, rep, HeuristicJudge(), rates=True, n_timing=4)
+    got = {desc: (refs, ts) for desc, refs, ts in calls}
+    assert got["harmless"][0] is None
+    for a in res.jailbreaks:
+        refs, ts = got[a]
+        assert refs == sets.requests and ts.meta["sampler_config"]["references"]["n"] == len(sets.requests)
+        assert {e["reference"] for row in ts.meta["audit"] for e in row} == {"request"}
+    assert {e["reference"] for row in got["harmless"][1].meta["audit"] for e in row} == {"prompt"}
     t = {r["defense"]: r for r in defense_rows({"r": rep})}[DIFFUGUARD]
     assert isinstance(t["harmless refused % (paper's FP)"], float) and isinstance(t["jailbreak ASR %"], float)
 
@@ -107,6 +132,7 @@ def test_overhead_is_measured_against_the_runs_plain_generation(dlm, monkeypatch
     def fake_timed_plain(sampler, lm, prompts, rounds=1, warmup=2):
         seen.update(guarded=sampler, prompts=list(prompts))
         return 0.75
+    request = {p: r for a in res.jailbreaks for p, r in zip(sets.attacked[a], sets.requests)}
 
     def fake_timed_pair(plain, guarded, lm, prompts, rounds=1, warmup=2):
         seen.update(plain=plain, guarded=guarded, prompts=list(prompts))
@@ -119,6 +145,8 @@ def test_overhead_is_measured_against_the_runs_plain_generation(dlm, monkeypatch
     run_diffuguard(exp, "tiny-dlm", sets, r1, p1, HeuristicJudge(), n_timing=4)
     assert isinstance(seen["guarded"], DiffuGuardSampler) and "plain" not in seen
     assert seen["prompts"] == timing_batch(sets, res.jailbreaks, 4)  # the chapter's timing batch
+    # timed as it runs: the batch's jailbreak prompts audited against their requests
+    assert dict(seen["guarded"].references) == {p: request[p] for p in seen["prompts"] if p in request}
     assert p1.row(DIFFUGUARD)["overhead %"] == pytest.approx(50.0) and p1.row(DIFFUGUARD)["plain_seconds"] == 0.5
     assert "the defenses' plain timing" in p1.row(DIFFUGUARD)["note"]
     # no plain untraced base in the report: the run's plain sampler is timed here, beside DiffuGuard

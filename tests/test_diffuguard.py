@@ -63,7 +63,7 @@ def test_sar_seeded_and_differs_from_plain(lm, one_thread):
 
 
 def test_anneal_schedules():
-    s = DiffuGuardSampler(**KW, alpha0=0.6, audit=False)  # official: per block (4 steps each here)
+    s = DiffuGuardSampler(**KW, alpha0=0.6, audit=False)  # the authors' adaptive_step: per block (4 steps each here)
     assert [s.alpha(t, 8) for t in range(1, 9)] == pytest.approx([0.6, 0.4, 0.2, 0.0] * 2)
     s = DiffuGuardSampler(**KW, alpha0=0.5, anneal="linear", audit=False)
     assert [s.alpha(t, 4) for t in (1, 2, 3, 4)] == [0.5, 0.375, 0.25, 0.125]
@@ -136,7 +136,7 @@ def test_repair_remasks_and_regenerates(lm, direction, one_thread):
     assert tp.meta["audit"][0][0]["remasked"] == int(0.9 * (8 - n_fixed))
     sure = lm.tokenizer("Sure", add_special_tokens=False)["input_ids"]
     assert (tp.tokens[:, -1, :n_fixed] == sure).all()
-    # official (default): the attack's canvas text is part of the block the repair may remask
+    # as in the authors' code (default): the attack's canvas text is part of the block the repair may remask
     tp = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=0.0, prefill={0: "Sure"}).trace_batch(lm, PROMPTS, [-1])
     assert tp.meta["audit"][0][0]["remasked"] == 7
     assert tp.committed[:, -1].all()
@@ -157,13 +157,14 @@ def test_config_and_cache_key_cover_every_setting(lm, direction):
     cfg = s.config()
     assert cfg["sampler"] == "diffuguard" and cfg["audit_direction"]["digest"] == direction.digest()
     for k in ("alpha0", "anneal", "audit", "sp_mode", "sp_threshold", "refinement_steps", "remask_ratio", "seed",
-              "suppression", "repair_first_block_only", "audit_layer", "sp_logit", "repair_prefill"):
+              "suppression", "repair_first_block_only", "audit_layer", "sp_logit", "repair_prefill", "references"):
         assert k in cfg, k
     key = trace_key(lm.fingerprint, PROMPTS, cfg, layers=[-1], batch_size=4, dtype=lm.dtype_name)
     changes = [dict(alpha0=0.1), dict(anneal="cosine"), dict(audit=False), dict(sp_threshold=0.2),
                dict(refinement_steps=4), dict(remask_ratio=0.5), dict(seed=1), dict(sp_mode="hidden"),
                dict(suppression=0.0), dict(repair_first_block_only=False), dict(audit_layer=1),
-               dict(sp_logit=False), dict(repair_prefill=False),
+               dict(sp_logit=False), dict(repair_prefill=False), dict(sp_mode="hidden-block"),
+               dict(references={PROMPTS[0]: "How do I bake a cake?"}),
                dict(audit_direction=AuditDirection(-direction.direction, direction.center, layer=-1))]
     keys = {key}
     for ch in changes:
@@ -180,9 +181,11 @@ def test_registered_names(lm, direction):
     with pytest.raises(ValueError, match="audit off"):
         make_sampler("diffuguard-sar", **KW, audit=True)
     assert isinstance(s, DiffuGuardSampler) and not s.audit
-    s = make_sampler("diffuguard", **KW)
-    assert s.audit and (s.sp_mode, s.sp_threshold, s.refinement_steps, s.remask_ratio, s.alpha0) == \
-        ("hidden", 0.35, 8, 0.9, 0.3)
+    s = make_sampler("diffuguard", **KW)  # as in the authors' hidden-state runs with SAR (test.sh)
+    assert s.audit and (s.sp_mode, s.sp_threshold, s.refinement_steps, s.remask_ratio, s.alpha0, s.anneal) == \
+        ("hidden", 0.1, 8, 0.9, 0.3, "block")
+    assert make_sampler("diffuguard", **KW, alpha0=0.0).sp_threshold == 0.2  # their hidden runs without SAR
+    assert make_sampler("diffuguard", **KW, sp_mode="hidden-block").sp_threshold == 0.35  # ours
     s = make_sampler("diffuguard", **KW, sp_mode="direction", audit_direction=direction, sp_threshold=0.5)
     assert s.sp_threshold == 0.5
 
@@ -241,10 +244,11 @@ def test_generate_traces_round_trip(lm, direction, tmp_path):
     assert len(again.meta["audit"]) == len(PROMPTS)
 
 
-def test_hidden_audit_official(lm, one_thread):
-    """sp_mode='hidden': 1 - cos(block state at the block's first decision pass, the prompt's own state)."""
+def test_hidden_block_audit_ours(lm, one_thread):
+    """sp_mode='hidden-block' (ours): 1 - cos(block state at the block's first decision pass, the prompt's own
+    state)."""
     from srilib.samplers.ar import left_pad
-    s = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0)  # never reached: nothing flagged
+    s = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0, sp_mode="hidden-block")  # never reached
     ts = s.trace_batch(lm, PROMPTS, [-1])
     _same_trace(DiffusionSampler(**KW).trace_batch(lm, PROMPTS, [-1]), ts)
     pad = lm.pad_id if lm.pad_id != lm.mask_id else lm.eos_ids[0]
@@ -259,7 +263,8 @@ def test_hidden_audit_official(lm, one_thread):
     got = [row[0]["score"] for row in ts.meta["audit"]]
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
     thr = float(np.sort(got)[1])  # >= threshold flags: the two highest rows
-    tf = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=thr).trace_batch(lm, PROMPTS, [-1])
+    tf = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=thr, sp_mode="hidden-block", sp_logit=False
+                           ).trace_batch(lm, PROMPTS, [-1])
     flagged = [row[0]["flagged"] for row in tf.meta["audit"]]
     assert flagged == [g >= thr for g in got] and sum(flagged) == 2
     assert [row[0]["remasked"] for row in tf.meta["audit"]] == [7 if f else 0 for f in flagged]
@@ -267,10 +272,10 @@ def test_hidden_audit_official(lm, one_thread):
 
 
 def test_logit_conflict_audit(lm, direction, one_thread):
-    """sp_logit: 4 * p(accept cues) * p(refuse cues), averaged over the block, from the block's last deciding pass;
-    OR-ed with the hidden test."""
+    """sp_logit under the block modes (ours): 4 * p(accept cues) * p(refuse cues), averaged over the block, from
+    the block's last deciding pass; OR-ed with the hidden test."""
     from srilib.samplers.diffuguard import ACCEPT_CUES, REFUSE_CUES
-    ts = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0).trace_batch(lm, PROMPTS, [-1])
+    ts = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0, sp_mode="hidden-block").trace_batch(lm, PROMPTS, [-1])
     conflict = np.array([row[0]["conflict"] for row in ts.meta["audit"]])
     # by hand: the pass that decided block 0's last step saw the canvas after step 3 (index 2)
     from srilib.samplers.ar import left_pad

@@ -240,6 +240,22 @@ def test_auroc_known_values_and_ci():
         auroc([], [1.0])
 
 
+def test_auc_counts_ties_half_and_matches_scikit_learn():
+    """_auc (binary search in the sorted negatives, used inside every bootstrap) equals roc_auc_score, ties
+    included."""
+    from sklearn.metrics import roc_auc_score
+
+    from srilib.metrics import _auc
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n0, n1 = rng.integers(1, 30, 2)
+        neg, pos = np.round(rng.normal(size=n0), 1), np.round(rng.normal(0.5, 1, n1), 1)  # many ties
+        ref = roc_auc_score(np.r_[np.zeros(n0), np.ones(n1)], np.r_[neg, pos])
+        assert _auc(neg, pos) == pytest.approx(ref, abs=1e-12)
+    assert _auc(np.array([0.5]), np.array([0.5, 0.5])) == 0.5
+
+
 def test_roc_curve_passthrough_and_table():
     fpr, tpr, thr = roc_curve([0.1, 0.4], [0.35, 0.8])
     assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1

@@ -3,9 +3,11 @@
 :mod:`srilib.adaptive` does the searching (seeded, cached per request); this module turns a profile's
 ``random_search`` / ``pair`` sections into attacked prompt sets for every run of a chapter:
 
-* Random Search depends on the *model* only (AR: the first reply token; DLM: canvas position 0 of a fully masked
-  canvas, which no sampler touches), so it is searched once per model and its prompts are reused by every sampler
-  of that model. It stops on the argmax (no judge in the loop), which keeps it sampler-independent.
+* Random Search runs the published recipe by default (:data:`srilib.adaptive.rs_data.PUBLISHED`): its objective
+  depends on the model only (AR: the first reply token; DLM: canvas position 0 of a fully masked canvas), but its
+  judge-confirmed stop reads the target's replies, so it runs once per run (model + sampler), with the run's
+  sampler as the target (:class:`srilib.adaptive.Responder`) and the chapter's judge. srilib's cheaper
+  ``stop: argmax`` variant generates no replies and would be sampler-independent; it is an option, labelled ours.
 * PAIR reads the target's replies, so it runs once per run (model + sampler): the target is the run's sampler
   (:class:`srilib.adaptive.Responder`, plain ``generate``), the scorer the chapter's judge
   (:class:`srilib.adaptive.JudgeScorer`), the attacker a profile parameter.
@@ -23,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import adaptive as A
-from ..adaptive.rs_data import PUBLISHED_N_CANDIDATES
+from ..adaptive.rs_data import PUBLISHED
 from ..experiment import Experiment, PromptSets, Run, selected
 from ..metrics import Rate, attack_success_rate, delta
 from . import AR_TWIN, interval_side, weak_caveat
@@ -33,7 +35,7 @@ ADAPTIVE_ATTACKS = (RANDOM_SEARCH, PAIR)
 # AR_TWIN (srilib.chapters): Random Search transfer is measured between a DLM and its AR twin.
 
 _RS_KEYS = {"n_iterations", "n_restarts", "n_candidates", "n_tokens_adv", "n_tokens_change_max", "target",
-            "schedule"}
+            "schedule", "stop", "restarts", "self_transfer", "judge_max_calls"}
 _PAIR_KEYS = {"n_streams", "n_iterations", "keep_last"}
 
 
@@ -46,6 +48,7 @@ class AdaptiveConfig:
     rs_n_requests: int = 0
     checkpoints: list[int] | None = None
     curve_runs: list[str] | None = None  # runs that get the ASR-vs-budget curve (None: every run)
+    rs_targets: list[str] | None = None  # runs Random Search attacks (None: every run of the chapter)
     pair_budget: A.PAIRBudget | None = None
     pair_settings: A.PAIRSettings | None = None
     pair_n_requests: int = 0
@@ -67,16 +70,19 @@ class AdaptiveConfig:
     @classmethod
     def from_params(cls, random_search: Mapping | None, pair: Mapping | None, gen_length: int = 64
                     ) -> "AdaptiveConfig":
-        """From the profile sections. random_search: n_requests, n_iterations, n_restarts, n_candidates,
-        n_tokens_adv, n_tokens_change_max, target, schedule, checkpoints, curve_runs (runs that get the
-        ASR-vs-budget curve; absent: every run). pair: n_requests, n_streams,
+        """From the profile sections. random_search: n_requests, the budget and recipe of
+        :class:`srilib.adaptive.RSBudget` (n_iterations, n_restarts, judge_max_calls, n_candidates, n_tokens_adv,
+        n_tokens_change_max, target, schedule, stop, restarts, self_transfer; absent: the published values),
+        checkpoints, curve_runs (runs that get the ASR-vs-budget curve; absent: every run), targets (the runs it
+        attacks; absent: every run; its judge-confirmed stop generates the run's replies, so a CPU profile may
+        restrict it). pair: n_requests, n_streams,
         n_iterations, keep_last, attacker (a model name), max_new_tokens (attacker), temperature, top_p, targets
         (the runs PAIR attacks, 'model' or 'model@sampler'; absent: every run; PAIR runs once per run, so a CPU
         profile restricts it to a few)."""
         cfg = cls()
         rs = dict(random_search or {})
         if int(rs.get("n_requests", 0) or 0) > 0:
-            extra = {"n_requests", "checkpoints", "curve_runs"}
+            extra = {"n_requests", "checkpoints", "curve_runs", "targets"}
             unknown = set(rs) - _RS_KEYS - extra
             if unknown:
                 raise ValueError(f"unknown random_search parameters {sorted(unknown)}; known: "
@@ -86,6 +92,7 @@ class AdaptiveConfig:
             cfg.rs_n_requests = int(rs["n_requests"])
             cfg.checkpoints = [int(c) for c in rs["checkpoints"]] if rs.get("checkpoints") else None
             cfg.curve_runs = [str(r) for r in rs["curve_runs"]] if rs.get("curve_runs") else None
+            cfg.rs_targets = [str(r) for r in rs["targets"]] if rs.get("targets") else None
         pr = dict(pair or {})
         if int(pr.get("n_requests", 0) or 0) > 0:
             known = _PAIR_KEYS | {"n_requests", "attacker", "max_new_tokens", "temperature", "top_p", "targets"}
@@ -107,11 +114,19 @@ class AdaptiveConfig:
         parts = []
         if self.rs_on:
             b = self.rs_budget
-            parts.append(f"**Random Search**: {self.rs_n_requests} requests, {b.n_iterations} iterations x "
-                         f"{b.n_restarts} restart(s) x {b.n_candidates} candidates per iteration, a "
-                         f"{b.n_tokens_adv}-token suffix, target token {b.target!r}, early stop when it is the "
-                         f"argmax (Random Search's published recipe: {PUBLISHED_N_CANDIDATES} candidate per "
-                         "iteration, for far more iterations)")
+            parts.append(f"**Random Search** ({b.recipe()}{'' if b.published_recipe else ', labelled ours'}): "
+                         f"{self.rs_n_requests} requests, {b.n_iterations} iterations x {b.n_restarts} "
+                         f"{'independent ' if b.restarts == 'independent' else ''}restart(s) x {b.n_candidates} "
+                         f"candidate(s) per iteration, a {b.n_tokens_adv}-token suffix changed by the "
+                         f"{b.schedule!r} schedule, target token {b.target!r}, "
+                         + (f"stop when the chapter's judge confirms a jailbreak (at most {b.judge_max_calls} judge "
+                            "calls per restart)" if b.stop == "judge" else "stop when the target token is the argmax")
+                         + (", each request starting from the suffix of the latest earlier success (self-transfer)"
+                            if b.self_transfer else "")
+                         + f" (the published budget: {PUBLISHED['n_iterations']:,} iterations x "
+                           f"{PUBLISHED['n_restarts']} restarts, {PUBLISHED['judge_max_calls']} judge calls)"
+                         + (f", on the runs {', '.join(f'`{t}`' for t in self.rs_targets)}" if self.rs_targets
+                            else ", on every run"))
         else:
             parts.append("**Random Search**: not run in this profile")
         if self.pair_on:
@@ -137,7 +152,7 @@ class Adaptive:
     judge: object
     cfg: AdaptiveConfig
     cache: object = None  # AttackCache / path / None (the srilib cache) / False
-    rs: dict = field(default_factory=dict)  # model -> RSResult
+    rs: dict = field(default_factory=dict)  # run label -> RSResult
     pair: dict = field(default_factory=dict)  # run label -> PAIRResult
     wall: dict = field(default_factory=lambda: {RANDOM_SEARCH: 0.0, PAIR: 0.0})
 
@@ -145,14 +160,21 @@ class Adaptive:
         n = self.cfg.rs_n_requests if attack == RANDOM_SEARCH else self.cfg.pair_n_requests
         return list(self.sets.requests[:n])
 
-    def random_search(self, model: str) -> A.RSResult:
-        if model not in self.rs:
+    def random_search(self, spec: str | Run) -> A.RSResult:
+        """Random Search against one run (a bare model name: its native sampler). The published judge-confirmed
+        stop reads the run's replies (its sampler) and the chapter's judge; ``stop: argmax`` (ours) uses neither."""
+        run = self.exp.resolve(spec)
+        if run.label not in self.rs:
             t = time.perf_counter()
-            self.rs[model] = A.run_random_search(
-                self.exp.model(model), self.requests(RANDOM_SEARCH), self.cfg.rs_budget, self.cfg.rs_settings,
-                seed=self.exp.seed, cache=self.cache, progress=self.exp.progress, desc=f"random search / {model}")
+            lm = self.exp.model(run.model)
+            b = self.cfg.rs_budget
+            kw = ({"respond": A.Responder(lm, self.exp.sampler(run), batch_size=self.exp.batch_size),
+                   "judge": self.judge} if b.stop == "judge" else {})
+            self.rs[run.label] = A.run_random_search(
+                lm, self.requests(RANDOM_SEARCH), b, self.cfg.rs_settings, seed=self.exp.seed, cache=self.cache,
+                progress=self.exp.progress, desc=f"random search / {run.label}", **kw)
             self.wall[RANDOM_SEARCH] += time.perf_counter() - t
-        return self.rs[model]
+        return self.rs[run.label]
 
     def run_pair(self, spec: str | Run) -> A.PAIRResult:
         run = self.exp.resolve(spec)
@@ -171,6 +193,10 @@ class Adaptive:
         """Whether PAIR attacks this run (the profile's ``pair.targets``, every run when absent)."""
         return selected(spec, self.cfg.pair_targets)
 
+    def rs_targeted(self, spec: str | Run) -> bool:
+        """Whether Random Search attacks this run (the profile's ``random_search.targets``, every run when absent)."""
+        return selected(spec, self.cfg.rs_targets)
+
     def curve_targeted(self, spec: str | Run) -> bool:
         """Whether this run gets the ASR-vs-budget curve (the profile's ``random_search.curve_runs``)."""
         return selected(spec, self.cfg.curve_runs)
@@ -179,8 +205,8 @@ class Adaptive:
         """{set name: attacked prompts} of one run (the i-th prompt from the i-th request); empty when off."""
         run = self.exp.resolve(spec)
         out = {}
-        if self.cfg.rs_on:
-            out[RANDOM_SEARCH] = self.random_search(run.model).prompts
+        if self.cfg.rs_on and self.rs_targeted(run):
+            out[RANDOM_SEARCH] = self.random_search(run).prompts
         if self.cfg.pair_on and self.pair_targeted(run):
             out[PAIR] = self.run_pair(run).prompts
         return out
@@ -241,7 +267,7 @@ def transfer_rows(exp: Experiment, adaptive: Adaptive, results: Sequence, judge,
         src = adaptive.random_search(twin)
         lm = exp.model(r.model)
         tr = A.transfer(src, lm)
-        own = adaptive.random_search(r.model)
+        own = adaptive.random_search(r.run)
         texts = exp.traces(r.run, tr["prompts"], "random_search/transfer").texts
         asr_tr = attack_success_rate(src.requests, texts, judge)
         asr_own = r.sets[RANDOM_SEARCH].asr
@@ -261,9 +287,12 @@ def search_rows(adaptive: Adaptive) -> list[dict]:
     for m, res in adaptive.rs.items():
         recs = res.records
         rows.append({"attack": "Random Search", "target": m, "requests": len(recs),
+                     "recipe": res.meta.get("recipe", "–"),
                      "objective: initial → final (mean log p)": f"{np.mean([r.trajectory[0] for r in recs]):.2f} → "
                                                                 f"{np.mean(res.objectives):.2f}",
-                     "search success (target argmax)": Rate.from_outcomes(res.success_argmax),
+                     "search success (judge-confirmed or argmax, as the recipe stops)": Rate.from_outcomes(
+                         res.success),
+                     "judge calls": int(sum(c["jailbroken"] is not None for r in recs for c in r.judge_calls)),
                      "iterations used (mean)": f"{np.mean([r.iterations_used for r in recs]):.1f}",
                      "queries": int(sum(r.n_scored for r in recs)),
                      "cold seconds": f"{sum(r.seconds for r in recs):.1f}"})
@@ -272,10 +301,12 @@ def search_rows(adaptive: Adaptive) -> list[dict]:
         q = [x for r in recs for x in r.queries]
         rows.append({"attack": "PAIR", "target": run, "requests": len(recs),
                      "objective: initial → final (mean log p)": "–",
-                     "search success (target argmax)": "–",
+                     "search success (judge-confirmed or argmax, as the recipe stops)": "–",
                      "iterations used (mean)": f"{np.mean([r.iterations_used for r in recs]):.1f}",
                      "queries": len(q), "best score (mean, 1-10)": f"{np.mean(res.scores):.1f}",
-                     "attacker parse failures": f"{sum(r.n_parse_failures for r in recs)}/{len(q)}",
+                     "attacker replies rejected (invalid JSON)": f"{sum(r.n_parse_failures for r in recs)}/"
+                                                                 f"{sum(r.n_attack_attempts for r in recs)}",
+                     "requests ended (no valid attacker JSON)": int(sum(bool(r.terminated) for r in recs)),
                      "cold seconds": f"{sum(r.seconds for r in recs):.1f}"})
     return rows
 
@@ -289,7 +320,7 @@ def cost_line(adaptive: Adaptive) -> str:
         res = adaptive.rs if attack == RANDOM_SEARCH else adaptive.pair
         if res:
             out.append(f"{name}: {adaptive.seconds(attack):.0f} s of search over {len(res)} "
-                       f"{'model(s)' if attack == RANDOM_SEARCH else 'run(s)'} when computed cold, "
+                       f"run(s) when computed cold, "
                        f"{adaptive.wall[attack]:.0f} s wall-clock in this notebook (the book's trace plan runs "
                        "the searches before the notebooks)")
     return ("; ".join(out) + " (the searches only; generating and judging the replies to the attacked prompts "
@@ -331,9 +362,17 @@ def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence
         if flat:
             line += f"no difference resolved (interval includes zero) on {', '.join(flat)}. "
         if name == PAIR:
+            recs = [x for res in adaptive.pair.values() for x in res.records]
+            ended = [x for x in recs if x.terminated]
             line += (f"The attacker is `{cfg.attacker}`, a weak model for this role, with a tiny budget "
                      f"({cfg.pair_budget.n_streams} streams x {cfg.pair_budget.n_iterations} iterations): this is "
                      "a lower bound on what PAIR does, not the paper's PAIR.")
+            if ended:
+                first = sum(not x.queries for x in ended)
+                line += (f" {len(ended)} of {len(recs)} searches ended for want of valid attacker JSON after "
+                         f"{cfg.pair_settings.max_attack_attempts} attempts, as upstream's PAIR ends"
+                         + (f" ({first} before any query: their attacked prompt is the plain request)" if first
+                            else "") + ".")
         lines.append(line.rstrip())
     for c in curves:
         if len(c.asr) >= 2:
@@ -368,20 +407,20 @@ def budget_prompts(result: A.RSResult, checkpoints: Sequence[int] | None = None,
 
 
 def adaptive_needs(chapter: str, adaptive: Adaptive, run: Run, curves: bool = False) -> list:
-    """The trace plan's needs (:mod:`srilib.plan`) of one run's adaptive-attack sets: Random Search (per model) and
+    """The trace plan's needs (:mod:`srilib.plan`) of one run's adaptive-attack sets: Random Search (per run) and
     PAIR (targeted runs), whose prompts exist once the (cached) search ran; with ``curves`` also the ASR-vs-budget
     checkpoints (:func:`budget_curve`) and, on a DLM run whose AR twin the chapter also runs, the transferred
     prompts (:func:`transfer_needs`)."""
     from ..plan import Need
 
     exp, cfg, out = adaptive.exp, adaptive.cfg, []
-    if cfg.rs_on:
-        out.append(Need(chapter, run, RANDOM_SEARCH, exp, lambda: adaptive.random_search(run.model).prompts))
+    if cfg.rs_on and adaptive.rs_targeted(run):
+        out.append(Need(chapter, run, RANDOM_SEARCH, exp, lambda: adaptive.random_search(run).prompts))
     if cfg.pair_on and adaptive.pair_targeted(run):
         out.append(Need(chapter, run, PAIR, exp, lambda: adaptive.run_pair(run).prompts))
-    if curves and cfg.rs_on and adaptive.curve_targeted(run):
+    if curves and cfg.rs_on and adaptive.rs_targeted(run) and adaptive.curve_targeted(run):
         out.append(Need(chapter, run, "random_search/budget", exp, lambda: budget_prompts(
-            adaptive.random_search(run.model), cfg.checkpoints, adaptive.random_search(run.model).prompts)))
+            adaptive.random_search(run), cfg.checkpoints, adaptive.random_search(run).prompts)))
     return out
 
 

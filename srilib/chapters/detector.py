@@ -40,7 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..canvas_attacks import canvas_traces
 from ..experiment import Experiment, PromptSets, layer_index, resolve_layers
 from ..guard import SRIGuard
-from ..metrics import Estimate, Rate, _auc, _labels, auroc, refusal_rate
+from ..metrics import Estimate, Rate, refusal_rate, request_interval
 from ..prompts import get_prompts
 from ..refusal import text_signals
 from ..signal import Anchors
@@ -61,6 +61,12 @@ PAPER_DEFENSES = {"undefended": (0.0, 2.8, 42.1, 36.4), "perplexity filter": (4.
                   "Self-Examine": (5.86, 2.8, 48.4, 30.1), "LlamaGuard 3": (8.45, 3.3, 58.4, 28.6),
                   "SRI Guard": (0.02, 5.0, 59.5, 27.9)}
 PAPER_SRI_OVERHEAD_RANGE = (0.01, 0.04)  # per model, %
+# paper Table 13, SRI Guard's overhead per model (paper model name -> %). Only the range above is on file; the
+# six values go here when copied from the table, and defenses.paper_overhead_factor then uses them, not the range
+PAPER_SRI_OVERHEAD_PER_MODEL: dict[str, float] = {}
+# how the paper itself states SRI Guard's cost against the other defenses (its abstract), quoted as written; the
+# ratio of Table 13's rounded means (4.26 / 0.02) is a number the paper never prints
+PAPER_OVERHEAD_WORDS = ("over 100× lower inference overhead", "abstract")
 DEFENSES = ("undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard")
 RAW = "raw"
 CANVAS = "canvas:"
@@ -217,13 +223,13 @@ def guard_scores(guard, signals: dict[str, np.ndarray], anchors: Anchors | None 
     return {k: guard.score_samples(_finite(v, f"signals[{k!r}]"), anchors_key=anchors) for k, v in signals.items()}
 
 
-def auroc_est(neg, pos, n_boot: int = 0, seed: int = 0) -> Estimate:
-    """:func:`srilib.metrics.auroc` (stratified bootstrap CI) when ``n_boot`` > 0, else the point value only
-    (bootstraps are the slow part of the chapter; tables show intervals where they print them)."""
-    if n_boot > 0:
-        return auroc(neg, pos, n_boot=n_boot, seed=seed)
-    neg, pos, _, _ = _labels(neg, pos)
-    return Estimate(_auc(neg, pos), math.nan, math.nan, "point", info={"n_neg": len(neg), "n_pos": len(pos)})
+def auroc_est(neg, pos, n_boot: int = 0, seed: int = 0, clusters=None) -> Estimate:
+    """AUROC of ``pos`` against ``neg`` with the interval :func:`srilib.metrics.request_interval` picks when
+    ``n_boot`` > 0, else the point value only (bootstraps are the slow part of the chapter; tables show intervals
+    where they print them). ``clusters``: the request of every positive (:meth:`DetectorResult.clusters`); pooled
+    attacks repeat each request once per attack, so their positives are resampled by request (cluster bootstrap),
+    a single set's by row (stratified bootstrap)."""
+    return request_interval(pos, neg=neg, clusters=clusters, n_boot=n_boot, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------------- one run
@@ -252,6 +258,10 @@ class DetectorResult:
     _draws: dict = field(default_factory=dict, repr=False)  # cached bootstrap replicates (auroc_draws)
     adaptive: list[str] = field(default_factory=list)  # adaptive-attack sets (Random Search, PAIR): held out
     diffuguard: dict = field(default_factory=dict)  # DiffuGuard on the canvas attacks (run_diffuguard), if run
+    # eval set -> the index (in PromptSets.requests) of the harmful request behind each of its items; sets absent
+    # here are aligned by position (the i-th item comes from the i-th request), see clusters()
+    request_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    prompts: dict[str, list[str]] = field(default_factory=dict)  # eval set -> the prompts the model saw
 
     @property
     def canvas_sets(self) -> list[str]:
@@ -262,6 +272,21 @@ class DetectorResult:
     def guard(self) -> SRIGuard:
         """SRI Guard (last layer, first seed)."""
         return self.detectors[("sri_last", self.seeds[0])]
+
+    def clusters(self, sets: Sequence[str], method: str = "sri_last") -> np.ndarray:
+        """The request index of every item of ``sets`` pooled in this order (as ``np.concatenate`` of their
+        scores pools them): the cluster labels of a pooled interval. A set's :attr:`request_ids` when stored
+        (:func:`run_detector` stores them), else its positions (the i-th item from the i-th request)."""
+        sc = self.scores[(method, self.seeds[0])]
+        out = []
+        for k in sets:
+            ids = self.request_ids.get(k)
+            if ids is None:
+                ids = np.arange(len(sc[k]))
+            elif len(ids) != len(sc[k]):
+                raise ValueError(f"{self.run}: set {k!r} has {len(sc[k])} scores but {len(ids)} request ids")
+            out.append(np.asarray(ids))
+        return np.concatenate(out) if out else np.zeros(0, dtype=int)
 
     def method_auroc(self, method: str, raw: bool = False) -> np.ndarray:
         """AUROC of ``method`` for every seed."""
@@ -324,6 +349,15 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
                 prefills[f"{CANVAS}{name}"] = ts.meta["sampler_config"]["prefill"]
     feats = {m: {"train": method_features(m, train_ts, anchors, tau), **{k: method_features(m, ts, anchors, tau)
                                                                    for k, ts in ev.items()}} for m in METHODS}
+    # which request each harmful item came from: PromptSets.attacked[a][i] and the raw set's i-th prompt wrap
+    # PromptSets.requests[i]; a canvas set generates requests[i] itself; an adaptive set's i-th prompt is searched
+    # from the i-th request (on the first requests only)
+    n_req = len(sets.requests)
+    request_ids = {k: np.arange(len(ts)) for k, ts in ev.items() if k != "harmless"}
+    for k, ids in request_ids.items():
+        if len(ids) > n_req:
+            raise ValueError(f"{run.label}: set {k!r} has {len(ids)} prompts for {n_req} requests")
+    jb_ids = np.concatenate([request_ids[a] for a in jb])
     detectors, scores, au, au_raw = {}, {}, {}, {}
     for m in METHODS:
         X = feats[m]["train"]
@@ -333,7 +367,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
             sc = guard_scores(det, {k: v for k, v in feats[m].items() if k != "train"}, key)
             detectors[(m, s)], scores[(m, s)] = det, sc
             neg, pos = sc["harmless"], np.concatenate([sc[a] for a in jb])
-            au[(m, s)] = auroc_est(neg, pos, n_boot if s == seeds[0] else 0, seed=s)
+            au[(m, s)] = auroc_est(neg, pos, n_boot if s == seeds[0] else 0, seed=s, clusters=jb_ids)
             au_raw[(m, s)] = auroc_est(neg, sc[RAW])
     if idx["first"] == idx["middle"]:
         notes.append(f"{run.label}: the model has {lm.model.config.num_hidden_layers} layers, so 'first' and "
@@ -347,7 +381,8 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
         texts={k: list(ts.texts) for k, ts in ev.items()},
         refusal={k: refusal_rate(ts.texts) for k, ts in ev.items()}, jailbreaks=jb, detectors=detectors,
         scores=scores, auroc=au, auroc_raw=au_raw, seeds=seeds, cfg=cfg, n_boot=n_boot, notes=notes,
-        prefills=prefills, adaptive=list(adaptive_sets))
+        prefills=prefills, adaptive=list(adaptive_sets), request_ids=request_ids,
+        prompts={k: list(ts.prompts) for k, ts in ev.items()})
 
 
 def transfer_matrix(results: dict[str, DetectorResult], n_boot: int = 0) -> dict:
@@ -366,7 +401,7 @@ def transfer_matrix(results: dict[str, DetectorResult], n_boot: int = 0) -> dict
                 continue
             sc = guard_scores(g, {k: rb.signals[k] for k in ["harmless", *rb.jailbreaks]})
             neg, pos = sc["harmless"], np.concatenate([sc[x] for x in rb.jailbreaks])
-            e = auroc_est(neg, pos, n_boot=n_boot)
+            e = auroc_est(neg, pos, n_boot=n_boot, clusters=rb.clusters(rb.jailbreaks))
             out["auroc"][i, j] = e.value
             out["auroc_str"][i][j] = str(e) if n_boot > 0 else f"{e.value:.3f}"
             out["fpr"][i, j], out["tpr"][i, j] = (neg > g.threshold_).mean(), (pos > g.threshold_).mean()
@@ -385,7 +420,8 @@ def guard_demo_prompts(sets: PromptSets) -> list[str]:
 
 
 __all__ = ["METHODS", "METHOD_LABELS", "PAPER_N_MODELS", "PAPER_MODELS_TEXT", "PAPER_ABLATION", "PAPER_DEFENSES",
-           "PAPER_SRI_OVERHEAD_RANGE", "DEFENSES", "RAW", "CANVAS", "PAPER_CANVAS", "DIFFUGUARD", "PAPER_TABLE14",
+           "PAPER_SRI_OVERHEAD_RANGE", "PAPER_SRI_OVERHEAD_PER_MODEL", "PAPER_OVERHEAD_WORDS",
+           "DEFENSES", "RAW", "CANVAS", "PAPER_CANVAS", "DIFFUGUARD", "PAPER_TABLE14",
            "GuardConfig", "guard_prompts", "calibration_split", "PCAResidual", "make_detector", "fit_detector",
            "fit_guard", "guard_scores", "auroc_est", "DetectorResult", "method_features",
            "run_detector", "transfer_matrix", "DEMO_HARMLESS", "guard_demo_prompts"]

@@ -1,7 +1,9 @@
 """Chapter "Detector transfer", conclusions: "what we reproduce, what we do not, and why", generated from the
-measured numbers (Markdown). Every verdict rests on a 95% interval (bootstrap for AUROC and its differences, Wilson /
-Newcombe for rates), and a verdict that agrees with the paper names the runs that miss a precondition (weak models or
-unfiltered anchors). The paper's numbers come from the constants of :mod:`.detector`.
+measured numbers (Markdown). Every verdict rests on a 95% interval picked by :func:`srilib.metrics.request_interval`
+from the shape of the data (pooled attacks repeat each request, so their intervals resample requests: cluster
+bootstrap for AUROC and paired differences, cluster-adjusted Wilson for rates), and a verdict that agrees with the
+paper names the runs that miss a precondition (weak models or unfiltered anchors). The paper's numbers come from the
+constants of :mod:`.detector`; a number the paper does not print (a ratio of its numbers) is labelled as ours.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ from typing import Sequence
 import numpy as np
 
 from ..attacks import HELDOUT_FAMILIES
-from ..metrics import Rate
+from ..metrics import Estimate, Rate, request_interval
 from . import weak_models_line
-from .defenses import DefenseReport, rate_pct
+from .defenses import DefenseReport, paper_overhead_factor, pool_label, rate_pct, shared_pool_label
 from .detector import (CANVAS, DIFFUGUARD, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
                        PAPER_MODELS_TEXT, PAPER_SRI_OVERHEAD_RANGE, PAPER_TABLE14, DetectorResult, auroc_est)
 from .detector_intervals import mean_auroc, method_difference
 from .detector_tables import cell_str, estimate_str
-from .paper_numbers import paper_sizes
+from .paper_numbers import PAPER_ALL_JAILBREAKS, paper_sizes
 
 
 def _weak_runs(results: dict[str, DetectorResult]) -> list[str]:
@@ -69,8 +71,8 @@ def ranking_sentence(results: dict[str, DetectorResult]) -> str:
 # ------------------------------------------------------------------------------------------------- conclusions
 def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseReport], tm: dict) -> str:
     """'What we reproduce, what we do not, and why', generated from the measured numbers (Markdown). Every verdict
-    rests on a 95% interval (bootstrap for AUROC and its differences, Wilson / Newcombe for rates); a verdict that
-    agrees with the paper names the runs that miss a precondition."""
+    rests on a 95% interval (:func:`srilib.metrics.request_interval`: resampling requests wherever attacks are
+    pooled); a verdict that agrees with the paper names the runs that miss a precondition."""
     weak_line = weak_models_line(list(results))
     lines = [weak_line] if weak_line else []
     weak = _weak_runs(results)
@@ -185,9 +187,32 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
     return "\n".join(lines)
 
 
-def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) -> list[str]:
-    from ..metrics import delta
+def asr_drop(undefended: dict, defended: dict, key: str = "asr", n_boot: int = 2000) -> Estimate:
+    """ASR undefended minus ASR with a defense (rows of :class:`.defenses.DefenseReport`), one run: the same
+    generations before and after the defense (paired), pooled over attacks (clustered by request), so the
+    interval is the paired cluster bootstrap over requests (:func:`srilib.metrics.request_interval`)."""
+    return request_interval(undefended[key], minus=defended[key], paired=True, n_boot=n_boot)
 
+
+def pooled_flag_difference(rows: Sequence[dict]) -> tuple[Rate, Rate, Estimate]:
+    """(share of jailbreak generations flagged, share of harmless ones flagged, their difference), pooled over
+    runs (Self-Examine rows). The runs answer the same requests and the same harmless prompts, so each pool is
+    clustered (jailbreaks by request, ``Rate.clusters``; harmless by prompt position), and the two pools are
+    different prompts: :func:`srilib.metrics.request_interval` gives cluster-adjusted rates and Newcombe's
+    interval built from them."""
+    fj = [r["flagged_jailbreak"] for r in rows]
+    fh = [r["fpr"] for r in rows]
+    if any(r.outcomes is None for r in fj + fh):
+        raise ValueError("pooling flag rates over runs needs their per-item outcomes (Rate.from_outcomes)")
+    jb = request_interval(np.concatenate([r.outcomes for r in fj]),
+                          clusters=np.concatenate([r.clusters if r.clusters is not None else np.arange(r.n)
+                                                   for r in fj]))
+    harmless = request_interval(np.concatenate([r.outcomes for r in fh]), clusters=np.concatenate(
+        [np.array([f"harmless {i}" for i in range(r.n)], dtype=object) for r in fh]))
+    return jb, harmless, request_interval(jb, minus=harmless)
+
+
+def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) -> list[str]:
     lines = []
     sri = [(rep, r) for rep in reports.values() if (r := rep.row("SRI Guard")) and r["status"] == "run"]
     if sri:
@@ -219,7 +244,7 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
         others = {n: [b["overhead %"] for rep in reports.values() if (b := rep.row(n)) and b["status"] == "run"]
                   for n in ("perplexity filter", "Self-Examine")}
         cmp = [f"{n} {np.mean(v):.3g}%" for n, v in others.items() if v]
-        paper_factor = PAPER_DEFENSES["perplexity filter"][0] / PAPER_DEFENSES["SRI Guard"][0]
+        paper_factor = paper_overhead_factor()["text"]  # the paper's words, then our computation, labelled
         if cmp and per_factor:
             fin = [f for f in per_factor if math.isfinite(f)]
             noise = len(per_factor) - len(fin)  # runs whose capture + guard timed at or below zero
@@ -228,7 +253,7 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
                            "given")
             elif min(fin) > 1:
                 verdict = (f"capture + guard costs {min(fin):.0f}–{max(fin):.0f} times less than the cheapest of "
-                           f"them, run by run (paper: about {paper_factor:.0f} times, as published)")
+                           f"them, run by run ({paper_factor})")
             elif max(fin) < 1:
                 verdict = "capture + guard is not cheaper than the cheapest of them on any run"
             else:
@@ -255,17 +280,28 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
             lines.append(f"- **Defense**: the {jname} judge counts no jailbreak as successful even without a "
                          f"defense, so ASR after a defense cannot show an effect on this profile. {fp}.")
         else:
-            ds = [delta(u["asr"], r["asr"]) for u, (_, r) in zip(und, sri)]
+            ds = [asr_drop(u, r) for u, (_, r) in zip(und, sri)]
             sep = sum(d.lo > 0 for d in ds)
+            pools = sorted({pool_label(rep.pool) for rep, _ in sri if rep.pool})
             lines.append(f"- **Defense**: with SRI Guard the jailbreak ASR ({jname} judge) goes from {asr_und:.1f}% "
-                         f"to {np.mean([rate_pct(r['asr']) for _, r in sri]):.1f}% on average (paper "
-                         f"{PAPER_DEFENSES['undefended'][3]:g}% -> {PAPER_DEFENSES['SRI Guard'][3]:g}%); "
-                         f"the drop's 95% Newcombe interval excludes 0 on {sep} of {len(ds)} run(s). {fp}.")
+                         f"to {np.mean([rate_pct(r['asr']) for _, r in sri]):.1f}% on average, over "
+                         f"{'; '.join(pools) or 'our pooled jailbreaks'} (paper "
+                         f"{PAPER_DEFENSES['undefended'][3]:g}% -> {PAPER_DEFENSES['SRI Guard'][3]:g}%, over "
+                         f"{PAPER_ALL_JAILBREAKS}: a different pool); the drop's 95% interval (paired cluster "
+                         f"bootstrap over requests: the same generations before and after the guard) excludes 0 on "
+                         f"{sep} of {len(ds)} run(s). {fp}.")
+            shared = [(rep, u, r) for (rep, r), u in zip(sri, und) if rep.shared_pool and r.get("asr_shared")
+                      is not None and u.get("asr_shared") is not None]
+            if shared:
+                parts = [f"`{rep.run}` {u['asr_shared']} -> {r['asr_shared']} (drop "
+                         f"{asr_drop(u, r, 'asr_shared')})" for rep, u, r in shared]
+                labels = sorted({shared_pool_label(rep.shared_pool) for rep, _, _ in shared})
+                lines.append(f"  On the pool of the attacks the paper's pool shares with ours ({'; '.join(labels)}; "
+                             "our roleplay is WildJailbreak-like, not WildJailbreak, so it is left out): "
+                             f"{'; '.join(parts)}.")
     se = [r for rep in reports.values() if (r := rep.row("Self-Examine")) and r["status"] == "run"]
     if se:
-        fj = Rate.from_counts(sum(r["flagged_jailbreak"].k for r in se), sum(r["flagged_jailbreak"].n for r in se))
-        fh = Rate.from_counts(sum(r["fpr"].k for r in se), sum(r["fpr"].n for r in se))
-        d = delta(fj, fh)
+        fj, fh, d = pooled_flag_difference(se)
         unp = 100.0 * sum(r["n_unparsed"] for r in se) / max(1, sum(r["n_answers"] for r in se))
         lines.append(f"- **Self-Examine** flags {fj} of jailbreak generations and {fh} of harmless ones (pooled over "
                      f"runs; difference {d}); {unp:.0f}% of the model's answers contain no yes/no word at all. "
@@ -326,12 +362,10 @@ def shift_conclusion(results: dict[str, DetectorResult], weak: Sequence[str] | N
            f"{', '.join(over)} (Wilson interval above it)" if over else
            f"no run's false-positive rate on the other families is separated from the {100 * q:g}% the threshold "
            "aims at")
-    from ..metrics import delta
-
     broad = []
     for res in runs:
         p = res.shift["pooled"]
-        d = delta(p["lofo_fpr"], p["sri_fpr"], method="paired")
+        d = request_interval(p["lofo_fpr"], minus=p["sri_fpr"], paired=True)  # the same harmless prompts
         broad.append(f"{res.run} {p['lofo_fpr']} ({'lower' if d.hi < 0 else 'higher' if d.lo > 0 else 'not separated'}"
                      f", paired difference {d})")
     unt = "; ".join(f"{res.run}: FPR {u['sri_fpr']}, broad mix {u['broad_all_fpr']}; AUROC SRI "
@@ -380,4 +414,5 @@ def table14_conclusion(results: dict[str, DetectorResult]) -> list[str]:
     return lines
 
 
-__all__ = ["ranking_sentence", "conclusions", "shift_conclusion", "table14_conclusion"]
+__all__ = ["asr_drop", "pooled_flag_difference", "ranking_sentence", "conclusions", "shift_conclusion",
+           "table14_conclusion"]

@@ -20,21 +20,25 @@ from .detector import CANVAS, DIFFUGUARD, PAPER_TABLE14, DetectorResult
 
 
 def diffuguard_run(exp: Experiment, spec):
-    """The run's model under DiffuGuard (sampler ``diffuguard``, the official settings of
-    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`) with the run's gen_length, steps, seed and block length
+    """The run's model under DiffuGuard (sampler ``diffuguard``: the defaults of
+    :class:`srilib.samplers.diffuguard.DiffuGuardSampler`, the settings of the authors' hidden-state runs, named by
+    :func:`diffuguard_settings`) with the run's gen_length, steps, seed and block length
     (its ``:bN`` suffix, else the experiment's block length or one block; ``dlm-ar``, one position at a time, gets
     one block). DiffuGuard is a decoding-time defense: it replaces the run's sampler."""
     return exp.resolve(spec).with_sampler("diffuguard")
 
 
 def diffuguard_settings(sampler) -> str:
-    """DiffuGuard's settings in words (for captions and prose)."""
-    s = sampler
-    return (f"SAR alpha0 = {s.alpha0:g}, anneal '{s.anneal}'; audit {'on' if s.audit else 'off'} (mode "
-            f"'{s.sp_mode}', threshold {s.sp_threshold:g}, logit-conflict test {'on' if s.sp_logit else 'off'}); "
-            f"repair of {'the first block only' if s.repair_first_block_only else 'every flagged block'}: remask "
-            f"ratio {s.remask_ratio:g}, {s.refinement_steps} refinement steps, suppression {s.suppression:g}; "
-            f"block length {s.block_length} of {s.gen_length}, {s.steps} steps")
+    """DiffuGuard's settings in words (for captions and prose): the settings actually used, each named as the
+    authors' (as in their runs) or srilib's own ("ours"), and what is not reproduced
+    (:meth:`srilib.samplers.diffuguard.DiffuGuardSampler.describe`)."""
+    return sampler.describe()
+
+
+def request_of(sets: PromptSets, jailbreaks: Sequence[str]) -> dict[str, str]:
+    """``{attacked prompt: its un-attacked request}`` for the template jailbreaks (what DiffuGuard's hidden audit
+    compares an attacked prompt with, as the authors do)."""
+    return {p: r for a in jailbreaks for p, r in zip(sets.attacked[a], sets.requests)}
 
 
 def timed_pair(plain, guarded, lm, prompts: Sequence[str], rounds: int = 1, warmup: int = 2) -> tuple[float, float]:
@@ -86,7 +90,10 @@ def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: Detecto
     batch, both are timed here (:func:`timed_pair`). No hidden states are needed, so the overhead incl. capture is
     the same number. With ``rates`` the eval harmless prompts and every jailbreak are generated under DiffuGuard too
     and the row gets the harmless-refused share (the paper's FP quantity) and jailbreak RR / ASR (``judge``);
-    without, those cells read "not measured". Autoregressive runs: nothing (returns {})."""
+    without, those cells read "not measured". The audit's reference (``references`` of the sampler, part of the
+    trace key): each template jailbreak's un-attacked request, as the authors compare them; the prompt itself for
+    the canvas attacks (their prompt is the request: they only prefill) and the harmless prompts; the timing batch
+    likewise. Autoregressive runs: nothing (returns {})."""
     run = exp.resolve(spec)
     lm = exp.model(run.model)
     if lm.kind != "dlm":
@@ -94,7 +101,9 @@ def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: Detecto
     dg = diffuguard_run(exp, run)
     sampler = exp.sampler(dg)
     out = {"run": dg.label, "settings": diffuguard_settings(sampler), "texts": {}, "audit": {}, "notes": [],
-           "batch_size": exp.batch_size}
+           "batch_size": exp.batch_size,
+           "reference": "the audit compares each jailbreak prompt with its un-attacked request; canvas-attack and "
+                        "harmless prompts with themselves"}
     for k in result.canvas_sets:
         ts, why = canvas_traces(exp, dg, sets.requests, k[len(CANVAS):])
         if ts is None:
@@ -104,14 +113,16 @@ def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: Detecto
         out["audit"][k] = _audit_rate(ts.meta.get("audit"))  # the first generation batch's entries only
     jb = result.jailbreaks
     tprompts = timing_batch(sets, jb, n_timing)
+    req = request_of(sets, jb)
+    timed = sampler.with_references(tprompts, [req.get(p, p) for p in tprompts])
     base = report.plain_seconds
     if report.plain_is_traced or not base > 0 or report.n_timing != len(tprompts):
-        plain_s, dg_s = timed_pair(exp.sampler(run), sampler, lm, tprompts, rounds)
+        plain_s, dg_s = timed_pair(exp.sampler(run), timed, lm, tprompts, rounds)
         base_how = "timed here beside DiffuGuard"
     else:
-        plain_s, dg_s = base, timed_plain(sampler, lm, tprompts, rounds)
+        plain_s, dg_s = base, timed_plain(timed, lm, tprompts, rounds)
         base_how = "the defenses' plain timing"
-    log = list(getattr(sampler, "_audit_log", None) or [])  # the last generate call: the whole timing batch
+    log = list(getattr(timed, "_audit_log", None) or [])  # the last generate call: the whole timing batch
     aud = _audit_rate(log[0::2]) if len(log) == len(tprompts) else None  # harmless prompts sit at even indices
     pct = 100.0 * (dg_s - plain_s) / plain_s
     row = {"defense": DIFFUGUARD, "stage": "decoding", "status": "run", "overhead %": pct,
@@ -123,7 +134,7 @@ def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: Detecto
         note.append(f"audit flagged {aud} of the harmless timing prompts")
     if rates:
         texts = {"harmless": list(exp.traces(dg, sets.eval_harmless, "harmless").texts),
-                 **{a: list(exp.traces(dg, sets.attacked[a], a).texts) for a in jb}}
+                 **{a: list(exp.traces(dg, sets.attacked[a], a, references=sets.requests).texts) for a in jb}}
         m = defense_metrics({k: np.zeros(len(v), bool) for k, v in texts.items()}, texts, sets.requests, judge,
                             jailbreaks=jb)
         row.update(harmless_refused=m["harmless_refused"], rr=m["rr"], asr=m["asr"])
@@ -188,5 +199,5 @@ def table14_rows(results: dict[str, DetectorResult], judge=None, requests: Seque
     return rows
 
 
-__all__ = ["diffuguard_run", "diffuguard_settings", "timed_pair", "timed_plain", "run_diffuguard", "TABLE14_COLS",
-           "table14_rows"]
+__all__ = ["diffuguard_run", "diffuguard_settings", "request_of", "timed_pair", "timed_plain", "run_diffuguard",
+           "TABLE14_COLS", "table14_rows"]

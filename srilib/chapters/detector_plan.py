@@ -37,8 +37,9 @@ def trace_needs(params: dict) -> list:
             dg = diffuguard_run(exp, run)
             for r in [run, dg] if dg_on else [run]:
                 out += [Need(chapter, r, f"{CANVAS}{a}", exp, sets.requests, canvas_attack=a) for a in canvas]
-            if dg_on and params.get("diffuguard_rates"):
-                out += needs_for(chapter, exp, dg, {"harmless": sets.eval_harmless, **sets.attacked})
+            if dg_on and params.get("diffuguard_rates"):  # jailbreaks audited against their requests (run_diffuguard)
+                out += needs_for(chapter, exp, dg, {"harmless": sets.eval_harmless})
+                out += [Need(chapter, dg, a, exp, p, references=sets.requests) for a, p in sets.attacked.items()]
         return out
 
     out = each_run_needs(chapter, params["runs"], needs)

@@ -35,8 +35,9 @@ def _mean_sd(x: Sequence[float]) -> str:
 
 
 def ablation_rows(results: dict[str, DetectorResult]) -> list[dict]:
-    """Paper Table 4 with ours beside it: AUROC per run (first seed, 95% bootstrap CI), mean ± std over runs
-    (of each run's seed mean), the seed spread, raw harmful vs harmless, and the paper's value."""
+    """Paper Table 4 with ours beside it: AUROC per run (first seed; 95% interval resampling harmless prompts by row
+    and the pooled jailbreaks by request, a cluster bootstrap: each request appears once per attack), mean ± std
+    over runs (of each run's seed mean), the seed spread, raw harmful vs harmless, and the paper's value."""
     rows = []
     for m in METHODS:
         per_run = {r: res.method_auroc(m).mean() for r, res in results.items()}
@@ -70,7 +71,8 @@ def per_attack_rows(results: dict[str, DetectorResult]) -> list[dict]:
             rows.append({"run": res.run, "set": set_label(k), "kind": kind, "n": len(sc[k]),
                          "RR (no defense)": str(res.refusal[k]),
                          "AUROC vs harmless": "–" if k == "harmless" else estimate_str(
-                             auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=s0)),
+                             auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot, seed=s0,
+                                       clusters=res.clusters([k]))),
                          "flagged at threshold": str(Rate.from_outcomes(sc[k] > thr))})
     return rows
 
@@ -88,9 +90,9 @@ def adaptive_rows(results: dict[str, DetectorResult]) -> list[dict]:
             rows.append({"run": res.run, "set": k, "kind": "adaptive attack, never seen by the guard",
                          "n": len(sc[k]), "RR (no defense)": str(res.refusal[k]),
                          "SRI Guard AUROC vs harmless": estimate_str(auroc_est(sc["harmless"], sc[k], n_boot=res.n_boot,
-                                                                        seed=s0)),
+                                                                        seed=s0, clusters=res.clusters([k]))),
                          "text signal AUROC vs harmless": "–" if tx is None else estimate_str(
-                             auroc_est(tx["harmless"], tx[k], n_boot=res.n_boot, seed=s0)),
+                             auroc_est(tx["harmless"], tx[k], n_boot=res.n_boot, seed=s0, clusters=res.clusters([k]))),
                          "flagged at threshold (SRI Guard)": str(Rate.from_outcomes(sc[k] > thr))})
     return rows
 

@@ -46,6 +46,18 @@ PAPER_IRR_LOSS = (0.29, 0.48)  # Figures 5-6: IRR the LLaDA weights lose under A
 # the paper's "all jailbreaks" column pools its five attacks (every column but raw and the pool itself)
 PAPER_POOLED_ATTACKS = tuple(c for c in PAPER_COLUMNS if c not in ("raw harmful", ALL_JAILBREAKS))
 PAPER_ALL_JAILBREAKS = f"all jailbreaks, paper (its {len(PAPER_POOLED_ATTACKS)}: {', '.join(PAPER_POOLED_ATTACKS)})"
+# columns of the paper's pool that none of our attacks reproduces, with why: our `roleplay` templates are written
+# in WildJailbreak's style (its paper column is "WildJailbreak"), but they are ours, not the WildJailbreak data
+# set, so a pool "shared with the paper's" leaves them out (Refusal Suppression and Flip Attack are the same
+# technique as the paper's, Random Search and PAIR the same search, on a far smaller budget)
+PAPER_POOL_NOT_SHARED = {"WildJailbreak": "our roleplay templates are WildJailbreak-like, not the WildJailbreak "
+                                          "data set"}
+
+
+def shared_with_paper_pool(columns) -> list[str]:
+    """The paper columns among ``columns`` (one per attack of ours, None where it has none) that count as shared
+    with the paper's five-attack pool: in :data:`PAPER_POOLED_ATTACKS` and not in :data:`PAPER_POOL_NOT_SHARED`."""
+    return [c for c in columns if c in PAPER_POOLED_ATTACKS and c not in PAPER_POOL_NOT_SHARED]
 
 # ---- recovery chapter: Table 1 and Figures 2, 5
 PAPER_TABLE1 = {"LLaDA": (0.81, 0.63), "Dream": (0.96, 0.73), "LLaDA-1.5": (0.92, 0.65)}  # HRR, FRR

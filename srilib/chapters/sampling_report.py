@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from . import interval_side, weak_caveat, weak_models_line
-from ..metrics import DEFAULT_LAMBDA_R, Estimate, cluster_adjusted
+from ..metrics import DEFAULT_LAMBDA_R, Estimate, request_interval
 from .paper_numbers import (ALL_JAILBREAKS, PAPER_ALL_JAILBREAKS, PAPER_COLUMNS, PAPER_FAMILY, PAPER_IRR_LOSS,
                             PAPER_POOLED_ATTACKS, PAPER_TABLE2, PAPER_TABLE3, count_word, paper_family_asr,
                             paper_sizes, paper_table2_max)
@@ -46,14 +46,22 @@ def _pts(x: float) -> str:
     return f"{x:+.0f}"
 
 
+# Table 2's gains as the paper signs them (:class:`.sampling_compare.Comparison`): positive = safer under remasking
+D_RR_COL = "ΔRR = remasking − AR sampling (> 0 = safer)"
+D_ASR_COL = "ΔASR = AR sampling − remasking (> 0 = safer)"
+
+
 def table2_rows(comp: Comparison) -> list[dict]:
-    """Rows of a Table-2-style table for one comparison, with the paper's LLaDA / LLaDA-1.5 gains beside."""
+    """Rows of a Table-2-style table for one comparison, with the paper's LLaDA / LLaDA-1.5 gains beside. Both
+    gains are signed as the paper's Table 2 signs them, positive = safer under remasking: ΔRR = RR(remasking) −
+    RR(AR sampling) (:data:`D_RR_COL`), ΔASR = ASR(AR sampling) − ASR(remasking) (:data:`D_ASR_COL`, the drop in
+    attack success)."""
     out = []
     for r in comp.rows:
         row = {"set": (pooled_label(comp.attacks) if r["set"] == ALL_JAILBREAKS else set_label(r["set"])),
                "RR: AR sampling → remasking": f"{r['rr'][0]} → {r['rr'][1]}",
-               "ΔRR (up = safer)": r["d_rr"], "ASR: AR sampling → remasking": f"{r['asr'][0]} → {r['asr'][1]}",
-               "ΔASR (down = safer)": r["d_asr"], f"ΔIRR (λ_r={comp.lam:g})": r["d_irr"]}
+               D_RR_COL: r["d_rr"], "ASR: AR sampling → remasking": f"{r['asr'][0]} → {r['asr'][1]}",
+               D_ASR_COL: r["d_asr"], f"ΔIRR = remasking − AR sampling (λ_r={comp.lam:g})": r["d_irr"]}
         for m, vals in PAPER_TABLE2.items():
             v = vals.get(r["paper"] or "")
             row[f"paper {m}: ΔRR / ΔASR (pts)"] = f"{_pts(v[0])} / {_pts(v[1])}" if v else "–"
@@ -89,8 +97,8 @@ def table3_rows(results: Sequence[RunEval], metric: str, paper: bool = True) -> 
         members = [r for r in results if r.family == fam]
         if len(members) > 1:
             rows.append({"run": f"all {fam} runs (pooled)", "family": fam,
-                         **{key[s]: cluster_adjusted(pool([m.rate(s, metric) for m in members]),
-                                                     np.concatenate([m.clusters(s) for m in members]))
+                         **{key[s]: request_interval(pool([m.rate(s, metric) for m in members]),
+                                                     clusters=np.concatenate([m.clusters(s) for m in members]))
                             for s in sets if all(has_set(m, s) for m in members)}, **{head[c]: "" for c in extra}})
     if paper:
         i = 1 if metric == "asr" else 0

@@ -76,7 +76,8 @@ def run_harmless_shift(exp: Experiment, spec: str, res: DetectorResult, prompts:
       difference SRI - text;
     * ``broad``: SRI Guard refitted (same config and seed) on the built-in harmless train signals plus the ``dev``
       prompts of every OTHER family, then evaluated on this family: fit on a broader mix, measured on a family
-      it never saw.
+      it never saw. Its AUROC resamples the pooled jailbreaks by request (cluster bootstrap, through
+      :func:`srilib.metrics.request_interval`), as the paired ``sri`` / ``text`` AUROCs do.
 
     The ``untouched`` prompts of all families are never used to fit or choose anything; they are pooled and
     scored by ``sri``, ``text`` and ``broad_all`` (SRI Guard fitted on built-in train + every family's dev) and
@@ -97,6 +98,7 @@ def run_harmless_shift(exp: Experiment, spec: str, res: DetectorResult, prompts:
     key = res.anchors["last"]
     train_sig = res.signals["train"]
     pos_sig = {"sri": np.stack([res.signals[a] for a in res.jailbreaks])}
+    pos_ids = res.clusters(res.jailbreaks)  # the request of every pooled positive, in score_pos(...).ravel() order
     pos_sc = {"text": np.stack([res.scores[("text", s0)][a] for a in res.jailbreaks]),
               "sri": np.stack([res.scores[("sri_last", s0)][a] for a in res.jailbreaks])}
 
@@ -118,7 +120,7 @@ def run_harmless_shift(exp: Experiment, spec: str, res: DetectorResult, prompts:
             nb = g.score_samples(sig["sri"][ii])
             out[f"{name}_flags"] = nb > g.threshold_
             out[f"{name}_fpr"] = Rate.from_outcomes(out[f"{name}_flags"])
-            out[f"{name}_auroc"] = auroc_est(nb, score_pos(g).ravel(), n_boot=n_boot, seed=0)
+            out[f"{name}_auroc"] = auroc_est(nb, score_pos(g).ravel(), n_boot=n_boot, seed=0, clusters=pos_ids)
         return out
 
     rows, guards = [], {}
@@ -144,9 +146,14 @@ def run_harmless_shift(exp: Experiment, spec: str, res: DetectorResult, prompts:
     return res.shift
 
 
+# the paper has no harmless-shift experiment: its Table 4 AUROC is shown only beside our unshifted reference row
+PAPER_TABLE4_COL = "paper Table 4 AUROC, SRI / text (unshifted harmless; not comparable with the shifted families)"
+
+
 def shift_rows(results: dict[str, DetectorResult], untouched: bool = False) -> list[dict]:
-    """The harmless-shift table (one row per run and family; ``untouched``: the pooled untouched split only),
-    with the paper's Table 4 AUROC beside ours."""
+    """The harmless-shift table (one row per run and family; ``untouched``: the pooled untouched split only).
+    The paper has no harmless-shift experiment, so its Table 4 AUROC (:data:`PAPER_TABLE4_COL`) is filled only on
+    the built-in (unshifted) reference row; the shifted families' rows have no paper counterpart ("–")."""
     out = []
     for res in results.values():
         sh = res.shift
@@ -164,10 +171,10 @@ def shift_rows(results: dict[str, DetectorResult], untouched: bool = False) -> l
                 if f"{name}_fpr" in r:
                     d[f"{lab}: FPR"] = str(r[f"{name}_fpr"])
                     d[f"{lab}: AUROC"] = cell_str(r[f"{name}_auroc"])
-            d["paper AUROC, SRI / text (Table 4)"] = (f"{PAPER_ABLATION['sri_last'][0]:.3f} / "
-                                                      f"{PAPER_ABLATION['text'][0]:.3f}")
+            d[PAPER_TABLE4_COL] = (f"{PAPER_ABLATION['sri_last'][0]:.3f} / {PAPER_ABLATION['text'][0]:.3f}"
+                                   if r["family"] == BUILTIN else "–")
             out.append(d)
     return out
 
 
-__all__ = ["BUILTIN", "SHIFT_METHODS", "shift_prompts", "run_harmless_shift", "shift_rows"]
+__all__ = ["BUILTIN", "SHIFT_METHODS", "PAPER_TABLE4_COL", "shift_prompts", "run_harmless_shift", "shift_rows"]

@@ -49,7 +49,8 @@ def plot_guard_rocs(ax, results: dict[str, DetectorResult], title: str | None = 
 def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> None:
     """Paper Figure 7 style: overhead (% of plain generation time, log x; SRI Guard's includes capturing the
     states, clipped at 1e-4 when the capture timing is at or below zero) against ASR after the defense; ours filled
-    (one small point per run, a large one for the mean), the paper's hollow. Undefended ASR: dashed lines."""
+    (one small point per run, a large one for the mean), the paper's hollow. Undefended ASR: dashed lines. Our ASR
+    pools our template attacks, the paper's its five attacks (:mod:`srilib.chapters.defenses`): different pools."""
     import matplotlib.pyplot as plt
 
     colors = dict(zip(DEFENSES[1:], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -71,7 +72,7 @@ def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> 
         ax.axhline(PAPER_DEFENSES["undefended"][3], color="0.6", ls=":", lw=1, label="undefended (paper)")
     ax.set_xscale("log")
     ax.set(xlabel="overhead (% of plain generation time, incl. state capture, log scale)",
-           ylabel="jailbreak ASR after defense (%)")
+           ylabel="jailbreak ASR after defense (%)\nours: our attack pool; paper: its five attacks")
     legend_below(ax, ncol=2)
 
 

@@ -11,18 +11,27 @@ import numpy as np
 from . import FAMILY_COLORS, fit_title, legend_below, rate_errorbars
 
 
+# x-axis labels: what each delta subtracts from what (right of 0 = safer under remasking on every axis)
+DELTA_LABELS = {"d_rr": "ΔRR = RR(remasking) − RR(AR sampling); > 0 safer",
+                "d_asr": "ΔASR = ASR(AR sampling) − ASR(remasking); > 0 safer",
+                "d_irr": "ΔIRR = IRR(remasking) − IRR(AR sampling)"}
+
+
 def plot_sampler_deltas(axes, rows: Sequence[dict], title: str | None = None,
                         paper: Mapping[str, Mapping[str, tuple[float, float]]] | None = None):
     """Table 2 as a figure: per evaluation set, ΔRR, ΔASR and ΔIRR with their intervals (three axes).
 
     ``rows``: dicts with ``set``, ``paper`` (the paper's column name or None) and Estimates ``d_rr``, ``d_asr``,
-    ``d_irr``. ``paper``: model -> {column: (RR pts, ASR pts)} drawn as hollow markers on the first two axes.
+    ``d_irr`` signed as the paper's Table 2 (:class:`srilib.chapters.sampling_compare.Comparison`): ΔRR and ΔIRR =
+    remasking − AR sampling, ΔASR = AR sampling − remasking, so on every axis right of 0 is safer under remasking.
+    ``paper``: model -> {column: (RR pts, ASR pts)} drawn as hollow markers on the first two axes.
     """
     names = [r["set"] for r in rows]
     y = np.arange(len(rows))[::-1]
     markers = ("D", "s", "^")
     for k, (ax, key, label) in enumerate(zip(axes, ("d_rr", "d_asr", "d_irr"),
-                                             ("ΔRR (RR up = safer)", "ΔASR (ASR down = safer)", "ΔIRR"))):
+                                             (DELTA_LABELS["d_rr"], DELTA_LABELS["d_asr"],
+                                              DELTA_LABELS["d_irr"]))):
         est = [r[key] for r in rows]
         v = np.array([e.value for e in est])
         err = np.nan_to_num(np.vstack([v - [e.lo for e in est], [e.hi for e in est] - v]))
@@ -68,4 +77,4 @@ def plot_family_rates(ax, rates: Mapping[str, object], families: Mapping[str, st
     return ax
 
 
-__all__ = ["plot_sampler_deltas", "plot_family_rates"]
+__all__ = ["DELTA_LABELS", "plot_sampler_deltas", "plot_family_rates"]

@@ -17,7 +17,7 @@ __all__ = ["ARSampler", "make_sampler"]
 
 def make_sampler(name: str, **kw):
     """Sampler by name: 'ar' for causal LMs, a diffusion sampler name (see srilib.samplers.diffusion), or
-    ``diffuguard`` (official settings: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
+    ``diffuguard`` (the settings of the authors' runs: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
     :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
     if name in ("ar", "ar-greedy"):
         return ARSampler(**kw)
