@@ -251,6 +251,10 @@ def test_independent_restarts_return_the_last_restart_not_the_best():
     starts = [i for i, x in enumerate(never.improvements) if x["why"] in ("init", "restart")]
     last = never.improvements[starts[-1]:]
     assert never.objective == max(x["objective"] for x in last)  # the last restart's held prompt
+    # the prompt held at the end of a restart is that restart's, not the next restart's initial suffix
+    b = PUB.n_iterations
+    first = [x for x in never.improvements[:starts[1]]]
+    assert never.suffix_at(b) == first[-1]["suffix_text"] and never.improvements[starts[1]]["iteration"] == b + 1
     best = run_random_search(lm, REQUESTS[:1], replace(SMALL, n_restarts=3), cache=False, progress=False).records[0]
     assert best.objective == max(best.trajectory)  # ours: the best over every restart
 

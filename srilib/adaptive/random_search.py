@@ -154,8 +154,8 @@ def search_request(lm, request: str, budget: RSBudget, settings: RSSettings, see
         if reason:
             break
         cur_obj, cur, cur_hit = init_obj, list(init), init_hit
-        if r > 0 and independent:
-            improvements.append(entry(g, init_obj, init, init_hit, "restart"))
+        if r > 0 and independent:  # held from the restart's first iteration on (the last restart's is held up to g)
+            improvements.append(entry(g + 1, init_obj, init, init_hit, "restart"))
         n_calls, end, it = 0, "budget", 0
         for it in range(1, budget.n_iterations + 1):
             g += 1
