@@ -54,23 +54,25 @@ class Run:
 def resolve_run(spec: "str | Run") -> Run:
     """``'model'``, ``'model@sampler'`` or ``'model@sampler:bB'`` -> :class:`Run`, the one place a run's written
     name is parsed. The model must be registered (its kind is looked up without loading it); the default sampler
-    is ``ar`` for autoregressive models and ``low_confidence`` for diffusion models. A :class:`Run` passes
-    through."""
+    is the model's ``default_sampler`` when registered with one (DiffusionGemma: ``entropy_bound``, its own
+    ``generate()``), else ``ar`` for autoregressive models and ``low_confidence`` for diffusion models. A
+    :class:`Run` passes through."""
     if isinstance(spec, Run):
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a run is written 'model', 'model@sampler' or 'model@sampler:bB', got {spec!r}")
     model, _, sampler = spec.strip().partition("@")
-    from .models import model_kind
+    from .models import REGISTRY, model_kind
 
     kind = model_kind(model)
+    default = REGISTRY[model].default_sampler or ("ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
     name, _, block = sampler.partition(":")
     if block and not (block.startswith("b") and block[1:].isdigit() and int(block[1:]) > 0):
         raise ValueError(f"run {spec!r}: a block length is written ':bB' with B a positive integer, e.g. "
-                         f"{model}@{name or DLM_DEFAULT_SAMPLER}:b16")
+                         f"{model}@{name or default}:b16")
     if block and kind != "dlm":
         raise ValueError(f"run {spec!r}: {model} is autoregressive; block lengths apply to diffusion samplers only")
-    name = name or ("ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
+    name = name or default
     return Run(model=model, kind=kind, sampler=name, block_length=int(block[1:]) if block else None)
 
 
@@ -196,12 +198,20 @@ class Experiment:
             return build_anchors(h, r, layer=layer, pooling=pooling, allow_unfiltered=True)
 
 
+def num_layers(lm) -> int:
+    """Transformer blocks of a model's text stack (``get_text_config()``: multimodal configurations such as
+    DiffusionGemma's keep ``num_hidden_layers`` on their text configuration); 0 when unknown."""
+    cfg = lm.model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return int(getattr(cfg, "num_hidden_layers", 0) or 0)
+
+
 def layer_index(lm, layer: int | str) -> int:
     """One layer name to its hidden-state index for this model: "first" = 1 (output of the first block),
     "middle" = n_layers // 2, "last" = -1 (after the final norm). Ints pass through."""
     if not isinstance(layer, str):
         return int(layer)
-    n = int(getattr(lm.model.config, "num_hidden_layers", 0) or 0)
+    n = num_layers(lm)
     names = {"first": 1, "middle": max(1, n // 2), "last": -1}
     if layer not in names:
         raise ValueError(f"unknown layer name {layer!r}; use 'first', 'middle', 'last' or an int")

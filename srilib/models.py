@@ -42,6 +42,9 @@ class ModelSpec:
     family: str = ""  # e.g. "llada", "dream" (selects the DLM adapter)
     notes: str = ""
     options: dict = field(default_factory=dict)
+    default_sampler: str = ""  # the sampler of a bare run name when not the kind's ("ar" / "low_confidence")
+    noise: str = "mask"  # diffusion models: "mask" (masked diffusion: remasking samplers, canvas attacks, DiffuGuard)
+    #                     or "uniform" (uniform-noise block diffusion, DiffusionGemma: its own sampler and dlm-ar only)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class LoadedModel:
     @property
     def max_context(self) -> int:
         cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg  # composite models (DiffusionGemma)
         n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_sequence_length", None)
         return int(n or 2048)
 
@@ -163,6 +167,18 @@ def list_models() -> list[str]:
     return sorted(REGISTRY)
 
 
+def masked_diffusion(name: str, kind: str | None = None) -> bool:
+    """Whether a model is a masked-diffusion LM (what remasking samplers, block lengths, canvas attacks and
+    DiffuGuard need); False for AR models and uniform-noise diffusion models such as DiffusionGemma. A model that is
+    not registered (test doubles) counts by the ``kind`` given: every diffusion double is a masked one."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        if kind is None:
+            model_kind(name)  # raises: unknown model, names the registered ones
+        return kind == "dlm"
+    return spec.kind == "dlm" and spec.noise == "mask"
+
+
 def model_kind(name: str) -> str:
     """'ar' or 'dlm' for a registered model name, without loading it."""
     known = list_models()
@@ -207,7 +223,7 @@ def load_model(name: str, *, dtype: str | None = None, device: str | None = None
 
 
 def _plugins():  # modules that register further models/loaders (diffusion LMs, organisms, tiny test models)
-    return ("srilib.dlm", "srilib.organisms", "srilib.organisms.v3", "srilib.testing")
+    return ("srilib.dlm", "srilib.diffusion_gemma", "srilib.organisms", "srilib.organisms.v3", "srilib.testing")
 
 
 def _ensure_plugins() -> None:

@@ -74,6 +74,8 @@ def _bool(v):
 def _run(v):
     """A run name that resolves: registered model, known sampler for its kind (no model is loaded)."""
     from .experiment import resolve_run
+    from .models import masked_diffusion
+    from .samplers.block_diffusion import BLOCK_DIFFUSION_NAMES
     from .samplers.diffusion import DIFFUGUARD_NAMES, SAMPLER_NAMES
 
     if not isinstance(v, str):
@@ -82,7 +84,8 @@ def _run(v):
         run = resolve_run(v)
     except ValueError as e:
         return f"a run that resolves ({e})"
-    ok = ("ar", "ar-greedy") if run.kind == "ar" else SAMPLER_NAMES + DIFFUGUARD_NAMES
+    ok = (("ar", "ar-greedy") if run.kind == "ar" else SAMPLER_NAMES + DIFFUGUARD_NAMES if masked_diffusion(run.model)
+          else BLOCK_DIFFUSION_NAMES + ("dlm-ar",))
     if run.sampler not in ok:
         return f"a known sampler for the {run.kind.upper()} model {run.model}: {', '.join(ok)}"
 

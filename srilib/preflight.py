@@ -34,6 +34,9 @@ HUB_MODELS = {
     "Qwen/Qwen2.5-1.5B-Instruct": (1.54, 1536), "GSAI-ML/LLaDA-8B-Instruct": (8.0, 4096),
     "GSAI-ML/LLaDA-1.5": (8.0, 4096), "Dream-org/Dream-v0-Instruct-7B": (7.6, 3584),
     "meta-llama/Llama-Guard-3-8B": (8.0, 4096),
+    # Mixture-of-Experts: every expert is in memory (about 26B parameters); hidden size from transformers'
+    # default configuration of the class (the released checkpoint's may differ: the disk estimate is approximate)
+    "google/diffusiongemma-26B-A4B-it": (26.0, 2304), "google/gemma-4-26B-A4B-it": (26.0, 2304),
 }
 GATED = ("meta-llama/", "google/gemma")
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1, "4bit": 0.5}

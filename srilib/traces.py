@@ -231,7 +231,8 @@ class Sampler(Protocol):
 def code_version() -> str:
     """Hash of the source files that produce traces; any edit to them invalidates cached traces."""
     here = Path(__file__).parent
-    files = [here / "traces.py", here / "models.py", here / "dlm.py", *sorted((here / "samplers").glob("*.py"))]
+    files = [here / "traces.py", here / "models.py", here / "dlm.py", here / "diffusion_gemma.py",
+             *sorted((here / "samplers").glob("*.py"))]
     h = hashlib.sha256()
     for f in files:
         if f.exists():

@@ -411,3 +411,19 @@ def test_model_output_renders_literally(browser):
                                + '</div>'); return true; }})()""")
     assert cdp.eval("document.getElementById('m-out').innerText") == text
     assert cdp.eval("document.getElementById('m-out').querySelector('strong, b, em, li, p') === null")
+
+
+def test_no_run_of_the_built_profile_was_left_out():
+    """Every run of every chapter of the built profile was analysed (run summary: no ``failed_runs``). On the smoke
+    profile (what CI builds) that includes the tiny DiffusionGemma, the one real DLM code path runnable without the
+    Hub, in every chapter."""
+    profile = os.environ.get("SRILIB_BOOK_PROFILE", "cpu")
+    summary = REPO / "book" / "executed" / profile / "run_summary.json"
+    if not summary.is_file():
+        if os.environ.get("SRILIB_REQUIRE_BROWSER"):
+            pytest.fail(f"no run summary at {summary}")
+        pytest.skip(f"no run summary at {summary} (build the {profile} book first)")
+    nbs = json.loads(summary.read_text())["notebooks"]
+    assert {n: e.get("failed_runs") for n, e in nbs.items() if e.get("failed_runs")} == {}
+    if profile == "smoke":
+        assert all(any(str(r).startswith("tiny-diffusiongemma") for r in e["params"]["runs"]) for e in nbs.values())

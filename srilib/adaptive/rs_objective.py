@@ -20,6 +20,21 @@ from .rs_data import RSResult, RSSettings
 _SUFFIX_MARK = "\u2063SRILIB_SUFFIX\u2063"
 
 
+def objective_view(lm):
+    """The model the objective is read from: ``lm`` itself, except for a uniform-noise diffusion model
+    (DiffusionGemma), which has no mask token and so no fully masked canvas: its causal encoder read as a causal LM
+    (:class:`srilib.samplers.encoder_ar.EncoderLM`, the path its autoregressive training loss trains), whose
+    log p(target | prompt) as the first reply token is the objective (our choice)."""
+    from ..diffusion_gemma import FAMILY
+
+    if lm.kind == "dlm" and getattr(lm, "family", "") == FAMILY:
+        from dataclasses import replace
+
+        from ..samplers.encoder_ar import EncoderLM
+        return replace(lm, model=EncoderLM(lm.model), kind="ar")
+    return lm
+
+
 def target_token_ids(tokenizer, target: str) -> list[int]:
     """First token of ``target`` and of ``" " + target`` (the published code takes the better of "Sure" and
     " Sure"); when a variant is several tokens, its first token stands for it."""
@@ -97,6 +112,9 @@ class _Scorer:
     """Batched objective of candidate suffixes (all of one length) for one request."""
 
     def __init__(self, lm, layout: _Layout, target_ids: list[int], settings: RSSettings, use_prefix_cache: bool):
+        view = objective_view(lm)
+        use_prefix_cache = use_prefix_cache and view is lm  # the encoder view takes full forward passes
+        lm = view
         self.lm, self.layout, self.settings = lm, layout, settings
         self.dev = lm.device
         self.target = torch.tensor(target_ids, device=self.dev)
@@ -195,6 +213,7 @@ def prompt_objective(lm, prompts: Sequence[str], target: str = "Sure", *, gen_le
 
     prompts = list(prompts)
     ids = lm.validate_prompts(prompts, reserve=gen_length if lm.kind == "dlm" else 1)
+    lm = objective_view(lm)
     tgt = torch.tensor(target_token_ids(lm.tokenizer, target), device=lm.device)
     objs, hits = [], []
     for s in range(0, len(ids), batch_size):

@@ -32,7 +32,8 @@ def output_records(nb: dict, key: str) -> list:
 # The AR twin of a DLM: organism-dlm is matched to organism-ar (same size, corpus, tokenizer and compute);
 # smollm2-135m-dlm was made from smollm2-135m-refusal-v3 (the same pretrained weights, as Dream-7B was made from
 # Qwen2.5). tiny-ar / tiny-dlm are the CI profile's random models (only to exercise the code path).
-AR_TWIN = {"organism-dlm": "organism-ar", "smollm2-135m-dlm": "smollm2-135m-refusal-v3", "tiny-dlm": "tiny-ar"}
+AR_TWIN = {"organism-dlm": "organism-ar", "smollm2-135m-dlm": "smollm2-135m-refusal-v3", "tiny-dlm": "tiny-ar",
+           "diffusiongemma-26b-a4b-it": "gemma-4-26b-a4b-it", "tiny-diffusiongemma": "tiny-gemma4"}
 
 
 def weak_models(runs: Iterable[str]) -> dict[str, list[str]]:

@@ -38,7 +38,7 @@ from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
 from ..canvas_attacks import canvas_traces
-from ..experiment import Experiment, PromptSets, layer_index, resolve_layers
+from ..experiment import Experiment, PromptSets, layer_index, num_layers, resolve_layers
 from ..guard import SRIGuard
 from ..metrics import Estimate, Rate, refusal_rate, request_interval
 from ..prompts import get_prompts
@@ -370,7 +370,7 @@ def run_detector(exp: Experiment, spec: str, sets: PromptSets, train_prompts: Se
             au[(m, s)] = auroc_est(neg, pos, n_boot if s == seeds[0] else 0, seed=s, clusters=jb_ids)
             au_raw[(m, s)] = auroc_est(neg, sc[RAW])
     if idx["first"] == idx["middle"]:
-        notes.append(f"{run.label}: the model has {lm.model.config.num_hidden_layers} layers, so 'first' and "
+        notes.append(f"{run.label}: the model has {num_layers(lm)} layers, so 'first' and "
                      f"'middle' are the same layer ({idx['first']}).")
     if anchors["last"].fallback:
         notes.append(f"{run.label}: UNFILTERED anchors ({anchors['last'].fallback}): SRI measures closeness to "

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..attacks import HELDOUT_FAMILIES
 from ..metrics import Estimate, Rate, request_interval
-from . import weak_models_line
+from . import weak_caveat, weak_models_line
 from .defenses import DefenseReport, paper_overhead_factor, pool_label, rate_pct, shared_pool_label
 from .detector import (CANVAS, DIFFUGUARD, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
                        PAPER_MODELS_TEXT, PAPER_SRI_OVERHEAD_RANGE, PAPER_TABLE14, DetectorResult, auroc_est)
@@ -228,7 +228,7 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
             f"{np.mean(cap):.3g}% ({min(cap):.2g}–{max(cap):.2g}% per run), so capture + guard is "
             f"{np.mean(incl):.3g}% ({min(incl):.2g}–{max(incl):.2g}% per run). Paper: "
             f"{PAPER_DEFENSES['SRI Guard'][0]:g}% ({PAPER_SRI_OVERHEAD_RANGE[0]:g}–{PAPER_SRI_OVERHEAD_RANGE[1]:g}% "
-            "per model), as SRI Guard's whole overhead."
+            f"per model), as SRI Guard's whole overhead; against the other defenses, {paper_overhead_factor()['text']}."
             + (f" {', '.join(fallback)}: the sampler has no plain generate, so the base time is a traced one and the "
                "capture cost reads as 0." if fallback else "")
             + (f" A value at or below zero ({', '.join(rep.run for (rep, _), c in zip(sri, cap) if c <= 0)}) means "
@@ -244,7 +244,6 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
         others = {n: [b["overhead %"] for rep in reports.values() if (b := rep.row(n)) and b["status"] == "run"]
                   for n in ("perplexity filter", "Self-Examine")}
         cmp = [f"{n} {np.mean(v):.3g}%" for n, v in others.items() if v]
-        paper_factor = paper_overhead_factor()["text"]  # the paper's words, then our computation, labelled
         if cmp and per_factor:
             fin = [f for f in per_factor if math.isfinite(f)]
             noise = len(per_factor) - len(fin)  # runs whose capture + guard timed at or below zero
@@ -253,7 +252,7 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
                            "given")
             elif min(fin) > 1:
                 verdict = (f"capture + guard costs {min(fin):.0f}–{max(fin):.0f} times less than the cheapest of "
-                           f"them, run by run ({paper_factor})")
+                           "them, run by run (the paper's factor: see the overhead line above)")
             elif max(fin) < 1:
                 verdict = "capture + guard is not cheaper than the cheapest of them on any run"
             else:
@@ -281,7 +280,7 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
                          f"defense, so ASR after a defense cannot show an effect on this profile. {fp}.")
         else:
             ds = [asr_drop(u, r) for u, (_, r) in zip(und, sri)]
-            sep = sum(d.lo > 0 for d in ds)
+            sep = [rep.run for d, (rep, _) in zip(ds, sri) if d.lo > 0]
             pools = sorted({pool_label(rep.pool) for rep, _ in sri if rep.pool})
             lines.append(f"- **Defense**: with SRI Guard the jailbreak ASR ({jname} judge) goes from {asr_und:.1f}% "
                          f"to {np.mean([rate_pct(r['asr']) for _, r in sri]):.1f}% on average, over "
@@ -289,7 +288,8 @@ def _defense_lines(results, reports: dict[str, DefenseReport], weak: list[str]) 
                          f"{PAPER_DEFENSES['undefended'][3]:g}% -> {PAPER_DEFENSES['SRI Guard'][3]:g}%, over "
                          f"{PAPER_ALL_JAILBREAKS}: a different pool); the drop's 95% interval (paired cluster "
                          f"bootstrap over requests: the same generations before and after the guard) excludes 0 on "
-                         f"{sep} of {len(ds)} run(s). {fp}.")
+                         f"{len(sep)} of {len(ds)} run(s)"
+                         + (f" ({', '.join(f'`{x}`' for x in sep)}{weak_caveat(sep)})" if sep else "") + f". {fp}.")
             shared = [(rep, u, r) for (rep, r), u in zip(sri, und) if rep.shared_pool and r.get("asr_shared")
                       is not None and u.get("asr_shared") is not None]
             if shared:
@@ -383,7 +383,7 @@ def table14_conclusion(results: dict[str, DetectorResult]) -> list[str]:
     """Verdict bullets for the Table 14 counterpart (runs where DiffuGuard ran; the cells :func:`run_diffuguard`
     stored): a difference is called only when its 95% paired bootstrap interval (same requests) excludes 0; an
     agreeing verdict carries the weak-model caveat in its sentence."""
-    from . import interval_side as _side, weak_caveat
+    from . import interval_side as _side
 
     lines = []
     for res in results.values():

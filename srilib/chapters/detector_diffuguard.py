@@ -93,10 +93,12 @@ def run_diffuguard(exp: Experiment, spec: str, sets: PromptSets, result: Detecto
     without, those cells read "not measured". The audit's reference (``references`` of the sampler, part of the
     trace key): each template jailbreak's un-attacked request, as the authors compare them; the prompt itself for
     the canvas attacks (their prompt is the request: they only prefill) and the harmless prompts; the timing batch
-    likewise. Autoregressive runs: nothing (returns {})."""
+    likewise. Autoregressive runs and uniform-noise diffusion runs (DiffusionGemma): nothing (returns {})."""
+    from ..models import masked_diffusion
+
     run = exp.resolve(spec)
     lm = exp.model(run.model)
-    if lm.kind != "dlm":
+    if lm.kind != "dlm" or not masked_diffusion(run.model, lm.kind):  # DiffuGuard remasks: masked-diffusion models only
         return {}
     dg = diffuguard_run(exp, run)
     sampler = exp.sampler(dg)

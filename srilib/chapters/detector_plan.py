@@ -11,6 +11,7 @@ from ..judges import make_judge
 from ..plan import Need, each_run_needs, needs_for, standard_needs
 from .adaptive import Adaptive, AdaptiveConfig, adaptive_needs
 from .detector import CANVAS, guard_demo_prompts, guard_prompts
+from ..models import masked_diffusion
 from .detector_diffuguard import diffuguard_run
 from .shift import shift_order, shift_prompts
 
@@ -33,7 +34,7 @@ def trace_needs(params: dict) -> list:
         out += needs_for(chapter, exp, run, {"guard/harmless-train": train, **(
             {"shift/harmless-families": family} if selected(run, params.get("shift_runs")) else {})})
         out += adaptive_needs(chapter, adv, run) if adv.cfg.any_on else []
-        if run.kind == "dlm":
+        if run.kind == "dlm" and masked_diffusion(run.model, run.kind):  # canvas attacks and DiffuGuard need masks
             dg = diffuguard_run(exp, run)
             for r in [run, dg] if dg_on else [run]:
                 out += [Need(chapter, r, f"{CANVAS}{a}", exp, sets.requests, canvas_attack=a) for a in canvas]

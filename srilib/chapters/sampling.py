@@ -281,10 +281,13 @@ def _cuda() -> bool:
 
 def expand_runs(runs: Sequence[Run], block_lengths: Sequence[int] = (), remasking: str = "low_confidence"
                 ) -> list[Run]:
-    """The (resolved) runs plus ``model@<remasking>:b<B>`` for every diffusion model among them and block length
-    B. Duplicates are dropped, order kept."""
+    """The (resolved) runs plus ``model@<remasking>:b<B>`` for every masked-diffusion model among them and block
+    length B (uniform-noise models such as DiffusionGemma decode their own canvases: no block variant). Duplicates
+    are dropped, order kept."""
+    from ..models import masked_diffusion
+
     out = list(dict.fromkeys(runs))
-    for m in dict.fromkeys(r.model for r in runs if r.kind == "dlm"):
+    for m in dict.fromkeys(r.model for r in runs if r.kind == "dlm" and masked_diffusion(r.model, r.kind)):
         for b in block_lengths:
             if int(b) < 1:
                 raise ValueError(f"block lengths must be positive integers, got {b}")

@@ -3,6 +3,8 @@
 - :class:`ARSampler` decodes any causal LM left to right.
 - Diffusion samplers (``srilib.samplers.diffusion``) denoise a response canvas, including AR decoding of the
   same diffusion weights (the paper's sampler ablation).
+- ``entropy_bound`` (``srilib.samplers.block_diffusion``) is DiffusionGemma's own ``generate()`` traced step by step;
+  on DiffusionGemma, ``dlm-ar`` decodes with its causal encoder (``srilib.samplers.encoder_ar``).
 
 Every sampler has ``trace_batch(lm, prompts, layers)`` (a TraceSet) and ``generate(lm, prompts)`` (final texts
 only: the same loop, no hidden states, no pooling, the same texts), and the settings ``capture`` (``"after"``,
@@ -16,12 +18,19 @@ __all__ = ["ARSampler", "make_sampler"]
 
 
 def make_sampler(name: str, **kw):
-    """Sampler by name: 'ar' for causal LMs, a diffusion sampler name (see srilib.samplers.diffusion), or
+    """Sampler by name: 'ar' for causal LMs, a diffusion sampler name (see srilib.samplers.diffusion),
+    ``entropy_bound`` for DiffusionGemma (srilib.samplers.block_diffusion), or
     ``diffuguard`` (the settings of the authors' runs: SAR + audit and repair) / ``diffuguard-sar`` (audit off) for
     :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
     if name in ("ar", "ar-greedy"):
         return ARSampler(**kw)
-    from . import diffusion
+    from . import block_diffusion, diffusion, encoder_ar
+    if name in block_diffusion.BLOCK_DIFFUSION_NAMES:
+        return block_diffusion.make_block_diffusion_sampler(name, **kw)
+    if name == "dlm-ar":  # ARDiffusionSampler, or DiffusionGemma's causal encoder (encoder_ar.DLMARSampler)
+        if kw.pop("block_length", None) not in (None, 1):
+            raise ValueError("dlm-ar decodes one position at a time (block length 1); drop block_length")
+        return encoder_ar.DLMARSampler(**kw)
     if name in diffusion.DIFFUGUARD_NAMES:
         from .diffuguard import DiffuGuardSampler
         if name == "diffuguard-sar":

@@ -118,8 +118,25 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers: Sequence[int]) 
     return torch.stack([hidden_states[k][:, -1, :] for k in layers], dim=1).float()
 
 
+class TracedLoop:
+    """``trace_batch`` and ``generate`` of every sampler, over its one loop ``self._run(lm, prompts, layers,
+    record)``: traced, or final texts only (the same loop with no hidden states requested and nothing pooled, so
+    the same texts)."""
+
+    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
+        """Generate and trace one batch (left-padded) of prompts."""
+        layers = list(layers)
+        if not layers:
+            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
+        return self._run(lm, list(prompts), layers, record=True)
+
+    def generate(self, lm, prompts: list[str]) -> list[str]:
+        """Final texts only: the same loop, no hidden states requested, nothing pooled (the same texts)."""
+        return self._run(lm, list(prompts), [], record=False)
+
+
 @dataclass
-class ARSampler:
+class ARSampler(TracedLoop):
     """Left-to-right decoding of T tokens with per-step traces (see the module docstring).
 
     Parameters
@@ -162,18 +179,6 @@ class ARSampler:
 
     def config(self) -> dict:
         return {"sampler": "ar", **asdict(self)}
-
-    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
-        """Generate and trace one batch (left-padded) of prompts."""
-        layers = list(layers)
-        if not layers:
-            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
-        return self._run(lm, list(prompts), layers, record=True)
-
-    def generate(self, lm, prompts: list[str]) -> list[str]:
-        """Final texts only: the same decoding loop with no hidden states requested and nothing pooled (the same
-        texts as ``trace_batch``)."""
-        return self._run(lm, list(prompts), [], record=False)
 
     @torch.no_grad()
     def _run(self, lm, prompts: list[str], layers: list[int], record: bool):

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from ..traces import RUN_SEPARATOR, TraceSet
-from .ar import check_capture, check_poolings, left_pad
+from .ar import TracedLoop, check_capture, check_poolings, left_pad
 
 REMASKINGS = ("low_confidence", "random", "entropy", "maskgit_plus", "topk_margin")
 SAMPLER_NAMES = REMASKINGS + ("dlm-ar",)
@@ -200,7 +200,7 @@ def _decode_runs(tok, tokens: np.ndarray, keep: np.ndarray, joined: list[str]) -
     return out
 
 
-class _CanvasSampler:
+class _CanvasSampler(TracedLoop):
     """Shared denoising loop; subclasses define the block length, model steps and recording stride."""
 
     kind = "dlm"
@@ -230,16 +230,6 @@ class _CanvasSampler:
         check_capture(self.capture)
         self.poolings = check_poolings(self.poolings, DLM_POOLINGS, type(self).__name__)
 
-    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
-        """Generate and trace one batch (left-padded) of prompts."""
-        layers = list(layers)
-        if not layers:
-            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
-        return self._run(lm, list(prompts), layers, record=True)
-
-    def generate(self, lm, prompts: list[str]) -> list[str]:
-        """Final texts only: the same sampling loop without recording (no hidden states, no extra pass)."""
-        return self._run(lm, list(prompts), [], record=False)
 
     # ---- internals
     def _prefill_ids(self, lm) -> list[tuple[int, list[int]]]:
