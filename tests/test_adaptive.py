@@ -76,6 +76,18 @@ def double_lm(bias: float = -15.0, seed: int = 0) -> LoadedModel:
                        fingerprint=f"score-table:{bias}:{seed}", dtype_name="float32")
 
 
+def record_calls(monkeypatch, name: str, arg: int) -> list:
+    """Replace ``srilib.adaptive.random_search.<name>`` by a wrapper that records its positional argument ``arg`` of
+    every call (then calls the real function); returns the list it fills."""
+    seen, real = [], getattr(RS, name)
+
+    def wrapper(*a, **kw):
+        seen.append(a[arg])
+        return real(*a, **kw)
+    monkeypatch.setattr(RS, name, wrapper)
+    return seen
+
+
 def _strip(d: dict) -> dict:
     d = json.loads(json.dumps(d))
     for r in d["records"]:
@@ -194,13 +206,7 @@ def test_default_run_changes_tokens_by_the_probability_schedule(monkeypatch):
     """The published open-weight runs change 4 tokens while p(target) <= 0.01 (--schedule_prob); the fixed schedule
     would change 2 from iteration 11 on."""
     lm = double_lm(bias=-40.0)  # p(target) stays far below 0.01: no judge call, no stop
-    seen = []
-    real = RS._propose
-
-    def spy(cur, n, *a, **kw):
-        seen.append(n)
-        return real(cur, n, *a, **kw)
-    monkeypatch.setattr(RS, "_propose", spy)
+    seen = record_calls(monkeypatch, "_propose", 1)  # n, the tokens changed
     budget = RSBudget(n_iterations=15, n_restarts=1, n_tokens_adv=8)
     rec = run_random_search(lm, REQUESTS[:1], budget, respond=bomb_reply, judge=KeywordJudge(), cache=False,
                             progress=False).records[0]
@@ -295,13 +301,7 @@ def test_cache_resume_per_request(tmp_path, monkeypatch):
     cache = AttackCache(tmp_path)
     first = run_random_search(lm, REQUESTS[:1], SMALL, seed=0, cache=cache, progress=False)
     assert len(cache.keys("random_search")) == 1
-    calls = []
-    real = RS.search_request
-
-    def counting(lm_, req, *a, **kw):
-        calls.append(req)
-        return real(lm_, req, *a, **kw)
-    monkeypatch.setattr(RS, "search_request", counting)
+    calls = record_calls(monkeypatch, "search_request", 1)  # the request
     both = run_random_search(lm, REQUESTS, SMALL, seed=0, cache=cache, progress=False)
     assert calls == [REQUESTS[1]]  # the finished request is read back, not recomputed
     assert both.records[0].suffix_ids == first.records[0].suffix_ids
