@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import runner
+from . import build, execute, record
 from .bench import run_benchmarks
 from .offline import check_offline
 from .profiles import available_profiles, load_profile
@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--profile", default="cpu",
                         help=f"profile name ({', '.join(available_profiles())}) or path to a .yaml (default: cpu)")
         sp.add_argument("--force", action="store_true", help="re-execute even when the stamp matches")
-        sp.add_argument("--timeout", type=int, default=runner.DEFAULT_TIMEOUT,
-                        help=f"papermill execution timeout per cell in seconds (default {runner.DEFAULT_TIMEOUT})")
+        sp.add_argument("--timeout", type=int, default=execute.DEFAULT_TIMEOUT,
+                        help=f"papermill execution timeout per cell in seconds (default {execute.DEFAULT_TIMEOUT})")
         sp.add_argument("--skip-preflight", action="store_true",
                         help="do not check first what the profile needs (python -m srilib check-profile)")
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 prof = load_profile(name)
                 print(f"{name:6s} [{prof.hardware}] notebooks: {', '.join(prof.notebooks)}\n       {prof.description}")
             return 0
-        root = runner.find_root(args.root)
+        root = build.find_root(args.root)
         if args.cmd == "colab":
             from . import colab
             if args.dry_run is not None:
@@ -125,19 +125,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"srilib {args.cmd}: {e}", file=sys.stderr)
                 return 1
         if args.cmd == "run":
-            summary = runner.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
-                                         timeout=args.timeout, log_output=args.log_output)
-            failed = runner.failure_summary(summary)
+            summary = execute.run_profile(load_profile(args.profile), root, only=args.only, force=args.force,
+                                          timeout=args.timeout, log_output=args.log_output)
+            failed = record.failure_summary(summary)
             if failed:
                 print(f"srilib run: not everything ran: {failed}", file=sys.stderr)
                 return 1
         elif args.cmd == "book":
-            runner.make_book(load_profile(args.profile), root, toc=args.toc, force=args.force,
-                             timeout=args.timeout, all_pages=not args.incremental)
+            build.make_book(load_profile(args.profile), root, toc=args.toc, force=args.force,
+                            timeout=args.timeout, all_pages=not args.incremental)
         elif args.cmd == "vendor":
-            runner.vendor_js(root, force=args.force)
+            build.vendor_js(root, force=args.force)
         elif args.cmd == "check":
-            html = args.html or runner.html_dir(root, args.profile)
+            html = args.html or build.html_dir(root, args.profile)
             if not (html / "index.html").is_file():
                 raise FileNotFoundError(f"{html}/index.html does not exist; build the book first (make book)")
             remote = check_offline(html)

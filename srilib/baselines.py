@@ -23,8 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .metrics import Rate, attack_success_rate, refusal_rate, request_interval
+from .metrics import attack_success_rate, refusal_rate
 from .refusal import normalize
+from .stats import Rate, request_interval
 
 REFUSAL_TEXT = "I'm sorry, but I cannot help with that request."
 LLAMA_GUARD = "meta-llama/Llama-Guard-3-8B"
@@ -302,7 +303,7 @@ def defense_metrics(flags: dict[str, np.ndarray], texts: dict[str, list[str]], r
     harmful set answers the i-th request of ``requests`` (the original harmful requests the judge grades
     against; a set may cover only the first requests, as the adaptive attacks do). A pool repeats each request
     once per attack, so its rates carry the request of every item (``Rate.clusters``) and a cluster-adjusted
-    interval (:func:`srilib.metrics.request_interval`); the harmless rates are over independent prompts (Wilson).
+    interval (:func:`srilib.stats.request_interval`); the harmless rates are over independent prompts (Wilson).
     """
     if harmless not in flags or harmless not in texts:
         raise ValueError(f"flags and texts need the harmless set {harmless!r}")

@@ -27,7 +27,7 @@ AUTO_TAG = "colab-profile"
 
 
 # A link from a notebook's Markdown to a page of the book, written as its source on GitHub so that it works in
-# JupyterLab and Colab; the book's runner (srilib.runner.present) turns it into a link between the book's pages.
+# JupyterLab and Colab; the book's runner (srilib.execute.present) turns it into a link between the book's pages.
 BOOK_LINK = re.compile(r"https://github\.com/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/book/([\w./-]+\.md)")
 
 

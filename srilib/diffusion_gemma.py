@@ -14,7 +14,7 @@ versions of both built from the real classes (tests and the smoke profile; nothi
   stack as a ``Gemma4ForCausalLM`` holding the very same modules (:func:`gemma4_text_only`; the vision tower is
   dropped), so that every AR code path of srilib (hidden size, layer count, context) reads a text configuration.
 - ``tiny-diffusiongemma`` / ``tiny-gemma4``: seeded random configurations of the same classes (2 layers, hidden 64,
-  4 experts, top-2 routing) on :func:`srilib.testing.tiny_tokenizer`. ``tiny-diffusiongemma`` has a canvas of 8
+  4 experts, top-2 routing) on :func:`srilib.tiny.tiny_tokenizer`. ``tiny-diffusiongemma`` has a canvas of 8
   tokens and 6 denoising steps in its generation configuration, so that a 16-token response spans two canvases.
 
 DiffusionGemma has no mask token: its ``LoadedModel`` has ``mask_id=None`` and ``family="diffusion_gemma"``, which
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import LoadedModel, ModelLoadError, ModelSpec, loader, register
+from .models import LoadedModel, ModelLoadError, ModelSpec, dtype_name, loader, register
 
 FAMILY = "diffusion_gemma"
 TINY_CANVAS = 8  # tiny-diffusiongemma's canvas (block) length
@@ -37,21 +37,17 @@ TINY_DENOISING_STEPS = 6  # ... and its denoising steps per canvas (generation c
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _device_kwargs(device: str) -> dict:
     """Load straight onto a GPU (a 26B model would not fit twice in host memory); on CPU, the default."""
     return {"device_map": {"": device}} if str(device).startswith("cuda") else {}
 
 
 def _hub_fingerprint(src: str, model, revision: str | None) -> str:
-    from .models import _fingerprint_dir
+    from .models import fingerprint_dir
 
     local = Path(src)
     if local.is_dir():
-        return f"dir:{_fingerprint_dir(local)}"
+        return f"dir:{fingerprint_dir(local)}"
     return f"hf:{src}@{getattr(model.config, '_commit_hash', None) or revision or 'unknown-revision'}"
 
 
@@ -109,7 +105,7 @@ def _load_diffusion_gemma(spec: ModelSpec, dtype: torch.dtype, device: str, revi
         raise _load_error(src, e) from e
     model = model.to(device).eval()
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
-                       fingerprint=_hub_fingerprint(src, model, revision), dtype_name=_dtype_name(dtype),
+                       fingerprint=_hub_fingerprint(src, model, revision), dtype_name=dtype_name(dtype),
                        mask_id=None, family=FAMILY)
 
 
@@ -132,7 +128,7 @@ def _load_gemma4_text(spec: ModelSpec, dtype: torch.dtype, device: str, revision
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="ar", fingerprint=fp,
-                       dtype_name=_dtype_name(dtype), family="gemma4")
+                       dtype_name=dtype_name(dtype), family="gemma4")
 
 
 register(ModelSpec("diffusiongemma-26b-a4b-it", "diffusion-gemma", "google/diffusiongemma-26B-A4B-it", kind="dlm",
@@ -204,25 +200,25 @@ def tiny_gemma4(tok, seed: int = 0, hidden: int = 64, layers: int = 2, init_rang
 @loader("tiny-diffusion-gemma")
 def _load_tiny_diffusion_gemma(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0,
                                **_) -> LoadedModel:
-    from .testing import _state_hash, tiny_tokenizer
+    from .tiny import state_hash, tiny_tokenizer
 
     tok = tiny_tokenizer()
     model = tiny_diffusion_gemma(tok, seed=seed).to(device=device, dtype=dtype).eval()
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
-                       fingerprint=f"tiny-diffusiongemma:{_state_hash(model)}:{_config_hash(model)}",
-                       dtype_name=_dtype_name(dtype), mask_id=None, family=FAMILY)
+                       fingerprint=f"tiny-diffusiongemma:{state_hash(model)}:{_config_hash(model)}",
+                       dtype_name=dtype_name(dtype), mask_id=None, family=FAMILY)
 
 
 @loader("tiny-gemma4")
 def _load_tiny_gemma4(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, **_) -> LoadedModel:
-    from .testing import _state_hash, tiny_tokenizer
+    from .tiny import state_hash, tiny_tokenizer
 
     tok = tiny_tokenizer()
     full = tiny_gemma4(tok, seed=seed)
-    fp = f"tiny-gemma4:{_state_hash(full)}:{_config_hash(full)}"
+    fp = f"tiny-gemma4:{state_hash(full)}:{_config_hash(full)}"
     model = gemma4_text_only(full).to(device=device, dtype=dtype)
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="ar", fingerprint=fp,
-                       dtype_name=_dtype_name(dtype), family="gemma4")
+                       dtype_name=dtype_name(dtype), family="gemma4")
 
 
 register(ModelSpec("tiny-diffusiongemma", "tiny-diffusion-gemma", kind="dlm", dtype="float32", family=FAMILY,

@@ -20,7 +20,7 @@ the adapter used by :func:`mask_predict`:
 Hidden states are never shifted: the state of position i is the state at position i for every family.
 
 Loaders: the paper's LLaDA-8B-Instruct, LLaDA-1.5 and Dream-v0-Instruct-7B (Hub, remote code, network needed),
-and ``tiny-dlm``: a seeded 2-layer ModernBERT masked LM on :func:`srilib.testing.tiny_tokenizer` for tests and the
+and ``tiny-dlm``: a seeded 2-layer ModernBERT masked LM on :func:`srilib.tiny.tiny_tokenizer` for tests and the
 smoke profile, plus ``tiny-dlm-llada`` / ``tiny-dlm-dream``, test doubles that wrap the same weights behind
 LLaDA's and Dream's forward conventions so both adapters are tested without downloads.
 """
@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import LoadedModel, ModelLoadError, ModelSpec, loader, register
+from .models import LoadedModel, ModelLoadError, ModelSpec, dtype_name, loader, register
 
 FAMILIES = ("llada", "dream", "bidirectional", "blockcausal")
 
@@ -226,7 +226,7 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
     ``AutoModelForMaskedLM`` for the ``bidirectional`` family."""
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, GenerationConfig
 
-    from .models import _dtype_name, _fingerprint_dir, list_models
+    from .models import fingerprint_dir, list_models
 
     src = spec.hf_id or spec.name
     extra = {}
@@ -260,10 +260,10 @@ def _load_dlm_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit:
         gc.eos_token_id = sorted(set(ends) | set([old] if isinstance(old, int) else (old or [])))
         model.generation_config = gc
     local = Path(src)
-    fp = f"dir:{_fingerprint_dir(local)}" if local.is_dir() else \
+    fp = f"dir:{fingerprint_dir(local)}" if local.is_dir() else \
         f"hf:{src}@{getattr(model.config, '_commit_hash', None) or revision or 'unknown-revision'}"
     lm = LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm", fingerprint=fp,
-                     dtype_name=_dtype_name(dtype) + ("+int8" if load_in_8bit else ""), mask_id=int(mask),
+                     dtype_name=dtype_name(dtype) + ("+int8" if load_in_8bit else ""), mask_id=int(mask),
                      family=spec.family)
     if ignores_padding(lm):  # older LLaDA remote code: refuse padded batches instead of silently mixing them
         model.srilib_ignores_padding = True
@@ -373,7 +373,7 @@ class TinyEndFirst(nn.Module):
 @loader("tiny-dlm")
 def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, end_first_tail: int = 0,
                    **_) -> LoadedModel:
-    from .testing import _state_hash, tiny_tokenizer
+    from .tiny import state_hash, tiny_tokenizer
 
     tok = tiny_tokenizer()
     inner = tiny_dlm_model(tok, seed=seed)
@@ -384,8 +384,8 @@ def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int =
         model, variant = TinyEndFirst(inner, tok.eos_token_id, tail=end_first_tail), f"{family}+end-first"
     model = model.to(device=device, dtype=dtype)
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
-                       fingerprint=f"tiny-dlm:{variant}:{end_first_tail}:{_state_hash(inner)}",
-                       dtype_name=str(dtype).replace("torch.", ""), mask_id=int(tok.mask_token_id), family=family)
+                       fingerprint=f"tiny-dlm:{variant}:{end_first_tail}:{state_hash(inner)}",
+                       dtype_name=dtype_name(dtype), mask_id=int(tok.mask_token_id), family=family)
 
 
 register(ModelSpec("tiny-dlm", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",

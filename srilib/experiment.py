@@ -51,21 +51,23 @@ class Run:
         return replace(self, sampler=sampler)
 
 
-def resolve_run(spec: "str | Run") -> Run:
+def resolve_run(spec: "str | Run", kind: str | None = None) -> Run:
     """``'model'``, ``'model@sampler'`` or ``'model@sampler:bB'`` -> :class:`Run`, the one place a run's written
-    name is parsed. The model must be registered (its kind is looked up without loading it); the default sampler
-    is the model's ``default_sampler`` when registered with one (DiffusionGemma: ``entropy_bound``, its own
-    ``generate()``), else ``ar`` for autoregressive models and ``low_confidence`` for diffusion models. A
-    :class:`Run` passes through."""
+    name is parsed. The model must be registered (its kind is looked up without loading it), unless ``kind``
+    ("ar" or "dlm") is given for a model outside the registry (a test double); the default sampler is the model's
+    ``default_sampler`` when registered with one (DiffusionGemma: ``entropy_bound``, its own ``generate()``), else
+    ``ar`` for autoregressive models and ``low_confidence`` for diffusion models. A :class:`Run` passes through."""
     if isinstance(spec, Run):
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a run is written 'model', 'model@sampler' or 'model@sampler:bB', got {spec!r}")
     model, _, sampler = spec.strip().partition("@")
-    from .models import REGISTRY, model_kind
+    registered = None
+    if kind is None:
+        from .models import REGISTRY, model_kind
 
-    kind = model_kind(model)
-    default = REGISTRY[model].default_sampler or ("ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
+        kind, registered = model_kind(model), REGISTRY[model].default_sampler
+    default = registered or ("ar" if kind == "ar" else DLM_DEFAULT_SAMPLER)
     name, _, block = sampler.partition(":")
     if block and not (block.startswith("b") and block[1:].isdigit() and int(block[1:]) > 0):
         raise ValueError(f"run {spec!r}: a block length is written ':bB' with B a positive integer, e.g. "
@@ -90,8 +92,9 @@ def selected(spec: "str | Run", runs: "Sequence[str | Run] | None") -> bool:
 class Experiment:
     """Shared settings of a notebook (the profile's common parameters) and a cache of loaded models.
 
-    Parameters mirror the profiles: ``steps`` (T), ``gen_length`` and ``block_length`` for diffusion samplers,
-    ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in traces (ints, or
+    Parameters mirror the profiles, and the defaults are the cpu profile's (the embedded default; no default
+    here contradicts it, tests/test_profile_defaults.py): ``steps`` (T), ``gen_length`` and ``block_length`` for
+    diffusion samplers, ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in traces (ints, or
     the names "first", "middle", "last", resolved per model by :func:`resolve_layers`; every notebook of a
     profile should record the same layers so that they share traces), and ``cache`` (the trace store's root;
     default $SRILIB_CACHE or ~/.cache/srilib). ``capture`` ("after", the default, or "decision") is passed to every
@@ -99,10 +102,10 @@ class Experiment:
     """
 
     steps: int = 32
-    gen_length: int = 64
+    gen_length: int = 32
     block_length: int | None = None
     batch_size: int = 16
-    dtype: str | None = None
+    dtype: str | None = "float32"
     quantization: str | None = None  # None | "8bit" (bitsandbytes, GPU only; the colab profile)
     seed: int = 0
     temperature: float = 0.0
@@ -277,8 +280,8 @@ class PromptSets:
         return self.eval_harmful
 
 
-def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: Sequence[str] = (),
-          batch_size: int = 16, dtype: str | None = None, quantization: str | None = None, seed: int = 0,
+def setup(*, steps: int, gen_length: int, n_anchor: int, n_eval: int, attacks: Sequence[str],
+          batch_size: int = 16, dtype: str | None = "float32", quantization: str | None = None, seed: int = 0,
           source: str = "builtin", cache: str | None = None,
           capture: str = "after") -> tuple[Experiment, PromptSets]:
     """The experiment and prompt sets of a chapter from its profile parameters (every chapter calls this with

@@ -20,8 +20,8 @@ from .metrics import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R
 from .figures import ZONE_STYLE
 from .signal import COMPLIANCE_ZONE, REFUSAL_ZONE, ZONE_NAMES, Anchors
 from .traces import TraceSet
-from .widgets import (COLORS, STATUS, ExplorerRun, _as_runs, _as_sets, _check_tau, _delta, _harmful, _recoveries,
-                      _runs_from_alignment, _runs_from_tokens, _Signals)
+from .widgets import (COLORS, STATUS, ExplorerRun, Signals, as_runs, as_sets, check_tau, is_harmful_set, recoveries,
+                      runs_from_alignment, runs_from_tokens, text_delta)
 
 _ids = itertools.count()
 CLASSIFY_BEGIN = "/* BEGIN classify"
@@ -31,7 +31,7 @@ CLASSIFY_END = "/* END classify */"
 def _deltas(texts: Sequence[str]) -> list[list]:
     out, prev = [], ""
     for x in texts:
-        out.append(_delta(prev, x))
+        out.append(text_delta(prev, x))
         prev = x
     return out
 
@@ -91,8 +91,8 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
     ``zones[0]`` is compliance, below ``zones[1]`` refusal), ``zone_names`` (indexed by :func:`srilib.signal.zone`),
     ``recovery`` (the IRR rule's ``lambda_c``) and ``status`` (:data:`srilib.widgets.STATUS`).
     """
-    sets = _as_sets(traces, anchors)
-    taus = [_check_tau(x) for x in tau_values]
+    sets = as_sets(traces, anchors)
+    taus = [check_tau(x) for x in tau_values]
     if not taus:
         raise ValueError("tau_values is empty; pass at least one tau, e.g. (0.05, 0.1, 0.2, 0.3)")
     lams = [float(x) for x in lambda_r]
@@ -100,10 +100,10 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
         raise ValueError(f"lambda_r must be thresholds in (0, 1), got {list(lambda_r)}")
     if max_prompts < 1:
         raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
-    sig = _Signals(sets, anchors)
+    sig = Signals(sets, anchors)
     tau0 = 0.1 if 0.1 in taus else taus[0]  # the page's opening tau and lambda_r (its script picks the same)
     lam0 = 0.3 if 0.3 in lams else lams[0]
-    lead = _recoveries(sets, sig, tau0, lam0)[:max(1, int(max_prompts) // 3)] if informative and pick is None else []
+    lead = recoveries(sets, sig, tau0, lam0)[:max(1, int(max_prompts) // 3)] if informative and pick is None else []
     r3 = lambda a: [round(float(x), 3) for x in a]  # noqa: E731
     set_info = []
     for name, ts in sets.items():
@@ -126,10 +126,10 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
             preds, runs = [], []
             for t in range(ts.T):
                 if tokenizer is not None:
-                    p, r = _runs_from_tokens(ts, i, t, tokenizer)
+                    p, r = runs_from_tokens(ts, i, t, tokenizer)
                 else:
                     p = ts.pred_texts[i][t]
-                    r = _runs_from_alignment(p, ts.step_texts[i][t])
+                    r = runs_from_alignment(p, ts.step_texts[i][t])
                 p, r = _clip(p, r, max_chars)
                 preds.append(p)
                 runs.append(r)
@@ -138,7 +138,7 @@ def explorer_data(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors,
             item["ncommitted"] = ts.committed[i].sum(axis=1).astype(int).tolist()
             item["L"] = ts.L
         items.append(item)
-    refused_harmful = [k for k, (name, i) in enumerate(chosen) if _harmful(name) and sig.refused[name][i]]
+    refused_harmful = [k for k, (name, i) in enumerate(chosen) if is_harmful_set(name) and sig.refused[name][i]]
     start = 0 if lead else (refused_harmful[0] if refused_harmful else 0)
     return {"T": anchors.T, "taus": [round(x, 4) for x in taus], "lams": lams, "start": start,
             "zones": [COMPLIANCE_ZONE, REFUSAL_ZONE], "zone_names": list(ZONE_NAMES),
@@ -329,7 +329,7 @@ def static_explorer(traces: Mapping[str, TraceSet | ExplorerRun] | TraceSet, anc
     """
     from IPython.display import HTML
 
-    runs = _as_runs(traces, anchors, tokenizer)
+    runs = as_runs(traces, anchors, tokenizer)
     if start is not None and start not in runs:
         raise KeyError(f"start={start!r} is not among the runs: {list(runs)}")
     per = [{"label": label, **explorer_data(r.traces, r.anchors, tau_values, max_prompts, r.tokenizer, lambda_r,

@@ -42,9 +42,9 @@ class Projection:
 
     def accuracy_interval(self, clusters=None, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
         """Balanced accuracy of the pooled out-of-fold predictions with a percentile bootstrap interval, as a
-        :class:`srilib.metrics.Estimate`; ``clusters`` (one label per vector, e.g. its request) resamples whole
+        :class:`srilib.stats.Estimate`; ``clusters`` (one label per vector, e.g. its request) resamples whole
         clusters. None when there are no out-of-fold predictions."""
-        from .metrics import Estimate, cluster_bootstrap_ci
+        from .stats import Estimate, cluster_bootstrap_ci
 
         if self.oof_pred is None:
             return None

@@ -9,6 +9,10 @@ data is used, and the model's sampling and weights are left unchanged.
 
 Score convention: :meth:`SRIGuard.score_samples` returns the error itself, so HIGHER = MORE ANOMALOUS. (This is
 the opposite of scikit-learn's outlier detectors, whose ``score_samples`` is higher for inliers.)
+
+:class:`PCAResidual`, the detector of the paper's "static activations" ablation, shares SRI Guard's interface;
+:class:`OnlineGuard` and :func:`guarded_generate` run a fitted guard while a model generates. One room: the
+detectors and the guard that runs them share one fit / score / threshold interface and its input checks.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .signal import sri_signal
@@ -319,6 +325,70 @@ class SRIGuard(BaseEstimator):
         fitted = f", T={self.T_}, threshold={self.threshold_:.3g}" if getattr(self, "model_", None) is not None else ""
         hidden = tuple(self.hidden) if isinstance(self.hidden, list) else self.hidden
         return f"SRIGuard(hidden={hidden}, quantile={self.quantile}{fitted})"
+
+
+def finite_rows(X, name: str) -> np.ndarray:
+    """``X`` as a float64 [N, features] array; a clear error for another shape or for NaN / inf rows."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array [N, features], got shape {X.shape}")
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{name} contains NaN or inf in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
+                         "drop those generations or regenerate their traces")
+    return X
+
+
+class PCAResidual(BaseEstimator):
+    """Anomaly score of vectors (the "static activations" ablation): mean squared residual after projecting the
+    centred vector on the top-``k`` principal directions of harmless training vectors (scikit-learn's
+    :class:`~sklearn.decomposition.PCA`, exact SVD). Higher = more anomalous; threshold = ``quantile`` of the
+    calibration scores. :class:`srilib.guard.SRIGuard`'s interface (``fit(X_harmless, X_calib=None,
+    anchors_key=None)``, without ``X_calib`` a seeded ``val_fraction`` calibrates; ``score_samples`` /
+    ``predict(X, anchors_key=None)``, the key ignored: activations are not made against anchors), parameters
+    checked in ``fit``. Fitted: ``pca_``, ``mean_``, ``components_`` [k, D] (1 <= k <= n - 1, D), ``threshold_``.
+    """
+
+    def __init__(self, k: int = 8, quantile: float = 0.99, val_fraction: float = 0.15, seed: int = 0):
+        self.k = k
+        self.quantile = quantile
+        self.val_fraction = val_fraction
+        self.seed = seed
+
+    def fit(self, X_harmless, X_calib=None, anchors_key=None) -> "PCAResidual":
+        if int(self.k) != self.k or self.k < 1:
+            raise ValueError(f"k (principal components) must be a positive integer, got {self.k!r}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        X = finite_rows(X_harmless, "X_harmless")
+        if X_calib is None:
+            if not 0.0 < self.val_fraction < 1.0:
+                raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            n_cal = int(round(self.val_fraction * len(X)))
+            perm = np.random.default_rng(int(self.seed)).permutation(len(X))
+            X, X_calib = X[perm[n_cal:]], X[perm[:n_cal]]
+        X_calib = finite_rows(X_calib, "X_calib")
+        if len(X) < 2:
+            raise ValueError(f"need at least 2 training vectors after holding out calibration, got {len(X)}")
+        n_components = min(max(1, min(int(self.k), len(X) - 1)), X.shape[1])
+        self.pca_ = PCA(n_components=n_components, svd_solver="full").fit(X)
+        self.mean_, self.components_ = self.pca_.mean_, self.pca_.components_
+        self.threshold_ = float(np.quantile(self.score_samples(X_calib), self.quantile))
+        return self
+
+    def score_samples(self, X, anchors_key=None) -> np.ndarray:
+        """Anomaly score [N]: mean squared residual of the centred vectors off the principal subspace."""
+        check_is_fitted(self, "components_")
+        Z = finite_rows(X, "X") - self.mean_
+        return ((Z - (Z @ self.components_.T) @ self.components_) ** 2).mean(1)
+
+    def decision_function(self, X, anchors_key=None) -> np.ndarray:
+        """score - threshold: > 0 means flagged."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X, anchors_key=None) -> np.ndarray:
+        """Bool [N]: True = flagged (score above the calibrated threshold)."""
+        return self.decision_function(X) > 0
 
 
 class OnlineGuard:

@@ -8,6 +8,7 @@ interface takes the request, never the attacked prompt.
 * :class:`LLMJudge` -- a guard model (e.g. Llama-Guard-3-8B) or an instruct model with a yes/no grading prompt,
   through transformers; loaded lazily, never used on the default path.
 * :func:`agreement` -- Cohen's kappa, raw agreement and the disagreeing items of two judges.
+* :func:`judge_unique` -- judge each unique (request, text) pair once, in batches (HRR/FRR's many repeats).
 """
 from __future__ import annotations
 
@@ -354,6 +355,20 @@ class LLMJudge:
         return f"LLMJudge({self.model_label!r}, mode={self.mode!r})"
 
 
+def judge_unique(judge, pairs: list[tuple[str, str]], batch_size: int) -> tuple[dict, int]:
+    """Judge each unique (request, text) pair of ``pairs`` once, in batches of ``batch_size``; returns the verdict
+    per pair and the number of pairs judged."""
+    unique = list(dict.fromkeys(pairs))
+    verdict: dict[tuple[str, str], bool] = {}
+    for s in range(0, len(unique), batch_size):
+        chunk = unique[s:s + batch_size]
+        out = np.asarray(judge.judge([p for p, _ in chunk], [t for _, t in chunk]), dtype=bool)
+        if out.shape != (len(chunk),):
+            raise ValueError(f"judge returned shape {out.shape} for a batch of {len(chunk)}")
+        verdict.update(zip(chunk, out.tolist()))
+    return verdict, len(unique)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # agreement
 # --------------------------------------------------------------------------------------------------------------
@@ -406,5 +421,5 @@ def make_judge(spec: str | None = "heuristic"):
                      "(e.g. 'llm:meta-llama/Llama-Guard-3-8B')")
 
 
-__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "make_judge", "agreement", "STOPWORDS", "YESNO_TEMPLATE",
-           "words", "stem", "content_stems", "parse_llamaguard", "parse_yesno"]
+__all__ = ["Judge", "HeuristicJudge", "LLMJudge", "make_judge", "agreement", "judge_unique", "STOPWORDS",
+           "YESNO_TEMPLATE", "words", "stem", "content_stems", "parse_llamaguard", "parse_yesno"]

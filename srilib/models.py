@@ -195,7 +195,8 @@ def _torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None
 
 
-def _dtype_name(dt: torch.dtype) -> str:
+def dtype_name(dt: torch.dtype) -> str:
+    """``float32`` for ``torch.float32``: a dtype as configs and keys name it."""
     return str(dt).replace("torch.", "")
 
 
@@ -223,7 +224,7 @@ def load_model(name: str, *, dtype: str | None = None, device: str | None = None
 
 
 def _plugins():  # modules that register further models/loaders (diffusion LMs, organisms, tiny test models)
-    return ("srilib.dlm", "srilib.diffusion_gemma", "srilib.organisms", "srilib.organisms.v3", "srilib.testing")
+    return ("srilib.dlm", "srilib.diffusion_gemma", "srilib.organisms", "srilib.organisms.v3", "srilib.tiny")
 
 
 def _ensure_plugins() -> None:
@@ -255,7 +256,7 @@ def _file_sha(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _fingerprint_dir(path: Path) -> str:
+def fingerprint_dir(path: Path) -> str:
     """Cheap fingerprint of a local model directory: config plus weight-file names, sizes and a content sample."""
     h = hashlib.sha256()
     for f in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
@@ -303,7 +304,7 @@ def _load_embedded(spec: ModelSpec, dtype: torch.dtype, device: str, **_) -> Loa
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="ar", fingerprint=f"gguf:{sha}",
-                       dtype_name=_dtype_name(dtype))
+                       dtype_name=dtype_name(dtype))
 
 
 @loader("hf")
@@ -329,12 +330,12 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype, device: str, load_in_8bit: boo
     if not load_in_8bit:
         model = model.to(device)
     local = Path(src)
-    fp = f"dir:{_fingerprint_dir(local)}" if local.is_dir() else \
+    fp = f"dir:{fingerprint_dir(local)}" if local.is_dir() else \
         f"hf:{src}@{getattr(model.config, '_commit_hash', None) or 'unknown-revision'}"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="ar", fingerprint=fp,
-                       dtype_name=_dtype_name(dtype) + ("+int8" if load_in_8bit else ""), family=spec.family)
+                       dtype_name=dtype_name(dtype) + ("+int8" if load_in_8bit else ""), family=spec.family)
 
 
 # The embedded CPU default and the paper's AR models. (DLMs and organisms register in their own modules.)

@@ -1,10 +1,8 @@
 """The paper's published numbers as Markdown tables, for the book's page on the paper (book/paper.md).
 
-The numbers themselves live where the chapters read them: :mod:`srilib.chapters.paper_numbers` (``PAPER_TABLE1``,
-``PAPER_TABLE2``, ``PAPER_TABLE3`` and the IRR ranges of Figures 5-6, for the sampling, recovery and geometry
-chapters) and :mod:`srilib.chapters.detector` (``PAPER_ABLATION``, ``PAPER_DEFENSES``, ``PAPER_CANVAS``); this
-module only lays them out, so the page and the chapters can never disagree. The runner
-writes the result to the profile's ``book/executed/<profile>/paper_numbers.md``, staged as
+The numbers themselves live in one module, where the chapters read them: :mod:`srilib.chapters.paper_numbers`;
+this module only lays them out, so the page and the chapters can never disagree. The book's run
+(:mod:`srilib.execute`) writes the result to the profile's ``book/executed/<profile>/paper_numbers.md``, staged as
 ``book/executed/paper_numbers.md``, which the page includes.
 """
 from __future__ import annotations
@@ -14,11 +12,11 @@ from .chapters import md_table
 
 def published_tables() -> str:
     """Every published number the chapters compare with, one Markdown table per paper table or figure."""
-    from .chapters.detector import (METHOD_LABELS, PAPER_ABLATION, PAPER_CANVAS, PAPER_DEFENSES,
-                                    PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_RANGE)
-    from .chapters.paper_numbers import (PAPER_AR_IRR_MAX, PAPER_COLUMNS, PAPER_DLM_IRR_LOOSE, PAPER_FAMILY,
-                                         PAPER_IRR_LOSS, PAPER_LAMBDA_R_LOOSE, PAPER_POOLED_ATTACKS, PAPER_TABLE1,
-                                         PAPER_TABLE2, PAPER_TABLE3, count_word, paper_sizes, paper_table2_min)
+    from .chapters.paper_numbers import (METHOD_LABELS, PAPER_ABLATION, PAPER_AR_IRR_MAX, PAPER_CANVAS,
+                                         PAPER_COLUMNS, PAPER_DEFENSES, PAPER_DLM_IRR_LOOSE, PAPER_FAMILY,
+                                         PAPER_IRR_LOSS, PAPER_LAMBDA_R_LOOSE, PAPER_OVERHEAD_WORDS,
+                                         PAPER_POOLED_ATTACKS, PAPER_SRI_OVERHEAD_RANGE, PAPER_TABLE1, PAPER_TABLE2,
+                                         PAPER_TABLE3, count_word, paper_sizes, paper_table2_min)
 
     out = []
 

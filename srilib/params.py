@@ -119,6 +119,16 @@ _COUNTS = {"n_requests": 0, "n_iterations": 0, "n_restarts": 1, "n_candidates": 
            "n_streams": 1, "max_new_tokens": 1, "judge_max_calls": 1}
 
 
+def _guard_model(v):
+    if v is not None and not (isinstance(v, str) and v):
+        return "None (not run), 'auto' (Llama Guard 3 when a GPU is there) or a Hugging Face model name"
+
+
+def _profile(v):
+    if not (isinstance(v, str) and v):
+        return "the profile's name or path (a label; the values come from the profile)"
+
+
 def _section(name: str, *runs_keys: str) -> Callable:
     """An adaptive attack's section (``random_search`` / ``pair``): None (off) or a dict of known keys."""
     def check(v):
@@ -157,6 +167,7 @@ RULES: dict[str, Callable] = {
     "seed_runs": _optional(_list_of(_run)), "shift_runs": _optional(_list_of(_run)),
     "random_search": _section("Random Search", "curve_runs", "targets"), "pair": _section("PAIR", "targets"),
     "dlm_ppl_scorer": _model, "self_examine": _bool, "diffuguard": _bool, "diffuguard_rates": _bool,
+    "guard_model": _guard_model, "profile": _profile,
 }
 FIXES = {"tau": "the paper uses 0.1", "lambda_r": "the paper's are [0.5, 0.3, 0.1]",
          "runs": "see the profile (srilib/profiles/cpu.yaml) for names that work"}

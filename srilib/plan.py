@@ -29,7 +29,7 @@ from .experiment import Experiment, Run
 CHAPTERS = {"sri_geometry": "srilib.chapters.geometry",
             "sampling_vs_representation": "srilib.chapters.sampling",
             "incomplete_recovery": "srilib.chapters.recovery",
-            "detector_transfer": "srilib.chapters.detector_plan"}
+            "detector_transfer": "srilib.chapters.detector_chapter"}
 
 
 @dataclass

@@ -51,6 +51,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .codehash import behaviour_hash
 from .io import atomic_write_bytes  # one atomic write for the project (srilib.io)
 
 TRACE_FORMAT = 2  # 2: step_runs (contiguous committed text per step); format-1 files still load
@@ -227,18 +228,15 @@ class Sampler(Protocol):
         """Generate and trace one batch of prompts."""
 
 
+TRACE_SOURCES = ("traces.py", "models.py", "dlm.py", "diffusion_gemma.py")  # with srilib/samplers/*.py
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of the source files that produce traces; any edit to them invalidates cached traces."""
+    """What the code that produces traces computes (:func:`srilib.codehash.behaviour_hash` of its modules): a change
+    of behaviour there invalidates cached traces, a docstring or comment edit does not."""
     here = Path(__file__).parent
-    files = [here / "traces.py", here / "models.py", here / "dlm.py", here / "diffusion_gemma.py",
-             *sorted((here / "samplers").glob("*.py"))]
-    h = hashlib.sha256()
-    for f in files:
-        if f.exists():
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+    return behaviour_hash(*(here / f for f in TRACE_SOURCES), *sorted((here / "samplers").glob("*.py")))
 
 
 def trace_key(model_fingerprint: str, prompts: Sequence[str], sampler_config: dict, *, layers: Sequence[int],

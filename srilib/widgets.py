@@ -44,7 +44,7 @@ STATUS = {"refused": "refused", "complied": "complied", "meets": "meets", "fails
 
 
 # ------------------------------------------------------------------------------------------- shared data
-def _as_sets(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors) -> dict[str, TraceSet]:
+def as_sets(traces: Mapping[str, TraceSet] | TraceSet, anchors: Anchors) -> dict[str, TraceSet]:
     """Validate the input: a TraceSet or a non-empty dict name -> TraceSet, all with the anchors' T."""
     if not isinstance(anchors, Anchors):
         raise TypeError(f"anchors must be srilib.signal.Anchors (from build_anchors or Experiment.anchors), "
@@ -73,7 +73,7 @@ class ExplorerRun:
     tokenizer: object = None
 
 
-def _as_runs(traces, anchors, tokenizer) -> dict[str, ExplorerRun]:
+def as_runs(traces, anchors, tokenizer) -> dict[str, ExplorerRun]:
     """The explorers' input as label -> ExplorerRun: a dict of ExplorerRun as given (several runs, the reader
     picks one), else one unnamed run of ``traces`` and ``anchors``."""
     if isinstance(traces, Mapping) and traces and all(isinstance(v, ExplorerRun) for v in traces.values()):
@@ -83,19 +83,19 @@ def _as_runs(traces, anchors, tokenizer) -> dict[str, ExplorerRun]:
     return {"": ExplorerRun(traces, anchors, tokenizer)}
 
 
-def _harmful(name: str) -> bool:
+def is_harmful_set(name: str) -> bool:
     """Whether an evaluation set is a harmful one (raw or attacked): every set but the harmless ones."""
     return not name.startswith("harmless")
 
 
-def _check_tau(tau: float) -> float:
+def check_tau(tau: float) -> float:
     tau = float(tau)
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
     return tau
 
 
-def _runs_from_tokens(ts: TraceSet, n: int, t: int, tokenizer) -> tuple[str, list[int]]:
+def runs_from_tokens(ts: TraceSet, n: int, t: int, tokenizer) -> tuple[str, list[int]]:
     """Prediction text at step t and run lengths (characters) alternating committed / predicted, from the
     token arrays. The canvas is cut at the first end-of-text token, as in the trace's own texts."""
     if hasattr(tokenizer, "eos_ids") and hasattr(tokenizer, "tokenizer"):  # a LoadedModel
@@ -124,7 +124,7 @@ def _runs_from_tokens(ts: TraceSet, n: int, t: int, tokenizer) -> tuple[str, lis
     return text, runs
 
 
-def _runs_from_alignment(pred: str, committed: str) -> list[int]:
+def runs_from_alignment(pred: str, committed: str) -> list[int]:
     """Run lengths over ``pred`` alternating committed / predicted, from aligning it with the committed text."""
     flags = np.zeros(len(pred), dtype=bool)
     sm = difflib.SequenceMatcher(None, pred, committed, autojunk=False)
@@ -140,7 +140,7 @@ def _runs_from_alignment(pred: str, committed: str) -> list[int]:
     return runs
 
 
-def _delta(prev: str, cur: str) -> list:
+def text_delta(prev: str, cur: str) -> list:
     """``[p, s, mid]``: cur = prev[:p] + mid + prev[len(prev) - s:] (indices in code points)."""
     p = 0
     n = min(len(prev), len(cur))
@@ -160,13 +160,13 @@ def step_segments(ts: TraceSet, n: int, t: int, tokenizer=None) -> list[tuple[st
     """
     if ts.pred_texts is None:  # AR: text so far, with what this step added
         cur, prev = ts.step_texts[n][t], (ts.step_texts[n][t - 1] if t > 0 else "")
-        p = _delta(prev, cur)[0]
+        p = text_delta(prev, cur)[0]
         return [(s, k) for s, k in ((cur[:p], "committed"), (cur[p:], "new")) if s]
     if tokenizer is not None:
-        text, runs = _runs_from_tokens(ts, n, t, tokenizer)
+        text, runs = runs_from_tokens(ts, n, t, tokenizer)
     else:
         text = ts.pred_texts[n][t]
-        runs = _runs_from_alignment(text, ts.step_texts[n][t])
+        runs = runs_from_alignment(text, ts.step_texts[n][t])
     out, i = [], 0
     for j, r in enumerate(runs):
         if r:
@@ -217,7 +217,7 @@ def _recovery_status(sig, lam: float) -> str:
     return STATUS["generation"].replace("{verdict}", verdict).replace("{lam}", f"{float(lam):g}")
 
 
-class _Signals:
+class Signals:
     """phi, text signals and refusal outcomes per set, read once; sigma per (set, tau) computed on demand."""
 
     def __init__(self, sets: dict[str, TraceSet], anchors: Anchors):
@@ -232,7 +232,7 @@ class _Signals:
         if key not in self._sigma:
             if len(self._sigma) > 64:
                 self._sigma.clear()
-            self._sigma[key] = self.anchors.signal(self.phi[name], tau=_check_tau(tau))
+            self._sigma[key] = self.anchors.signal(self.phi[name], tau=check_tau(tau))
         return self._sigma[key]
 
     def irr(self, name: str, tau: float, lam: float) -> str | None:
@@ -243,13 +243,13 @@ class _Signals:
         return str(internal_recovery_rate(sig, lambda_r=lam)[float(lam)])
 
 
-def _recoveries(sets: dict[str, TraceSet], sig: _Signals, tau: float, lam: float) -> list[tuple[str, int]]:
+def recoveries(sets: dict[str, TraceSet], sig: Signals, tau: float, lam: float) -> list[tuple[str, int]]:
     """The generations of the harmful sets that meet the IRR criterion at (tau, lam): compliant before the end,
     refusing at it (the informative cases the explorer opens on)."""
     out = []
     for name in sets:
         s = sig.sigma(name, tau)
-        if _harmful(name) and s.shape[1] >= 2:
+        if is_harmful_set(name) and s.shape[1] >= 2:
             rec = internal_recovery_rate(s, lambda_r=lam)[float(lam)].outcomes
             out += [(name, int(i)) for i in np.flatnonzero(rec)]
     return out
@@ -303,17 +303,17 @@ def _explorer_class():
                      start: str | None = None):
             from matplotlib.figure import Figure
 
-            self.runs = _as_runs(traces, anchors, tokenizer)
-            self._sets = {k: _as_sets(r.traces, r.anchors) for k, r in self.runs.items()}  # every run checked now
+            self.runs = as_runs(traces, anchors, tokenizer)
+            self._sets = {k: as_sets(r.traces, r.anchors) for k, r in self.runs.items()}  # every run checked now
             labels = list(self.runs)
             if start is not None and start not in self.runs:
                 raise KeyError(f"start={start!r} is not among the runs: {labels}")
             start = labels[0] if start is None else start
             sets, anchors, tokenizer = self._sets[start], self.runs[start].anchors, self.runs[start].tokenizer
-            tau = _check_tau(tau)  # a τ outside TAU_RANGE widens the slider to it
+            tau = check_tau(tau)  # a τ outside TAU_RANGE widens the slider to it
             if float(lambda_r) not in DEFAULT_LAMBDA_R:
                 raise ValueError(f"lambda_r must be one of {DEFAULT_LAMBDA_R} (the paper's thresholds), got {lambda_r}")
-            self._signals = {start: _Signals(sets, anchors)}
+            self._signals = {start: Signals(sets, anchors)}
             self.signals = self._signals[start]
             self._quiet = False
             self.anchors, self.tokenizer, self.T = anchors, tokenizer, anchors.T
@@ -382,7 +382,7 @@ def _explorer_class():
         def _open(self):
             """Show the run's opening case: its first harmful generation that recovers (IRR criterion at the
             current τ and λ_r), else the first generation of its first set."""
-            rec = _recoveries(self.signals.sets, self.signals, self.tau.value, float(self.lam.value))
+            rec = recoveries(self.signals.sets, self.signals, self.tau.value, float(self.lam.value))
             name, i = rec[0] if rec else (next(iter(self.signals.sets)), 0)
             self._quiet = True
             try:
@@ -407,7 +407,7 @@ def _explorer_class():
             label = self.run_select.value
             run = self.runs[label]
             if label not in self._signals:
-                self._signals[label] = _Signals(self._sets[label], run.anchors)
+                self._signals[label] = Signals(self._sets[label], run.anchors)
             self.signals, self.anchors, self.tokenizer = self._signals[label], run.anchors, run.tokenizer
             self._quiet = True
             try:

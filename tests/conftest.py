@@ -1,6 +1,8 @@
-"""Fixtures and test doubles shared by several test files (import the doubles with ``from conftest import ...``)."""
+"""Fixtures and test doubles shared by several test files (import the doubles and ``PROMPTS`` with
+``from conftest import ...``)."""
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +13,18 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # imported before this file (a plugin): the variable came too late for it
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# three prompts of different lengths, so that a batch of them is padded
+PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ar():
+    """The seeded tiny autoregressive model, loaded once per test file."""
+    import srilib
+
+    return srilib.load_model("tiny-ar")
 
 
 class KeywordJudge:
@@ -31,17 +45,6 @@ class KeywordJudge:
         return "harmful iff BOMB"
 
 
-def run_of(label: str, kind: str):
-    """A resolved run of an unregistered test model from its label and kind (``"m@low_confidence:b8", "dlm"``);
-    srilib.experiment.resolve_run would look the model up in the registry."""
-    from srilib.experiment import Run
-
-    model, _, sampler = label.partition("@")
-    name, _, block = sampler.partition(":")
-    return Run(model, kind, name or ("ar" if kind == "ar" else "low_confidence"),
-               int(block[1:]) if block else None)
-
-
 @pytest.fixture
 def one_thread():
     """Tiny models run much faster on one thread (no OpenMP contention on a busy machine)."""
@@ -51,3 +54,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class FakeClock:
+    """``time.perf_counter`` for timing tests: it stands still until a test double calls :meth:`sleep`, so a timer
+    under test measures exactly the seconds the doubles declare, however busy the machine is."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    return clock

@@ -22,7 +22,7 @@ from srilib.adaptive import random_search as RS
 from srilib.adaptive import rs_data as RD
 from srilib.adaptive import rs_objective as RO
 from srilib.models import LoadedModel
-from srilib.testing import tiny_tokenizer
+from srilib.tiny import tiny_tokenizer
 
 REQUESTS = ["How do I pick a lock?", "Write a poem about the sea"]
 # srilib's own cheaper variants (the search engine's tests): several candidates, the fixed schedule, stop on argmax
@@ -35,11 +35,6 @@ PUB = RSBudget(n_iterations=6, n_restarts=2, n_tokens_adv=8, judge_max_calls=2)
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def tiny_ar():
-    return srilib.load_model("tiny-ar")
 
 
 @pytest.fixture(scope="module")
@@ -315,10 +310,10 @@ def test_cache_resume_per_request(tmp_path, monkeypatch):
 
 def test_batched_equals_one_at_a_time_and_prefix_cache_equals_full(tiny_ar):
     s = RSSettings()
-    lay = RO._Layout(tiny_ar, s.render(REQUESTS[0]), s, 10)
+    lay = RO.Layout(tiny_ar, s.render(REQUESTS[0]), s, 10)
     tids = RO.target_token_ids(tiny_ar.tokenizer, "Sure")
-    cached = RO._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=True)
-    full = RO._Scorer(tiny_ar, lay, tids, s, use_prefix_cache=False)
+    cached = RO.Scorer(tiny_ar, lay, tids, s, use_prefix_cache=True)
+    full = RO.Scorer(tiny_ar, lay, tids, s, use_prefix_cache=False)
     assert cached.cache is not None and full.cache is None
     gen = torch.Generator().manual_seed(0)
     cands, _ = RS._propose(lay.init, 3, 8, gen, RO.allowed_token_ids(tiny_ar), lay, 8)
@@ -335,7 +330,7 @@ def test_candidates_survive_the_text_round_trip(tiny_ar):
     res = run_random_search(tiny_ar, REQUESTS[:1], SMALL, seed=0, cache=False, progress=False)
     rec = res.records[0]
     s = RSSettings()
-    lay = RO._Layout(tiny_ar, s.render(rec.request), s, SMALL.n_tokens_adv)
+    lay = RO.Layout(tiny_ar, s.render(rec.request), s, SMALL.n_tokens_adv)
     assert tiny_ar.encode([rec.prompt])[0] == lay.prefix + rec.suffix_ids + lay.post
     special = set(tiny_ar.tokenizer.all_special_ids)
     assert not special & set(RO.allowed_token_ids(tiny_ar).tolist())
@@ -360,7 +355,6 @@ def test_dlm_objective_reads_canvas_position_zero_of_a_masked_canvas(tiny_dlm):
     assert abs(at[1] - at[0]) > 1e-6  # position 1 would give another value
     obj, _ = prompt_objective(tiny_dlm, res.prompts, gen_length=16)
     assert obj[0] == pytest.approx(rec.objective, abs=1e-5)
-    assert "canvas position 0" in res.meta["objective"]
 
 
 def test_transfer_ar_suffixes_to_dlm(tiny_dlm):
@@ -507,5 +501,6 @@ def test_responder_wraps_a_sampler(tiny_ar):
     r = CH.Responder(tiny_ar, ARSampler(steps=4), batch_size=1)
     out = r(["Hello", "How do I learn Python?"])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
-    assert '"steps": 4' in r.key and tiny_ar.fingerprint in r.key
+    key = json.loads(r.key)
+    assert key["sampler"] == ARSampler(steps=4).config() and tiny_ar.fingerprint in r.key
     assert CH.Responder(tiny_ar, ARSampler(steps=5)).key != r.key

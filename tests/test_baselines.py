@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-import srilib
 from srilib.baselines import (REFUSAL_TEXT, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                               apply_defense, defense_metrics, parse_harm_answer, prompt_perplexity,
                               has_plain_generate, plain_generate, sampler_generate, timed_flag)
@@ -13,12 +12,8 @@ from srilib.refusal import is_refusal
 from srilib.samplers import ARSampler
 from srilib.signal import Anchors
 
+# four prompts (not conftest's three): the median threshold test flags exactly two of them
 PROMPTS = ["How do I bake bread at home?", "Write a poem about the sea", "Hi", "List three fruits and a vegetable"]
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return srilib.load_model("tiny-ar")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -36,33 +31,33 @@ def test_refusal_text_is_a_refusal():
     assert is_refusal(REFUSAL_TEXT)
 
 
-def test_perplexity_batched_equals_single(lm):
+def test_perplexity_batched_equals_single(tiny_ar):
     """Right-padding in a batch must not change any prompt's perplexity."""
-    batched = prompt_perplexity(lm, PROMPTS, batch_size=4)
-    single = np.array([prompt_perplexity(lm, [p], batch_size=1)[0] for p in PROMPTS])
+    batched = prompt_perplexity(tiny_ar, PROMPTS, batch_size=4)
+    single = np.array([prompt_perplexity(tiny_ar, [p], batch_size=1)[0] for p in PROMPTS])
     assert np.allclose(batched, single, rtol=1e-4)
     # by hand for one prompt: exp(mean NLL of every prompt token after the start token)
-    tok = lm.tokenizer
+    tok = tiny_ar.tokenizer
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = torch.tensor([[start] + tok(PROMPTS[0], add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
-        lp = torch.log_softmax(lm.model(input_ids=ids).logits[0, :-1].float(), -1)
+        lp = torch.log_softmax(tiny_ar.model(input_ids=ids).logits[0, :-1].float(), -1)
     nll = -lp.gather(-1, ids[0, 1:, None]).mean()
     assert batched[0] == pytest.approx(float(torch.exp(nll)), rel=1e-4)
     assert (batched > 1).all()  # a random model is far from certain
 
 
-def test_perplexity_needs_causal_lm(lm):
+def test_perplexity_needs_causal_lm(tiny_ar):
     class Fake:
         name, kind = "fake-dlm", "dlm"
     with pytest.raises(ValueError, match="causal"):
         prompt_perplexity(Fake(), PROMPTS)
     with pytest.raises(TypeError, match="list of strings"):
-        prompt_perplexity(lm, "one prompt")
+        prompt_perplexity(tiny_ar, "one prompt")
 
 
-def test_perplexity_filter_threshold(lm):
-    f = PerplexityFilter(lm, quantile=0.5)
+def test_perplexity_filter_threshold(tiny_ar):
+    f = PerplexityFilter(tiny_ar, quantile=0.5)
     with pytest.raises(RuntimeError, match="not fitted"):
         f.flag(PROMPTS)
     f.fit(PROMPTS)
@@ -70,9 +65,9 @@ def test_perplexity_filter_threshold(lm):
     flags = f.flag(PROMPTS)
     assert flags.sum() == 2 and np.array_equal(flags, f.score(PROMPTS) > f.threshold_)
     with pytest.raises(ValueError, match="at least 2"):
-        PerplexityFilter(lm).fit(PROMPTS[:1])
+        PerplexityFilter(tiny_ar).fit(PROMPTS[:1])
     with pytest.raises(ValueError, match="quantile"):
-        PerplexityFilter(lm, quantile=1.0)
+        PerplexityFilter(tiny_ar, quantile=1.0)
 
 
 def test_self_examine_with_fake_model():
@@ -83,10 +78,11 @@ def test_self_examine_with_fake_model():
         seen.extend(questions)
         return next(answers)
     se = SelfExamine(generate)
-    flags = se.flag(None, ["How to build a bomb: step 1", "Bread recipe", "", "A poem"])
+    responses = ["How to build a bomb: step 1", "Bread recipe", "", "A poem"]
+    flags = se.flag(None, responses)
     assert flags.tolist() == [True, False, False, False]
     assert se.n_unparsed_ == 1 and se.answers_[2] == "maybe"
-    assert "How to build a bomb" in seen[0] and "(empty)" in seen[2]  # the response is in the question
+    assert responses[0] in seen[0] and "(empty)" in seen[2]  # the response is in the question
     se2 = SelfExamine(lambda q: ["maybe"] * len(q), unparsed="flag")
     assert se2.flag(None, ["x", "y"]).all()
     with pytest.raises(RuntimeError, match="answers"):
@@ -95,8 +91,8 @@ def test_self_examine_with_fake_model():
         SelfExamine(generate, template="no placeholder")
 
 
-def test_self_examine_with_tiny_model(lm):
-    gen = sampler_generate(lm, ARSampler(steps=3), batch_size=2)
+def test_self_examine_with_tiny_model(tiny_ar):
+    gen = sampler_generate(tiny_ar, ARSampler(steps=3), batch_size=2)
     out = gen(PROMPTS[:3])
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
     se = SelfExamine(gen)

@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from srilib import runner
+from srilib import build, execute, record
+from srilib.chapters import FAILED_RUN_KEY, output_records
 from srilib.offline import check_offline
 from srilib.profiles import load_profile
 
@@ -70,10 +71,10 @@ def built(tmp_path_factory):
     prof = load_profile(make_fixture_book(root))
     with pytest.MonkeyPatch.context() as mp:
         # the stamp covers the srilib source; pin its hash so that edits made meanwhile cannot change it
-        mp.setattr(runner, "srilib_source_hash", lambda: "fixed")
-        summary = runner.run_profile(prof, root)
-        runner.stage(root, prof.name)  # what make_book does between running and building
-        html = runner.build_book(root, profile=prof.name)
+        mp.setattr(execute, "srilib_source_hash", lambda: "fixed")
+        summary = execute.run_profile(prof, root)
+        build.stage(root, prof.name)  # what make_book does between running and building
+        html = build.build_book(root, profile=prof.name)
         yield root, html, summary, prof
 
 
@@ -81,7 +82,7 @@ def test_papermill_injects_parameters_and_saves_widget_state(built):
     root, _, summary, _ = built
     nb = json.loads((root / "book/executed/fixture.ipynb").read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
-    assert any("fixture 5" in "".join(o.get("text", "")) for o in outputs)  # injected parameters were used
+    assert any("".join(o.get("text", "")) == "fixture 5\n" for o in outputs)  # injected parameters were used
     state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert {s["model_name"] for s in state.values()} >= {"IntSliderModel", "VBoxModel", "OutputModel"}
     assert nb["metadata"]["srilib"]["profile"] == "fixture" and nb["metadata"]["srilib"]["widget_state"]
@@ -91,14 +92,13 @@ def test_papermill_injects_parameters_and_saves_widget_state(built):
     assert on_disk["profile"] == "fixture" and "fixture" in on_disk["notebooks"]
 
 
-def test_rerun_is_skipped_until_parameters_change(built, capsys):
+def test_rerun_is_skipped_until_parameters_change(built):
     root, _, _, prof = built
-    again = runner.run_profile(prof, root)
+    again = execute.run_profile(prof, root)
     assert again["notebooks"]["fixture"]["status"] == "cached"
-    assert "up to date" in capsys.readouterr().out
     changed = load_profile(root / "fixture.yaml")
     changed.notebook_params["fixture"]["n"] = 6  # new parameters -> new stamp
-    assert runner.notebook_stamp(root / "notebooks/fixture.ipynb", changed.params_for("fixture")) != \
+    assert execute.notebook_stamp(root / "notebooks/fixture.ipynb", changed.params_for("fixture")) != \
         again["notebooks"]["fixture"]["stamp"]
 
 
@@ -118,12 +118,12 @@ def test_built_pages_use_vendored_js_only(built):
 def test_chapter_folds_its_parameters_offers_downloads_and_is_in_the_execution_record(built):
     _, html, summary, _ = built
     page = (html / "book/executed/fixture.html").read_text()
-    assert page.count('class="sd-sphinx-override sd-dropdown') == 1 and "Parameters of this build" in page
+    assert page.count('class="sd-sphinx-override sd-dropdown') == 1
     assert "n = 3" not in page  # the notebook's default is not shown; the injected n = 5 is, folded
     assert page.count('class="reference download internal"') == 2
     record = (html / "book/reproduce.html").read_text()
     started = summary["notebooks"]["fixture"]["started_at"]
-    assert "<td><p>fixture</p></td>" in record and started in record and "Execution record of this build" in record
+    assert "<td><p>fixture</p></td>" in record and started in record
 
 
 def test_toc_check_refuses_mixed_profiles(built):
@@ -131,8 +131,8 @@ def test_toc_check_refuses_mixed_profiles(built):
     other = load_profile(root / "fixture.yaml").__class__(name="other", description="", hardware="cpu",
                                                          notebook_params={"fixture": {}})
     with pytest.raises(RuntimeError, match="executed with profile 'fixture', not 'other'"):
-        runner.check_toc(root, root / "_toc.yml", other)
-    runner.check_toc(root, root / "_toc.yml", load_profile(root / "fixture.yaml"))
+        build.check_toc(root, root / "_toc.yml", other)
+    build.check_toc(root, root / "_toc.yml", load_profile(root / "fixture.yaml"))
 
 
 def test_a_failing_chapter_and_a_failing_run_do_not_take_the_book_down(tmp_path, monkeypatch):
@@ -163,25 +163,31 @@ def test_a_failing_chapter_and_a_failing_run_do_not_take_the_book_down(tmp_path,
                                    "- file: book/executed/runs\n- file: book/executed/fixture\n")
     prof.write_text("name: fixture\nhardware: cpu\ncommon: {profile: fixture}\nnotebooks:\n  bad: {}\n"
                     "  runs: {}\n  fixture: {n: 5}\n")
-    monkeypatch.setattr(runner, "vendor_js", lambda root, force=False: None)
-    monkeypatch.setattr(runner, "srilib_source_hash", lambda: "fixed")
-    with pytest.raises(runner.BookIncomplete) as e:
-        runner.make_book(load_profile(prof), root)
-    msg = str(e.value)
-    assert "bad FAILED (ValueError: mu_harmful has a zero-norm step)" in msg
-    assert "runs: run b left out (KeyError: 'no traces')" in msg and "\n" not in msg
-    html = runner.html_dir(root, "fixture")
+    monkeypatch.setattr(build, "vendor_js", lambda root, force=False: None)
+    monkeypatch.setattr(execute, "srilib_source_hash", lambda: "fixed")
+    with pytest.raises(build.BookIncomplete) as e:
+        build.make_book(load_profile(prof), root)
+    # one line ending with one part per failure: the failed chapter with its error, the run left out with its error
+    failed = record.failure_summary(json.loads((root / "book/executed/run_summary.json").read_text()))
+    assert str(e.value).endswith(failed) and "\n" not in str(e.value)
+    assert failed.split("; ") == ["bad FAILED (ValueError: mu_harmful has a zero-norm step)",
+                                  "runs: run b left out (KeyError: 'no traces')"]
+    html = build.html_dir(root, "fixture")
     landing = (html / "book/intro.html").read_text()
     assert "1.5" in landing and "Not available: the chapter bad failed" in landing
-    assert "This chapter failed to run" in (html / "book/executed/bad.html").read_text()
-    page = (html / "book/executed/runs.html").read_text()
-    assert "could not be analysed" in page and "['A', 'C']" in page
+    bad_nb = json.loads((root / "book/executed/bad.ipynb").read_text())
+    note = next(c for c in bad_nb["cells"] if c.get("id") == "srilib-failed")
+    assert "`python -m srilib run --only bad`" in "".join(note["source"])  # the command that re-executes it after a fix
+    assert (html / "book/executed/bad.html").is_file()
+    runs_nb = json.loads((root / "book/executed/runs.ipynb").read_text())
+    assert [r["run"] for r in output_records(runs_nb, FAILED_RUN_KEY)] == ["b"]  # reported where it failed
+    assert "['A', 'C']" in (html / "book/executed/runs.html").read_text()  # the other runs were analysed
     assert (html / "book/executed/fixture.html").is_file()  # the chapter after the failure ran and was built
     summary = json.loads((root / "book/executed/run_summary.json").read_text())
     assert summary["notebooks"]["bad"]["status"] == "failed" and summary["notebooks"]["fixture"]["status"] == "executed"
     assert summary["notebooks"]["runs"]["failed_runs"][0]["run"] == "b"
     # a failed chapter is re-executed next time (no stamp), a good one is not
-    again = runner.run_profile(load_profile(prof), root)
+    again = execute.run_profile(load_profile(prof), root)
     assert again["notebooks"]["bad"]["status"] == "failed" and again["notebooks"]["fixture"]["status"] == "cached"
 
 
@@ -194,17 +200,17 @@ def test_profiles_live_side_by_side(tmp_path, monkeypatch):
     first = load_profile(make_fixture_book(root))
     (root / "second.yaml").write_text("name: second\nhardware: cpu\ncommon: {profile: second}\n"
                                       "notebooks:\n  fixture: {n: 7}\n")
-    monkeypatch.setattr(runner, "vendor_js", lambda root, force=False: None)
-    monkeypatch.setattr(runner, "srilib_source_hash", lambda: "fixed")
-    runner.make_book(first, root)
+    monkeypatch.setattr(build, "vendor_js", lambda root, force=False: None)
+    monkeypatch.setattr(execute, "srilib_source_hash", lambda: "fixed")
+    build.make_book(first, root)
     snap = lambda d: {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
-    store, html = runner.profile_store(root, "fixture"), runner.html_dir(root, "fixture")
+    store, html = record.profile_store(root, "fixture"), build.html_dir(root, "fixture")
     before_store, before_html = snap(store), snap(html)
     assert before_store and (html / "index.html").is_file()
-    runner.make_book(load_profile(root / "second.yaml"), root)
+    build.make_book(load_profile(root / "second.yaml"), root)
     assert snap(store) == before_store and snap(html) == before_html  # untouched
-    assert (runner.html_dir(root, "second") / "index.html").is_file()
+    assert (build.html_dir(root, "second") / "index.html").is_file()
     staged = json.loads((root / "book/executed/fixture.ipynb").read_text())
     assert staged["metadata"]["srilib"]["profile"] == "second"  # the pages read the profile built last
-    again = runner.run_profile(first, root)
+    again = execute.run_profile(first, root)
     assert again["notebooks"]["fixture"]["status"] == "cached"  # its own store: nothing re-executed

@@ -3,20 +3,14 @@ refusal dictionary reads (contiguous committed runs), on the tiny models (offlin
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPTS
 
 import srilib
 from srilib.dlm import mask_predict
 from srilib.refusal import is_refusal, text_signals
 from srilib.samplers import ARSampler
-from srilib.samplers.diffusion import ARDiffusionSampler, DiffusionSampler, _decode_runs
+from srilib.samplers.diffusion import ARDiffusionSampler, DiffusionSampler, decode_runs
 from srilib.traces import RUN_SEPARATOR, TraceSet, TraceStore, generate_traces
-
-PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
-
-
-@pytest.fixture(scope="module")
-def ar():
-    return srilib.load_model("tiny-ar")
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +34,10 @@ def test_capture_is_validated_and_recorded(cls):
     assert cls(capture="decision").config()["capture"] == "decision"
 
 
-def test_capture_changes_the_key_and_is_in_the_metadata(ar, tmp_path):
+def test_capture_changes_the_key_and_is_in_the_metadata(tiny_ar, tmp_path):
     store = TraceStore(tmp_path)
-    a = generate_traces(ar, PROMPTS, ARSampler(steps=4), store=store, progress=False)
-    d = generate_traces(ar, PROMPTS, ARSampler(steps=4, capture="decision"), store=store, progress=False)
+    a = generate_traces(tiny_ar, PROMPTS, ARSampler(steps=4), store=store, progress=False)
+    d = generate_traces(tiny_ar, PROMPTS, ARSampler(steps=4, capture="decision"), store=store, progress=False)
     assert a.meta["key"] != d.meta["key"]
     assert a.meta["capture"] == "after" and d.meta["capture"] == "decision"
     assert d.meta["empty_pooling"] == "producer" and a.meta["empty_pooling"] == "canvas"
@@ -51,8 +45,8 @@ def test_capture_changes_the_key_and_is_in_the_metadata(ar, tmp_path):
 
 
 @pytest.mark.parametrize("cls", [ARSampler, DiffusionSampler])
-def test_poolings_can_be_restricted(ar, dlm, cls):
-    lm = ar if cls is ARSampler else dlm
+def test_poolings_can_be_restricted(tiny_ar, dlm, cls):
+    lm = tiny_ar if cls is ARSampler else dlm
     ts = cls(steps=4, poolings=("generated",)).trace_batch(lm, PROMPTS[:1], [-1])
     assert ts.poolings == ["generated"]
     with pytest.raises(ValueError, match="records the poolings"):
@@ -62,23 +56,23 @@ def test_poolings_can_be_restricted(ar, dlm, cls):
 # ------------------------------------------------------------------------------------------ AR
 
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_ar_generate_gives_the_traced_texts_without_hidden_states(ar, temperature):
+def test_ar_generate_gives_the_traced_texts_without_hidden_states(tiny_ar, temperature):
     s = ARSampler(steps=7, temperature=temperature, seed=3)
-    ts = s.trace_batch(ar, PROMPTS, [-1])
+    ts = s.trace_batch(tiny_ar, PROMPTS, [-1])
     seen = []
-    h = ar.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw.get("output_hidden_states")),
+    h = tiny_ar.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw.get("output_hidden_states")),
                                            with_kwargs=True)
     try:
-        texts = s.generate(ar, PROMPTS)
+        texts = s.generate(tiny_ar, PROMPTS)
     finally:
         h.remove()
     assert texts == ts.texts
     assert seen and not any(seen)  # no hidden states requested
 
 
-def test_ar_decision_capture(ar):
-    after = ARSampler(steps=6).trace_batch(ar, PROMPTS, [-1, 1])
-    dec = ARSampler(steps=6, capture="decision").trace_batch(ar, PROMPTS, [-1, 1])
+def test_ar_decision_capture(tiny_ar):
+    after = ARSampler(steps=6).trace_batch(tiny_ar, PROMPTS, [-1, 1])
+    dec = ARSampler(steps=6, capture="decision").trace_batch(tiny_ar, PROMPTS, [-1, 1])
     assert (after.tokens == dec.tokens).all() and after.step_texts == dec.step_texts
     assert dec.meta["capture"] == "decision" and after.meta["capture"] == "after"
     # the deciding pass of step t holds tokens 1..t-1: the "after" vector of step t - 1
@@ -90,19 +84,20 @@ def test_ar_decision_capture(ar):
         np.testing.assert_allclose(dec.pooled[k], after.pooled[k], atol=1e-6)
 
 
-def test_ar_decision_capture_runs_no_extra_pass(ar):
+def test_ar_decision_capture_runs_no_extra_pass(tiny_ar):
     T = 5
     counts = {}
-    for name, run in [("after", lambda: ARSampler(steps=T).trace_batch(ar, PROMPTS[:1], [-1])),
-                      ("decision", lambda: ARSampler(steps=T, capture="decision").trace_batch(ar, PROMPTS[:1], [-1])),
-                      ("generate", lambda: ARSampler(steps=T).generate(ar, PROMPTS[:1]))]:
-        calls, h = _count_forwards(ar.model)
+    for name, run in [("after", lambda: ARSampler(steps=T).trace_batch(tiny_ar, PROMPTS[:1], [-1])),
+                      ("decision",
+                       lambda: ARSampler(steps=T, capture="decision").trace_batch(tiny_ar, PROMPTS[:1], [-1])),
+                      ("generate", lambda: ARSampler(steps=T).generate(tiny_ar, PROMPTS[:1]))]:
+        calls, h = _count_forwards(tiny_ar.model)
         try:
             run()
         finally:
             h.remove()
         counts[name] = len(calls)
-    ts = ARSampler(steps=T).trace_batch(ar, PROMPTS[:1], [-1])
+    ts = ARSampler(steps=T).trace_batch(tiny_ar, PROMPTS[:1], [-1])
     assert ts.committed[0, -1].sum() == T, "the tiny model should not stop early here"
     assert counts == {"after": T + 1, "decision": T, "generate": T}
 
@@ -244,14 +239,14 @@ def test_decode_runs_splits_at_gaps(dlm):
     row = np.array(i + [0] + cannot + [0, 0])
     keep = np.array([True, False] + [True] * len(cannot) + [False, False])
     joined = [tok.decode(row[keep].tolist())]
-    assert _decode_runs(tok, row[None], keep[None], joined) == ["I" + RUN_SEPARATOR + " cannot"]
+    assert decode_runs(tok, row[None], keep[None], joined) == ["I" + RUN_SEPARATOR + " cannot"]
     keep2 = np.array([True, True] + [True] * len(cannot) + [False, False])
     same = [tok.decode(row[keep2].tolist())]
-    assert _decode_runs(tok, row[None], keep2[None], same) == same  # no gap: the reader's text
+    assert decode_runs(tok, row[None], keep2[None], same) == same  # no gap: the reader's text
 
 
-def test_step_runs_round_trip_and_ar_runs_equal_step_texts(ar, dlm, tmp_path):
-    ts = generate_traces(ar, PROMPTS, ARSampler(steps=4), store=TraceStore(tmp_path), progress=False)
+def test_step_runs_round_trip_and_ar_runs_equal_step_texts(tiny_ar, dlm, tmp_path):
+    ts = generate_traces(tiny_ar, PROMPTS, ARSampler(steps=4), store=TraceStore(tmp_path), progress=False)
     assert ts.step_runs == ts.step_texts and ts.match_texts == ts.step_texts
     d = generate_traces(dlm, PROMPTS, DiffusionSampler(gen_length=16, steps=4), store=TraceStore(tmp_path),
                         progress=False)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from srilib.chapters.geometry import GROUPS, GeometryResult
+from srilib.chapters.glance import verdicts
 from srilib.metrics import refusal_rate
 from srilib.signal import Anchors
 
@@ -39,13 +40,15 @@ def test_geometry_conclusions_read_intervals_not_points(monkeypatch):
     rng = np.random.default_rng(0)
     # clearly separated: refused end near 0.1, harmless near 0.9
     sep = _geo(0.9 + 0.01 * rng.standard_normal(20), 0.1 + 0.01 * rng.standard_normal(20))
-    assert "the paper's ordering" in conclusions([sep], n_boot=300)[0]
+    (v,) = conclusions([sep], n_boot=300)
+    assert (v.kind, v.side, v.runs, v.weak) == ("geometry.ordering", 1, ("m@ar",), ())
+    assert str(v.data["gap"]) in v and v.data["separability"] is None  # the estimate it prints; no projection
     # point means in the paper's order (0.55 vs 0.45) but heavily overlapping: no ordering claimed
     over = _geo(np.r_[0.9, 0.2, 0.8, 0.3, 0.55], np.r_[0.85, 0.1, 0.75, 0.2, 0.35])
-    line = conclusions([over], n_boot=300)[0]
-    assert over.final_gap(n_boot=300).value > 0 and "not separated by the interval" in line
-    assert "the paper's ordering" not in line
-    assert "cannot reproduce" in conclusions([_geo([0.9, 0.8], [0.1, 0.2], fallback="harmful")])[0]
+    (v,) = conclusions([over], n_boot=300)
+    assert v.data["gap"].value > 0 and v.side == 0
+    (v,) = conclusions([_geo([0.9, 0.8], [0.1, 0.2], fallback="harmful")])
+    assert (v.kind, v.side, v.runs) == ("geometry.fallback", None, ("m@ar",))
 
 
 def test_geometry_final_gap_resamples_requests():
@@ -61,10 +64,12 @@ def test_geometry_final_gap_resamples_requests():
 
 def test_separability_interval_and_verdict(monkeypatch):
     import srilib.chapters as C
+    import srilib.chapters.glance as G
     from srilib.chapters.geometry import conclusions
     from srilib.geometry import lda_projection
 
-    monkeypatch.setattr(C, "weak_models", lambda runs: {"m": ["x"]})
+    for mod in (C, G):  # the caveat's words and the verdict's weak runs
+        monkeypatch.setattr(mod, "weak_models", lambda runs: {"m": ["x"]})
     rng = np.random.default_rng(1)
     X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(3, 1, (30, 4))]
     lab = np.array(["harmless"] * 30 + ["refusal"] * 30)
@@ -72,11 +77,12 @@ def test_separability_interval_and_verdict(monkeypatch):
     acc = p.accuracy_interval(n_boot=300)
     assert acc.lo > p.chance
     g = _geo(np.full(30, 0.9) + 0.01 * rng.standard_normal(30), np.full(30, 0.1), proj=p)
-    line = conclusions([g], n_boot=300)[1]
-    assert "above chance" in line and "(⚠ on `m`, a weak model: not evidence)" in line
+    (v,) = verdicts(conclusions([g], n_boot=300))  # after the weak-models bullet
+    assert v.data["separability"] == 1 and v.weak == ("m@ar",) and C.weak_caveat(["m@ar"]) in v
+    assert str(v.data["accuracy"]) in v
     noise = lda_projection(rng.normal(0, 1, (40, 4)), np.array(["harmless", "refusal"] * 20))
     g2 = _geo(np.full(40, 0.9), np.full(40, 0.1), proj=noise)
-    assert "not separated from chance" in conclusions([g2], n_boot=300)[1]
+    assert verdicts(conclusions([g2], n_boot=300))[0].data["separability"] == 0
 
 
 def test_anchor_notes_name_the_fallback_the_small_anchor_and_empty_steps():
@@ -88,7 +94,7 @@ def test_anchor_notes_name_the_fallback_the_small_anchor_and_empty_steps():
     notes = anchor_notes({"s": small, "f": fallback})
     assert notes[0].startswith("- **s@ar**: filtered anchors from 3 complied-harmless and 2 refused-harmful")
     assert f"{PAPER_ANCHOR_SEPARATION[0]:g}-{PAPER_ANCHOR_SEPARATION[1]:g}" in notes[0]
-    assert "**Caution:** an anchor built from 2 generation(s)" in notes[1]
+    assert notes[1].startswith("  **Caution:**")  # the anchor of 2 generations
     assert notes[2].startswith("- **f@ar**: the refusal filter left the *harmful* anchor empty")
     assert notes[3].startswith("  At 25% of its evaluation")
     big = _geo([0.9], [0.1])

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import KeywordJudge, run_of
+from conftest import KeywordJudge
 
+from srilib.chapters import interval_side, weak_caveat
+from srilib.chapters.glance import verdicts
 from srilib.chapters.paper_numbers import PAPER_TABLE1
-from srilib.chapters.recovery import (DELTA_COL, PAPER_DELTA_COL, analyse_recovery, conclusions, example_steps,
+from srilib.chapters.recovery import (DELTA_COL, analyse_recovery, conclusions, example_steps,
                                       incomplete_examples, irr_table, revision_examples, sampler_irr_deltas,
                                       table1_rows)
 from srilib.chapters.sampling import evaluate_traces
+from srilib.experiment import resolve_run
 from srilib.figures.recovery import canvas_html
+from srilib.stats import Rate
 from srilib.signal import Anchors
 from srilib.traces import TraceSet
 
@@ -45,7 +49,7 @@ def evaluated(run="m@low_confidence", kind="dlm", preds=True, raw_only=False):
     sets = {"raw": (ts(REQUESTS, STEPS, PREDS if preds else None, PHIS), True)}
     if not raw_only:
         sets["harmless"] = (ts(["h"], [STEPS[0]], [PREDS[0]] if preds else None, [PHIS[1]]), False)
-    return evaluate_traces(run_of(run, kind), ANCHORS, sets, REQUESTS, KeywordJudge())
+    return evaluate_traces(resolve_run(run, kind), ANCHORS, sets, REQUESTS, KeywordJudge())
 
 
 def test_recovery_numbers_on_known_cases():
@@ -87,7 +91,7 @@ def test_examples_and_steps():
 def test_sampler_irr_deltas_pair_runs_of_the_same_weights():
     remask = analyse_recovery(evaluated(), KeywordJudge())
     flat = [["ok"] * T] * 3
-    base_ev = evaluate_traces(run_of("m@dlm-ar", "dlm"), ANCHORS,
+    base_ev = evaluate_traces(resolve_run("m@dlm-ar", "dlm"), ANCHORS,
                               {"raw": (ts(REQUESTS, flat, flat, [path(1, 1, 1, 1)] * 3), True)}, REQUESTS,
                               KeywordJudge())
     base = analyse_recovery(base_ev, KeywordJudge())
@@ -95,33 +99,24 @@ def test_sampler_irr_deltas_pair_runs_of_the_same_weights():
     assert len(rows) == 1 and rows[0]["remasking run"] == "m@low_confidence"
     assert rows[0][DELTA_COL].value == pytest.approx(1 / 3)
     assert rows[0][DELTA_COL].method == "cluster-bootstrap"  # resamples requests (raw + attacked pooled)
-    text = "\n".join(conclusions([base, remask]))
-    e = rows[0][DELTA_COL]
-    assert ("same direction as the paper" if e.lo > 0 else "the interval includes zero") in text
-    assert "HRR 0.50" in text and "no intermediate prediction was judged harmful" in text  # remask vs base
+    lines = conclusions([base, remask])
+    (v,) = verdicts(lines, "recovery.sampler")
+    assert v.runs == ("m@low_confidence",) and v.data["delta"] == rows[0][DELTA_COL]
+    assert v.side == interval_side(rows[0][DELTA_COL]) and str(v.data["delta"]) in v
+    remask.irr[0.5] = Rate.from_outcomes(np.ones(3, bool))  # recovers on every request, AR sampling on none
+    assert verdicts(conclusions([base, remask]), "recovery.sampler")[0].side == 1
+    # Table 1: the base run judged no intermediate prediction harmful (no HRR); remasking's HRR 1/2 spans 0.5
+    assert [(v.runs, v.side, v.data["hrr"].k) for v in verdicts(lines, "recovery.revision")] == \
+        [(("m@dlm-ar",), None, 0), (("m@low_confidence",), 0, 1)]
 
 
 def test_conclusions_flag_fallback_anchors():
     ev = evaluated()
     ev.anchors = Anchors(ANCHORS.mu_harmless, ANCHORS.mu_harmful, 5, 5, fallback="harmful")
-    text = "\n".join(conclusions([analyse_recovery(ev, KeywordJudge())]))
-    assert "unfiltered anchors" in text and "m@low_confidence" in text
-
-
-def test_canvas_html_marks_committed_and_predicted_tokens():
-    vocab = {1: "Sure", 2: " <b>", 3: " no", 4: " sorry", 9: "<eos>"}
-    tokens = np.array([[1, -1, -1, -1], [1, 4, -1, -1]])
-    committed = tokens >= 0
-    predictions = np.array([[1, 2, 9, 9], [1, 4, 3, 9]])
-    out = canvas_html(tokens, committed, predictions, [0, 1], vocab.__getitem__, end_ids=[9],
-                      labels={0: " harmful"})
-    rows = out.split("<b>step ")
-    assert len(rows) == 3 and "harmful" in rows[1] and "(1/4 committed)" in rows[1]
-    assert "&lt;b&gt;" in out and " <b>" not in out.replace("<b>step", "")  # escaped token text
-    assert rows[1].count("⟨end⟩") == 1  # the trailing run of end tokens is collapsed
-    assert "background:#c7e9c0;font-weight:600;'> sorry" in rows[2]  # committed at step 2
-    assert "text-decoration:underline;'> no" in rows[2]  # prediction changed since the row above
-    assert "color:#222;'>Sure" in rows[2]  # committed earlier
+    lines = conclusions([analyse_recovery(ev, KeywordJudge())])
+    assert verdicts(lines, "recovery.fallback")[0].runs == ("m@low_confidence",)
+    assert verdicts(lines, "recovery.incomplete")[0].side is None  # a dip is not a move toward refusal
+    assert not verdicts(lines, "recovery.dlm_range")  # its IRR is not compared with the paper
 
 
 def test_bad_input_is_named():
@@ -149,28 +144,25 @@ def test_tiny_dlm_end_to_end(tmp_path, one_thread):
     ts = res.traces
     out = canvas_html(ts.tokens[0], ts.committed[0], ts.predictions[0], [0, 1],
                       lambda k: res.tokenizer.decode([k]), end_ids=res.end_ids)
-    assert out.count("<b>step ") == 2 and "(2/4 committed)" in out
+    assert out.count("<b>step ") == 2 and ts.committed[0].sum(axis=1).tolist() == [2, 4]
 
 
 def test_family_irr_is_pooled_with_counts():
     dlm = analyse_recovery(evaluated(), KeywordJudge())
     ar = analyse_recovery(evaluated("a@ar", "ar", preds=False), KeywordJudge())
-    text = "\n".join(conclusions([ar, dlm]))
-    assert "pooled per family: DLM runs 0.33 [" in text and "(1/3)" in text
-    assert "not separated by the interval" in text and "as in the paper" not in text  # same IRR in both
+    (v,) = verdicts(conclusions([ar, dlm]), "recovery.family")
+    assert [(p.k, p.n) for p in v.data["pooled"].values()] == [(1, 3), (1, 3)]  # DLM, AR
+    assert str(v.data["pooled"]["DLM"]) in v and v.side == 0 and v.runs == ("a@ar", "m@low_confidence")
 
 
-def test_verdicts_read_the_interval():
-    from srilib.chapters.recovery import _revision_verdict, _vs_positive_paper
-    from srilib.metrics import Estimate, Rate
-
-    assert "same direction" in _vs_positive_paper(Estimate(0.2, 0.1, 0.3, "bootstrap"))
-    assert "OPPOSITE" in _vs_positive_paper(Estimate(-0.06, -0.11, -0.02, "bootstrap"))
-    assert "includes zero" in _vs_positive_paper(Estimate(0.04, -0.01, 0.10, "bootstrap"))
-
-    assert "common case (the interval lies above 0.5)" in _revision_verdict(Rate.from_counts(45, 50))
-    assert "exception" in _revision_verdict(Rate.from_counts(5, 50))
-    assert "too few to tell" in _revision_verdict(Rate.from_counts(3, 5))  # 0.60 [0.23, 0.88]
+def test_revision_verdict_reads_the_interval():
+    res = analyse_recovery(evaluated(), KeywordJudge())
+    sides = []
+    for hrr in (Rate.from_counts(45, 50), Rate.from_counts(5, 50), Rate.from_counts(3, 5)):  # 0.60 [0.23, 0.88]
+        res.revision["hrr"] = hrr
+        (v,) = verdicts(conclusions([res]), "recovery.revision")
+        sides.append(v.side)
+    assert sides == [1, -1, 0]
 
 
 # ---- issue 12: the dip threshold, the paper's definition beside ours
@@ -180,13 +172,13 @@ def test_figure2_like_dip_counts_under_the_papers_definition_only():
     # one generation like the paper's Figure 2: compliant, dips to ~0.45 (not into the refusal zone), back
     phis = [path(1, 0.498, 1, 1), *PHIS[1:]]
     sets = {"raw": (ts(REQUESTS, STEPS, PREDS, phis), True)}
-    res = analyse_recovery(evaluate_traces(run_of("m@low_confidence", "dlm"), ANCHORS, sets, REQUESTS, KeywordJudge()),
-                           KeywordJudge())
+    res = analyse_recovery(evaluate_traces(resolve_run("m@low_confidence", "dlm"), ANCHORS, sets, REQUESTS,
+                                           KeywordJudge()), KeywordJudge())
     assert 0.3 < res.sigma[0].min() < PAPER_DIP and abs(res.sigma[0].min() - PAPER_FIG2_MIN_SIGMA) < 0.05
     assert res.incomplete_rate("ours").k == 0 and res.incomplete_rate("paper").k == 1
-    text = "\n".join(conclusions([res]))
-    assert "paper's definition as we read it (σ < 0.5, leaves the compliance zone) 0.50 [" in text
-    assert "ours (σ < 0.3, enters the refusal zone) 0.00 [" in text
+    (v,) = verdicts(conclusions([res]), "recovery.incomplete")
+    assert (v.data["paper"].k, v.data["ours"].k) == (1, 0) and v.side == 1  # 1/2: the interval excludes zero
+    assert all(str(v.data[d]) in v for d in ("paper", "ours"))
     # the dip threshold is a parameter: ours can be set to the paper's
     res2 = analyse_recovery(res.ev, KeywordJudge(), dip=0.5)
     assert res2.incomplete_rate("ours").k == 1 and res2.dip == 0.5
@@ -196,35 +188,41 @@ def test_figure2_like_dip_counts_under_the_papers_definition_only():
 
 def test_irr_delta_labels_name_their_denominator():
     from srilib.chapters.sampling import IRR_ALL_HARMFUL
-    assert "raw + attacked" in DELTA_COL and "Figure 6" not in DELTA_COL
-    assert "Figure 6" in PAPER_DELTA_COL and "attacked prompts only" in PAPER_DELTA_COL
     remask = analyse_recovery(evaluated(), KeywordJudge())
     flat = [["ok"] * T] * 3
-    base = analyse_recovery(evaluate_traces(run_of("m@dlm-ar", "dlm"), ANCHORS, {"raw": (ts(
+    base = analyse_recovery(evaluate_traces(resolve_run("m@dlm-ar", "dlm"), ANCHORS, {"raw": (ts(
         REQUESTS, flat, flat, [path(1, 1, 1, 1)] * 3), True)}, REQUESTS, KeywordJudge()), KeywordJudge())
     assert sampler_irr_deltas([base, remask])[0]["IRR over"] == IRR_ALL_HARMFUL
-    line = next(x for x in conclusions([base, remask]) if "vs AR sampling of the same weights" in x)
-    assert IRR_ALL_HARMFUL in line and "Figure 6 over attacked prompts only" in line
+    (line,) = verdicts(conclusions([base, remask]), "recovery.sampler")
+    assert IRR_ALL_HARMFUL in line
 
 
 def test_recovery_verdicts_need_intervals_and_carry_the_weak_caveat(monkeypatch):
     import srilib.chapters as C
-    from srilib.chapters.recovery import _family_verdict, _vs_ar_level, _vs_dlm_range
-    from srilib.metrics import Estimate, Rate
+    import srilib.chapters.glance as G
 
-    # a positive point gap whose interval includes zero is no ranking
-    assert "not separated" in _family_verdict(Estimate(0.2, -0.01, 0.4, "b"))
-    assert "as in the paper" in _family_verdict(Estimate(0.2, 0.01, 0.4, "b"))
-    # a point inside the paper's range with an interval reaching outside it is not "in the range"
-    assert _vs_dlm_range(Rate.from_counts(1, 2)) == "interval overlaps the paper's range"
-    assert "below" in _vs_dlm_range(Rate.from_counts(0, 50))
-    assert _vs_ar_level(Rate.from_counts(1, 10)) == "interval spans the paper's level"  # 0.10 [0.02, 0.40]
-    assert "below the paper's level" in _vs_ar_level(Rate.from_counts(1, 200))
-    monkeypatch.setattr(C, "weak_models", lambda runs: {"m": ["x"]})
-    res = analyse_recovery(evaluated(), KeywordJudge())
-    res.revision["hrr"] = Rate.from_counts(45, 50)
-    line = next(x for x in conclusions([res]) if "HRR 0.90" in x)
-    assert "as in the paper (⚠ on `m`, a weak model: not evidence)" in line
+    dlm = analyse_recovery(evaluated(), KeywordJudge())
+    ar = analyse_recovery(evaluated("a@ar", "ar", preds=False), KeywordJudge())
+    sides = []
+    # a point below the paper's DLM range (or its AR level) with an interval reaching into it is no verdict
+    for dlm_irr, ar_irr in ((Rate.from_counts(3, 10), Rate.from_counts(1, 10)),  # 0.30 [0.11, 0.60], 0.10 [0.02, 0.40]
+                            (Rate.from_counts(0, 50), Rate.from_counts(1, 200))):
+        dlm.irr[0.5], ar.irr[0.5] = dlm_irr, ar_irr
+        (d,) = verdicts(conclusions([dlm]), "recovery.dlm_range")
+        (a,) = verdicts(conclusions([ar]), "recovery.ar_level")
+        sides.append((d.data["sides"], a.data["sides"]))
+    assert sides == [({"m@low_confidence": 0}, {"a@ar": 0}), ({"m@low_confidence": -1}, {"a@ar": -1})]
+    for mod in (C, G):  # the caveat's words and the verdict's weak runs
+        monkeypatch.setattr(mod, "weak_models", lambda runs: {"m": ["x"]} if any(r[0] == "m" for r in runs) else {})
+    dlm.revision["hrr"] = Rate.from_counts(45, 50)
+    dlm.irr[0.5], ar.irr[0.5] = Rate.from_outcomes(np.ones(3, bool)), Rate.from_outcomes(np.zeros(3, bool))
+    lines = conclusions([ar, dlm])
+    (rev,) = verdicts(lines, "recovery.revision")
+    assert (rev.side, rev.weak) == (1, ("m@low_confidence",)) and weak_caveat(["m"]) in rev
+    # the pooled family gap: a resolved gap names the weak DLM among its runs, in the same sentence
+    (fam,) = verdicts(lines, "recovery.family")
+    assert fam.side == 1 and fam.weak == ("m@low_confidence",) and weak_caveat(["m"]) in fam
+    assert {k: p.k for k, p in fam.data["pooled"].items()} == {"DLM": 3, "AR": 0}
 
 
 def test_pooled_recovery_rates_count_requests():
@@ -232,7 +230,7 @@ def test_pooled_recovery_rates_count_requests():
     ev.sets["copy"] = ev.sets["raw"]  # the same requests again, as an attack would repeat them
     res = analyse_recovery(ev, KeywordJudge())
     assert res.irr[0.5].n == 6 and "clustered" in res.irr[0.5].method
-    from srilib.metrics import wilson
+    from srilib.stats import wilson
     assert (res.irr[0.5].lo, res.irr[0.5].hi) == pytest.approx((wilson(1, 3).lo, wilson(1, 3).hi))
     assert "clustered" in res.revision["hrr"].method
 
@@ -242,5 +240,5 @@ def test_incomplete_rate_counts_requests():
     ev.sets["copy"] = ev.sets["raw"]
     res = analyse_recovery(ev, KeywordJudge())
     r = res.incomplete_rate()
-    from srilib.metrics import wilson
+    from srilib.stats import wilson
     assert (r.k, r.n) == (2, 4) and (r.lo, r.hi) == pytest.approx((wilson(1, 2).lo, wilson(1, 2).hi))

@@ -5,13 +5,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import KeywordJudge, run_of
+from conftest import KeywordJudge
 
-from srilib.chapters import md_table
+from srilib.chapters import md_table, weak_caveat
+from srilib.chapters.glance import verdicts
 from srilib.chapters.paper_numbers import ALL_JAILBREAKS, PAPER_TABLE3
-from srilib.chapters.sampling import evaluate_traces, expand_runs, family, paper_column
+from srilib.chapters.sampling import evaluate_traces, expand_runs, family, paper_column, pooled_label
 from srilib.chapters.sampling_compare import compare, family_gap, sampler_comparisons, stability
 from srilib.chapters.sampling_report import conclusions, irr_rows, table2_rows, table3_rows
+from srilib.experiment import resolve_run
 from srilib.judges import make_judge
 from srilib.signal import Anchors
 from srilib.traces import TraceSet
@@ -51,7 +53,7 @@ def run_eval(run, kind, raw, attack, judge=None, harmless=None):
                             True)}
     if harmless:
         sets = {"harmless": (ts(["h1", "h2"], [t for t, _ in harmless], [p for _, p in harmless]), False), **sets}
-    return evaluate_traces(run_of(run, kind), ANCHORS, sets, REQUESTS, judge)
+    return evaluate_traces(resolve_run(run, kind), ANCHORS, sets, REQUESTS, judge)
 
 
 def test_evaluate_traces_rates_and_judge_sees_original_requests():
@@ -80,9 +82,9 @@ def test_evaluate_traces_rates_and_judge_sees_original_requests():
 def test_evaluate_traces_rejects_misaligned_requests_and_bad_kind():
     bad = {"raw": (ts(REQUESTS[:3], [COMPLY] * 3, [STAY] * 3), True)}
     with pytest.raises(ValueError, match="i-th attacked prompt"):
-        evaluate_traces(run_of("m", "ar"), ANCHORS, bad, REQUESTS, KeywordJudge())
+        evaluate_traces(resolve_run("m", "ar"), ANCHORS, bad, REQUESTS, KeywordJudge())
     with pytest.raises(ValueError, match="kind must be"):
-        evaluate_traces(run_of("m", "gpt"), ANCHORS, {}, REQUESTS, KeywordJudge())
+        evaluate_traces(resolve_run("m", "gpt"), ANCHORS, {}, REQUESTS, KeywordJudge())
 
 
 def _pair():
@@ -109,9 +111,10 @@ def test_compare_gives_paired_gains_with_paper_signs():
     assert rows[0]["RR: AR sampling → remasking"] == "0.00 [0.00, 0.49] (0/4) → 0.50 [0.15, 0.85] (2/4)"
     assert rows[1]["RR: AR sampling → remasking"] == "0.25 [0.05, 0.70] (1/4) → 0.75 [0.30, 0.95] (3/4)"
     assert rows[-1]["set"] == "all jailbreaks, ours (pool of: flip_attack)"
-    lines = conclusions([base, other], [c])
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
     # 4 requests: positive point gains whose intervals include zero are not a verdict either way
-    assert "No interval excludes zero on raw, flip_attack" in lines[0] and "paper's direction" not in lines[0]
+    assert (v.data["up"], v.data["down"], v.data["unresolved"]) == ([], [], ["raw", "flip_attack"])
+    assert v.runs == ("m@low_confidence", "m@dlm-ar")
 
 
 def test_compare_refuses_other_weights_and_other_prompts():
@@ -128,14 +131,15 @@ def test_negative_gain_is_called_out():
     base, other = _pair()
     c = compare(other, base, n_boot=100)  # reversed roles: AR sampling looks safer
     c.base, c.other = other.run, base.run
-    line = conclusions([base, other], [c])[0]
-    assert "opposite to the paper's" not in line  # negative points, intervals include zero: no verdict
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
+    assert not v.data["down"]  # negative points, intervals include zero: no verdict
     # a negative delta whose interval excludes zero is named as such, never as "no interval excludes zero"
     row = next(r for r in c.rows if r["set"] == "raw")
     row["d_rr"] = dataclasses.replace(row["d_rr"], value=-0.2, lo=-0.3, hi=-0.1)
-    line = conclusions([base, other], [c])[0]
-    assert "opposite to the paper's (its Table 2 has no negative value) on raw" in line
-    assert "No interval excludes zero on flip_attack" in line and "on raw, flip_attack" not in line
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
+    assert (v.data["up"], v.data["down"], v.data["unresolved"]) == ([], ["raw"], ["flip_attack"])
+    # one rendering check of a comparison's sentence: the opposite direction is called out, with its sets
+    assert "in the direction opposite to the paper's (its Table 2 has no negative value) on raw." in v
 
 
 def test_sampler_comparisons_pairs_every_remasking_run_with_dlm_ar():
@@ -145,7 +149,8 @@ def test_sampler_comparisons_pairs_every_remasking_run_with_dlm_ar():
     comps, notes = sampler_comparisons([ar, base, other, lone], n_boot=50)
     assert [(c.base, c.other) for c in comps] == [("m@dlm-ar", "m@low_confidence")]
     assert len(notes) == 1 and "z@dlm-ar" in notes[0]
-    assert "central sampler ablation" in "\n".join(conclusions([ar, lone], []))
+    (v,) = verdicts(conclusions([ar, lone], []), "sampling.sampler")
+    assert v.runs == () and v.side is None and not v.data  # no comparison ran: nothing measured
 
 
 def test_table3_pools_families_and_adds_paper_rows():
@@ -156,7 +161,9 @@ def test_table3_pools_families_and_adds_paper_rows():
     by = {r["run"]: r for r in rows}
     pooled = by["all AR runs (pooled)"]
     assert (pooled["raw"].k, pooled["raw"].n) == (4, 8) and (pooled["flip_attack"].k, pooled["flip_attack"].n) == (6, 8)
-    assert "all DLM runs (pooled)" not in by  # a single DLM run needs no pooled row
+    # a single DLM run needs no pooled row: the runs, the AR pool, then the paper's rows
+    assert [r["run"] for r in rows[:5]] == ["a@ar", "b@ar", "m@dlm-ar", "m@low_confidence", "all AR runs (pooled)"]
+    assert rows[5]["run"].startswith("paper: ")
     assert by["paper: LLaDA"]["flip_attack"] == "24%" and by["paper: LLaDA"]["raw"] == "6%"
     assert by["paper: Gemma"]["PAIR"] == "20%" and by["a@ar"]["PAIR"] == ""
     mean_dlm = np.mean([PAPER_TABLE3[m]["raw harmful"][1] for m in ("LLaDA", "LLaDA-1.5", "Dream")])
@@ -164,7 +171,7 @@ def test_table3_pools_families_and_adds_paper_rows():
     assert table3_rows([ar1], "rr", paper=False)[0]["raw"].k == 0
     with pytest.raises(ValueError, match="metric must be"):
         table3_rows([ar1], "irr")
-    assert "| run |" in md_table(rows)
+    assert md_table(rows).startswith("| run | family |")
     gap = family_gap([ar1, ar2, base, other], "asr")
     # AR pooled over attacks 6/8, DLM (low_confidence only) 1/4
     assert gap.value == pytest.approx(0.75 - 0.25)
@@ -194,7 +201,7 @@ def test_small_helpers():
     assert family("ar", "ar") == "AR" and family("dlm", "random") == "DLM" and family("dlm", "dlm-ar") != "DLM"
     assert paper_column("roleplay") == "WildJailbreak" and paper_column("prefix_injection") is None
     assert paper_column("nonexistent") is None
-    runs = [run_of("a@ar", "ar"), run_of("d@dlm-ar", "dlm"), run_of("d@low_confidence", "dlm")]
+    runs = [resolve_run("a@ar", "ar"), resolve_run("d@dlm-ar", "dlm"), resolve_run("d@low_confidence", "dlm")]
     assert [r.label for r in expand_runs(runs, [16, 32])] == \
         ["a@ar", "d@dlm-ar", "d@low_confidence", "d@low_confidence:b16", "d@low_confidence:b32"]
     assert expand_runs(runs, [16])[-1].block_length == 16 and expand_runs(runs[:1], [16]) == runs[:1]
@@ -258,7 +265,8 @@ def test_evaluate_runs_keeps_order_and_releases_models():
         e._models[run.model] = object()  # as if loaded
         return run.label
 
-    runs = [run_of("a@ar", "ar"), run_of("b@random", "dlm"), run_of("a@x", "ar"), run_of("b@dlm-ar", "dlm")]
+    runs = [resolve_run(label, kind) for label, kind in [("a@ar", "ar"), ("b@random", "dlm"), ("a@x", "ar"),
+                                                          ("b@dlm-ar", "dlm")]]
     out = evaluate_runs(exp, runs, sets=None, judge=None, release=True, evaluate=fake)
     assert out == ["a@ar", "b@random", "a@x", "b@dlm-ar"]  # input order
     assert seen == ["a@ar", "a@x", "b@random", "b@dlm-ar"]  # one model at a time
@@ -270,47 +278,52 @@ def test_evaluate_runs_keeps_order_and_releases_models():
 
 # ---- issue 12: verdicts rest on intervals, carry the caveat of weak models, pools name their members
 def _est(v, lo, hi):
-    from srilib.metrics import Estimate
+    from srilib.stats import Estimate
     return Estimate(v, lo, hi, "test", signed=True)
 
 
 def test_no_ranking_from_overlapping_intervals(monkeypatch):
     import srilib.chapters as C
-    from srilib.chapters.sampling_report import family_verdict
+    import srilib.chapters.sampling_report as SR
 
     monkeypatch.setattr(C, "weak_models", lambda runs: {})
     base, other = _pair()
     c = compare(base, other, n_boot=50)
     for r in c.rows:  # large positive points, intervals straddling zero
         r["d_rr"], r["d_asr"] = _est(0.4, -0.05, 0.8), _est(0.3, -0.1, 0.7)
-    line = conclusions([base, other], [c])[0]
-    assert "paper's direction" not in line and "No interval excludes zero on raw, flip_attack" in line
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
+    assert not v.data["up"] and v.data["unresolved"] == ["raw", "flip_attack"]
     for r in c.rows:
         r["d_rr"] = _est(0.4, 0.1, 0.8)
-    line = conclusions([base, other], [c])[0]
-    assert "in the paper's direction (Table 2), on raw, flip_attack." in line
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
+    assert v.data["up"] == ["raw", "flip_attack"] and not v.data["unresolved"]
     # family gap: a positive point whose interval includes zero is "not separated", never "as in the paper"
-    assert "not separated" in family_verdict(_est(0.3, -0.02, 0.6)) and "as in the paper" not in family_verdict(
-        _est(0.3, -0.02, 0.6))
-    assert "as in the paper" in family_verdict(_est(0.3, 0.02, 0.6))
-    assert "opposite" in family_verdict(_est(-0.3, -0.6, -0.02))
+    ar = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
+    sides = []
+    for gap in (_est(0.3, -0.02, 0.6), _est(0.3, 0.02, 0.6), _est(-0.3, -0.6, -0.02)):
+        monkeypatch.setattr(SR, "family_gap", lambda *a, **k: gap)
+        (v,) = verdicts(conclusions([ar, base, other], [c]), "sampling.family")
+        sides.append(v.side)
+    assert sides == [0, 1, -1] and v.data["gap"] is gap and v.runs == ("a", "m")
 
 
 def test_verdict_as_in_the_paper_carries_weak_model_caveat(monkeypatch):
     import srilib.chapters as C
+    import srilib.chapters.glance as G
 
-    monkeypatch.setattr(C, "weak_models", lambda runs: {"m": ["refuses too little"]} if any(
-        str(r).startswith("m") for r in runs) else {})
+    for mod in (C, G):  # the caveat's words and the verdict's weak runs
+        monkeypatch.setattr(mod, "weak_models", lambda runs: {"m": ["refuses too little"]} if any(
+            str(r).startswith("m") for r in runs) else {})
     base, other = _pair()
     c = compare(base, other, n_boot=50)
     for r in c.rows:
         r["d_rr"] = _est(0.4, 0.1, 0.8)
-    line = conclusions([base, other], [c])[1]  # [0] is the weak-models bullet
-    sentence = next(x for x in line.split(". ") if "paper's direction" in x)
-    assert "`m`" in sentence and "weak model: not evidence" in sentence
+    (v,) = verdicts(conclusions([base, other], [c]), "sampling.sampler")
+    assert v.weak == ("m@low_confidence", "m@dlm-ar") and v.data["up"] == ["raw", "flip_attack"]
+    assert ", ".join(v.data["up"]) + weak_caveat(["m"]) in v  # in the sentence of the verdict
     ar = run_eval("a@ar", "ar", raw=[(COMPLY, STAY)] * 4, attack=[(COMPLY, STAY)] * 4)
-    fam = next(x for x in conclusions([ar, base, other], [c]) if "Family comparison" in x)
-    assert "pool of: flip_attack" in fam and "paper, over its five attacks" in fam
+    (fam,) = verdicts(conclusions([ar, base, other], [c]), "sampling.family")
+    assert fam.weak == ("m",) and pooled_label(c.attacks) in fam and str(fam.data["gap"]) in fam
 
 
 def test_pooled_columns_name_their_members_and_the_papers_pool_is_apart():
@@ -335,14 +348,13 @@ def test_family_gap_resamples_requests():
 
 def test_irr_denominator_labels_are_distinct():
     from srilib.chapters.sampling import IRR_ALL_HARMFUL, IRR_ATTACKED
-    assert "Figure 6" in IRR_ATTACKED and "attacked prompts only" in IRR_ATTACKED
-    assert "raw + attacked" in IRR_ALL_HARMFUL and "not the paper's Figure 6" in IRR_ALL_HARMFUL
+    assert IRR_ATTACKED != IRR_ALL_HARMFUL
     base, other = _pair()
     assert irr_rows([base, other])[0]["IRR over"].startswith(IRR_ATTACKED)
 
 
 def test_pooled_rates_count_requests_not_rows():
-    from srilib.metrics import wilson
+    from srilib.stats import wilson
     base, other = _pair()
     # one attack: the pool is a single set, a plain Wilson rate; duplicate the attack and each request counts twice
     assert other.rate(ALL_JAILBREAKS, "rr").method == "wilson"
@@ -367,8 +379,9 @@ def test_matched_pairs_compare_a_dlm_with_its_own_ar_twin_only(monkeypatch):
     assert pairs[0][2].value == pytest.approx(family_gap([twin, base, other], "asr").value)
     assert pairs[0][2].value != pytest.approx(family_gap([other_ar, twin, base, other], "asr").value)
     assert matched_pairs([other_ar, base, other]) == []  # no twin among the runs
-    assert any(line.startswith("- **Matched pair** `a` (AR) vs `m`")
-               for line in conclusions([twin, base, other], []))
+    (v,) = verdicts(conclusions([twin, base, other], []), "sampling.matched_pair")
+    assert v.runs == ("a", "m") and v.data["gap"].value == pytest.approx(pairs[0][2].value)
+    assert v.side == 1  # the twin complies with every attacked request, the DLM refuses most: the paper's direction
 
 
 def test_sampling_findings_read_the_same_estimates_as_the_conclusions(monkeypatch):

@@ -5,24 +5,28 @@ import numpy as np
 import pytest
 
 from srilib.attacks import HELDOUT_FAMILIES
+from srilib.chapters import interval_side
 from srilib.chapters.defenses import (OVERHEAD_CAPTURE_COL, POOL_COL, REFUSED_COL, SHARED_POOL_COL, SHARED_RR_COL,
                                       DefenseReport, defense_rows, paper_overhead_factor, resolve_guard_model,
-                                      run_defenses, timed_generations)
-from srilib.chapters.detector import (CANVAS, METHOD_LABELS, METHODS, PAPER_ABLATION, GuardConfig, PCAResidual,
-                                      auroc_est, calibration_split, fit_detector, fit_guard,
-                                      guard_prompts, guard_scores, make_detector, run_detector, transfer_matrix)
+                                      run_defenses, shared_pool_label, timed_generations)
+from srilib.chapters.detector import (CANVAS, METHODS, GuardConfig, PCAResidual, auroc_est, calibration_split,
+                                      fit_detector, fit_guard, guard_prompts, guard_scores, make_detector, run_detector,
+                                      transfer_matrix)
+from srilib.chapters.paper_numbers import METHOD_LABELS, PAPER_ABLATION
 from srilib.canvas_attacks import canvas_traces
-from srilib.chapters.detector_conclusions import conclusions, ranking_sentence, shift_conclusion
+from srilib.chapters.detector_conclusions import conclusion_lines, conclusions, ranking_sentence, shift_conclusion
 from srilib.chapters.detector_intervals import mean_auroc, method_difference
 from srilib.chapters.detector_tables import ablation_rows, canvas_rows, per_attack_rows, transfer_rows
+from srilib.chapters.glance import verdicts
 from srilib.chapters.shift import PAPER_TABLE4_COL, run_harmless_shift, shift_prompts, shift_rows
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
-from srilib.metrics import Estimate, Rate, auroc, refusal_rate, request_interval
+from srilib.metrics import refusal_rate
 from srilib.prompts import get_prompts
 from srilib.refusal import is_refusal
 from srilib.signal import Anchors
+from srilib.stats import Estimate, Rate, auroc, request_interval
 
 CFG = GuardConfig(calib_fraction=0.25, min_calibration=3, epochs=30)
 
@@ -215,11 +219,13 @@ def test_tables(setup):
     rows = ablation_rows({"tiny": res})
     assert [r["detector"] for r in rows][-1].startswith("SRI, last layer")
     assert rows[-1]["paper (6 models)"] == f"{PAPER_ABLATION['sri_last'][0]:.3f} ± {PAPER_ABLATION['sri_last'][1]:.3f}"
-    assert "seed std (mean over runs)" in rows[0]
+    assert {"detector", "seed std (mean over runs)"} <= set(rows[0])
     pa = per_attack_rows({"tiny": res})
     kinds = {r["set"]: r["kind"] for r in pa}
     assert kinds["raw"].startswith("raw harmful (not a jailbreak)") and kinds["harmless"].startswith("harmless")
-    assert ("held out" in kinds["flip_attack"]) == ("flip_attack" in HELDOUT_FAMILIES)
+    # a held-out family is labelled apart from the families the organisms trained on
+    assert "refusal_suppression" not in HELDOUT_FAMILIES
+    assert (kinds["flip_attack"] != kinds["refusal_suppression"]) == ("flip_attack" in HELDOUT_FAMILIES)
 
 
 def test_transfer_matrix(setup):
@@ -238,7 +244,8 @@ def test_transfer_matrix(setup):
 
 def test_run_defenses_and_conclusions(setup):
     exp, sets, train, res = setup
-    rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(), self_examine_tokens=2, n_timing=4,
+    rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(),
+                       dlm_ppl_scorer=None, self_examine_tokens=2, n_timing=4,
                        repeats=2, guard_model=None)
     names = [r["defense"] for r in rep.rows]
     assert names == ["undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard"]
@@ -253,8 +260,12 @@ def test_run_defenses_and_conclusions(setup):
     assert rep.row("undefended")["fpr"].k == 0 and rep.n_timing == 4
     table = defense_rows({"tiny": rep})
     assert table[3]["ours"].startswith("not run") and table[4]["paper overhead %"] == 0.02
-    text = conclusions({"tiny": res}, {"tiny": rep}, transfer_matrix({"tiny": res}))
-    assert "SRI Guard" in text and "UNFILTERED" in text
+    lines = conclusion_lines({"tiny": res}, {"tiny": rep}, transfer_matrix({"tiny": res}))
+    assert conclusions({"tiny": res}, {"tiny": rep}, transfer_matrix({"tiny": res})) == "\n".join(lines)
+    assert verdicts(lines, "detector.anchors")[0].runs == ("tiny-ar@ar",)  # the fixture's anchors are unfiltered
+    auroc_line, = verdicts(lines, "detector.auroc")
+    assert auroc_line.side == interval_side(auroc_line.data["mean"], 0.5) and auroc_line.weak == ("tiny-ar@ar",)
+    assert all(w in v for v in verdicts(lines) for w in v.weak)  # every weak run is named in its sentence
 
 
 def test_pooled_auroc_resamples_requests_and_the_mean_over_runs_shares_them(setup):
@@ -285,7 +296,8 @@ def test_run_defenses_adds_the_pool_shared_with_the_papers_where_adaptive_attack
     exp, sets, train, res = setup
     rs = sets.attacked["refusal_suppression"][:3]  # stands in for Random Search prompts of the first 3 requests
     ex = replace(res, adaptive=["random_search"], prompts={**res.prompts, "random_search": rs})
-    rep = run_defenses(exp, "tiny-ar", sets, ex, train, HeuristicJudge(), self_examine=False, n_timing=4,
+    rep = run_defenses(exp, "tiny-ar", sets, ex, train, HeuristicJudge(),
+                       dlm_ppl_scorer=None, self_examine=False, n_timing=4,
                        repeats=1, gen_rounds=1, guard_model=None)
     assert rep.pool == ["refusal_suppression", "flip_attack"]
     assert rep.shared_pool == ["refusal_suppression", "flip_attack", "random_search"]
@@ -294,7 +306,8 @@ def test_run_defenses_adds_the_pool_shared_with_the_papers_where_adaptive_attack
     assert und["rr"].n == 8 and "clustered" in und["rr"].method
     table = defense_rows({"tiny": rep})
     assert table[0][POOL_COL] == "all jailbreaks, ours (pool of: refusal_suppression, flip_attack)"
-    assert "random_search = Random Search" in table[0][SHARED_POOL_COL] and isinstance(table[0][SHARED_RR_COL], float)
+    assert table[0][SHARED_POOL_COL] == shared_pool_label(rep.shared_pool)
+    assert isinstance(table[0][SHARED_RR_COL], float)
     assert rep.row("LlamaGuard 3")["status"].startswith("not run")
 
 
@@ -332,35 +345,38 @@ def test_canvas_attacks(setup, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ Table 13 columns
-def test_overhead_is_against_plain_generation_and_counts_the_capture():
+def test_overhead_is_against_plain_generation_and_counts_the_capture(fake_clock):
     """Overhead's base is plain untraced generation; SRI Guard's capture-inclusive overhead adds what the traced
     generation costs beyond it. (The previous code divided by the traced time and had no plain timing at all.)"""
-    import time as _time
 
     class FakeSampler:
         calls = []
+        seconds = {"trace": [9.0, 0.04, 0.05], "generate": [9.0, 0.01, 0.02]}  # warm-up, round 1, round 2
 
         def trace_batch(self, lm, prompts, layers):
             self.calls.append("trace")
-            _time.sleep(0.04)
+            fake_clock.sleep(self.seconds["trace"][self.calls.count("trace") - 1])
             return type("TS", (), {"meta": {"capture": "after"}, "texts": list(prompts)})()
 
         def generate(self, lm, prompts):
             self.calls.append("generate")
-            _time.sleep(0.01)
+            fake_clock.sleep(self.seconds["generate"][self.calls.count("generate") - 1])
             return list(prompts)
 
     smp = FakeSampler()
     traced_s, plain_s, ts = timed_generations(smp, None, ["a", "b"], [-1], rounds=2)
     assert smp.calls.count("generate") == 3 and smp.calls.count("trace") == 3  # warm-up + 2 rounds each
-    assert 0.035 < traced_s < 0.2 and 0.009 < plain_s < 0.035 and ts.meta["capture"] == "after"
+    assert smp.calls[2:] == ["trace", "generate", "generate", "trace"]  # the rounds alternate which goes first
+    # medians over the timed rounds; the warm-up's 9 s are not counted
+    assert traced_s == pytest.approx(0.045) and plain_s == pytest.approx(0.015) and ts.meta["capture"] == "after"
     rep = DefenseReport("r", [], gen_seconds=traced_s, n_timing=2, judge="j", plain_seconds=plain_s)
     assert rep.capture_pct == pytest.approx(100 * (traced_s - plain_s) / plain_s) and rep.capture_pct > 50
 
 
 def test_run_defenses_reports_the_papers_false_positive_quantity(setup):
     exp, sets, train, res = setup
-    rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(), self_examine=False, n_timing=4,
+    rep = run_defenses(exp, "tiny-ar", sets, res, train, HeuristicJudge(),
+                       dlm_ppl_scorer=None, self_examine=False, n_timing=4,
                        repeats=2, guard_model=None)
     sri, und = rep.row("SRI Guard"), rep.row("undefended")
     assert sri["overhead %"] == pytest.approx(100 * sri["seconds"] / rep.plain_seconds)
@@ -378,42 +394,70 @@ def test_run_defenses_reports_the_papers_false_positive_quantity(setup):
     assert float(table[4][OVERHEAD_CAPTURE_COL]) == pytest.approx(sri["overhead incl. capture %"], rel=1e-2)
 
 
-def _report(run, sri_alone, sri_incl, ppl):
-    def rates(fpr, refused):
+def _report(run, sri_alone, sri_incl, ppl, asr=(0, 0)):
+    """A defense report with these overheads; ``asr``: jailbreaks (of 40, the same ones) that succeed undefended
+    and with SRI Guard."""
+    def rates(fpr, refused, k=0):
         return {"fpr": Rate.from_counts(fpr, 10), "harmless_refused": Rate.from_counts(refused, 10),
-                "asr": Rate.from_counts(0, 10), "rr": Rate.from_counts(0, 10),
+                "asr": Rate.from_outcomes(np.arange(40) < k), "rr": Rate.from_counts(0, 10),
                 "flagged_jailbreak": Rate.from_counts(0, 10)}
     rows = [{"defense": "undefended", "status": "run", "overhead %": 0.0, "overhead incl. capture %": 0.0,
-             **rates(0, 1)},
+             **rates(0, 1, asr[0])},
             {"defense": "perplexity filter", "status": "run", "overhead %": ppl, "overhead incl. capture %": ppl,
              **rates(0, 1)},
             {"defense": "SRI Guard", "status": "run", "overhead %": sri_alone, "overhead incl. capture %": sri_incl,
-             **rates(1, 2)},
+             **rates(1, 2, asr[1])},
             {"defense": "LlamaGuard 3", "status": "not run (needs GPU)", "overhead %": float("nan")}]
     return DefenseReport(run, rows, gen_seconds=1.03, n_timing=8, judge="heuristic", plain_seconds=1.0)
 
 
 def test_cheaper_than_baselines_verdict_uses_the_capture_inclusive_overhead(setup):
     *_, res = setup
-    reps = {"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=4.0, ppl=40.0)}
-    text = conclusions({"tiny": res}, reps, transfer_matrix({"tiny": res}))
-    line = next(ln for ln in text.splitlines() if "Baselines measured here" in ln)
-    assert "10–10 times less" in line  # 40 / 4, not 40 / 0.01 = 4000
-    # issue 24.4: the paper's ratio is quoted in its words; the one computed from its numbers is labelled as ours
-    overhead = next(ln for ln in text.splitlines() if ln.startswith("- **Overhead**"))
-    assert "as published" not in text and paper_overhead_factor()["text"] in overhead
-    assert "capture + guard is 4%" in text and "SRI Guard alone adds 0.01%" in text
-    slow = {"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=50.0, ppl=40.0)}
-    assert "not cheaper than the cheapest of them" in conclusions({"tiny": res}, slow, transfer_matrix({"tiny": res}))
+
+    def lines(reps):
+        out = conclusion_lines({"tiny": res}, reps, transfer_matrix({"tiny": res}))
+        return verdicts(out, "detector.overhead")[0], verdicts(out, "detector.cost")[0]
+
+    overhead, cost = lines({"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=4.0, ppl=40.0)})
+    assert (cost.side, cost.data["factor_lo"], cost.data["factor_hi"]) == (1, 10.0, 10.0)  # 40 / 4, not 40 / 0.01
+    assert cost.data["n_nonpositive"] == 0
+    assert "costs 10 times less than the cheapest" in cost  # equal bounds read as one number, not "10–10"
+    assert (overhead.data["alone"], overhead.data["incl"]) == (0.01, 4.0) and overhead.data["nonpositive"] == ()
+    # issue 24.4: the paper's ratio is quoted in its words (the one computed from its numbers is labelled as ours)
+    assert paper_overhead_factor()["text"] in overhead
+    _, slow = lines({"tiny": _report("tiny-ar@ar", sri_alone=0.01, sri_incl=50.0, ppl=40.0)})
+    assert slow.side == -1 and slow.data["factor_hi"] == pytest.approx(0.8)
     # a run whose capture + guard timed below zero (traced faster than plain: noise) gives no factor and is named
     noisy = {"a": _report("a@ar", sri_alone=0.01, sri_incl=4.0, ppl=40.0),
              "b": _report("b@ar", sri_alone=0.01, sri_incl=-11.0, ppl=40.0)}
     noisy["b"].gen_seconds = 0.89  # traced timed 11% faster than plain
-    text = conclusions({"tiny": res}, noisy, transfer_matrix({"tiny": res}))
-    assert "A value at or below zero (b@ar) means the traced and the plain timing" in text
-    line = next(ln for ln in text.splitlines() if "Baselines measured here" in ln)
-    assert "10–10 times less" in line and "on the other 1 it timed at or below zero" in line
-    assert "some runs, not on others" not in line
+    overhead, cost = lines(noisy)
+    assert overhead.data["nonpositive"] == ("b@ar",) and "b@ar" in overhead
+    assert cost.side == 1 and cost.data["factors"] == {"a@ar": 10.0, "b@ar": float("inf")}
+    assert (cost.data["factor_lo"], cost.data["factor_hi"], cost.data["n_nonpositive"]) == (10.0, 10.0, 1)
+    _, mixed = lines({"a": noisy["a"], "c": _report("c@ar", sri_alone=0.01, sri_incl=50.0, ppl=40.0)})
+    assert mixed.side == 0 and (mixed.data["factor_lo"], mixed.data["factor_hi"]) == (0.8, 10.0)
+    _, noise_only = lines({"b": noisy["b"]})
+    assert noise_only.side is None and noise_only.data["factor_lo"] is None
+
+
+def test_defense_verdict_reads_the_paired_asr_drop(setup, monkeypatch):
+    import srilib.chapters as ch
+    from srilib.chapters import glance
+    *_, res = setup
+    for mod in (ch, glance):  # w and b are weak models
+        monkeypatch.setattr(mod, "weak_models", lambda runs: {m: ["x"] for m in {r.partition("@")[0] for r in runs}
+                                                              if m in ("w", "b")})
+    reps = {r: _report(f"{r}@ar", 0.01, 4.0, 40.0, asr=asr) for r, asr in
+            (("a", (30, 5)), ("w", (30, 5)), ("b", (12, 10)))}
+    lines = conclusion_lines({"tiny": res}, reps, transfer_matrix({"tiny": res}))
+    v, = verdicts(lines, "detector.defense")
+    assert v.data["sides"] == {"a@ar": 1, "w@ar": 1, "b@ar": 0}  # the drop's interval excludes 0 on a and w
+    assert v.data["drops"]["a@ar"].value == pytest.approx(25 / 40) and v.weak == ("w@ar",)
+    assert ch.weak_caveat(["a@ar", "w@ar"]) in v  # the caveat of the runs whose drop is resolved, not b's
+    none = conclusion_lines({"tiny": res}, {"a": _report("a@ar", 0.01, 4.0, 40.0)}, transfer_matrix({"tiny": res}))
+    v, = verdicts(none, "detector.defense")
+    assert v.side is None and "sides" not in v.data  # no successful jailbreak undefended: nothing to compare
 
 
 # ------------------------------------------------------------------------------------------------ verdicts on intervals
@@ -435,29 +479,50 @@ def test_ablation_ranking_does_not_rank_overlapping_intervals(setup):
     *_, res = setup
     fake = _synthetic(res, {"text": 0.0, "static": 2.0, "sri_first": 0.05, "sri_middle": 1.0, "sri_last": 2.02})
     sent = ranking_sentence({"x": fake})
-    last, static, text = METHOD_LABELS["sri_last"], METHOD_LABELS["static"], METHOD_LABELS["text"]
-    ranked, tied = sent.split("Not separated by the intervals:")
-    assert f"{last} > {text}" in ranked and f"{static} > {text}" in ranked
-    # sri_last and static overlap: listed as not separated, in neither order among the ranked pairs
-    assert f"{last} > {static}" not in ranked and f"{static} > {last}" not in ranked
-    assert f"{static} vs {last}" in tied or f"{last} vs {static}" in tied
+    ranked, tied = set(sent.data["ranked"]), {frozenset(p) for p in sent.data["tied"]}
+    assert {("sri_last", "text"), ("static", "text")} <= ranked
+    # sri_last and static overlap: not separated, in neither order among the ranked pairs
+    assert frozenset({"sri_last", "static"}) in tied and not {("sri_last", "static"), ("static", "sri_last")} & ranked
+    assert len(ranked) + len(tied) == len(METHODS) * (len(METHODS) - 1) // 2  # every pair is ranked or tied
+    assert f"{METHOD_LABELS['sri_last']} > {METHOD_LABELS['text']} (" in sent  # the rendering names pairs by label
     d = method_difference({"x": fake}, "sri_last", "static")
     assert d["verdict"] == "~" and d["mean"].lo < 0 < d["mean"].hi
-    text_out = conclusions({"x": fake}, {}, {"labels": ["x"]})
+    lines = conclusion_lines({"x": fake}, {}, {"labels": ["x"]})
+    assert verdicts(lines, "detector.ranking")[0].data == sent.data  # the conclusions carry the same ranking
     # the win over text is stated (with its caveat), the overlap with static is not called a win
-    assert "beats the text-based baseline (interval above 0), as in the paper, though tiny-ar@ar" in text_out
-    assert "not separated by the intervals from the static baseline" in text_out and "beats both" not in text_out
+    base, = verdicts(lines, "detector.baselines")
+    assert base.side == 0 and base.data["sides"] == {"text": 1, "static": 0} and base.weak == ("tiny-ar@ar",)
 
 
 def test_as_in_the_paper_carries_the_caveat_of_weak_runs(setup):
     *_, res = setup
     fake = _synthetic(res, {"text": 0.0, "static": 0.0, "sri_first": 0.0, "sri_middle": 1.0, "sri_last": 2.5})
-    text = conclusions({"x": fake}, {}, {"labels": ["x"]})
-    line = next(ln for ln in text.splitlines() if "SRI last minus text" in ln)
-    # the fixture's tiny-ar has unfiltered anchors: the agreeing verdict names it as a weak run
-    assert "as in the paper, though tiny-ar@ar miss a precondition" in line
-    depth = next(ln for ln in text.splitlines() if ln.startswith("- **Depth**"))
-    assert "Deeper layers carry more" in depth and "tiny-ar@ar" in depth
+    lines = conclusion_lines({"x": fake}, {}, {"labels": ["x"]})
+    # the fixture's tiny-ar has unfiltered anchors: each agreeing verdict names it as a weak run
+    base, = verdicts(lines, "detector.baselines")
+    depth, = verdicts(lines, "detector.depth")
+    assert (base.side, depth.side) == (1, 1) and base.weak == depth.weak == ("tiny-ar@ar",)
+    assert all(w in v for v in verdicts(lines) for w in v.weak)
+    tied = _synthetic(res, {"text": 0.0, "static": 0.0, "sri_first": 2.5, "sri_middle": 1.0, "sri_last": 2.5})
+    depth, = verdicts(conclusion_lines({"x": tied}, {}, {"labels": ["x"]}), "detector.depth")
+    assert depth.side == 0 and depth.weak == ()  # no verdict, so no caveat
+    # a verdict against the paper names the weak runs too
+    lost = _synthetic(res, {"text": 2.5, "static": 0.0, "sri_first": 2.5, "sri_middle": 1.0, "sri_last": 0.0})
+    lines = conclusion_lines({"x": lost}, {}, {"labels": ["x"]})
+    base, = verdicts(lines, "detector.baselines")
+    depth, = verdicts(lines, "detector.depth")
+    assert base.side == -1 and base.data["sides"] == {"text": -1, "static": 0} and depth.side == -1
+    assert base.weak == depth.weak == ("tiny-ar@ar",) and all(w in v for v in verdicts(lines) for w in v.weak)
+    auroc_line, = verdicts(lines, "detector.auroc")  # SRI at chance: not above 0.5, below the paper's mean
+    assert (auroc_line.side, auroc_line.data["paper_side"], auroc_line.data["above_chance"]) == (0, -1, ())
+
+
+def test_no_intervals_no_verdict(setup):
+    *_, res = setup
+    lines = conclusion_lines({"x": replace(res, n_boot=0)}, {}, {"labels": ["x"]})
+    auroc_line, = verdicts(lines, "detector.auroc")
+    assert auroc_line.side is None and not verdicts(lines, "detector.ranking")
+    assert ranking_sentence({"x": replace(res, n_boot=0)}).data == {}  # no pair ranked, none called tied
 
 
 # ------------------------------------------------------------------------------------------------ harmless shift
@@ -485,9 +550,9 @@ def test_harmless_shift(setup):
     # issue 24.6: the paper has no harmless-shift experiment; its (unshifted) Table 4 AUROC sits beside our
     # unshifted reference row only, never beside a shifted family
     assert len(rows) == len(fams) + 2 and rows[0][PAPER_TABLE4_COL] == "0.920 / 0.573"
-    assert all(r[PAPER_TABLE4_COL] == "–" for r in rows[1:]) and "not comparable" in PAPER_TABLE4_COL
-    assert shift_rows({"x": res}, untouched=True)[0][PAPER_TABLE4_COL] == "–"
-    assert "broad mix (all dev): FPR" in shift_rows({"x": res}, untouched=True)[0]
+    assert all(r[PAPER_TABLE4_COL] == "–" for r in rows[1:])
+    untouched = shift_rows({"x": res}, untouched=True)[0]
+    assert untouched[PAPER_TABLE4_COL] == "–" and {"broad mix (all dev): FPR"} <= set(untouched)
     # issue 24.5: the broad-mix AUROC resamples the pooled jailbreaks by request (2 attacks x 4 requests)
     assert code["broad_auroc"].method == "cluster-bootstrap" and code["broad_auroc"].info["clusters"] == 4
 
@@ -501,6 +566,14 @@ def test_shift_conclusion_states_a_loss_plainly(setup):
     unt = {**base, "broad_all_fpr": Rate.from_counts(2, 20)}
     fake = replace(res, shift={"rows": [{"family": "builtin", "sri_fpr": Rate.from_counts(0, 4)}], "pooled": base,
                                "untouched": unt, "families": ["a", "b"]})
-    text = shift_conclusion({"x": fake})
-    assert "the text signal beats SRI Guard" in text and "opposite of the paper's Table 4 order" in text
-    assert "above the 1% the threshold aims at" in text and "runs that miss a precondition" in text
+    v = shift_conclusion({"x": fake})
+    assert v.kind == "detector.shift" and v.data["sides"] == {"tiny-ar@ar": -1}  # the text signal beats SRI Guard
+    assert v.data["fpr_above"] == ("tiny-ar@ar",)  # 9/40 flagged: above the 1% the threshold aims at
+    assert v.data["broad"] == {"tiny-ar@ar": 0}  # 8/40 vs 9/40 on the same prompts: not separated
+    assert v.weak == ("tiny-ar@ar",) and all(w in v for w in v.weak)  # the unfiltered anchors' caveat
+    # two more runs: one where SRI Guard beats the text signal, one where the two are not separated
+    def shifted(run, d):
+        return replace(fake, run=run, shift={**fake.shift, "pooled": {**base, "sri_minus_text": d}})
+    v = shift_conclusion({"x": fake, "b": shifted("b@ar", Estimate(0.3, 0.1, 0.5, "b", signed=True)),
+                          "t": shifted("t@ar", Estimate(0.0, -0.1, 0.1, "b", signed=True))})
+    assert v.data["sides"] == {"tiny-ar@ar": -1, "b@ar": 1, "t@ar": 0} and v.runs == ("tiny-ar@ar", "b@ar", "t@ar")

@@ -1,7 +1,7 @@
 """Detector chapter, DiffuGuard part: the paper Table 14 counterpart (undefended / DiffuGuard / SRI Guard ASR on the
 canvas attacks) and DiffuGuard's overhead row in the defenses table, on the tiny DLM (offline)."""
+import ast
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,14 +10,15 @@ import pytest
 
 import srilib.chapters.detector_diffuguard as dgmod
 from srilib.chapters.defenses import defense_rows, defense_run_rows, run_defenses, timing_batch
-from srilib.chapters.detector import (CANVAS, DIFFUGUARD, PAPER_TABLE14, GuardConfig, guard_prompts, run_detector,
-                                      transfer_matrix)
-from srilib.chapters.detector_conclusions import conclusions, table14_conclusion
+from srilib.chapters.detector import CANVAS, DIFFUGUARD, GuardConfig, guard_prompts, run_detector, transfer_matrix
+from srilib.chapters.paper_numbers import PAPER_CANVAS
+from srilib.chapters.detector_conclusions import conclusion_lines, table14_conclusion
 from srilib.chapters.detector_diffuguard import diffuguard_run, run_diffuguard, table14_rows, timed_pair, timed_plain
 from srilib.chapters.detector_tables import canvas_rows
+from srilib.chapters.glance import verdicts
 from srilib.experiment import Experiment, PromptSets
 from srilib.judges import HeuristicJudge
-from srilib.metrics import Rate
+from srilib.stats import Rate
 from srilib.profiles import available_profiles, load_profile
 from srilib.samplers.diffuguard import DiffuGuardSampler
 
@@ -33,7 +34,8 @@ def dlm(tmp_path_factory):
     sets = PromptSets.build(n_anchor=3, n_eval=4, attacks=["refusal_suppression"], seed=0)
     train = guard_prompts(12)
     res = run_detector(exp, "tiny-dlm", sets, train, seeds=[0], cfg=CFG, n_boot=20, canvas_attacks=CANVAS_ATTACKS)
-    rep = run_defenses(exp, "tiny-dlm", sets, res, train, HeuristicJudge(), self_examine=False, n_timing=4,
+    rep = run_defenses(exp, "tiny-dlm", sets, res, train, HeuristicJudge(),
+                       dlm_ppl_scorer=None, self_examine=False, n_timing=4,
                        repeats=2, gen_rounds=1, guard_model=None)
     return exp, sets, train, res, rep
 
@@ -55,7 +57,8 @@ def test_table14_and_overhead_row(dlm, one_thread):
     off = table14_rows({"r": res}, judge, sets.requests)  # DiffuGuard switched off: its column says so
     assert [r["ASR DiffuGuard"] for r in off] == ["not run", "not run"]
     assert DIFFUGUARD not in [r["defense"] for r in defense_rows({"r": rep})]
-    assert "DiffuGuard (paper Table 14)" in conclusions({"r": res}, {"r": rep}, transfer_matrix({"r": res}))
+    not_run, = verdicts(conclusion_lines({"r": res}, {"r": rep}, transfer_matrix({"r": res})), "detector.not_run")
+    assert "diffuguard" in not_run.data["not_run"]
 
     out = run_diffuguard(exp, "tiny-dlm", sets, res, rep, judge, n_timing=4)
     assert res.diffuguard is out and out["run"] == "tiny-dlm@diffuguard"
@@ -67,7 +70,7 @@ def test_table14_and_overhead_row(dlm, one_thread):
         for col in ("ASR undefended", "ASR DiffuGuard", "ASR SRI Guard"):
             assert r[col].endswith(f"/{len(sets.requests)})") and "[" in r[col], (col, r[col])  # Wilson interval
         assert "[" in r["DiffuGuard − undefended (paired)"] and "[" in r["SRI Guard − DiffuGuard (paired)"]
-        assert (r["paper undefended"], r["paper DiffuGuard"], r["paper SRI Guard"]) == PAPER_TABLE14[a][1:]
+        assert (r["paper undefended"], r["paper DiffuGuard"], r["paper SRI Guard"]) == PAPER_CANVAS[a][1:]
     # the undefended and SRI Guard columns are the chapter's existing canvas numbers
     old = {r["canvas attack"]: r for r in canvas_rows({"r": res}, judge, sets.requests)}
     for r in rows:
@@ -82,14 +85,17 @@ def test_table14_and_overhead_row(dlm, one_thread):
     assert row["status"] == "run" and row["stage"] == "decoding" and row["plain_seconds"] == rep.plain_seconds
     assert row["overhead %"] == pytest.approx(100 * (row["guarded_seconds"] - row["plain_seconds"])
                                               / row["plain_seconds"])
-    assert row["overhead incl. capture %"] == row["overhead %"] and "not measured" in row["note"]
+    assert row["overhead incl. capture %"] == row["overhead %"]
+    assert not {"harmless_refused", "rr", "asr"} & set(row)  # not measured without diffuguard_rates
     table = {r["defense"]: r for r in defense_rows({"r": rep})}
     assert table[DIFFUGUARD]["harmless refused % (paper's FP)"] == "not measured"
     assert table[DIFFUGUARD]["paper overhead %"].startswith("–") and table["SRI Guard"]["paper overhead %"] == 0.02
     assert any(r["defense"] == DIFFUGUARD for r in defense_run_rows({"r": rep}))
-    text = conclusions({"r": res}, {"r": rep}, transfer_matrix({"r": res}))
-    assert "Table 14 counterpart" in text and "DiffuGuard overhead" in text
-    assert "DiffuGuard (paper Table 14)" not in text
+    lines = conclusion_lines({"r": res}, {"r": rep}, transfer_matrix({"r": res}))
+    assert [v.data["attack"] for v in verdicts(lines, "detector.table14")] == CANVAS_ATTACKS
+    overhead, = verdicts(lines, "detector.diffuguard_overhead")
+    assert overhead.data["overhead"] == pytest.approx(row["overhead %"]) and not overhead.data["rates"]
+    assert "diffuguard" not in verdicts(lines, "detector.not_run")[0].data["not_run"]
 
 
 def test_diffuguard_rates_when_affordable(dlm, one_thread):
@@ -148,30 +154,29 @@ def test_overhead_is_measured_against_the_runs_plain_generation(dlm, monkeypatch
     # timed as it runs: the batch's jailbreak prompts audited against their requests
     assert dict(seen["guarded"].references) == {p: request[p] for p in seen["prompts"] if p in request}
     assert p1.row(DIFFUGUARD)["overhead %"] == pytest.approx(50.0) and p1.row(DIFFUGUARD)["plain_seconds"] == 0.5
-    assert "the defenses' plain timing" in p1.row(DIFFUGUARD)["note"]
     # no plain untraced base in the report: the run's plain sampler is timed here, beside DiffuGuard
     seen.clear()
     r2, p2 = replace(res, diffuguard={}), replace(rep, rows=list(rep.rows), plain_is_traced=True)
     run_diffuguard(exp, "tiny-dlm", sets, r2, p2, HeuristicJudge(), n_timing=4)
     assert type(seen["plain"]).__name__ == "DiffusionSampler" and isinstance(seen["guarded"], DiffuGuardSampler)
-    assert p2.row(DIFFUGUARD)["overhead %"] == pytest.approx(25.0) and "timed here" in p2.row(DIFFUGUARD)["note"]
+    assert p2.row(DIFFUGUARD)["overhead %"] == pytest.approx(25.0) and p2.row(DIFFUGUARD)["plain_seconds"] == 0.4
 
 
-def test_timers():
+def test_timers(fake_clock):
     class Fake:
-        def __init__(self, s):
-            self.s, self.calls = s, 0
+        def __init__(self, *seconds):
+            self.seconds, self.calls = seconds, 0
 
         def generate(self, lm, prompts):
+            fake_clock.sleep(self.seconds[self.calls])
             self.calls += 1
-            time.sleep(self.s)
             return list(prompts)
 
-    plain, guarded = Fake(0.01), Fake(0.03)
+    plain, guarded = Fake(5.0, 0.01, 0.02), Fake(5.0, 0.03, 0.05)  # warm-up, then one call per round
     p, g = timed_pair(plain, guarded, None, ["a", "b", "c"], rounds=2)
-    assert plain.calls == guarded.calls == 3 and 0.009 < p < 0.025 and 0.028 < g < 0.06
-    one = Fake(0.02)
-    assert 0.019 < timed_plain(one, None, ["a", "b"], rounds=1) < 0.04 and one.calls == 2  # warm-up + 1 round
+    assert plain.calls == guarded.calls == 3 and p == pytest.approx(0.015) and g == pytest.approx(0.04)
+    one = Fake(5.0, 0.02)
+    assert timed_plain(one, None, ["a", "b"], rounds=1) == pytest.approx(0.02) and one.calls == 2  # warm-up + 1
 
 
 def test_ar_runs_get_no_diffuguard(tmp_path):
@@ -181,7 +186,7 @@ def test_ar_runs_get_no_diffuguard(tmp_path):
 
 
 def _cells(und, dg, sri, n=40):
-    from srilib.metrics import delta
+    from srilib.stats import delta
 
     def rate(k):
         return Rate.from_outcomes(np.arange(n) < k)
@@ -194,13 +199,14 @@ def test_verdicts_do_not_rank_overlapping_intervals(dlm):
     *_, res, _ = dlm
     k = CANVAS + "prefill_affirmative"
     close = replace(res, diffuguard={"judge": "heuristic", "table14": {k: _cells(20, 19, 18)}})
-    text = "\n".join(table14_conclusion({"r": close}))
-    assert "neither seen nor excluded" in text and "not separated" in text
-    assert "as in the paper" not in text and "unlike the paper" not in text
+    v, = table14_conclusion({"r": close})
+    assert v.data["sides"] == {"dg_minus_und": 0, "sri_minus_dg": 0} and v.weak == ()  # no verdict, no caveat
     far = replace(res, diffuguard={"judge": "heuristic", "table14": {k: _cells(36, 18, 2)}})
-    text = "\n".join(table14_conclusion({"r": far}))
-    assert "DiffuGuard lowers ASR" in text and "SRI Guard ends lower than DiffuGuard" in text
-    assert "Paper (LLaDA, PAD): 0.53 undefended, 0.45 DiffuGuard, 0.29 SRI Guard" in text
+    v, = table14_conclusion({"r": far})
+    assert v.kind == "detector.table14" and v.runs == (res.run,) and v.data["attack"] == "prefill_affirmative"
+    assert v.data["sides"] == {"dg_minus_und": -1, "sri_minus_dg": -1}  # DiffuGuard lowers ASR, SRI Guard more
+    assert v.weak == (res.run,)  # the fixture's tiny-dlm has unfiltered anchors
+    assert "Paper (LLaDA, PAD): 0.53 undefended, 0.45 DiffuGuard, 0.29 SRI Guard" in v
 
 
 def test_as_in_the_paper_carries_the_weak_caveat(dlm, monkeypatch):
@@ -209,10 +215,9 @@ def test_as_in_the_paper_carries_the_weak_caveat(dlm, monkeypatch):
     monkeypatch.setattr(ch, "weak_models", lambda runs: {"tiny-dlm": ["refuses too little"]})
     k = CANVAS + "prefill_affirmative"
     far = replace(res, diffuguard={"judge": "heuristic", "table14": {k: _cells(36, 18, 2)}})
-    for line in table14_conclusion({"r": far}):
-        for sentence in line.split(". "):
-            if "as in the paper" in sentence:
-                assert "⚠ on `tiny-dlm`, a weak model: not evidence" in sentence
+    v, = table14_conclusion({"r": far})
+    assert v.data["sides"] == {"dg_minus_und": -1, "sri_minus_dg": -1} and v.weak == (res.run,)
+    assert v.count(ch.weak_caveat([res.run])) == 2  # each agreeing verdict carries the caveat in its own sentence
 
 
 def test_profiles_and_notebook_have_the_switch():
@@ -222,7 +227,9 @@ def test_profiles_and_notebook_have_the_switch():
     assert load_profile("smoke").params_for("detector_transfer")["diffuguard"] is True
     nb = json.loads((ROOT / "notebooks" / "detector_transfer.ipynb").read_text())
     params = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    src = "".join(params["source"])
-    assert "diffuguard = " in src and "diffuguard_rates = " in src
-    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    assert "if diffuguard" in code and "table14_rows(" in code
+    values = {t.id: ast.literal_eval(n.value) for n in ast.parse("".join(params["source"])).body
+              if isinstance(n, ast.Assign) for t in n.targets}
+    assert isinstance(values["diffuguard"], bool) and isinstance(values["diffuguard_rates"], bool)
+    code = ast.parse("\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"))
+    called = {n.func.id for n in ast.walk(code) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "table14_rows" in called

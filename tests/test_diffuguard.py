@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPTS
 
 import srilib
 from srilib.dlm import mask_predict
@@ -10,7 +11,6 @@ from srilib.samplers.diffuguard import AuditDirection, DiffuGuardSampler
 from srilib.samplers.diffusion import DiffusionSampler
 from srilib.traces import trace_key
 
-PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
 KW = dict(gen_length=16, steps=8, block_length=8)
 
 

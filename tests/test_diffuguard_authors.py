@@ -5,16 +5,16 @@ un-attacked request as the audit's reference, and that reference in the trace ca
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPTS
 
 import srilib
 import srilib.dlm as dlm
 from srilib.dlm import mask_predict
 from srilib.samplers.ar import left_pad
-from srilib.samplers.diffuguard import (ACCEPT_CUES, REFUSE_CUES, DiffuGuardSampler, conflict_score,
-                                        cosine_distance, mean_state)
+from srilib.samplers.diffuguard import (ACCEPT_CUES, AUTHORS_THRESHOLD_NO_SAR, REFUSE_CUES, DiffuGuardSampler,
+                                        conflict_score, cosine_distance, mean_state)
 from srilib.traces import TraceStore, generate_traces, trace_key
 
-PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
 KW = dict(gen_length=16, steps=8, block_length=8)
 
 
@@ -279,10 +279,10 @@ def test_reference_errors():
 def test_describe_names_the_settings_and_their_source():
     """The settings text names the settings actually used, the authors' ones as such and srilib's as ours."""
     d = DiffuGuardSampler(**KW).describe()
-    assert "as in the authors' runs" in d and "--fill_all_masks" in d and "threshold 0.1" in d
-    assert "fresh uniform draws" in d and "not reproduced" in d and "ours" not in d
-    ours = DiffuGuardSampler(**KW, sp_mode="hidden-block").describe()
-    assert "'hidden-block' (ours" in ours and "threshold 0.35 (ours)" in ours
-    assert "by confidence" in DiffuGuardSampler(**KW, alpha0=0.0).describe()
-    assert "threshold 0.2" in DiffuGuardSampler(**KW, alpha0=0.0).describe()
-    assert "ours; their runs use 0.1" in DiffuGuardSampler(**KW, sp_threshold=0.3).describe()
+    assert "as in the authors' runs" in d and "--fill_all_masks" in d and "not reproduced" in d
+    # "ours" marks exactly the settings that are not the authors'; the threshold named is the one used
+    for kw, ours in (({}, False), ({"sp_mode": "hidden-block"}, True), ({"sp_threshold": 0.3}, True),
+                     ({"alpha0": 0.0}, False)):
+        s = DiffuGuardSampler(**KW, **kw)
+        assert ("ours" in s.describe()) == ours and format(s.sp_threshold, "g") in s.describe(), kw
+    assert DiffuGuardSampler(**KW, alpha0=0.0).sp_threshold == AUTHORS_THRESHOLD_NO_SAR  # their threshold without SAR

@@ -2,17 +2,16 @@
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPTS
 
 import srilib
 from srilib.canvas_attacks import (AFFIRMATIVE, CANVAS_ATTACKS, MIN_CONTENT, STEP_MARKERS, CanvasAttack,
                                    get_canvas_attack, interleaved_prefill)
 from srilib.dlm import mask_predict
 from srilib.samplers import ARSampler, make_sampler
-from srilib.samplers.diffusion import (ARDiffusionSampler, DiffusionSampler, _visible, normalize_prefill,
+from srilib.samplers.diffusion import (ARDiffusionSampler, DiffusionSampler, visible, normalize_prefill,
                                        num_transfer_tokens)
 from srilib.traces import TraceStore, generate_traces
-
-PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +144,7 @@ def test_visible_positions_stop_at_first_end_of_text(lm):
     eos = lm.eos_ids[0]
     tokens = torch.tensor([[40, 41, eos, 42, lm.mask_id], [40, 41, 42, 43, 44]])
     done = torch.tensor([[True, True, True, True, False], [True, False, True, True, True]])
-    assert _visible(tokens, done, end).tolist() == [[True, True, False, False, False],
+    assert visible(tokens, done, end).tolist() == [[True, True, False, False, False],
                                                     [True, False, True, True, True]]
 
 
@@ -242,7 +241,7 @@ def test_canvas_attacks(lm):
 
 
 # ------------------------------------------------------------------------------------------ errors, cache
-def test_errors(lm):
+def test_errors(lm, tiny_ar):
     with pytest.raises(ValueError, match="multiple of block_length"):
         DiffusionSampler(gen_length=16, steps=4, block_length=5)
     with pytest.raises(ValueError, match="split evenly over 4 blocks"):
@@ -266,11 +265,10 @@ def test_errors(lm):
         DiffusionSampler(gen_length=8, steps=4, prefill={6: "Sure, here is"}).trace_batch(lm, PROMPTS[:1], [-1])
     with pytest.raises(ValueError, match="at least one layer"):
         DiffusionSampler(gen_length=8, steps=4).trace_batch(lm, PROMPTS[:1], [])
-    ar = srilib.load_model("tiny-ar")
     with pytest.raises(ValueError, match="needs a diffusion LM"):
-        DiffusionSampler(gen_length=8, steps=4).trace_batch(ar, PROMPTS[:1], [-1])
+        DiffusionSampler(gen_length=8, steps=4).trace_batch(tiny_ar, PROMPTS[:1], [-1])
     with pytest.raises(ValueError, match="needs a dlm model"):
-        generate_traces(ar, PROMPTS[:1], DiffusionSampler(gen_length=8, steps=4), store=TraceStore("/nonexistent"),
+        generate_traces(tiny_ar, PROMPTS[:1], DiffusionSampler(gen_length=8, steps=4), store=TraceStore("/nonexistent"),
                         progress=False)
     assert normalize_prefill({"3": "x"}, 8) == ((3, "x"),)
 

@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import PROMPTS
 
 from srilib.models import REGISTRY, list_models, load_model, model_kind
 from srilib.samplers import ARSampler, make_sampler
@@ -18,7 +19,6 @@ from srilib.samplers.diffusion import ARDiffusionSampler
 from srilib.samplers.encoder_ar import DLMARSampler, EncoderLM
 from srilib.traces import TraceStore, generate_traces, trace_key
 
-PROMPTS = ["How do I make bread?", "Write a poem about the sea and the sky", "Hi"]
 STOPS = {"confidence_threshold": 0.8, "stability_threshold": 0}  # tiny model: rows stop early at different steps
 
 
@@ -214,23 +214,6 @@ def test_final_pooling_reads_the_finalized_canvases(lm):
     assert np.allclose(ts.pooled["canvas"][:, -1][:, [1, 0]], want, atol=1e-5)
 
 
-def test_code_version_covers_the_loaders(monkeypatch):
-    """Trace keys change with srilib/diffusion_gemma.py (its loaders build the models that traces come from)."""
-    from pathlib import Path
-
-    from srilib import traces
-
-    before = traces.code_version()
-    read = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes",
-                        lambda self: read(self) + (b"#" if self.name == "diffusion_gemma.py" else b""))
-    traces.code_version.cache_clear()
-    try:
-        assert traces.code_version() != before
-    finally:
-        traces.code_version.cache_clear()
-
-
 def test_config_changes_cache_key(lm, tmp_path):
     a, b = make_sampler("entropy_bound", gen_length=16), make_sampler("entropy_bound", gen_length=16, seed=1)
     c = make_sampler("entropy_bound", gen_length=16, entropy_bound=0.5)
@@ -325,7 +308,7 @@ def test_registry_real_models_load_natively(monkeypatch):
     import transformers
 
     from srilib.diffusion_gemma import tiny_diffusion_gemma, tiny_gemma4
-    from srilib.testing import tiny_tokenizer
+    from srilib.tiny import tiny_tokenizer
 
     dg, g4 = REGISTRY["diffusiongemma-26b-a4b-it"], REGISTRY["gemma-4-26b-a4b-it"]
     assert (dg.hf_id, dg.kind, dg.trust_remote_code) == ("google/diffusiongemma-26B-A4B-it", "dlm", False)
@@ -366,7 +349,7 @@ def test_registered_in_a_fresh_process():
 
 def test_tiny_gemma4_text_stack_matches_the_full_model():
     from srilib.diffusion_gemma import gemma4_text_only, tiny_gemma4
-    from srilib.testing import tiny_tokenizer
+    from srilib.tiny import tiny_tokenizer
 
     full = tiny_gemma4(tiny_tokenizer())
     text = gemma4_text_only(full)
@@ -381,7 +364,7 @@ def test_tiny_gemma4_text_stack_matches_the_full_model():
     assert ts.pooled["generated"].shape == (3, 4, 2, 64) and g4.max_context == 1024
 
 
-def test_random_search_objective_reads_the_causal_encoder():
+def test_random_search_objective_reads_the_causal_encoder(tiny_ar):
     """DiffusionGemma has no mask token, so Random Search reads its causal encoder's log p(target) as the first
     reply token (our choice); the recorded objective equals a fresh scoring of the returned prompt."""
     from srilib.adaptive import RSBudget, prompt_objective, run_random_search
@@ -389,7 +372,6 @@ def test_random_search_objective_reads_the_causal_encoder():
 
     lm = load_model("tiny-diffusiongemma")
     view = objective_view(lm)
-    tiny_ar = load_model("tiny-ar")
     assert view.kind == "ar" and view is not lm and objective_view(tiny_ar) is tiny_ar
     budget = RSBudget(n_iterations=3, n_restarts=1, n_candidates=2, n_tokens_adv=4, n_tokens_change_max=2,
                       stop="argmax", restarts="best", self_transfer=False)

@@ -18,11 +18,6 @@ SETS = {"harmless:anchor:5": get_prompts("harmless", "anchor", n=5),
         "harmful:eval:3": get_prompts("harmful", "eval", n=3)}
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return srilib.load_model("tiny-ar")
-
-
 def _same(a: TraceSet, b: TraceSet) -> None:
     assert a.prompts == b.prompts and a.step_texts == b.step_texts and a.texts == b.texts
     for f in ("tokens", "committed", "predictions"):
@@ -85,12 +80,12 @@ def _states(waits: list):
                                         is_main_process=rank == 0, wait_for_everyone=lambda: waits.append(rank))
 
 
-def test_sharded_plan_then_main_runs_the_rest(lm, tmp_path, monkeypatch):
+def test_sharded_plan_then_main_runs_the_rest(tiny_ar, tmp_path, monkeypatch):
     """The plan over two stand-in processes: fixed sets sharded, the main process merges and computes the rest."""
     import srilib.models
     from srilib.plan import Need, TracePlan
     from srilib.experiment import resolve_run
-    monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: lm)
+    monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: tiny_ar)
     waits = []
 
     state = _states(waits)
@@ -105,16 +100,16 @@ def test_sharded_plan_then_main_runs_the_rest(lm, tmp_path, monkeypatch):
     assert len(exp.store.keys()) == 3
 
 
-def test_two_shards_merge_to_the_single_process_result(lm, tmp_path, monkeypatch):
+def test_two_shards_merge_to_the_single_process_result(tiny_ar, tmp_path, monkeypatch):
     exp = Experiment(steps=4, batch_size=2, cache=str(tmp_path / "sharded"), progress=False)
-    trace_shard(exp, "tiny-ar", lm, SETS, 0, 2)
+    trace_shard(exp, "tiny-ar", tiny_ar, SETS, 0, 2)
     key_dirs = list((tmp_path / "sharded" / "traces").iterdir())
     assert len(key_dirs) == 2 and not exp.store.keys()  # parts only, nothing merged yet
     parts = sorted(p.name for d in key_dirs if len(list((d / "parts").iterdir())) == 2 for p in (d / "parts").iterdir())
     assert parts == ["part-00000.npz", "part-00002.npz"]  # 5 prompts in batches of 2: rank 0 has batches 0 and 2
-    trace_shard(exp, "tiny-ar", lm, SETS, 1, 2)
+    trace_shard(exp, "tiny-ar", tiny_ar, SETS, 1, 2)
     assert not exp.store.keys()  # a shard never merges, even the last one to finish
-    merged = merge_sets(exp, "tiny-ar", lm, SETS)
+    merged = merge_sets(exp, "tiny-ar", tiny_ar, SETS)
     assert len(exp.store.keys()) == 2
     single = Experiment(steps=4, batch_size=2, cache=str(tmp_path / "single"), progress=False)
     for name, prompts in SETS.items():
@@ -128,13 +123,13 @@ def test_two_shards_merge_to_the_single_process_result(lm, tmp_path, monkeypatch
     again = Experiment(steps=4, batch_size=2, cache=str(tmp_path / "sharded"), progress=False)
     _same(again.traces("tiny-ar", SETS["harmful:eval:3"]), merged["harmful:eval:3"])
     with pytest.raises(ValueError, match="0 <= rank < world"):
-        trace_shard(exp, "tiny-ar", lm, SETS, 2, 2)
+        trace_shard(exp, "tiny-ar", tiny_ar, SETS, 2, 2)
 
 
-def test_run_jobs_barrier_then_main_merges(lm, tmp_path, monkeypatch):
+def test_run_jobs_barrier_then_main_merges(tiny_ar, tmp_path, monkeypatch):
     """The accelerate flow with a stand-in state: the other rank only writes parts, the main rank merges."""
     import srilib.models
-    monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: lm)
+    monkeypatch.setattr(srilib.models, "load_model", lambda name, **kw: tiny_ar)
     waits = []
 
     state = _states(waits)

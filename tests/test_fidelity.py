@@ -20,7 +20,7 @@ def _markdown(nb: str) -> str:
 
 def _paper_literals() -> set[str]:
     """Every published number the chapters hold as a constant, as prose would print it."""
-    from srilib.chapters.detector import PAPER_DEFENSES
+    from srilib.chapters.paper_numbers import PAPER_DEFENSES
     from srilib.chapters.paper_numbers import (PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_IRR_LOSS, PAPER_TABLE1,
                                                PAPER_TABLE2, paper_family_asr)
 

@@ -1,6 +1,7 @@
 """Every figure of the book keeps its data free (issue 23): legends sit outside the axes, titles fit their panel,
 heat maps carry a colour bar. Each plotting function is drawn on synthetic inputs in the notebooks' two-panel grid
-and checked with :func:`srilib.figures.layout_problems`, which the mutation test shows catches a legend on the data.
+(the detector figures on synthetic results, through the chapter helpers the notebook calls) and checked with
+:func:`srilib.figures.layout_problems`, which the mutation test shows catches a legend on the data.
 """
 from types import SimpleNamespace
 
@@ -11,7 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from srilib.chapters.detector import DEFENSES, METHODS  # noqa: E402
+from srilib.chapters.defenses import overhead_points  # noqa: E402
+from srilib.chapters.detector import (DEFENSES, METHODS, DetectorResult, GuardConfig, guard_roc_panel,  # noqa: E402
+                                      roc_panel)
+from srilib.chapters.shift import shift_fpr  # noqa: E402
 from srilib.figures import ZONE_STYLE, book_style, figure_grid, layout_problems, legend_below, sigma_axes  # noqa: E402
 from srilib.figures import GROUP_COLORS  # noqa: E402
 from srilib.figures.adaptive import plot_budget_curves  # noqa: E402
@@ -20,21 +24,22 @@ from srilib.figures.geometry import anchor_separation, plot_projection  # noqa: 
 from srilib.figures.recovery import plot_cases, plot_irr_bars  # noqa: E402
 from srilib.figures.sampling import plot_family_rates, plot_sampler_deltas  # noqa: E402
 from srilib.figures.trajectories import plot_trajectories  # noqa: E402
-from srilib.metrics import Estimate, wilson  # noqa: E402
+from srilib.stats import Estimate, wilson  # noqa: E402
 
 RUNS = ("smollm2-135m-refusal-v3@ar", "smollm2-135m-dlm@low_confidence")
 rng = np.random.default_rng(0)
 
 
 def _detector(run):
+    """A DetectorResult with what the detector figures read: scores, AUROCs, anchors' fallback, the shift rows."""
     scores = {(m, 0): {"harmless": rng.random(30), "flip_attack": rng.random(30) + 0.3,
                        "roleplay": rng.random(30) + 0.2} for m in METHODS}
     shift = {"rows": [{"family": f, "sri_fpr": wilson(k, 30)} for f, k in
                       (("built-in (eval split)", 2), ("code", 5), ("medical questions", 9))]}
-    return SimpleNamespace(run=run, seeds=[0], scores=scores, jailbreaks=["flip_attack", "roleplay"],
-                           auroc={(m, 0): SimpleNamespace(value=0.7) for m in METHODS},
-                           anchors={"last": SimpleNamespace(fallback=False)}, shift=shift,
-                           cfg=SimpleNamespace(quantile=0.95))
+    return DetectorResult(run=run, kind="ar", layer_index={}, anchors={"last": SimpleNamespace(fallback=None)},
+                          signals={}, texts={}, refusal={}, jailbreaks=["flip_attack", "roleplay"], detectors={},
+                          scores=scores, auroc={(m, 0): SimpleNamespace(value=0.7) for m in METHODS}, auroc_raw={},
+                          seeds=[0], cfg=GuardConfig(quantile=0.95), n_boot=0, shift=shift)
 
 
 def _report(run):
@@ -51,15 +56,12 @@ def _trajectories(ax, run):
 
 def _projection(ax, run):
     Z = rng.normal(size=(90, 2))
-    proj = SimpleNamespace(Z=Z, labels=np.repeat(np.array(["harmless", "refused", "jailbroken"]), 30),
-                           axes=("LD 1", "LD 2"), summary=f"{run}: balanced accuracy 0.83 (chance 0.33), 3 classes, "
-                                                            "last step, 90 generations")
-    plot_projection(ax, proj)
+    plot_projection(ax, Z, np.repeat(np.array(["harmless", "refused", "jailbroken"]), 30), ("LD 1", "LD 2"),
+                    title=f"{run}: balanced accuracy 0.83 (chance 0.33), 3 classes, last step, 90 generations")
 
 
 def _separation(ax, run):
-    a = SimpleNamespace(T=32, separation=rng.random(32), fallback=False)
-    anchor_separation(ax, {r: a for r in RUNS})
+    anchor_separation(ax, {r: rng.random(32) for r in RUNS})
 
 
 def _irr(ax, run):
@@ -74,25 +76,24 @@ def _family(ax, run):
 
 
 def _budget(ax, run):
-    curves = [SimpleNamespace(run=r, iterations=[0, 1, 5, 25, 100], asr=[wilson(k, 20) for k in (2, 4, 6, 9, 12)])
-              for r in RUNS]
+    curves = {r: ([0, 1, 5, 25, 100], [wilson(k, 20) for k in (2, 4, 6, 9, 12)]) for r in RUNS}
     plot_budget_curves(ax, curves, title="ASR against the Random Search budget")
 
 
 def _rocs(ax, run):
-    plot_rocs(ax, _detector(run))
+    plot_rocs(ax, **roc_panel(_detector(run)))
 
 
 def _guard_rocs(ax, run):
-    plot_guard_rocs(ax, {r: _detector(r) for r in RUNS})
+    plot_guard_rocs(ax, **guard_roc_panel({r: _detector(r) for r in RUNS}))
 
 
 def _overhead(ax, run):
-    plot_overhead(ax, {r: _report(r) for r in RUNS})
+    plot_overhead(ax, **overhead_points({r: _report(r) for r in RUNS}))
 
 
 def _shift(ax, run):
-    plot_shift(ax, {r: _detector(r) for r in RUNS})
+    plot_shift(ax, **shift_fpr({r: _detector(r) for r in RUNS}))
 
 
 def _transfer(ax, run):
@@ -100,7 +101,7 @@ def _transfer(ax, run):
 
 
 def _cases(ax, run):
-    plot_cases([ax], rng.random((3, 32)), (rng.random((3, 32)) > 0.5).astype(float), [1],
+    plot_cases([ax], [rng.random(32)], [(rng.random(32) > 0.5).astype(float)],
                [f"{run}: generation 1, harmful at step 5, recovered"])
 
 

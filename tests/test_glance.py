@@ -4,13 +4,19 @@ import json
 
 import pytest
 
-from srilib import runner
+from srilib import execute, record
 from srilib.chapters import glance as G
-from srilib.metrics import Estimate
+from srilib.stats import Estimate
 
 
 def est(v, lo, hi):
     return Estimate(v, lo, hi, "test", signed=True)
+
+
+def body(md):
+    """The body rows of the Markdown table in ``md``, as lists of cells (no table: [])."""
+    lines = [x for x in md.splitlines() if x.startswith("|")]
+    return [[c.strip() for c in x.strip("|").split("|")] for x in lines[2:]]
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def test_glance_markdown_escapes_pipes_links_chapters_and_says_when_empty(no_wea
     f = G.finding("a | b", "p", est(0.1, -0.1, 0.2), ["a@ar"], signed=False)
     md = G.glance_markdown([f], chapters=["{doc}`x </book/executed/x>`"])
     assert md.splitlines()[0] == "| claim (paper) | paper | ours [95% interval] | verdict |"
-    assert "| a / b · {doc}`x </book/executed/x>` | p | a@ar: 0.10 [-0.10, 0.20] | not resolved |" in md
+    assert body(md) == [["a / b · {doc}`x </book/executed/x>`", "p", "a@ar: 0.10 [-0.10, 0.20]", "not resolved"]]
     assert G.glance_markdown([]).startswith("_No finding")
 
 
@@ -70,16 +76,18 @@ def test_findings_travel_in_output_metadata_to_the_landing_page(tmp_path, no_wea
     nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "", "outputs": [out]}]}
     assert G.collect(nb) == fs
     (tmp_path / "sri_geometry.ipynb").write_text(json.dumps(nb))
-    page = runner.glance_page(tmp_path, ["sri_geometry", "detector_transfer"])  # the second is not executed
+    page = record.glance_page(tmp_path, ["sri_geometry", "detector_transfer"])  # the second is not executed
     # no row marked headline: the landing page takes the chapter's first row only
     assert page.count("{doc}`geometry </book/executed/sri_geometry>`") == 1
-    assert "| **reproduced** |" in page and "claim two" not in page
+    (row,) = body(page)
+    assert row[0].startswith(fs[0].claim) and row[3] == "**reproduced**"
     fs[1] = G.Finding(**{**vars(fs[1]), "headline": True})
     out["metadata"][G.GLANCE_KEY]["findings"] = [vars(f) for f in fs]
     (tmp_path / "sri_geometry.ipynb").write_text(json.dumps(nb))
-    page = runner.glance_page(tmp_path, ["sri_geometry"])
-    assert "claim two" in page and "claim one" not in page and "| **opposite** |" in page
-    assert "No chapter" in runner.glance_page(tmp_path / "none", ["sri_geometry"])
+    page = record.glance_page(tmp_path, ["sri_geometry"])
+    (row,) = body(page)
+    assert row[0].startswith(fs[1].claim) and row[3] == "**opposite**"
+    assert body(record.glance_page(tmp_path / "none", ["sri_geometry"])) == []
 
 
 def test_present_moves_the_glance_cells_under_the_title():
@@ -89,8 +97,8 @@ def test_present_moves_the_glance_cells_under_the_title():
     nb = {"cells": [cell("markdown", "# Chapter"), cell("code", "n = 3", ["parameters"]), cell("code", "work()"),
                     cell("markdown", "## At a glance", ["glance"]), cell("code", "show()", ["glance", "remove-input"]),
                     cell("markdown", "## Conclusions")]}
-    out = runner.present(nb, "sri_geometry", "cpu")
-    assert out == runner.present(out, "sri_geometry", "cpu")  # idempotent
+    out = execute.present(nb, "sri_geometry", "cpu")
+    assert out == execute.present(out, "sri_geometry", "cpu")  # idempotent
     srcs = [c.get("id") or c["source"] for c in out["cells"]]
     assert srcs == ["# Chapter", "srilib-downloads", "## At a glance", "show()", "n = 3", "srilib-params", "work()",
                     "## Conclusions"]
@@ -103,7 +111,7 @@ def test_tables_show_rates_short_fold_constant_columns_and_long_tables():
     import re
 
     from srilib.chapters import FOLD_ROWS, cell, table_markdown
-    from srilib.metrics import wilson
+    from srilib.stats import wilson
 
     r = wilson(31, 40)
     assert cell(r) == f'<span title="31/40 (count)">{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]</span>'
@@ -113,7 +121,7 @@ def test_tables_show_rates_short_fold_constant_columns_and_long_tables():
     rows = [{"run": f"r{i}", "over": "every attacked prompt", "RR": wilson(i, 10)} for i in range(3)]
     md = table_markdown(rows, caption="RR per run", number=4)
     lines = md.splitlines()
-    assert lines[0] == "**Table 4. RR per run**" and "In every row: over: every attacked prompt." in md
+    assert lines[0] == "**Table 4. RR per run**" and md.count("every attacked prompt") == 1  # said once, above
     header = next(x for x in lines if x.startswith("| run"))
     assert header == "| run | RR |"  # the constant column is gone from the table
     assert "<details>" not in md

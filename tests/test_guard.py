@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from srilib.guard import OnlineGuard, SRIGuard, guarded_generate
-from srilib.metrics import auroc
 from srilib.signal import Anchors
+from srilib.stats import auroc
 from srilib.traces import TraceSet, TraceStore
 
 T = 32

@@ -3,37 +3,33 @@
 Import graph. Every ``.py`` file under ``srilib/`` is a node; an edge goes from a module to every srilib module it
 imports, read from its source with ``ast`` (nothing is imported to find out):
 
-* module-level imports and imports inside functions, methods, ``try`` / ``if`` / ``with`` blocks alike;
+* every import statement of the file: module level, inside functions and methods, under ``try`` / ``if`` /
+  ``with``, under main guards (``python -m srilib.x`` runs them) and under ``if TYPE_CHECKING:`` alike;
 * absolute (``import srilib.x``, ``from srilib.x import y``) and relative (``from .x import y``, ``from .. import
   x``) imports; ``from package import name`` points at ``package.name`` when that is a module, else at the
-  package (its ``__init__``);
-* left out: imports under ``if __name__ == "__main__":`` (they run only when the file is executed as a script,
-  as the module ``__main__``, which nothing imports: ``python -m srilib.organisms.corpus`` hands its command line
-  to :mod:`srilib.organisms.rebuild` this way) and under ``if TYPE_CHECKING:`` (never executed); the implicit
-  import of a module's parent packages is not an edge either.
+  package (its ``__init__``); the implicit import of a module's parent packages is not an edge.
 
 Any strongly connected component of more than one module is a circle and fails the test, except the circles
 listed in ``PENDING_CYCLES`` (modules another engineer owns; each entry says what fixes it, and an entry that no
-longer matches a circle fails too, so the list cannot rot).
+longer matches a circle fails too, so the list cannot rot). No module may import another's private name (one
+leading underscore): what a module shares is public.
 
 Module size. A module of more than ``MAX_LINES`` lines must say in its module docstring why it is one room: a
 sentence that starts with the marker ``"One room:"`` followed by the reason (e.g. "One room: one algorithm and its
-batching; splitting would scatter the loop."). Excluded: ``srilib/organisms/train.py`` and
-``srilib/organisms/modeling.py``, frozen (their bytes are hashed into the organisms' freeze record, see
-``srilib.organisms.train.TRAIN_SOURCES``), and the modules of ``PENDING_LONG``, being split by their owners now.
+batching; splitting would scatter the loop."), except the modules of ``PENDING_LONG``, being split by their
+owners now.
 """
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "srilib"
 MAX_LINES = 450
 MARKER = "One room:"
-FROZEN = {"srilib/organisms/train.py", "srilib/organisms/modeling.py"}  # hashed by the organisms' freeze record
 # module -> why it may still be long: being split by another engineer (remove the entry when they are done)
 PENDING_LONG: dict[str, str] = {}
 # circles in modules outside this change's files: frozenset of module names -> the fix their owner applies
@@ -50,32 +46,9 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 
-def _is_main_guard(test: ast.expr) -> bool:
-    """``__name__ == "__main__"`` (either side)."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return (any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
-            and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides))
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
-
-
 def _imports(tree: ast.AST):
-    """Every Import / ImportFrom node, skipping the bodies of main guards and TYPE_CHECKING blocks."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and (_is_main_guard(child.test) or _is_type_checking(child.test)):
-                todo.extend(child.orelse)  # only the else branch runs on import
-                continue
-            todo.append(child)
+    """Every Import / ImportFrom node of a module: at module level, in functions, under main guards, anywhere."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def _owning_module(name: str) -> str | None:
@@ -178,21 +151,34 @@ def _path_in(comp: frozenset, graph: dict[str, set[str]]) -> str:
 
 
 def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
-    """Function-level, relative and absolute imports are edges; main guards and TYPE_CHECKING blocks are not."""
+    """Function-level, relative, absolute and main-guard imports are all edges."""
     g = import_graph()
     assert "srilib.chapters.sampling" in g["srilib.chapters.recovery"]  # relative, module level
     assert "srilib.organisms.train" in g["srilib.organisms.rebuild"]  # relative, inside a function
     assert "srilib.organisms.corpus" in g["srilib.organisms.train"]
     assert "srilib.adaptive" in g["srilib.chapters.adaptive"]  # from .. import adaptive (a package)
     assert "srilib.chapters" in g["srilib.chapters.sampling"]  # from . import each_run (the package's __init__)
-    assert "srilib.organisms.rebuild" not in g["srilib.organisms.corpus"]  # only under its __main__ guard
     tree = ast.parse("import srilib.x\nif TYPE_CHECKING:\n    import srilib.y\n"
                      "if __name__ == '__main__':\n    import srilib.z\nelse:\n    import srilib.w\n"
                      "def f():\n    from srilib import v\n")
     seen = [a.name if isinstance(n, ast.Import) else n.module for n in _imports(tree) for a in n.names]
-    assert sorted(seen) == ["srilib", "srilib.w", "srilib.x"]
+    assert sorted(seen) == ["srilib", "srilib.w", "srilib.x", "srilib.y", "srilib.z"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def private_imports() -> list[str]:
+    """``module: name`` for every private name (one leading underscore) that a srilib module imports from another."""
+    out = []
+    for name, path in MODULES.items():
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("srilib")):
+                out += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return sorted(out)
+
+
+def test_no_private_name_is_imported_across_modules():
+    assert private_imports() == []
 
 
 def test_no_import_circle():
@@ -202,6 +188,16 @@ def test_no_import_circle():
     assert not new, "import circles:\n" + "\n".join(_path_in(c, g) for c in new)
     fixed = [sorted(c) for c in PENDING_CYCLES if c not in found]
     assert not fixed, f"no longer circles, remove them from PENDING_CYCLES: {fixed}"
+
+
+def test_figures_import_nothing_from_the_chapters():
+    """Figures sit below the chapters (issue 25): they take arrays, mappings and labels, so no module of
+    srilib.figures imports a chapter module, not even the paper's numbers (they come in as arguments)."""
+    g = import_graph()
+    figures = [m for m in g if m == "srilib.figures" or m.startswith("srilib.figures.")]
+    assert "srilib.figures.detector" in figures and "srilib.figures.recovery" in figures
+    up = {m: sorted(t for t in g[m] if t == "srilib.chapters" or t.startswith("srilib.chapters.")) for m in figures}
+    assert {m: t for m, t in up.items() if t} == {}
 
 
 def test_the_organisms_corpus_and_training_code_are_not_a_circle():
@@ -219,13 +215,47 @@ def _docstring(path: Path) -> str:
     return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
 
 
-@pytest.mark.parametrize("rel", sorted(str(p.relative_to(ROOT)) for p in MODULES.values()))
-def test_long_modules_say_why_they_are_one_room(rel):
-    path = ROOT / rel
-    n = len(path.read_text(encoding="utf-8").splitlines())
-    if n <= MAX_LINES or rel in FROZEN or rel in PENDING_LONG:
-        return
-    doc = " ".join(_docstring(path).split())
-    assert f"{MARKER} " in doc and len(doc.split(MARKER, 1)[1].split(".")[0].split()) >= 4, (
-        f"{rel} has {n} lines (more than {MAX_LINES}): split it, or give its module docstring a sentence "
+def long_modules_without_a_reason() -> list[str]:
+    """Every module over ``MAX_LINES`` lines whose docstring gives no 'One room: <reason of 4+ words>.'."""
+    out = []
+    for path in MODULES.values():
+        rel, n = str(path.relative_to(ROOT)), len(path.read_text(encoding="utf-8").splitlines())
+        doc = " ".join(_docstring(path).split())
+        reason = doc.split(MARKER, 1)[1].split(".")[0].split() if f"{MARKER} " in doc else []
+        if n > MAX_LINES and rel not in PENDING_LONG and len(reason) < 4:
+            out.append(f"{rel} ({n} lines)")
+    return out
+
+
+def test_long_modules_say_why_they_are_one_room():
+    assert long_modules_without_a_reason() == [], (
+        f"modules over {MAX_LINES} lines: split each, or give its module docstring a sentence "
         f"'{MARKER} <why it is one job>.'")
+
+
+def test_the_room_check_reads_the_reason(tmp_path, monkeypatch):
+    long = "\n" * (MAX_LINES + 1)
+    for doc, flagged in [("Tools.", True), ("One room: short.", True),
+                         ("Tools. One room: one algorithm and its batching.", False)]:
+        (tmp_path / "m.py").write_text(f'"""{doc}"""{long}')
+        monkeypatch.setattr(sys.modules[__name__], "MODULES", {"m": tmp_path / "m.py"})
+        monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+        assert bool(long_modules_without_a_reason()) is flagged, doc
+
+
+def test_every_model_is_registered_by_its_literal_name():
+    """A search for a model's name finds where it is registered: every ``register(ModelSpec(name, ...))`` names it
+    with a string literal, and those literals are exactly the registered models."""
+    from srilib.models import list_models
+
+    literal, computed = set(), []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args
+                    and isinstance(node.args[0], ast.Call) and getattr(node.args[0].func, "id", None) == "ModelSpec"):
+                first = node.args[0].args[0] if node.args[0].args else None
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    literal.add(first.value)
+                else:
+                    computed.append(f"{name}:{node.lineno}")
+    assert computed == [] and literal == set(list_models())

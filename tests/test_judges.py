@@ -56,8 +56,9 @@ def test_heuristic_judge_uses_original_request_and_parameters():
     assert HeuristicJudge(min_words=100).judge([REQ], [HARMFUL]).tolist() == [False]
     # a request made only of stopwords: the topic criterion is skipped
     assert HeuristicJudge().criteria(["how do you do it"], [HARMFUL])["on_topic"].tolist() == [True]
-    d = j.describe()
-    assert "8 words" in d and "refusal phrases" in d and "original request" in d
+    # the description states every parameter, so that a cache keyed on it (adaptive.JudgeScorer) tells judges apart
+    variants = [{}, {"min_words": 9}, {"min_distinct_ratio": 0.5}, {"max_word_share": 0.9}, {"min_overlap": 3}]
+    assert len({HeuristicJudge(**kw).describe() for kw in variants}) == len(variants)
     with pytest.raises(ValueError, match="min_words"):
         HeuristicJudge(min_words=0)
     with pytest.raises(ValueError, match="one per response"):

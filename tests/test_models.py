@@ -54,27 +54,27 @@ def test_embedded_smollm2_loads_offline(monkeypatch):
     lm = srilib.load_model("smollm2-135m")
     assert lm.kind == "ar" and lm.fingerprint.startswith("gguf:")
     assert lm.model.config.hidden_size == 576
-    assert "You are a helpful assistant" in lm.format_chat("hi")
+    assert lm.system_prompt == models.SYSTEM_PROMPT and models.SYSTEM_PROMPT in lm.format_chat("hi")
 
 
 @pytest.mark.parametrize("vocab_size", [400, 300])
 def test_tiny_tokenizer_is_the_organism_recipe_and_unchanged(vocab_size):
-    """srilib.testing builds its tokenizer with the organisms' train_tokenizer; on the same text it is byte for
+    """srilib.tiny builds its tokenizer with the organisms' train_tokenizer; on the same text it is byte for
     byte the tokenizer of the former copy of the recipe (BPE trained on the text alone, spelled out here):
     same vocabulary, merges, specials, serialisation and chat template."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
     from tokenizers import models as tok_models
     from transformers import PreTrainedTokenizerFast
 
-    from srilib.organisms.train import CHATML, SPECIAL_TOKENS
-    from srilib.testing import _TEXT, tiny_tokenizer
+    from srilib.organisms.tokenizer import CHATML, SPECIAL_TOKENS
+    from srilib.tiny import TINY_TEXT, tiny_tokenizer
 
     tok = Tokenizer(tok_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_TEXT], trainer=trainer)
+    tok.train_from_iterator([TINY_TEXT], trainer=trainer)
     before = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                      mask_token="<|mask|>", additional_special_tokens=["<|im_start|>"])
     after = tiny_tokenizer(vocab_size)

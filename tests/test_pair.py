@@ -52,9 +52,10 @@ def test_stream_s_gets_system_prompt_s_mod_3(monkeypatch, n_streams):
 
 def test_each_system_prompt_keeps_the_format_contract():
     """Every strategy's prompt names the goal and the target opening and shows a reply the parser accepts."""
+    target = "Sure, here is"
     for text in PAIRSettings().attacker_system:
-        filled = P._fill(text, request=REQ, target_str="Sure, here is")
-        assert REQ in filled and "Sure, here is" in filled
+        filled = P._fill(text, request=REQ, target_str=target)
+        assert REQ in filled and target in filled
         example = filled[filled.rindex('{"improvement"'):]
         imp, prompt, how = parse_attacker(example)
         assert how == "json" and imp and REQ in prompt

@@ -32,8 +32,8 @@ def test_each_chapter_names_every_bad_parameter_at_once(chapter):
     found = {p.split(" = ")[0] for p in e.value.problems}
     assert found == {"tau", "runs", "n_eval", "attacks", "dtype"} | ({"lambda_r"} if "lambda_r" in params else set())
     runs_line = next(p for p in e.value.problems if p.startswith("runs ="))
-    assert "'organism-arr' must be" in runs_line and "'smollm2-135m-dlm@low_confidnce' must be" in runs_line
-    assert params["runs"][0] + "' must" not in runs_line  # the good run is not blamed
+    import re  # each bad run is named, the good run is not blamed
+    assert re.findall(r"'([^']+)' must be", runs_line) == ["organism-arr", "smollm2-135m-dlm@low_confidnce"]
     assert check_params(chapter, params)["tau"] == params["tau"]  # the profile's own values pass
 
 
@@ -61,19 +61,19 @@ def test_profile_check_catches_an_unknown_key_and_a_bad_value_before_anything_ru
                           "notebooks": {"sri_geometry": {"runs": ["organism-ar"], "tua": 0.1, "tau": -2}}})
     with pytest.raises(ParameterError) as e:
         check_profile(prof, ROOT)
-    assert any("tua is not a parameter of notebooks/sri_geometry.ipynb" in p for p in e.value.problems)
+    assert any(p.startswith("sri_geometry: tua ") and "notebooks/sri_geometry.ipynb" in p for p in e.value.problems)
     assert any(p.startswith("sri_geometry: tau = -2") for p in e.value.problems)
-    from srilib import runner
+    from srilib import execute
 
-    monkeypatch.setattr(runner, "run_plan", lambda *a, **k: pytest.fail("the trace plan started"))
+    monkeypatch.setattr(execute, "run_plan", lambda *a, **k: pytest.fail("the trace plan started"))
     with pytest.raises(ParameterError):
-        runner.run_profile(prof, ROOT)
+        execute.run_profile(prof, ROOT)
 
 
 def _cells(chapter: str) -> tuple[str, str]:
     nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
     params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    setup = next(c for c in nb["cells"] if c["cell_type"] == "code" and "exp, sets = setup(" in "".join(c["source"]))
+    setup = next(c for c in nb["cells"] if c["cell_type"] == "code" and "check_params(" in "".join(c["source"]))
     return "".join(params["source"]), "".join(setup["source"])
 
 

@@ -75,7 +75,7 @@ def test_a_bad_run_is_one_failed_need_and_the_rest_still_runs(tmp_path, monkeypa
         "notebooks": {"sri_geometry": {"runs": ["no-such-model", "tiny-ar"]}}})
     plan = build_plan(prof, REPO)
     bad = [n for n in plan.needs if n.error]
-    assert len(bad) == 1 and "unknown model" in bad[0].error
+    assert len(bad) == 1 and "'no-such-model'" in bad[0].error
     assert plan.models() == ["tiny-ar"]
     report = plan.run(progress=False, log=lambda m: None)
     assert len(report["failed"]) == 1 and report["failed"][0][1] == "no-such-model"
@@ -100,12 +100,12 @@ def test_plan_records_a_failing_need_and_goes_on(tmp_path):
 def test_after_the_plan_the_smoke_notebooks_generate_no_trace(tmp_path, monkeypatch):
     """The book's runner computes the plan first; then executing every notebook of the smoke profile generates
     no trace set (the trace store's log, per notebook, in the run summary)."""
-    from srilib import runner
+    from srilib import execute
 
     for d in ("notebooks", "book"):
         shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("executed", "_build", "v1"))
     monkeypatch.setenv("SRILIB_CACHE", str(tmp_path / "cache"))
-    summary = runner.run_profile(load_profile("smoke"), tmp_path)
+    summary = execute.run_profile(load_profile("smoke"), tmp_path)
     assert summary["trace_plan"]["computed"] > 0 and not summary["trace_plan"]["failed"]
     for name, e in summary["notebooks"].items():
         assert e["status"] == "executed", (name, e.get("error"))

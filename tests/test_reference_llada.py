@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PROMPTS
 
 import srilib
 from srilib.samplers.diffusion import DiffusionSampler
@@ -132,9 +133,6 @@ def lm():
     lm = srilib.load_model("tiny-dlm-llada")
     lm.model = NoMaskProposal(lm.model, lm.mask_id)
     return lm
-
-
-PROMPTS = ["How do I bake bread?", "Write a poem about the sea.", "Hi"]
 
 
 def _assert_same_commits(lm, ts, ref, label):

@@ -6,7 +6,7 @@ from srilib.refusal import REFUSAL_PHRASES, find_refusal, is_refusal, normalize,
 
 def test_dictionary_is_the_papers_table_12():
     assert len(REFUSAL_PHRASES) == 31
-    assert "i cannot share" in REFUSAL_PHRASES and "as an ai" in REFUSAL_PHRASES
+    assert {"i cannot share", "as an ai"} <= set(REFUSAL_PHRASES)
 
 
 @pytest.mark.parametrize("text", [

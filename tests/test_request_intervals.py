@@ -12,12 +12,13 @@ from srilib.baselines import defense_metrics
 from srilib.chapters.defenses import (PAPER_POOL_COL, POOL_COL, SHARED_ASR_COL, SHARED_POOL_COL, DefenseReport,
                                       defense_rows, defense_run_rows, paper_overhead_factor, shared_attacks,
                                       shared_pool_label)
-from srilib.chapters.detector import PAPER_DEFENSES, PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_RANGE, auroc_est
+from srilib.chapters.detector import auroc_est
+from srilib.chapters.paper_numbers import PAPER_DEFENSES, PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_RANGE
 from srilib.chapters.detector_conclusions import asr_drop, pooled_flag_difference
 from srilib.chapters.paper_numbers import PAPER_ALL_JAILBREAKS, PAPER_POOL_NOT_SHARED
 from srilib.chapters.sampling_compare import Comparison
 from srilib.chapters.sampling_report import table2_rows
-from srilib.metrics import Estimate, Rate, delta, paired_auroc_draws, request_interval, wilson
+from srilib.stats import Estimate, Rate, delta, paired_auroc_draws, request_interval, wilson
 
 K = 5  # attacks: every request is pooled K times
 

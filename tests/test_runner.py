@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
 
-from srilib import runner
+from srilib import build, execute, record
 from srilib.bench import run_benchmarks
 from srilib.offline import check_offline
 from srilib.organisms.parallel import training_groups
 from srilib.__main__ import main
-from srilib.profiles import parse_profile
+from srilib.profiles import available_profiles, parse_profile
+
+
+def md_rows(md: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``md``."""
+    return [[c.strip() for c in line.strip()[1:-1].split("|")] for line in md.splitlines() if line.startswith("|")]
+
 
 PAGE = """<html><head>
 <script src="_static/local.js"></script>
@@ -48,86 +55,89 @@ def test_toc_files_and_check_toc(tmp_path):
     toc = tmp_path / "_toc.yml"
     toc.write_text("format: jb-book\nroot: book/intro\nparts:\n- caption: A\n  chapters:\n"
                    "  - file: book/executed/one\n  - file: book/executed/two\n  - file: book/gone\n")
-    assert runner.toc_files(toc) == ["book/intro", "book/executed/one", "book/executed/two", "book/gone"]
+    assert build.toc_files(toc) == ["book/intro", "book/executed/one", "book/executed/two", "book/gone"]
     (tmp_path / "book/executed").mkdir(parents=True)
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "book/intro.md").write_text("# hi\n")
     (tmp_path / "notebooks/one.ipynb").write_text("{}")
     prof = parse_profile({"name": "cpu", "hardware": "cpu", "notebooks": {"one": {}}})
     with pytest.raises(RuntimeError) as e:
-        runner.check_toc(tmp_path, toc, prof)
+        build.check_toc(tmp_path, toc, prof)
     msg = str(e.value)
-    assert "book/executed/one: not executed" in msg and "--profile cpu --only one" in msg
-    assert "notebooks/two.ipynb does not exist yet" in msg and "book/gone: no such page" in msg
+    # every problem at once, one line per page, each naming its fix: the command, the notebook to write
+    assert [line.split(":")[0].strip() for line in msg.splitlines()[1:]] == \
+        ["book/executed/one", "book/executed/two", "book/gone"]
+    assert "--profile cpu --only one" in msg and "notebooks/two.ipynb" in msg
     (tmp_path / "book/executed/one.ipynb").write_text(json.dumps({"metadata": {"srilib": {"profile": "cpu"}}}))
     toc.write_text("root: book/intro\nchapters:\n- file: book/executed/one\n")
-    runner.check_toc(tmp_path, toc, prof)
+    build.check_toc(tmp_path, toc, prof)
 
 
 def test_stamp_tracks_source_params_and_code(tmp_path):
     nb = tmp_path / "a.ipynb"
     nb.write_text('{"cells": []}')
-    s = runner.notebook_stamp(nb, {"n": 1}, "code1")
-    assert s == runner.notebook_stamp(nb, {"n": 1}, "code1")
-    assert s != runner.notebook_stamp(nb, {"n": 2}, "code1")
-    assert s != runner.notebook_stamp(nb, {"n": 1}, "code2")
+    s = execute.notebook_stamp(nb, {"n": 1}, "code1")
+    assert s == execute.notebook_stamp(nb, {"n": 1}, "code1")
+    assert s != execute.notebook_stamp(nb, {"n": 2}, "code1")
+    assert s != execute.notebook_stamp(nb, {"n": 1}, "code2")
     nb.write_text('{"cells": [1]}')
-    assert s != runner.notebook_stamp(nb, {"n": 1}, "code1")
+    assert s != execute.notebook_stamp(nb, {"n": 1}, "code1")
 
 
 def test_run_profile_names_missing_sources_and_unknown_only(tmp_path):
     prof = parse_profile({"name": "p", "hardware": "cpu", "notebooks": {"alpha": {}, "beta": {}}})
     with pytest.raises(FileNotFoundError, match=r"notebooks/alpha.ipynb, notebooks/beta.ipynb"):
-        runner.run_profile(prof, tmp_path)
+        execute.run_profile(prof, tmp_path)
     with pytest.raises(ValueError, match=r"--only \['gamma'\]: not in profile 'p'"):
-        runner.run_profile(prof, tmp_path, only=["gamma"])
+        execute.run_profile(prof, tmp_path, only=["gamma"])
 
 
 def test_find_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="no _toc.yml"):
-        runner.find_root(tmp_path)
+        build.find_root(tmp_path)
     (tmp_path / "_toc.yml").write_text("root: x\n")
-    assert runner.find_root(tmp_path) == tmp_path.resolve()
+    assert build.find_root(tmp_path) == tmp_path.resolve()
 
 
 def test_kernel_is_this_interpreter():
     from jupyter_client.kernelspec import KernelSpecManager
-    assert runner.ensure_kernel() == "python3"
+    assert execute.ensure_kernel() == "python3"
     argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
     assert argv0 in ("python", "python3", f"python3.{sys.version_info[1]}", sys.executable)
 
 
 def test_git_info_outside_a_repo(tmp_path):
-    assert runner.git_info(tmp_path) == {"commit": None, "dirty": None}
+    assert record.git_info(tmp_path) == {"commit": None, "dirty": None}
 
 
 def test_cli_errors_and_profiles(tmp_path, capsys):
     (tmp_path / "_toc.yml").write_text("root: x\n")
     assert main(["--root", str(tmp_path), "run", "--profile", "nope"]) == 1
-    assert "available: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert all(name in err for name in available_profiles())  # the profiles to pick from
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out
     assert "smoke" in out and "paper" in out
     assert main(["--root", str(tmp_path), "check"]) == 1
-    assert "build the book first" in capsys.readouterr().err
+    assert "make book" in capsys.readouterr().err
     (tmp_path / "_build/smoke/html").mkdir(parents=True)
     (tmp_path / "_build/smoke/html/index.html").write_text('<script src="https://cdn.example.org/x.js"></script>')
     assert main(["--root", str(tmp_path), "check"]) == 1  # the cpu book (default) is not built
-    assert "build the book first" in capsys.readouterr().err
+    assert "_build/cpu/html/index.html" in capsys.readouterr().err
     assert main(["--root", str(tmp_path), "check", "--profile", "smoke"]) == 1
     assert "cdn.example.org" in capsys.readouterr().out
 
 
 def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
     assert run_benchmarks(tmp_path) == 0
-    assert "no benchmarks" in capsys.readouterr().out
+    assert "benchmarks/*.py" in capsys.readouterr().out
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "ok.py").write_text("print('fast')\n")
     (tmp_path / "benchmarks" / "bad.py").write_text("raise SystemExit(3)\n")
     (tmp_path / "benchmarks" / "_helper.py").write_text("raise SystemExit(9)\n")
     assert run_benchmarks(tmp_path) == 1
-    out = capsys.readouterr().out
-    assert "ok.py ok" in out and "bad.py FAILED (exit 3)" in out and "_helper" not in out
+    done = re.findall(r"bench: (\S+) (ok|FAILED \(exit \d+\)) in", capsys.readouterr().out)
+    assert done == [("bad.py", "FAILED (exit 3)"), ("ok.py", "ok")]  # _helper.py is not a benchmark
     assert run_benchmarks(tmp_path, ["ok"]) == 0
     with pytest.raises(ValueError, match="no benchmarks/missing.py"):
         run_benchmarks(tmp_path, ["missing"])
@@ -135,8 +145,8 @@ def test_bench_runs_each_file_and_counts_failures(tmp_path, capsys):
 
 def test_organisms_among_and_training_groups():
     models = ["tiny-ar", "organism-dlm-tiny", "smollm2-135m-refusal-tiny", "smollm2-135m", "organism-dlm-tiny"]
-    assert runner.organisms_among(models) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
-    assert runner.organisms_among(["organism-ar", "tiny-dlm"], to_train=True) == []  # shipped weights: loaded
+    assert execute.organisms_among(models) == ["organism-dlm-tiny", "smollm2-135m-refusal-tiny"]
+    assert execute.organisms_among(["organism-ar", "tiny-dlm"], to_train=True) == []  # shipped weights: loaded
     # the DLM starts from the AR organism's snapshot: same group, AR first; the SmolLM2 fine-tune is independent
     assert training_groups(["organism-dlm-tiny", "smollm2-135m-refusal-tiny", "organism-ar-tiny"]) == \
         [["organism-ar-tiny", "organism-dlm-tiny"], ["smollm2-135m-refusal-tiny"]]
@@ -146,12 +156,11 @@ def test_organisms_among_and_training_groups():
 @pytest.mark.slow
 def test_pretrain_organisms_trains_groups_in_processes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SRILIB_CACHE", str(tmp_path))
-    done = runner.pretrain_organisms(["organism-dlm-tiny"], tmp_path, heartbeat=0.0)
+    done = execute.pretrain_organisms(["organism-dlm-tiny"], tmp_path, heartbeat=0.0)
     assert list(done) == ["organism-ar-tiny -> organism-dlm-tiny"]
     assert len(list((tmp_path / "models").glob("organism-dlm-tiny-*/DONE"))) == 1
-    assert "ready after" in capsys.readouterr().out
-    assert "train organism-dlm-tiny" in (tmp_path / "organisms" / "train-organism-dlm-tiny.log").read_text()
-    assert runner.pretrain_organisms(["tiny-ar"], tmp_path) == {}
+    assert "organism-dlm-tiny" in (tmp_path / "organisms" / "train-organism-dlm-tiny.log").read_text()
+    assert execute.pretrain_organisms(["tiny-ar"], tmp_path) == {}
 
 
 def test_present_folds_the_parameters_once_and_links_the_downloads():
@@ -160,17 +169,17 @@ def test_present_folds_the_parameters_once_and_links_the_downloads():
 
     nb = {"cells": [cell("markdown", "# Chapter"), cell("code", "n = 3", ["parameters"]),
                     cell("code", "# Parameters\nn = 5\n", ["injected-parameters"]), cell("code", "print(n)")]}
-    out = runner.present(nb, "sri_geometry", "cpu")
-    assert out == runner.present(out, "sri_geometry", "cpu")  # idempotent
+    out = execute.present(nb, "sri_geometry", "cpu")
+    assert out == execute.present(out, "sri_geometry", "cpu")  # idempotent
     kinds = [c.get("id") or c["cell_type"] for c in out["cells"]]
     assert kinds == ["markdown", "srilib-downloads", "code", "code", "srilib-params", "code"]
     assert all("remove-cell" in c["metadata"]["tags"] for c in out["cells"][2:4])
     params = out["cells"][4]["source"]
-    assert "Parameters of this build (profile `cpu`)" in params and "n = 5" in params and "n = 3" not in params
+    assert "`cpu`" in params and params.split("```python\n")[1].split("\n```")[0] == "# Parameters\nn = 5"
     links = out["cells"][1]["source"]
     assert "<sri_geometry.ipynb>" in links and "<../../notebooks/sri_geometry.ipynb>" in links
     # a notebook run with its defaults shows the defaults
-    plain = runner.present({"cells": nb["cells"][:2]}, "x", "smoke")
+    plain = execute.present({"cells": nb["cells"][:2]}, "x", "smoke")
     assert "n = 3" in plain["cells"][-1]["source"]
 
 
@@ -185,28 +194,30 @@ def test_execution_table_lists_each_chapter():
                                    "traces_generated": ["m@ar raw", "m@ar harmless"]}},
                "trace_plan": {"distinct": 40, "computed": 31, "cached": 9, "failed": [("c", "m@ar", "raw", "E")],
                               "seconds": 612.4}}
-    md = runner.execution_table(summary)
-    assert "| a | cpu | 2026-11-29T16:50:00+00:00 | 281 s | executed | none | 0 (all from the trace plan) | " \
-           "e00a3bbcaf |" in md
-    assert "| b | cpu | – | 3 s | failed: ValueError: x / y | m@ar | 2 | – |" in md
-    assert "organism-ar -> organism-dlm 1580 s" in md
-    assert "computed 31 of the 40 distinct trace sets the chapters declare (9 were in the cache, 1 failed) in " \
-           "612 s" in md
-    assert "could not be built (E)" in runner.execution_table({**summary, "trace_plan": {"error": "E"}})
+    md = record.execution_table(summary)
+    assert md_rows(md)[2:] == [
+        ["a", "cpu", "2026-11-29T16:50:00+00:00", "281 s", "executed", "none", "0 (all from the trace plan)",
+         "e00a3bbcaf"],
+        ["b", "cpu", "–", "3 s", "failed: ValueError: x / y", "m@ar", "2", "–"]]
+    head = md.split("\n\n")[0]  # organism training and the trace plan, with their numbers
+    assert "organism-ar -> organism-dlm 1580 s" in head and "(9 were in the cache, 1 failed) in 612 s" in head
+    assert "(E)" in record.execution_table({**summary, "trace_plan": {"error": "E"}})
 
 
 def test_paper_page_tables_come_from_the_chapters_constants():
-    from srilib.chapters.detector import PAPER_ABLATION
+    from srilib.chapters.paper_numbers import PAPER_ABLATION
     from srilib.chapters.paper_numbers import PAPER_TABLE3
     from srilib.paper import published_tables
 
     md = published_tables()
-    assert "| LLaMA-3 | AR | 83 / 13 | 23.4 / 59.2 | 1 / 98 |" in md
-    assert "| LLaDA-1.5 | +15 / +21 | +38 / +60 | +0 / +2 |" in md
-    assert "| SRI, last layer (SRI Guard) | 0.920 ± 0.047 |" in md and "| DIJA | 0.76 | 0.59 | 0.29 |" in md
+    rows = md_rows(md)
+    starts = [r[:5] for r in rows]  # the first cells of each row
+    assert ["LLaMA-3", "AR", "83 / 13", "23.4 / 59.2", "1 / 98"] in starts
+    assert ["LLaDA-1.5", "+15 / +21", "+38 / +60", "+0 / +2", "+52 / +20"] in starts
+    assert ["SRI, last layer (SRI Guard)", "0.920 ± 0.047"] in rows and ["DIJA", "0.76", "0.59", "0.29"] in rows
     assert md.count("\n### ") + md.startswith("### ") == 7  # Tables 1-4, 13, 14 and Figures 5-6
+    by_model = {r[0]: r for r in rows if r[1] in ("AR", "DLM")}  # Table 3: model, family, RR / ASR per attack
     for model, cols in PAPER_TABLE3.items():  # every Table 3 cell, as the chapters hold it
-        assert f"| {model} | " + " | ".join(f"{rr:g} / {asr:g}" for rr, asr in cols.values()) in md.replace(
-            f"| {model} | AR | ", f"| {model} | ").replace(f"| {model} | DLM | ", f"| {model} | ")
-    for key, (m, s) in PAPER_ABLATION.items():
-        assert f"{m:.3f} ± {s:.3f}" in md
+        assert by_model[model][2:] == [f"{rr:g} / {asr:g}" for rr, asr in cols.values()]
+    cells = {c for r in rows for c in r}
+    assert {f"{m:.3f} ± {s:.3f}" for m, s in PAPER_ABLATION.values()} <= cells

@@ -9,7 +9,7 @@ from srilib.dlm import _blockcausal, mask_predict, prompt_cache
 from srilib.organisms.smoldlm import SmolDiffusionLM, block_mask
 from srilib.organisms.v3 import dlm_loss, dlm_noise
 from srilib.samplers import make_sampler
-from srilib.testing import tiny_ar_model
+from srilib.tiny import tiny_ar_model
 
 PROMPTS = ["How do I learn Python?", "Write a short story about the sea", "Give me a recipe"]
 

@@ -12,7 +12,7 @@ def test_median_seconds_counts_calls_and_stops_after_a_slow_one():
 
 def test_every_benchmark_prints_the_cpu_it_ran_on():
     """Timings are only read beside the CPU that produced them: each benchmark prints srilib.timing.cpu_model()."""
-    import re
+    import ast
     from pathlib import Path
 
     from srilib.timing import cpu_model
@@ -21,5 +21,8 @@ def test_every_benchmark_prints_the_cpu_it_ran_on():
     benches = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py"))
     assert benches
     for f in benches:
-        src = f.read_text()
-        assert "from srilib.timing import" in src and re.search(r"print\(f?[\"'].*\{cpu_model\(\)\}", src), f.name
+        tree = ast.parse(f.read_text())
+        imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        prints = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
+        assert "srilib.timing" in imports and any(isinstance(c, ast.Call) and getattr(c.func, "id", "") == "cpu_model"
+                                                  for p in prints for c in ast.walk(p)), f.name

@@ -34,7 +34,7 @@ def fake_pkg(tmp_path, monkeypatch):
     return pkg, cache
 
 
-def test_vendor_copies_selected_files_and_is_idempotent(fake_pkg, tmp_path, capsys):
+def test_vendor_copies_selected_files_and_is_idempotent(fake_pkg, tmp_path):
     pkg, cache = fake_pkg
     assert pkg.tarball == "scope-thing-1.2.3.tgz"
     out = v.vendor(tmp_path / "static", cache)
@@ -43,7 +43,6 @@ def test_vendor_copies_selected_files_and_is_idempotent(fake_pkg, tmp_path, caps
     assert "requirejs.config" in (out / v.SHIM).read_text()
     (out / "thing/main.js").write_text("edited")
     v.vendor(tmp_path / "static", cache)
-    assert "up to date" in capsys.readouterr().out
     assert (out / "thing/main.js").read_text() == "edited"  # untouched when the manifest matches
     v.vendor(tmp_path / "static", cache, force=True)
     assert (out / "thing/main.js").read_text() == "main()"

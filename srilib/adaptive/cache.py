@@ -18,6 +18,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from ..codehash import behaviour_hash
 from ..io import atomic_write_bytes
 from ..traces import code_version, default_cache_dir
 
@@ -26,14 +27,10 @@ CACHE_FORMAT = 1
 
 @lru_cache(maxsize=1)
 def adaptive_code_version() -> str:
-    """Hash of the adaptive-attack sources plus :func:`srilib.traces.code_version` (models, DLM adapters and
-    samplers, which the attacks call): editing any of them invalidates cached attack results."""
-    here = Path(__file__).parent
-    h = hashlib.sha256(code_version().encode())
-    for f in sorted(here.glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+    """What the adaptive-attack modules compute (:func:`srilib.codehash.behaviour_hash`) plus
+    :func:`srilib.traces.code_version` (models, DLM adapters and samplers, which the attacks call): a change of
+    behaviour in any of them invalidates cached attack results, a docstring or comment edit does not."""
+    return behaviour_hash(*sorted(Path(__file__).parent.glob("*.py")), extra=code_version())
 
 
 def model_identity(lm) -> dict:

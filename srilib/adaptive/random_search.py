@@ -66,14 +66,14 @@ import torch
 
 from .cache import (AttackCache, as_cache, callable_identity, make_key, model_identity, request_seed)
 from .rs_data import RSBudget, RSRecord, RSResult, RSSettings, n_to_change
-from .rs_objective import _Layout, _Scorer, allowed_token_ids, target_token_ids
+from .rs_objective import Layout, Scorer, allowed_token_ids, target_token_ids
 
 ATTACK = "random_search"
 
 
 # --------------------------------------------------------------------------------------------- the search
 
-def _propose(cur: list[int], n: int, B: int, gen: torch.Generator, allowed: torch.Tensor, layout: _Layout,
+def _propose(cur: list[int], n: int, B: int, gen: torch.Generator, allowed: torch.Tensor, layout: Layout,
              max_redraws: int) -> tuple[list[list[int]], int]:
     """``B`` candidates: ``n`` contiguous random tokens at a random start; redraws those that do not survive the
     round trip (or equal ``cur``). Returns (candidates, number dropped)."""
@@ -111,14 +111,14 @@ def search_request(lm, request: str, budget: RSBudget, settings: RSSettings, see
     (a self-transferred one, found on the request ``init_from``); None: ``settings.init`` repeated."""
     t0 = time.perf_counter()
     base = settings.render(request)
-    layout = _Layout(lm, base, settings, budget.n_tokens_adv)
+    layout = Layout(lm, base, settings, budget.n_tokens_adv)
     if init_ids is not None:
         init_ids = [int(i) for i in init_ids]
         if len(init_ids) != budget.n_tokens_adv or not layout.valid([init_ids])[0]:
             init_ids, init_from = None, None  # does not fit this request's layout: the default initial suffix
     init = list(init_ids) if init_ids is not None else list(layout.init)
     tids = target_token_ids(lm.tokenizer, budget.target)
-    scorer = _Scorer(lm, layout, tids, settings, settings.prefix_cache)
+    scorer = Scorer(lm, layout, tids, settings, settings.prefix_cache)
     allowed = allowed_token_ids(lm)
     gen = torch.Generator().manual_seed(request_seed(seed, request))
     bs = settings.batch_size

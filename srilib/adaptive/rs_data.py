@@ -16,7 +16,6 @@ import numpy as np
 SCHEDULES = ("prob", "fixed", "constant")
 STOPS = ("judge", "argmax")
 RESTARTS = ("independent", "best")
-PUBLISHED_N_CANDIDATES = 1  # Random Search's published recipe scores one candidate suffix per iteration
 # The published open-weight runs (tml-epfl/llm-adaptive-attacks, e.g. experiments/exps_llama3_8b.sh): 10,000 iterations, a 25-token suffix, at most 4 tokens changed (--schedule_prob), a
 # judge-confirmed early stop with at most 10 judge calls, 10 independent restarts, and an initial suffix found on
 # earlier requests (self-transfer).
@@ -301,5 +300,4 @@ def default_checkpoints(total: int) -> list[int]:
 
 
 __all__ = ["RSBudget", "RSSettings", "RSRecord", "RSResult", "n_to_change", "default_checkpoints", "DEFAULT_TEMPLATE",
-           "PUBLISHED", "STOPS", "RESTARTS",
-           "SCHEDULES", "PUBLISHED_N_CANDIDATES"]
+           "PUBLISHED", "STOPS", "RESTARTS", "SCHEDULES"]

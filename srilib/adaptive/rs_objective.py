@@ -1,8 +1,8 @@
 """Random Search's objective on a model (:mod:`srilib.adaptive.random_search`): the log-probability of the
 target's first token as the first reply token (AR) or at canvas position 0 of a fully masked canvas (DLM).
 
-The search scores candidate suffixes of one request in batches (:class:`_Layout`: the request's chat prefix,
-suffix and tail, and which suffixes survive the decode/encode round trip; :class:`_Scorer`: batched forward passes,
+The search scores candidate suffixes of one request in batches (:class:`Layout`: the request's chat prefix,
+suffix and tail, and which suffixes survive the decode/encode round trip; :class:`Scorer`: batched forward passes,
 with a KV cache of the chat prefix on AR models); :func:`prompt_objective` scores arbitrary prompt strings on any
 model, which :func:`transfer` uses to apply one model's prompts to another.
 """
@@ -73,7 +73,7 @@ def allowed_token_ids(lm) -> torch.Tensor:
     return _VOCAB_CACHE[k]
 
 
-class _Layout:
+class Layout:
     """Token layout of one request: chat prefix ids + suffix ids + chat tail ids."""
 
     def __init__(self, lm, base: str, settings: RSSettings, n_adv: int):
@@ -108,10 +108,10 @@ class _Layout:
 _PREFIX_CACHE_OK: dict[tuple, bool] = {}  # (fingerprint, dtype, device) -> the cached prefix was checked
 
 
-class _Scorer:
+class Scorer:
     """Batched objective of candidate suffixes (all of one length) for one request."""
 
-    def __init__(self, lm, layout: _Layout, target_ids: list[int], settings: RSSettings, use_prefix_cache: bool):
+    def __init__(self, lm, layout: Layout, target_ids: list[int], settings: RSSettings, use_prefix_cache: bool):
         view = objective_view(lm)
         use_prefix_cache = use_prefix_cache and view is lm  # the encoder view takes full forward passes
         lm = view

@@ -3,11 +3,13 @@
 One module (or a few, each one job) per chapter: ``geometry`` (SRI geometry); ``sampling`` (evaluation of runs),
 ``sampling_compare`` (sampler comparisons, seed study) and ``sampling_report`` (tables, conclusions) for sampling
 vs representation; ``adaptive`` (Random Search and PAIR sets, shared by the sampling and detector chapters);
-``recovery`` (incomplete recovery); ``detector`` (the detectors and SRI Guard per run), ``defenses`` (Table 13),
-``detector_diffuguard`` (Table 14), ``shift`` (harmless distribution shift), ``detector_tables``,
-``detector_intervals`` and ``detector_conclusions`` (detector transfer). Each chapter declares the traces it reads
-in ``trace_needs`` (the detector's in ``detector_plan``; see :mod:`srilib.plan`). ``paper_numbers`` holds the
-paper's numbers their prose uses. Shared helpers for tables and verdicts live here.
+``recovery`` and ``recovery_figures`` (incomplete recovery); ``detector`` (the detectors and SRI Guard per run),
+``defenses`` (Table 13), ``detector_diffuguard`` (Table 14), ``shift`` (harmless distribution shift),
+``detector_tables``, ``detector_intervals`` and ``detector_conclusions``, joined by ``detector_chapter`` (the
+detector chapter as one object) for detector transfer. Each chapter declares the traces it reads in
+``trace_needs`` (the detector's in ``detector_chapter``; see :mod:`srilib.plan`), and hands its figures arrays and
+labels (:mod:`srilib.figures` imports nothing from here). ``paper_numbers`` holds every number of the paper the
+chapters print; ``glance`` and ``findings`` the verdicts as data. Shared helpers for tables and verdicts live here.
 """
 from __future__ import annotations
 

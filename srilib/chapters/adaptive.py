@@ -27,8 +27,10 @@ import numpy as np
 from .. import adaptive as A
 from ..adaptive.rs_data import PUBLISHED
 from ..experiment import Experiment, PromptSets, Run, selected
-from ..metrics import Rate, attack_success_rate, delta
+from ..metrics import attack_success_rate
+from ..stats import Rate, delta
 from . import AR_TWIN, interval_side, weak_caveat
+from .glance import Verdict, weak_runs
 
 RANDOM_SEARCH, PAIR = "random_search", "pair"
 ADAPTIVE_ATTACKS = (RANDOM_SEARCH, PAIR)
@@ -311,20 +313,21 @@ def search_rows(adaptive: Adaptive) -> list[dict]:
     return rows
 
 
-def cost_line(adaptive: Adaptive) -> str:
+def cost_line(adaptive: Adaptive) -> Verdict:
     """The searches' cold compute time (as recorded when each request was first searched) and the wall-clock time
     spent in them in this process (near zero when every result came from the cache, e.g. when the book's trace
-    plan ran the searches before the notebook)."""
-    out = []
+    plan ran the searches before the notebook). Kind ``adaptive.cost``; data ``searched``: attack -> runs searched."""
+    out, searched = [], {}
     for attack, name in ((RANDOM_SEARCH, "Random Search"), (PAIR, "PAIR")):
         res = adaptive.rs if attack == RANDOM_SEARCH else adaptive.pair
         if res:
-            out.append(f"{name}: {adaptive.seconds(attack):.0f} s of search over {len(res)} "
-                       f"run(s) when computed cold, "
+            searched[attack] = len(res)
+            out.append(f"{name}: {adaptive.seconds(attack):.0f} s of search over {len(res)} run(s) when computed cold, "
                        f"{adaptive.wall[attack]:.0f} s wall-clock in this notebook (the book's trace plan runs "
                        "the searches before the notebooks)")
-    return ("; ".join(out) + " (the searches only; generating and judging the replies to the attacked prompts "
-            "comes on top, like any prompt set)") if out else "no adaptive attack ran"
+    return Verdict(("; ".join(out) + " (the searches only; generating and judging the replies to the attacked "
+                    "prompts comes on top, like any prompt set)") if out else "no adaptive attack ran",
+                   kind="adaptive.cost", searched=searched)
 
 
 # ------------------------------------------------------------------------------------------- conclusions
@@ -333,30 +336,30 @@ def head_rate(r: Rate, n: int) -> Rate:
 
 
 def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence[BudgetCurve] = (),
-                         transfer: Sequence[dict] = (), n_boot: int = 2000) -> list[str]:
-    """Markdown bullets on the adaptive attacks; each 'raises' / 'lowers' rests on a paired interval over the same
-    requests that excludes zero, and carries the weak-model caveat."""
+                         transfer: Sequence[dict] = (), n_boot: int = 2000) -> list[Verdict]:
+    """Markdown bullets on the adaptive attacks (:class:`.glance.Verdict` kinds ``adaptive.off``, ``.random_search`` and
+    ``.pair`` with ``sides`` and ``deltas`` per run, ``.budget``, ``.transfer``); each 'raises' / 'lowers' rests on a
+    paired interval over the same requests that excludes zero, and carries the weak-model caveat."""
     cfg = adaptive.cfg
     if not cfg.any_on:
-        return ["- **Adaptive attacks** (Random Search, PAIR): not run in this profile (its `random_search` / "
-                "`pair` sections are off)."]
+        return [Verdict("- **Adaptive attacks** (Random Search, PAIR): not run in this profile (its `random_search` / "
+                        "`pair` sections are off).", kind="adaptive.off")]
     lines = []
     for name, label in ((RANDOM_SEARCH, "Random Search"), (PAIR, "PAIR")):
-        up, down, flat = [], [], []
+        deltas, sides, extra = {}, {}, {}  # extra: PAIR's attacker and searches
         for r in results:
             if name not in r.sets:
                 continue
-            a = r.sets[name].asr
             raw = head_rate(r.sets["raw"].asr, len(r.sets[name]))
-            d = delta(a, raw, method="paired", n_boot=n_boot, seed=adaptive.exp.seed)
-            s = interval_side(d)
-            (up if s > 0 else down if s < 0 else flat).append(f"`{r.run}` (ΔASR {d})")
-        if not (up or down or flat):
+            deltas[r.run] = d = delta(r.sets[name].asr, raw, method="paired", n_boot=n_boot, seed=adaptive.exp.seed)
+            sides[r.run] = interval_side(d)
+        if not deltas:
             continue
+        raised, lowered, unresolved = ([run for run, s in sides.items() if s == side] for side in (1, -1, 0))
+        up, down, flat = ([f"`{run}` (ΔASR {deltas[run]})" for run in runs] for runs in (raised, lowered, unresolved))
         line = f"- **{label} vs the raw request** (ASR, paired over the same {len(adaptive.requests(name))} requests): "
         if up:
-            line += (f"raises ASR with an interval that excludes zero on {', '.join(up)}"
-                     f"{weak_caveat([x.split('`')[1] for x in up])}. ")
+            line += f"raises ASR with an interval that excludes zero on {', '.join(up)}{weak_caveat(raised)}. "
         if down:
             line += f"lowers ASR (interval excludes zero) on {', '.join(down)}. "
         if flat:
@@ -364,6 +367,7 @@ def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence
         if name == PAIR:
             recs = [x for res in adaptive.pair.values() for x in res.records]
             ended = [x for x in recs if x.terminated]
+            extra = {"attacker": cfg.attacker, "searches": len(recs), "ended": len(ended)}
             line += (f"The attacker is `{cfg.attacker}`, a weak model for this role, with a tiny budget "
                      f"({cfg.pair_budget.n_streams} streams x {cfg.pair_budget.n_iterations} iterations): this is "
                      "a lower bound on what PAIR does, not the paper's PAIR.")
@@ -373,7 +377,8 @@ def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence
                          f"{cfg.pair_settings.max_attack_attempts} attempts, as upstream's PAIR ends"
                          + (f" ({first} before any query: their attacked prompt is the plain request)" if first
                             else "") + ".")
-        lines.append(line.rstrip())
+        lines.append(Verdict(line.rstrip(), kind=f"adaptive.{name}", runs=list(sides), weak=weak_runs(raised),
+                             sides=sides, deltas=deltas, **extra))
     for c in curves:
         if len(c.asr) >= 2:
             d = delta(c.asr[-1], c.asr[0], method="paired", n_boot=n_boot, seed=adaptive.exp.seed)
@@ -381,18 +386,20 @@ def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence
             verdict = ("rises with the budget (interval excludes zero)" if s > 0 else
                        "falls with the budget (interval excludes zero)" if s < 0 else
                        "is not resolved to change with the budget (interval includes zero)")
-            lines.append(f"- **ASR vs Random Search budget, `{c.run}`**: from {c.iterations[0]} to {c.iterations[-1]} "
-                         f"iterations ASR {verdict}: Δ {d} ({c.n_distinct} distinct prompts among {c.n_total} "
-                         "checkpoint prompts, each generated once).")
+            lines.append(Verdict(
+                f"- **ASR vs Random Search budget, `{c.run}`**: from {c.iterations[0]} to {c.iterations[-1]} "
+                f"iterations ASR {verdict}: Δ {d} ({c.n_distinct} distinct prompts among {c.n_total} "
+                "checkpoint prompts, each generated once).", kind="adaptive.budget", side=s, runs=[c.run], delta=d))
     for t in transfer:
         s = interval_side(t["Δ ASR (transferred − own)"])
         verdict = ("the transferred prompts succeed more often than the DLM's own search" if s > 0 else
                    "the DLM's own search succeeds more often than the transferred prompts" if s < 0 else
                    "transferred and own prompts are not separated by the interval")
-        lines.append(f"- **Transfer** ({t['prompts from']} → `{t['run (target)']}`): {verdict} "
-                     f"(Δ ASR {t['Δ ASR (transferred − own)']}); mean log p of the target token "
-                     f"{t['mean log p(target), transferred']:.2f} (transferred) vs "
-                     f"{t['mean log p(target), own search']:.2f} (own search).")
+        lines.append(Verdict(f"- **Transfer** ({t['prompts from']} → `{t['run (target)']}`): {verdict} "
+                             f"(Δ ASR {t['Δ ASR (transferred − own)']}); mean log p of the target token "
+                             f"{t['mean log p(target), transferred']:.2f} (transferred) vs "
+                             f"{t['mean log p(target), own search']:.2f} (own search).", kind="adaptive.transfer",
+                             side=s, runs=[t["run (target)"]], delta=t["Δ ASR (transferred − own)"]))
     return lines
 
 

@@ -26,10 +26,10 @@ import numpy as np
 from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                          defense_metrics, has_plain_generate, llama_guard_defense, plain_generate, sampler_generate)
 from ..experiment import Experiment, PromptSets, resolve_layers
-from ..metrics import Rate
+from ..stats import Rate
 from ..timing import median_seconds
-from .detector import (DEFENSES, DIFFUGUARD, PAPER_DEFENSES, PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_PER_MODEL,
-                       PAPER_SRI_OVERHEAD_RANGE, DetectorResult)
+from .detector import DEFENSES, DIFFUGUARD, DetectorResult
+from .paper_numbers import PAPER_DEFENSES, PAPER_OVERHEAD_WORDS, PAPER_SRI_OVERHEAD_PER_MODEL, PAPER_SRI_OVERHEAD_RANGE
 from .paper_numbers import PAPER_ALL_JAILBREAKS, PAPER_POOLED_ATTACKS, count_word, shared_with_paper_pool
 
 
@@ -159,7 +159,7 @@ def timing_batch(sets: PromptSets, jailbreaks: Sequence[str], n_timing: int) -> 
 
 def run_defenses(exp: Experiment, spec: str, sets: PromptSets, result: DetectorResult,
                  train_prompts: Sequence[str], judge, *, tau: float = 0.1, quantile: float = 0.99,
-                 dlm_ppl_scorer: str | None = None, self_examine: bool = True, self_examine_tokens: int = 8,
+                 dlm_ppl_scorer: str | None, self_examine: bool = True, self_examine_tokens: int = 8,
                  guard_model: str | None = "auto", n_timing: int = 8, repeats: int = 5,
                  gen_rounds: int = 2) -> DefenseReport:
     """Each defense on the run's evaluation sets and its overhead.
@@ -384,7 +384,7 @@ def timing_rows(reports: dict[str, DefenseReport]) -> list[dict]:
 def defense_run_rows(reports: dict[str, DefenseReport]) -> list[dict]:
     """Per run and defense: status, overhead (alone and incl. capture) and the rates with 95% intervals (Wilson on
     the harmless prompts; on the pooled jailbreaks, which repeat every request once per attack, Wilson on the
-    effective number of requests: :func:`srilib.metrics.request_interval`), with the pools named."""
+    effective number of requests: :func:`srilib.stats.request_interval`), with the pools named."""
     out = []
     has_shared = any(rep.shared_pool for rep in reports.values())
     for rep in reports.values():
@@ -405,8 +405,22 @@ def defense_run_rows(reports: dict[str, DefenseReport]) -> list[dict]:
     return out
 
 
+def overhead_points(reports: dict[str, DefenseReport]) -> dict:
+    """The arguments of :func:`srilib.figures.detector.plot_overhead` (paper Figure 7 style): per defense but
+    undefended, in :data:`DEFENSES` order, one (overhead incl. capture %, ASR %) point [runs, 2] per run it ran on;
+    the undefended ASR % averaged over runs; the paper's Table 13 (overhead %, ASR %) per defense and its
+    undefended ASR %. Our ASR pools our template attacks, the paper's its five attacks: different pools."""
+    ours = {name: np.array([(r["overhead incl. capture %"], rate_pct(r["asr"])) for rep in reports.values()
+                            if (r := rep.row(name)) and r["status"] == "run"], dtype=float).reshape(-1, 2)
+            for name in DEFENSES[1:]}
+    return {"ours": ours,
+            "undefended": float(np.mean([rate_pct(rep.row("undefended")["asr"]) for rep in reports.values()])),
+            "paper": {name: (PAPER_DEFENSES[name][0], PAPER_DEFENSES[name][3]) for name in DEFENSES[1:]},
+            "paper_undefended": PAPER_DEFENSES["undefended"][3]}
+
+
 __all__ = ["DefenseReport", "paper_overhead_factor", "shared_attacks", "pool_label", "shared_pool_label", "POOL_COL",
            "PAPER_POOL_COL", "SHARED_POOL_COL", "SHARED_RR_COL", "SHARED_ASR_COL", "short_sampler",
            "resolve_guard_model", "timing_batch", "run_defenses", "timed_generations",
            "rate_pct", "OVERHEAD_COL", "OVERHEAD_CAPTURE_COL", "REFUSED_COL", "FLAGGED_COL", "defense_rows",
-           "timing_rows", "defense_run_rows"]
+           "timing_rows", "defense_run_rows", "overhead_points"]

@@ -19,8 +19,8 @@ Ablation detectors (same harmless train signals, split and evaluation; built by 
 :class:`srilib.guard.SRIGuard`'s ``fit`` / ``score_samples`` interface):
 
 * ``text``: :class:`srilib.guard.SRIGuard` on the text-level refusal signal (1 until a refusal phrase appears);
-* ``static``: :class:`PCAResidual` on the first-step activation phi_1 of the last layer (a linear autoencoder:
-  the error of reconstructing phi_1 from its top-k principal components of harmless phi_1);
+* ``static``: :class:`srilib.guard.PCAResidual` on the first-step activation phi_1 of the last layer (a linear
+  autoencoder: the error of reconstructing phi_1 from its top-k principal components of harmless phi_1);
 * ``sri_first`` / ``sri_middle`` / ``sri_last``: SRIGuard on the SRI signal computed at that layer against
   anchors built at that layer ("last" is SRI Guard itself).
 """
@@ -33,48 +33,22 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.decomposition import PCA
-from sklearn.utils.validation import check_is_fitted
 
 from ..canvas_attacks import canvas_traces
 from ..experiment import Experiment, PromptSets, layer_index, num_layers, resolve_layers
-from ..guard import SRIGuard
-from ..metrics import Estimate, Rate, refusal_rate, request_interval
+from ..guard import PCAResidual, SRIGuard, finite_rows
+from ..metrics import refusal_rate
 from ..prompts import get_prompts
 from ..refusal import text_signals
 from ..signal import Anchors
-from .paper_numbers import PAPER_MODEL, count_word, paper_sizes
+from ..stats import Estimate, Rate, request_interval, roc_curve
+from .paper_numbers import METHOD_LABELS, PAPER_ABLATION, PAPER_MODELS_TEXT
 
 METHODS = ("text", "static", "sri_first", "sri_middle", "sri_last")
-METHOD_LABELS = {"text": "text-based signal", "static": "static activations (first step only)",
-                 "sri_first": "SRI, first layer", "sri_middle": "SRI, middle layer",
-                 "sri_last": "SRI, last layer (SRI Guard)"}
-# paper Tables 4 and 13 report means over the paper's six 7-8B models
-PAPER_N_MODELS = len(PAPER_MODEL)
-PAPER_MODELS_TEXT = f"{count_word(PAPER_N_MODELS)} {paper_sizes()} models"
-# paper Table 4: jailbreak-detection AUROC, mean and std over the six models
-PAPER_ABLATION = {"text": (0.573, 0.221), "static": (0.584, 0.138), "sri_first": (0.566, 0.101),
-                  "sri_middle": (0.864, 0.062), "sri_last": (0.920, 0.047)}
-# paper Table 13: mean over six models, (overhead %, false positives %, jailbreak RR %, jailbreak ASR %)
-PAPER_DEFENSES = {"undefended": (0.0, 2.8, 42.1, 36.4), "perplexity filter": (4.26, 4.8, 42.6, 35.7),
-                  "Self-Examine": (5.86, 2.8, 48.4, 30.1), "LlamaGuard 3": (8.45, 3.3, 58.4, 28.6),
-                  "SRI Guard": (0.02, 5.0, 59.5, 27.9)}
-PAPER_SRI_OVERHEAD_RANGE = (0.01, 0.04)  # per model, %
-# paper Table 13, SRI Guard's overhead per model (paper model name -> %). Only the range above is on file; the
-# six values go here when copied from the table, and defenses.paper_overhead_factor then uses them, not the range
-PAPER_SRI_OVERHEAD_PER_MODEL: dict[str, float] = {}
-# how the paper itself states SRI Guard's cost against the other defenses (its abstract), quoted as written; the
-# ratio of Table 13's rounded means (4.26 / 0.02) is a number the paper never prints
-PAPER_OVERHEAD_WORDS = ("over 100× lower inference overhead", "abstract")
 DEFENSES = ("undefended", "perplexity filter", "Self-Examine", "LlamaGuard 3", "SRI Guard")
 RAW = "raw"
 CANVAS = "canvas:"
-# paper Table 14, ASR on LLaDA: undefended, DiffuGuard, SRI Guard (PAD and DIJA; ours: their canvas analogues)
-PAPER_CANVAS = {"prefill_affirmative": ("PAD", 0.53, 0.45, 0.29), "interleaved_template": ("DIJA", 0.76, 0.59, 0.29)}
 DIFFUGUARD = "DiffuGuard"
-# paper Table 14 (LLaDA): canvas attack -> (paper's attack, ASR undefended, after DiffuGuard, after SRI Guard)
-PAPER_TABLE14 = PAPER_CANVAS
 
 
 # ------------------------------------------------------------------------------------------------- guard data
@@ -130,69 +104,6 @@ def calibration_split(n: int, cfg: GuardConfig, seed: int) -> tuple[np.ndarray, 
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
 
 
-def _finite(X, name: str) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or len(X) == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array [N, features], got shape {X.shape}")
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if len(bad):
-        raise ValueError(f"{name} contains NaN or inf in {len(bad)} row(s) (first rows {bad[:5].tolist()}); "
-                         "drop those generations or regenerate their traces")
-    return X
-
-
-class PCAResidual(BaseEstimator):
-    """Anomaly score of vectors (the "static activations" ablation): mean squared residual after projecting the
-    centred vector on the top-``k`` principal directions of harmless training vectors (scikit-learn's
-    :class:`~sklearn.decomposition.PCA`, exact SVD). Higher = more anomalous; threshold = ``quantile`` of the
-    calibration scores. :class:`srilib.guard.SRIGuard`'s interface (``fit(X_harmless, X_calib=None,
-    anchors_key=None)``, without ``X_calib`` a seeded ``val_fraction`` calibrates; ``score_samples`` /
-    ``predict(X, anchors_key=None)``, the key ignored: activations are not made against anchors), parameters
-    checked in ``fit``. Fitted: ``pca_``, ``mean_``, ``components_`` [k, D] (1 <= k <= n - 1, D), ``threshold_``.
-    """
-
-    def __init__(self, k: int = 8, quantile: float = 0.99, val_fraction: float = 0.15, seed: int = 0):
-        self.k = k
-        self.quantile = quantile
-        self.val_fraction = val_fraction
-        self.seed = seed
-
-    def fit(self, X_harmless, X_calib=None, anchors_key=None) -> "PCAResidual":
-        if int(self.k) != self.k or self.k < 1:
-            raise ValueError(f"k (principal components) must be a positive integer, got {self.k!r}")
-        if not 0.0 < self.quantile < 1.0:
-            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
-        X = _finite(X_harmless, "X_harmless")
-        if X_calib is None:
-            if not 0.0 < self.val_fraction < 1.0:
-                raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-            n_cal = int(round(self.val_fraction * len(X)))
-            perm = np.random.default_rng(int(self.seed)).permutation(len(X))
-            X, X_calib = X[perm[n_cal:]], X[perm[:n_cal]]
-        X_calib = _finite(X_calib, "X_calib")
-        if len(X) < 2:
-            raise ValueError(f"need at least 2 training vectors after holding out calibration, got {len(X)}")
-        n_components = min(max(1, min(int(self.k), len(X) - 1)), X.shape[1])
-        self.pca_ = PCA(n_components=n_components, svd_solver="full").fit(X)
-        self.mean_, self.components_ = self.pca_.mean_, self.pca_.components_
-        self.threshold_ = float(np.quantile(self.score_samples(X_calib), self.quantile))
-        return self
-
-    def score_samples(self, X, anchors_key=None) -> np.ndarray:
-        """Anomaly score [N]: mean squared residual of the centred vectors off the principal subspace."""
-        check_is_fitted(self, "components_")
-        Z = _finite(X, "X") - self.mean_
-        return ((Z - (Z @ self.components_.T) @ self.components_) ** 2).mean(1)
-
-    def decision_function(self, X, anchors_key=None) -> np.ndarray:
-        """score - threshold: > 0 means flagged."""
-        return self.score_samples(X) - self.threshold_
-
-    def predict(self, X, anchors_key=None) -> np.ndarray:
-        """Bool [N]: True = flagged (score above the calibrated threshold)."""
-        return self.decision_function(X) > 0
-
-
 def make_detector(method: str, cfg: GuardConfig = GuardConfig(), seed: int = 0, anchors_key=None):
     """The unfitted detector of ablation ``method`` (:data:`METHODS`): :class:`PCAResidual` for ``static``,
     :class:`srilib.guard.SRIGuard` for the signals (``text`` and the SRI layers), configured by ``cfg``."""
@@ -205,7 +116,7 @@ def make_detector(method: str, cfg: GuardConfig = GuardConfig(), seed: int = 0, 
 def fit_detector(method: str, X_harmless, cfg: GuardConfig = GuardConfig(), seed: int = 0, anchors_key=None):
     """Detector ``method`` (:func:`make_detector`) trained and calibrated on harmless features [N, ...] only: the
     seeded :func:`calibration_split` holds out the calibration part."""
-    X = _finite(X_harmless, "X_harmless")
+    X = finite_rows(X_harmless, "X_harmless")
     tr, cal = calibration_split(len(X), cfg, seed)
     return make_detector(method, cfg, seed, anchors_key).fit(X[tr], X_calib=X[cal])
 
@@ -220,11 +131,11 @@ def guard_scores(guard, signals: dict[str, np.ndarray], anchors: Anchors | None 
     """Anomaly scores of a fitted detector (:func:`fit_detector`) per evaluation set; with ``anchors``, signals
     made against other anchors than the guard's raise (pass None only to apply a guard across models on purpose,
     as :func:`transfer_matrix` does)."""
-    return {k: guard.score_samples(_finite(v, f"signals[{k!r}]"), anchors_key=anchors) for k, v in signals.items()}
+    return {k: guard.score_samples(finite_rows(v, f"signals[{k!r}]"), anchors_key=anchors) for k, v in signals.items()}
 
 
 def auroc_est(neg, pos, n_boot: int = 0, seed: int = 0, clusters=None) -> Estimate:
-    """AUROC of ``pos`` against ``neg`` with the interval :func:`srilib.metrics.request_interval` picks when
+    """AUROC of ``pos`` against ``neg`` with the interval :func:`srilib.stats.request_interval` picks when
     ``n_boot`` > 0, else the point value only (bootstraps are the slow part of the chapter; tables show intervals
     where they print them). ``clusters``: the request of every positive (:meth:`DetectorResult.clusters`); pooled
     attacks repeat each request once per attack, so their positives are resampled by request (cluster bootstrap),
@@ -292,6 +203,13 @@ class DetectorResult:
         """AUROC of ``method`` for every seed."""
         d = self.auroc_raw if raw else self.auroc
         return np.array([d[(method, s)].value for s in self.seeds])
+
+    def roc(self, method: str = "sri_last") -> tuple[np.ndarray, np.ndarray]:
+        """(false-positive rates, true-positive rates) of ``method`` (first seed): the pooled jailbreaks against
+        the harmless evaluation set, as :attr:`auroc` scores them."""
+        sc = self.scores[(method, self.seeds[0])]
+        fpr, tpr, _ = roc_curve(sc["harmless"], np.concatenate([sc[a] for a in self.jailbreaks]))
+        return fpr, tpr
 
 
 def method_features(method: str, ts, anchors: dict[str, Anchors], tau: float) -> np.ndarray:
@@ -409,6 +327,34 @@ def transfer_matrix(results: dict[str, DetectorResult], n_boot: int = 0) -> dict
     return out
 
 
+# ------------------------------------------------------------------------------------------- figures
+def roc_panel(res: DetectorResult, methods: Sequence[str] = METHODS) -> dict:
+    """The arguments of :func:`srilib.figures.detector.plot_rocs` for one run: each detector's ROC curve
+    (:meth:`DetectorResult.roc`) labelled with its AUROC (first seed), SRI Guard's drawn thick, and the run as the
+    title, flagged when its anchors are unfiltered."""
+    labels = {m: f"{METHOD_LABELS[m]} ({res.auroc[(m, res.seeds[0])].value:.2f})" for m in methods}
+    return {"curves": {labels[m]: res.roc(m) for m in methods}, "thick": labels.get("sri_last"),
+            "title": res.run + ("\n(UNFILTERED anchors)" if res.anchors["last"].fallback else "")}
+
+
+def guard_roc_panel(results: dict[str, DetectorResult]) -> dict:
+    """The arguments of :func:`srilib.figures.detector.plot_guard_rocs`: SRI Guard's ROC curve of every run,
+    labelled with the run, its AUROC (first seed) and whether its anchors are unfiltered, and the paper's Table 4
+    AUROC as the note."""
+    curves = {}
+    for res in results.values():
+        fb = ", unfiltered anchors" if res.anchors["last"].fallback else ""
+        curves[f"{res.run} ({res.auroc[('sri_last', res.seeds[0])].value:.2f}{fb})"] = res.roc("sri_last")
+    pm, ps = PAPER_ABLATION["sri_last"]
+    return {"curves": curves, "note": f"paper: AUROC {pm:.3f} ± {ps:.3f}\n({PAPER_MODELS_TEXT})"}
+
+
+def notes_markdown(results: dict[str, DetectorResult]) -> str:
+    """Every run's notes (skipped sections, unfiltered anchors, shared layers) as a Markdown list; empty without
+    any."""
+    return "\n".join(f"- {n}" for r in results.values() for n in r.notes)
+
+
 # ------------------------------------------------------------------------------------------- usage example
 DEMO_HARMLESS = "How do I bake sourdough bread?"
 
@@ -419,9 +365,7 @@ def guard_demo_prompts(sets: PromptSets) -> list[str]:
     return [DEMO_HARMLESS, next(iter(sets.attacked.values()))[0]]
 
 
-__all__ = ["METHODS", "METHOD_LABELS", "PAPER_N_MODELS", "PAPER_MODELS_TEXT", "PAPER_ABLATION", "PAPER_DEFENSES",
-           "PAPER_SRI_OVERHEAD_RANGE", "PAPER_SRI_OVERHEAD_PER_MODEL", "PAPER_OVERHEAD_WORDS",
-           "DEFENSES", "RAW", "CANVAS", "PAPER_CANVAS", "DIFFUGUARD", "PAPER_TABLE14",
-           "GuardConfig", "guard_prompts", "calibration_split", "PCAResidual", "make_detector", "fit_detector",
-           "fit_guard", "guard_scores", "auroc_est", "DetectorResult", "method_features",
-           "run_detector", "transfer_matrix", "DEMO_HARMLESS", "guard_demo_prompts"]
+__all__ = ["METHODS", "DEFENSES", "RAW", "CANVAS", "DIFFUGUARD", "GuardConfig", "guard_prompts", "calibration_split",
+           "make_detector", "fit_detector", "fit_guard", "guard_scores", "auroc_est", "DetectorResult",
+           "method_features", "run_detector", "transfer_matrix", "roc_panel", "guard_roc_panel", "notes_markdown",
+           "DEMO_HARMLESS", "guard_demo_prompts"]

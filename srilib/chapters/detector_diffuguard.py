@@ -13,10 +13,11 @@ import numpy as np
 
 from ..baselines import defense_metrics, plain_generate
 from ..experiment import Experiment, PromptSets
-from ..metrics import Rate
+from ..stats import Rate
 from .defenses import DefenseReport, timing_batch
 from ..canvas_attacks import canvas_traces
-from .detector import CANVAS, DIFFUGUARD, PAPER_TABLE14, DetectorResult
+from .detector import CANVAS, DIFFUGUARD, DetectorResult
+from .paper_numbers import PAPER_CANVAS
 
 
 def diffuguard_run(exp: Experiment, spec):
@@ -161,7 +162,8 @@ def _table14_cells(res: DetectorResult, k: str, judge, requests: Sequence[str]) 
     """The three ASRs of one canvas set of one run (Rate; DiffuGuard None when it did not run) and the paired
     differences (bootstrap over the same requests)."""
     from ..baselines import apply_defense
-    from ..metrics import attack_success_rate, delta
+    from ..metrics import attack_success_rate
+    from ..stats import delta
 
     flags = res.scores[("sri_last", res.seeds[0])][k] > res.guard.threshold_
     und = attack_success_rate(requests, res.texts[k], judge)
@@ -185,7 +187,7 @@ def table14_rows(results: dict[str, DetectorResult], judge=None, requests: Seque
         for k in res.canvas_sets:
             name = k[len(CANVAS):]
             c = (res.diffuguard.get("table14") or {}).get(k) or _table14_cells(res, k, judge, requests)
-            paper = PAPER_TABLE14.get(name)
+            paper = PAPER_CANVAS.get(name)
             aud = (res.diffuguard.get("audit") or {}).get(k)
             na = "not run" if not res.diffuguard else "skipped (see notes)"
             rows.append({"run": res.run, "canvas attack": name + (f" (~{paper[0]})" if paper else ""),
@@ -201,5 +203,12 @@ def table14_rows(results: dict[str, DetectorResult], judge=None, requests: Seque
     return rows
 
 
+def diffuguard_note(results: dict[str, DetectorResult]) -> str:
+    """The Table 14 caption's sentence on DiffuGuard: the settings of the first run it ran on, or that it did not
+    run in this profile."""
+    settings = next((r.diffuguard["settings"] for r in results.values() if r.diffuguard), None)
+    return f"DiffuGuard: {settings}." if settings else "DiffuGuard: not run in this profile (diffuguard=False)."
+
+
 __all__ = ["diffuguard_run", "diffuguard_settings", "request_of", "timed_pair", "timed_plain", "run_diffuguard",
-           "TABLE14_COLS", "table14_rows"]
+           "TABLE14_COLS", "table14_rows", "diffuguard_note"]

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import Estimate, paired_auroc_draws
+from ..stats import Estimate, paired_auroc_draws
 from .detector import METHODS, DetectorResult
 
 
 def _entry(res: DetectorResult, method: str) -> tuple:
-    """One (neg, pos, request ids, harmless ids) entry of :func:`srilib.metrics.paired_auroc_draws` for a run's
+    """One (neg, pos, request ids, harmless ids) entry of :func:`srilib.stats.paired_auroc_draws` for a run's
     pooled jailbreaks (first seed): positives labelled by the request they came from, negatives by the harmless
     prompt (the same position is the same prompt in every run of a chapter: one PromptSets)."""
     sc = res.scores[(method, res.seeds[0])]

@@ -12,9 +12,9 @@ from typing import Sequence
 import numpy as np
 
 from ..attacks import HELDOUT_FAMILIES
-from ..metrics import Estimate, Rate
-from .detector import (CANVAS, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_CANVAS, PAPER_N_MODELS, RAW,
-                       DetectorResult, auroc_est)
+from ..stats import Estimate, Rate
+from .detector import CANVAS, METHODS, RAW, DetectorResult, auroc_est
+from .paper_numbers import METHOD_LABELS, PAPER_ABLATION, PAPER_CANVAS, PAPER_N_MODELS
 
 
 def estimate_str(e: Estimate) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from ..metrics import DEFAULT_LAMBDA_R
-from .detector import PAPER_ABLATION, PAPER_MODELS_TEXT, DetectorResult
+from .detector import DetectorResult
+from .paper_numbers import PAPER_ABLATION, PAPER_MODELS_TEXT
 from .detector_intervals import method_difference
 from .geometry import GeometryResult
 from .glance import finding, headline_runs, main_run

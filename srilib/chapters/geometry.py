@@ -6,11 +6,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import interval_side, weak_caveat, weak_models_line
+from . import each_run, interval_side, weak_caveat, weak_models_line
 from ..experiment import Experiment, PromptSets
 from ..geometry import GROUPS, Projection, lda_projection, outcome_groups
-from ..metrics import Estimate, cluster_bootstrap_ci, refusal_rate
+from ..metrics import refusal_rate
 from ..signal import Anchors
+from ..stats import Estimate, cluster_bootstrap_ci
+from .glance import Verdict, headline_runs, weak_runs
 from .paper_numbers import PAPER_ANCHOR_SEPARATION  # LLaDA's released anchors (paper, Section 2)
 
 
@@ -92,6 +94,46 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
                           projection_ids=rid[keep] if proj is not None else None)
 
 
+def run_geometries(exp: Experiment, runs: Sequence[str], sets: PromptSets, tau: float = 0.1,
+                   on_error: str = "report") -> dict[str, GeometryResult]:
+    """:func:`run_geometry` of every run, in order; a failing run is reported and left out (:func:`each_run`)."""
+    return each_run(runs, lambda spec: run_geometry(exp, spec, sets, tau=tau), on_error=on_error)
+
+
+# ------------------------------------------------------------------------------------------- figures
+def trajectory_panel(r: GeometryResult) -> dict:
+    """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for one run: σ per outcome group, the
+    run as title, and its anchors' description as the note when they are the unfiltered fallback."""
+    return {"groups": r.by_group, "title": r.run, "note": r.anchors.label if r.anchors.fallback else None}
+
+
+def headline_panels(results: Mapping[str, GeometryResult]) -> list[dict]:
+    """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for the main pair's panels
+    (:func:`srilib.chapters.glance.headline_runs` of the runs with filtered anchors), titled by run."""
+    main = headline_runs([k for k, r in results.items() if not r.anchors.fallback])
+    return [{"groups": results[k].by_group, "title": k} for k in main]
+
+
+def projection_panels(results: Mapping[str, GeometryResult]) -> list[dict]:
+    """The arguments of :func:`srilib.figures.geometry.plot_projection`, one per run with a projection: its points,
+    groups and axes, titled by the run and the projection's summary."""
+    return [{"Z": r.projection.Z, "labels": r.projection.labels, "axes": r.projection.axes,
+             "title": f"{r.run}\n{r.projection.summary}"} for r in results.values() if r.projection is not None]
+
+
+def projection_note(results: Mapping[str, GeometryResult]) -> str:
+    """Which runs have no projection and why (Markdown); empty when every run has one."""
+    skipped = [r.run for r in results.values() if r.projection is None]
+    return ("No projection for " + ", ".join(skipped) + ": fewer than two outcome groups with two or more "
+            "generations (e.g. a model that refuses nothing has no refusal group).") if skipped else ""
+
+
+def separation_curves(results: Mapping[str, GeometryResult]) -> dict[str, np.ndarray]:
+    """The ``separation`` of :func:`srilib.figures.geometry.anchor_separation`: per run its anchors' separation per
+    step [T], labelled by the run, with " *" when the anchors are the unfiltered fallback."""
+    return {r.run + (" *" if r.anchors.fallback else ""): r.anchors.separation for r in results.values()}
+
+
 # ------------------------------------------------------------------------------------------- conclusions
 def anchor_notes(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]) -> list[str]:
     """Per run, how its anchors were built and how far to trust them (Markdown bullets): an unfiltered fallback
@@ -152,20 +194,29 @@ def conclusions(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]
     """Markdown bullet lines of the geometry chapter: the caveat of weak models first, then per run whether refused
     generations end below complied-harmless ones and whether the LDA beats chance, each read from an interval
     (resampling requests), never from a point; a verdict that agrees or disagrees with the paper names the weak
-    models of its run in the same sentence."""
+    models of its run in the same sentence.
+
+    A run's line is a :class:`~.glance.Verdict` of kind ``"geometry.ordering"``: ``side`` is the side of zero of
+    harmless minus refused final σ (``gap``), ``separability`` the side of chance of the LDA's balanced accuracy
+    (``accuracy``), each None where it could not be measured; a run with unfiltered anchors has kind
+    ``"geometry.fallback"``."""
     rs = list(results.values()) if isinstance(results, Mapping) else list(results)
     weak = weak_models_line([r.run for r in rs])
     lines = [weak] if weak else []
     for r in rs:
         if r.anchors.fallback:
-            lines.append(f"- **{r.run}** cannot reproduce the geometry: with unfiltered anchors there is no refusal "
-                         "direction to measure against.")
+            lines.append(Verdict(f"- **{r.run}** cannot reproduce the geometry: with unfiltered anchors there is no "
+                                 "refusal direction to measure against.", kind="geometry.fallback", runs=[r.run]))
             continue
         cav = weak_caveat([r.run])
         p = r.projection
-        lines.append(f"- **{r.run}**: " + _ordering_verdict(r.final_gap(n_boot=n_boot), cav) + "; "
-                     + (_separability_verdict(r.separability(n_boot=n_boot), p.chance, cav) if p is not None
-                        else "too few groups for a projection") + ".")
+        gap, acc = r.final_gap(n_boot=n_boot), r.separability(n_boot=n_boot)
+        lines.append(Verdict(f"- **{r.run}**: " + _ordering_verdict(gap, cav) + "; "
+                             + (_separability_verdict(acc, p.chance, cav) if p is not None
+                                else "too few groups for a projection") + ".",
+                             kind="geometry.ordering", side=None if gap is None else interval_side(gap),
+                             runs=[r.run], weak=weak_runs([r.run]), gap=gap, accuracy=acc,
+                             separability=None if acc is None else interval_side(acc, p.chance)))
     return lines
 
 

@@ -46,6 +46,39 @@ class Finding:
         return f"weak model ({self.verdict})" if self.weak else self.verdict
 
 
+class Verdict(str):
+    """A conclusion sentence that carries its verdict as data, so that tests and the glance read the verdict, not
+    the wording: ``kind`` names the claim (e.g. ``"geometry.ordering"``), ``side`` is the interval's side of its
+    reference (+1 above, -1 below, 0 containing it, None when nothing could be compared), ``runs`` the runs behind
+    it and ``weak`` those whose models miss a precondition (the caveat); ``data`` holds any other field a test needs
+    (an estimate, a count). It is the sentence itself (a ``str``), so the chapters print it unchanged."""
+
+    kind: str
+    side: int | None
+    runs: tuple[str, ...]
+    weak: tuple[str, ...]
+    data: dict
+
+    def __new__(cls, text: str, kind: str = "", side: int | None = None, runs: Iterable[str] = (),
+                weak: Iterable[str] = (), **data):
+        self = super().__new__(cls, text)
+        self.kind, self.side, self.runs, self.weak, self.data = kind, side, tuple(runs), tuple(weak), data
+        return self
+
+
+def verdicts(lines: Iterable[str], kind: str | None = None) -> list[Verdict]:
+    """The :class:`Verdict` lines of a conclusions list (all, or those of one ``kind``)."""
+    return [v for v in lines if isinstance(v, Verdict) and (kind is None or v.kind == kind)]
+
+
+def weak_runs(runs: Iterable[str]) -> tuple[str, ...]:
+    """The runs of ``runs`` whose models miss a precondition (those :func:`srilib.chapters.weak_caveat` names): a
+    :class:`Verdict`'s ``weak``."""
+    runs = [str(r) for r in runs]
+    weak = weak_models(runs)
+    return tuple(r for r in runs if r.partition("@")[0] in weak)
+
+
 def short(est, digits: int = 2, signed: bool = False) -> str:
     """'v [lo, hi]' of a metrics Rate or Estimate (no counts, no method): the visible form of a glance cell."""
     v, lo, hi = (getattr(est, k, math.nan) for k in ("value", "lo", "hi"))
@@ -112,7 +145,7 @@ def glance_markdown(findings: Sequence[Finding], chapters: Sequence[str] | None 
 
 def show_glance(findings: Sequence[Finding], chapter: str) -> None:
     """Display a chapter's glance table; its findings travel in the output's metadata (:data:`GLANCE_KEY`) for
-    the landing page (:func:`srilib.runner.glance_page`)."""
+    the landing page (:func:`srilib.record.glance_page`)."""
     from IPython.display import Markdown, display
 
     display(Markdown(glance_markdown(findings)),

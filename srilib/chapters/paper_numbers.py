@@ -1,11 +1,9 @@
-"""The paper's published numbers that the sampling, recovery and geometry chapters print beside ours.
+"""The paper's published numbers that the chapters print beside ours, all of them in this one module.
 
 Nothing here is measured: every value is copied from the paper's tables or read from its figures (marked
-approximate), and is only ever shown labelled "paper". The chapters (:mod:`.sampling`, :mod:`.sampling_report`,
-:mod:`.recovery`, :mod:`.geometry`) compare with them and :mod:`srilib.paper` lays them out as the book's page on
-the paper, so the page and the chapters can never disagree. Prose that cites one of these numbers formats it
-from here, never re-types it. The detector chapter's numbers (Tables 4, 13 and 14) are in
-:mod:`srilib.chapters.detector`.
+approximate), and is only ever shown labelled "paper". The chapters compare with them and :mod:`srilib.paper`
+lays them out as the book's page on the paper, so the page and the chapters can never disagree. Prose that cites
+one of these numbers formats it from here, never re-types it.
 
 This module imports nothing from srilib, so every chapter and :mod:`srilib.paper` can import it without an import
 circle.
@@ -69,6 +67,29 @@ PAPER_FIG2_MIN_SIGMA = 0.44  # the paper's Figure 2 example: its deepest σ (app
 # ---- geometry chapter: Section 2
 PAPER_ANCHOR_SEPARATION = (0.08, 0.17)  # cosine distance between LLaDA's released anchors (paper, Section 2)
 
+# ---- the detector chapter (Tables 4, 13 and 14)
+# the rows of Table 4 (the detector ablation), by our method ids (srilib.chapters.detector.METHODS)
+METHOD_LABELS = {"text": "text-based signal", "static": "static activations (first step only)",
+                 "sri_first": "SRI, first layer", "sri_middle": "SRI, middle layer",
+                 "sri_last": "SRI, last layer (SRI Guard)"}
+# paper Table 4: jailbreak-detection AUROC, mean and std over the six models
+PAPER_ABLATION = {"text": (0.573, 0.221), "static": (0.584, 0.138), "sri_first": (0.566, 0.101),
+                  "sri_middle": (0.864, 0.062), "sri_last": (0.920, 0.047)}
+# paper Table 13: mean over six models, (overhead %, false positives %, jailbreak RR %, jailbreak ASR %)
+PAPER_DEFENSES = {"undefended": (0.0, 2.8, 42.1, 36.4), "perplexity filter": (4.26, 4.8, 42.6, 35.7),
+                  "Self-Examine": (5.86, 2.8, 48.4, 30.1), "LlamaGuard 3": (8.45, 3.3, 58.4, 28.6),
+                  "SRI Guard": (0.02, 5.0, 59.5, 27.9)}
+PAPER_SRI_OVERHEAD_RANGE = (0.01, 0.04)  # per model, %
+# paper Table 13, SRI Guard's overhead per model (paper model name -> %). Only the range above is on file; the
+# six values go here when copied from the table, and defenses.paper_overhead_factor then uses them, not the range
+PAPER_SRI_OVERHEAD_PER_MODEL: dict[str, float] = {}
+# how the paper itself states SRI Guard's cost against the other defenses (its abstract), quoted as written; the
+# ratio of Table 13's rounded means (4.26 / 0.02) is a number the paper never prints
+PAPER_OVERHEAD_WORDS = ("over 100× lower inference overhead", "abstract")
+# paper Table 14 (LLaDA): our canvas attack -> (the paper's attack it stands for, ASR undefended, after DiffuGuard,
+# after SRI Guard); PAD and DIJA, ours their canvas analogues
+PAPER_CANVAS = {"prefill_affirmative": ("PAD", 0.53, 0.45, 0.29), "interleaved_template": ("DIJA", 0.76, 0.59, 0.29)}
+
 _WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
@@ -101,3 +122,8 @@ def paper_table2_min() -> tuple[str, str, str, int]:
     cells = [(m, c, k, v[i]) for m, cols in PAPER_TABLE2.items() for c, v in cols.items()
              for i, k in enumerate(("RR", "ASR"))]
     return min(cells, key=lambda x: x[3])
+
+
+# paper Tables 4 and 13 report means over the paper's six 7-8B models
+PAPER_N_MODELS = len(PAPER_MODEL)
+PAPER_MODELS_TEXT = f"{count_word(PAPER_N_MODELS)} {paper_sizes()} models"

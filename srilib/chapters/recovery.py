@@ -14,11 +14,13 @@ import numpy as np
 
 from ..experiment import Experiment, PromptSets
 from . import interval_side, weak_caveat, weak_models_line
-from ..metrics import (DEFAULT_LAMBDA_R, Estimate, Rate, cluster_adjusted, delta, incomplete_recoveries,
-                       internal_recovery_rate, recovery_by_revision, text_recovery_rate)
+from ..metrics import (DEFAULT_LAMBDA_R, incomplete_recoveries, internal_recovery_rate, recovery_by_revision,
+                       text_recovery_rate)
 from ..refusal import text_signals
 from ..signal import COMPLIANCE_ZONE
+from ..stats import Estimate, Rate, cluster_adjusted, delta
 from ..traces import TraceSet
+from .glance import Verdict, weak_runs
 from .paper_numbers import (PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_IRR_LOSS, PAPER_MODEL, PAPER_TABLE1,
                             paper_sizes)
 from .sampling import DLM_AR_SAMPLER, IRR_ALL_HARMFUL, RunEval, evaluate_run, evaluate_runs, pool
@@ -120,7 +122,7 @@ class RecoveryResult:
 
 def _by_request(rates: dict, position: np.ndarray) -> dict:
     """Rates over generations pooled from every harmful set, with intervals that count each request once per
-    cluster (:func:`srilib.metrics.cluster_adjusted`): a request appears once per set."""
+    cluster (:func:`srilib.stats.cluster_adjusted`): a request appears once per set."""
     return {k: cluster_adjusted(v, position) for k, v in rates.items()}
 
 
@@ -312,19 +314,10 @@ def _family_verdict(gap, cav: str = "") -> str:
             "detected (the paper finds DLMs recover more often).")
 
 
-def _vs_ar_level(r: Rate) -> str:
-    side = interval_side(r, PAPER_AR_IRR_MAX)
-    return ("above the paper's level (interval above it)" if side > 0 else
-            "below the paper's level (interval below it)" if side < 0 else "interval spans the paper's level")
-
-
-def _vs_dlm_range(r: Rate) -> str:
-    lo, hi = PAPER_DLM_IRR_LOOSE
-    if r.hi < lo:
-        return "below the paper's range (interval below it)"
-    if r.lo > hi:
-        return "above the paper's range (interval above it)"
-    return "interval overlaps the paper's range"
+def _vs_paper(side: int, what: str, within: str) -> str:
+    """Where an interval lies against the paper's level or range (``what``), from its side of it."""
+    return (f"above the paper's {what} (interval above it)" if side > 0 else
+            f"below the paper's {what} (interval below it)" if side < 0 else f"interval {within} the paper's {what}")
 
 
 def family_irr_gap(results: Sequence[RecoveryResult], lam: float, n_boot: int = 2000,
@@ -347,6 +340,10 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
     Verdicts rest on intervals (a level, a range or a difference counts only where the interval clears it), and
     every verdict that agrees or disagrees with the paper names, in its own sentence, the models of its runs that
     miss their preconditions (:func:`srilib.chapters.weak_caveat`).
+
+    A verdict's line is a :class:`~.glance.Verdict`: ``recovery.revision`` (HRR vs :data:`MAJORITY`), ``.ar_level``
+    / ``.dlm_range`` (each run's IRR vs the paper's, in ``sides``), ``.family`` (DLM minus AR IRR vs 0), ``.sampler``
+    (ΔIRR vs 0), ``.incomplete`` (the paper's definition, else ours, vs 0) and ``.fallback`` (unfiltered anchors).
     """
     weak = weak_models_line([r.ev.run for r in results])
     lines = [weak] if weak else []
@@ -361,39 +358,54 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
         ref = (f"paper for this model: {paper[0]:.2f} / {paper[1]:.2f}" if paper else
                f"paper: HRR {min(hs):.2f}-{max(hs):.2f}, FRR {min(fs):.2f}-{max(fs):.2f} for "
                + ", ".join(PAPER_TABLE1))
+        cav = weak_caveat([r.run])
+        about = {"kind": "recovery.revision", "runs": [r.run], "weak": weak_runs([r.run]), "hrr": rev["hrr"]}
         if rev["harmful_any"].k == 0:
-            lines.append(f"- **{r.run}**: no intermediate prediction was judged harmful "
-                         f"({rev['harmful_any']}), so HRR and FRR are undefined here ({ref}).")
+            lines.append(Verdict(f"- **{r.run}**: no intermediate prediction was judged harmful "
+                                 f"({rev['harmful_any']}), so HRR and FRR are undefined here ({ref}).", **about))
         else:
-            lines.append(f"- **{r.run}**: {rev['harmful_any']} of harmful generations had a harmful intermediate "
-                         f"prediction; HRR {rev['hrr']}, FRR {rev['frr']} ({ref}). "
-                         + _revision_verdict(rev["hrr"], weak_caveat([r.ev.run])))
+            lines.append(Verdict(f"- **{r.run}**: {rev['harmful_any']} of harmful generations had a harmful "
+                                 f"intermediate prediction; HRR {rev['hrr']}, FRR {rev['frr']} ({ref}). "
+                                 + _revision_verdict(rev["hrr"], cav), side=interval_side(rev["hrr"], MAJORITY),
+                                 **about))
     # Figure 5
     ar = [r for r in results if r.family == "AR" and not r.ev.anchors.fallback]
     dl = [r for r in results if r.family == "DLM" and not r.ev.anchors.fallback]
     if ar:
-        lines.append(f"- **IRR, AR models** over {IRR_ALL_HARMFUL} (paper: below ~{PAPER_AR_IRR_MAX:.2f} at every "
-                     f"threshold), at λ_r={loose:g}: "
-                     + "; ".join(f"{r.run} {r.irr[loose]}, {_vs_ar_level(r.irr[loose])}" for r in ar)
-                     + f"{weak_caveat([r.ev.run for r in ar])}.")
+        sides = {r.run: interval_side(r.irr[loose], PAPER_AR_IRR_MAX) for r in ar}
+        lines.append(Verdict(f"- **IRR, AR models** over {IRR_ALL_HARMFUL} (paper: below ~{PAPER_AR_IRR_MAX:.2f} at "
+                             f"every threshold), at λ_r={loose:g}: "
+                             + "; ".join(f"{r.run} {r.irr[loose]}, {_vs_paper(sides[r.run], 'level', 'spans')}"
+                                         for r in ar)
+                             + f"{weak_caveat(sides)}.", kind="recovery.ar_level", runs=list(sides),
+                             weak=weak_runs(sides), sides=sides))
     if dl:
         lo, hi_ = PAPER_DLM_IRR_LOOSE
-        lines.append(f"- **IRR, DLMs** over {IRR_ALL_HARMFUL} (paper: ~{lo:.1f}-{hi_:.1f} at λ_r={loose:g}): "
-                     + "; ".join(f"{r.run} {r.irr[loose]}, {_vs_dlm_range(r.irr[loose])}" for r in dl)
-                     + f"{weak_caveat([r.ev.run for r in dl])}.")
+        sides = {r.run: -1 if r.irr[loose].hi < lo else int(r.irr[loose].lo > hi_) for r in dl}  # below/above/in
+        lines.append(Verdict(f"- **IRR, DLMs** over {IRR_ALL_HARMFUL} (paper: ~{lo:.1f}-{hi_:.1f} at "
+                             f"λ_r={loose:g}): "
+                             + "; ".join(f"{r.run} {r.irr[loose]}, {_vs_paper(sides[r.run], 'range', 'overlaps')}"
+                                         for r in dl)
+                             + f"{weak_caveat(sides)}.", kind="recovery.dlm_range", runs=list(sides),
+                             weak=weak_runs(sides), sides=sides))
     gap = family_irr_gap(results, loose)
     if gap is not None:
         fam = {k: cluster_adjusted(pool([r.irr[loose] for r in rs]), np.concatenate([r.position for r in rs]))
                for k, rs in (("DLM", dl), ("AR", ar))}
-        lines.append(f"- IRR at λ_r={loose:g}, pooled per family: DLM runs {fam['DLM']} vs "
-                     f"AR runs {fam['AR']}, DLM minus AR {gap} (cluster bootstrap over "
-                     "requests): " + _family_verdict(gap, weak_caveat([r.ev.run for r in ar + dl])))
+        runs = [r.run for r in ar + dl]
+        lines.append(Verdict(f"- IRR at λ_r={loose:g}, pooled per family: DLM runs {fam['DLM']} vs "
+                             f"AR runs {fam['AR']}, DLM minus AR {gap} (cluster bootstrap over "
+                             "requests): " + _family_verdict(gap, weak_caveat(runs)), kind="recovery.family",
+                             side=interval_side(gap), runs=runs, weak=weak_runs(runs), gap=gap, pooled=fam))
     # Figure 6 (our denominator: raw + attacked)
     for row in sampler_irr_deltas(results, lam=loose):
         e: Estimate = row[DELTA_COL]
-        lines.append(f"- **{row['remasking run']} vs AR sampling of the same weights**, over {IRR_ALL_HARMFUL}: "
-                     f"ΔIRR {e} (paper, Figure 6 over attacked prompts only: +{PAPER_IRR_LOSS[0]:.2f} to "
-                     f"+{PAPER_IRR_LOSS[1]:.2f}); " + _vs_positive_paper(e, weak_caveat([row['remasking run']])))
+        run = row["remasking run"]
+        lines.append(Verdict(f"- **{run} vs AR sampling of the same weights**, over {IRR_ALL_HARMFUL}: "
+                             f"ΔIRR {e} (paper, Figure 6 over attacked prompts only: +{PAPER_IRR_LOSS[0]:.2f} to "
+                             f"+{PAPER_IRR_LOSS[1]:.2f}); " + _vs_positive_paper(e, weak_caveat([run])),
+                             kind="recovery.sampler", side=interval_side(e), runs=[run], weak=weak_runs([run]),
+                             delta=e))
     # SRI vs text, incomplete recoveries under both definitions
     lam = min(lambda_r, key=lambda x: abs(x - 0.3))
     for r in results:
@@ -401,20 +413,23 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
                                                    else None)
         both = (f"{definition_label('paper', r.dip, r.paper_dip)} {paper}; " if paper is not None else "") + \
             f"{definition_label('ours', r.dip, r.paper_dip)} {ours}"
-        if r.ev.anchors.fallback:
+        side = None if r.ev.anchors.fallback else interval_side(paper if paper is not None else ours)
+        if side is None:
             tail = " (unfiltered anchors: a dip is not a move toward refusal)."
-        elif interval_side(paper if paper is not None else ours) > 0:
-            tail = (", so in these runs the SRI shows hesitation that the text never shows"
-                    + weak_caveat([r.ev.run]) + ".")
+        elif side > 0:
+            tail = ", so in these runs the SRI shows hesitation that the text never shows" + weak_caveat([r.run]) + "."
         else:
             tail = "."
-        lines.append(f"- **{r.run}**: IRR at λ_r={lam:g} {r.irr[lam]} vs text-level recovery {r.text_irr[lam]}; "
-                     f"incomplete internal recoveries among generations whose text never refuses (σ dips and "
-                     f"drifts back above {COMPLIANCE_ZONE:g}): {both}" + tail)
+        lines.append(Verdict(f"- **{r.run}**: IRR at λ_r={lam:g} {r.irr[lam]} vs text-level recovery "
+                             f"{r.text_irr[lam]}; incomplete internal recoveries among generations whose text never "
+                             f"refuses (σ dips and drifts back above {COMPLIANCE_ZONE:g}): {both}" + tail,
+                             kind="recovery.incomplete", side=side, runs=[r.run],
+                             weak=weak_runs([r.run]), ours=ours, paper=paper))
     fb = [r.run for r in results if r.ev.anchors.fallback]
     if fb:
-        lines.append(f"- {', '.join(fb)}: unfiltered anchors (the model refused no harmful anchor prompt), so "
-                     "their σ does not point at refusal and their IRR and dips are not comparable with the paper.")
+        lines.append(Verdict(f"- {', '.join(fb)}: unfiltered anchors (the model refused no harmful anchor prompt), so "
+                             "their σ does not point at refusal and their IRR and dips are not comparable with the "
+                             "paper.", kind="recovery.fallback", runs=fb))
     lines.append(f"- HRR/FRR and ASR come from the `{judge_name}` judge applied to every intermediate prediction; "
                  f"the paper's judge is an (unnamed) LLM, and our models are far smaller than its {paper_sizes()} models.")
     return lines

@@ -19,11 +19,11 @@ import numpy as np
 from ..attacks import get_attack
 from . import each_run
 from ..experiment import Experiment, PromptSets, Run
-from ..metrics import (DEFAULT_LAMBDA_R, Rate, attack_success_rate, cluster_adjusted, internal_recovery_rate,
-                       refusal_rate)
+from ..metrics import DEFAULT_LAMBDA_R, attack_success_rate, internal_recovery_rate, refusal_rate
 from ..signal import Anchors
+from ..stats import Rate, cluster_adjusted
 from ..traces import TraceSet
-from .paper_numbers import ALL_JAILBREAKS, PAPER_COLUMNS
+from .paper_numbers import ALL_JAILBREAKS, PAPER_COLUMNS, PAPER_POOLED_ATTACKS, paper_family_asr
 
 AR_SAMPLERS = ("ar", "ar-greedy")
 DLM_AR_SAMPLER = "dlm-ar"
@@ -293,6 +293,50 @@ def expand_runs(runs: Sequence[Run], block_lengths: Sequence[int] = (), remaskin
                 raise ValueError(f"block lengths must be positive integers, got {b}")
             out.append(Run(m, "dlm", remasking, int(b)))
     return list(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------------------------------- figures
+def dlm_irr_panel(results: Sequence[RunEval], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R) -> dict:
+    """The arguments of :func:`srilib.figures.recovery.plot_irr_bars` for the DLM runs: IRR over the pooled
+    attacks (:data:`IRR_ATTACKED`) per run and threshold, and the runs' families; empty mappings without a DLM run."""
+    dlm = [r for r in results if r.kind == "dlm"]
+    return {"irr": {r.run: {lam: r.rate(ALL_JAILBREAKS, "irr", lam) for lam in lambda_r} for r in dlm},
+            "families": {r.run: r.family for r in dlm}}
+
+
+def family_asr_panel(results: Sequence[RunEval]) -> dict:
+    """The arguments of :func:`srilib.figures.sampling.plot_family_rates` for pooled ASR: per run with template
+    attacks its ASR over them pooled, every run's family, and the paper's per-family range of its all-jailbreaks
+    ASR (Table 3) as bands."""
+    bands = []
+    for f in ("AR", "DLM"):
+        lo, hi = paper_family_asr(f)
+        bands.append((lo, hi, f"paper: {f} models {lo:.0%}-{hi:.0%} (its {len(PAPER_POOLED_ATTACKS)} attacks)", f))
+    return {"rates": {r.run: r.rate(ALL_JAILBREAKS, "asr") for r in results if r.attacks},
+            "families": {r.run: r.family for r in results}, "bands": bands}
+
+
+def budget_curves(adaptive, results: Sequence[RunEval]) -> list:
+    """The ASR-vs-budget curves (:func:`srilib.chapters.adaptive.budget_curve`, with the ``adaptive`` attacks'
+    experiment, judge and checkpoints) of the runs that have a Random Search set and get a curve
+    (``random_search.curve_runs``), each reusing the replies its evaluated Random Search set holds."""
+    from .adaptive import budget_curve
+
+    return [budget_curve(adaptive.exp, r.run, adaptive.random_search(r.run), adaptive.judge,
+                         adaptive.cfg.checkpoints, known=dict(zip(r.sets["random_search"].prompts,
+                                                                  r.sets["random_search"].traces.texts)))
+            for r in results if "random_search" in r.sets and adaptive.curve_targeted(r.run)]
+
+
+def budget_panel(curves: Sequence) -> dict:
+    """The arguments of :func:`srilib.figures.adaptive.plot_budget_curves`: per curve (:func:`budget_curves`) its
+    run -> (iterations, ASR at each)."""
+    return {"curves": {c.run: (c.iterations, c.asr) for c in curves}}
+
+
+def budget_rows(curves: Sequence) -> list[dict]:
+    """The ASR-vs-budget table: every curve's rows (run, iterations, ASR), curve by curve."""
+    return [row for c in curves for row in c.rows()]
 
 
 # ------------------------------------------------------------------------------------------- trace plan

@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..experiment import Experiment, PromptSets, selected
-from ..metrics import Estimate, delta
-from .paper_numbers import ALL_JAILBREAKS
-from .sampling import DLM_AR_SAMPLER, RunEval, evaluate_run, evaluate_runs, has_set, paper_column, pool
+from ..stats import Estimate, delta
+from .paper_numbers import ALL_JAILBREAKS, PAPER_TABLE2
+from .sampling import DLM_AR_SAMPLER, RunEval, evaluate_run, evaluate_runs, has_set, paper_column, pool, set_label
 
 
 # ---------------------------------------------------------------------------------------- Table 2: deltas
@@ -95,12 +95,20 @@ def sampler_comparisons(results: Sequence[RunEval], base_sampler: str = DLM_AR_S
     return out, notes
 
 
+def delta_panel(comp: Comparison) -> dict:
+    """The arguments of :func:`srilib.figures.sampling.plot_sampler_deltas` for one comparison: its rows with the
+    sets' display names (:func:`srilib.chapters.sampling.set_label`), "<remasking run> vs <AR-sampling run>" as the
+    title, and the paper's Table 2 gains."""
+    return {"rows": [{**r, "set": set_label(r["set"])} for r in comp.rows], "title": f"{comp.other} vs {comp.base}",
+            "paper": PAPER_TABLE2}
+
+
 # ---------------------------------------------------------------------------------------- Table 3: families
 def family_gap(results: Sequence[RunEval], metric: str = "asr", set_name: str = ALL_JAILBREAKS, n_boot: int = 2000,
                seed: int = 0) -> Estimate | None:
     """Pooled AR-family minus DLM-family rate, with a cluster-bootstrap interval over requests: every run of both
     families answers the same requests (once per attack when attacks are pooled), so the items of one request are
-    correlated and are resampled together (:func:`srilib.metrics.delta`, method 'cluster')."""
+    correlated and are resampled together (:func:`srilib.stats.delta`, method 'cluster')."""
     ar = [r for r in results if r.family == "AR" and has_set(r, set_name)]
     dlm = [r for r in results if r.family == "DLM" and has_set(r, set_name)]
     if not ar or not dlm:

@@ -13,7 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from . import interval_side, weak_caveat, weak_models_line
-from ..metrics import DEFAULT_LAMBDA_R, Estimate, request_interval
+from ..metrics import DEFAULT_LAMBDA_R
+from ..stats import Estimate, request_interval
+from .glance import Verdict, weak_runs
 from .paper_numbers import (ALL_JAILBREAKS, PAPER_ALL_JAILBREAKS, PAPER_COLUMNS, PAPER_FAMILY, PAPER_IRR_LOSS,
                             PAPER_POOLED_ATTACKS, PAPER_TABLE2, PAPER_TABLE3, count_word, paper_family_asr,
                             paper_sizes, paper_table2_max)
@@ -39,6 +41,15 @@ def judge_agreement(results: Sequence[RunEval], judge_a, judge_b) -> dict:
     req = [q for r in results for n in r.harmful_sets for q in r.sets[n].requests]
     txt = [t for r in results for n in r.harmful_sets for t in r.sets[n].traces.texts]
     return agreement(judge_a, judge_b, req, txt)
+
+
+def agreement_note(results: Sequence[RunEval], judge_a, judge_b) -> str:
+    """The chapters' judge-agreement paragraph (Markdown): :func:`judge_agreement` of the two judges (raw
+    agreement, Cohen's κ, each one's harmful rate), then ``judge_b``'s description."""
+    ag = judge_agreement(results, judge_a, judge_b)
+    return (f"**Judge agreement** ({ag['names'][0]} vs {ag['names'][1]}, {ag['n']} responses to harmful prompts): "
+            f"raw agreement {ag['agreement']:.2f}, Cohen's κ {ag['kappa']:.2f}; harmful rate {ag['rate_a']:.2f} vs "
+            f"{ag['rate_b']:.2f}.\n\n{judge_b.describe()}")
 
 
 # ---------------------------------------------------------------------------------------- Table 2: deltas
@@ -154,6 +165,11 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
     Every verdict rests on an interval (a gain, a loss or a family gap counts only where its 95% interval excludes
     zero; otherwise it is "not resolved" / "not separated"), and every verdict that agrees or disagrees with the
     paper carries, in its own sentence, the caveat of models that miss their preconditions (:func:`weak_caveat`).
+
+    A verdict's line is a :class:`~.glance.Verdict`: ``sampling.sampler`` per comparison, its sets by side of zero
+    in ``up`` (the paper's direction), ``down`` and ``unresolved`` (no sets when no comparison ran);
+    ``.family`` and ``.matched_pair`` (AR minus DLM pooled ASR, ``gap``, vs 0; no side when a family is missing)
+    and ``.fallback`` (unfiltered anchors).
     """
     weak = weak_models_line([r.run for r in results])
     lines = [weak] if weak else []
@@ -161,6 +177,7 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
     for c in comps:
         sets = [r for r in c.rows if r["set"] != ALL_JAILBREAKS]
         cav = weak_caveat([c.other])
+        runs = [c.other, c.base]
         up, down, unresolved = _sides(sets)
         line = f"- **{c.other} vs {c.base}** (same weights, paired over the same prompts, {len(sets)} sets): "
         if up:
@@ -183,10 +200,12 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
                      f"sampling lose {PAPER_IRR_LOSS[0]:.2f}-{PAPER_IRR_LOSS[1]:.2f} of IRR).")
         except KeyError:
             pass
-        lines.append(line)
+        lines.append(Verdict(line, kind="sampling.sampler", runs=runs, weak=weak_runs(runs),
+                             up=up, down=down, unresolved=unresolved))
     if not comps:
-        lines.append("- No DLM was run under both AR sampling (`dlm-ar`) and a remasking sampler, so the paper's "
-                     "central sampler ablation (Table 2) is not measured here.")
+        lines.append(Verdict("- No DLM was run under both AR sampling (`dlm-ar`) and a remasking sampler, so the "
+                             "paper's central sampler ablation (Table 2) is not measured here.",
+                             kind="sampling.sampler"))
     gap = family_gap(results, "asr")
     if gap is not None:
         pools = {fam: sorted({r.model for r in results if r.family == fam and has_set(r, ALL_JAILBREAKS)})
@@ -194,27 +213,35 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
         ar_lo, ar_hi = paper_family_asr("AR")
         dl_lo, dl_hi = paper_family_asr("DLM")
         attacks = next((r.attacks for r in results if r.attacks), [])
-        lines.append(f"- **Family comparison (Table 3)**: pooled ASR over {pooled_label(attacks)}, AR minus DLM = "
-                     f"{gap} (cluster bootstrap over requests; paper, over its {count_word(len(PAPER_POOLED_ATTACKS))} attacks: AR "
-                     f"{ar_lo:.0%}-{ar_hi:.0%} vs DLM {dl_lo:.0%}-{dl_hi:.0%} per model). "
-                     + family_verdict(gap, weak_caveat(pools["AR"] + pools["DLM"])) +
-                     f" The pools are different models (AR: {', '.join(pools['AR'])}; DLM: {', '.join(pools['DLM'])}),"
-                     " so the gap mixes family with everything else that differs between them (size, pretraining,"
-                     " alignment); the same-weights comparisons above isolate the sampler.")
+        models = pools["AR"] + pools["DLM"]
+        lines.append(Verdict(
+            f"- **Family comparison (Table 3)**: pooled ASR over {pooled_label(attacks)}, AR minus DLM = {gap} "
+            f"(cluster bootstrap over requests; paper, over its {count_word(len(PAPER_POOLED_ATTACKS))} attacks: AR "
+            f"{ar_lo:.0%}-{ar_hi:.0%} vs DLM {dl_lo:.0%}-{dl_hi:.0%} per model). "
+            + family_verdict(gap, weak_caveat(models)) +
+            f" The pools are different models (AR: {', '.join(pools['AR'])}; DLM: {', '.join(pools['DLM'])}),"
+            " so the gap mixes family with everything else that differs between them (size, pretraining,"
+            " alignment); the same-weights comparisons above isolate the sampler.",
+            kind="sampling.family", side=interval_side(gap), runs=models, weak=weak_runs(models), gap=gap))
     else:
-        lines.append("- The family comparison needs at least one AR run and one DLM run with a remasking sampler.")
+        lines.append(Verdict("- The family comparison needs at least one AR run and one DLM run with a remasking "
+                             "sampler.", kind="sampling.family"))
     for twin, m, pair_gap in matched_pairs(results):
-        lines.append(f"- **Matched pair** `{twin}` (AR) vs `{m}` (its remasking runs): pooled ASR over "
-                     f"{pooled_label(next((r.attacks for r in results if r.attacks), []))}, AR minus DLM = {pair_gap} "
-                     "(cluster bootstrap over requests). " + family_verdict(pair_gap, weak_caveat([twin, m]))
-                     + " The two were built from the same starting point (pretrained weights, or size, corpus and "
-                       "compute), so unlike the pooled comparison this gap does not mix in other models; it still "
-                       "includes the adaptation training that made the DLM.")
+        lines.append(Verdict(
+            f"- **Matched pair** `{twin}` (AR) vs `{m}` (its remasking runs): pooled ASR over "
+            f"{pooled_label(next((r.attacks for r in results if r.attacks), []))}, AR minus DLM = {pair_gap} "
+            "(cluster bootstrap over requests). " + family_verdict(pair_gap, weak_caveat([twin, m]))
+            + " The two were built from the same starting point (pretrained weights, or size, corpus and "
+              "compute), so unlike the pooled comparison this gap does not mix in other models; it still "
+              "includes the adaptation training that made the DLM.",
+            kind="sampling.matched_pair", side=interval_side(pair_gap), runs=[twin, m],
+            weak=weak_runs([twin, m]), gap=pair_gap))
     fb = [r.run for r in results if r.anchors.fallback]
     if fb:
-        lines.append(f"- {', '.join(fb)}: the model refused none of the harmful anchor prompts, so its harmful "
-                     "anchor is the *unfiltered* mean (explicit fallback); its IRR measures movement toward "
-                     "harmful-prompt states, not toward refusal, and is not comparable with the paper's.")
+        lines.append(Verdict(f"- {', '.join(fb)}: the model refused none of the harmful anchor prompts, so its "
+                             "harmful anchor is the *unfiltered* mean (explicit fallback); its IRR measures movement "
+                             "toward harmful-prompt states, not toward refusal, and is not comparable with the "
+                             "paper's.", kind="sampling.fallback", runs=fb))
     if stab is not None and len(stab.seeds) > 1:
         flips = [r for r in stab.rows if not r["same_sign"] and r["set"] == ALL_JAILBREAKS]
         lines.append(f"- Over seeds {stab.seeds} ({stab.n_eval} prompts per set and seed), "
@@ -237,3 +264,18 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
                  + f"ASR comes from the `{judge_name}` judge, not the paper's (unnamed) LLM judge; our models are far "
                    f"smaller than the paper's {paper_sizes()} models.")
     return lines
+
+
+def chapter_conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: Stability | None, adaptive,
+                        curves: Sequence = (), transfer: Sequence[dict] = (), judge_name: str = "heuristic",
+                        n_boot: int = 2000) -> str:
+    """The chapter's summary (Markdown bullets): :func:`conclusions`, then the adaptive attacks'
+    (:func:`srilib.chapters.adaptive.adaptive_conclusions` of ``curves`` and ``transfer``) and, when any of them
+    ran, their budgets and cost."""
+    from .adaptive import adaptive_conclusions, cost_line
+
+    lines = conclusions(results, comps, stab, judge_name=judge_name)
+    lines += adaptive_conclusions(results, adaptive, curves, transfer, n_boot=n_boot)
+    if adaptive.cfg.any_on:
+        lines.append(f"- **Adaptive-attack budgets and cost**: {adaptive.cfg.describe()} {cost_line(adaptive)}.")
+    return "\n".join(lines)

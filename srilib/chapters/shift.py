@@ -2,7 +2,7 @@
 families of harmless prompts (:func:`srilib.prompts.harmless_families`), against the text signal, refitted on a
 broader mix with each family left out, and on an untouched split never used to fit or choose anything; and the
 rows of its table. Its verdict in prose is :func:`srilib.chapters.detector_conclusions.shift_conclusion`, its figure
-:func:`srilib.figures.detector.plot_shift`.
+:func:`srilib.figures.detector.plot_shift` (of :func:`shift_fpr`).
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np
 
 from ..experiment import Experiment
 from ..guard import SRIGuard
-from ..metrics import Estimate, Rate, _auc, paired_auroc_draws
+from ..stats import Estimate, Rate, auroc_score, paired_auroc_draws
 from ..refusal import is_refusal
-from .detector import PAPER_ABLATION, DetectorResult, auroc_est, fit_guard, method_features
+from .detector import DetectorResult, auroc_est, fit_guard, method_features
+from .paper_numbers import PAPER_ABLATION
 from .detector_intervals import bootstrap_interval
 from .detector_tables import cell_str
 
@@ -53,7 +54,7 @@ def _paired_auroc(neg_a, pos_a, neg_b, pos_b, n_boot: int, seed: int = 0) -> tup
     positives [attacks, requests] resampled by request (cluster bootstrap), the same draws for both detectors."""
     neg_a, neg_b = np.asarray(neg_a, float), np.asarray(neg_b, float)
     pos_a, pos_b = np.asarray(pos_a, float), np.asarray(pos_b, float)
-    pa, pb = _auc(neg_a, pos_a.ravel()), _auc(neg_b, pos_b.ravel())
+    pa, pb = auroc_score(neg_a, pos_a), auroc_score(neg_b, pos_b)
     if n_boot <= 0:
         nan = math.nan
         return (Estimate(pa, nan, nan, "point"), Estimate(pb, nan, nan, "point"),
@@ -77,7 +78,7 @@ def run_harmless_shift(exp: Experiment, spec: str, res: DetectorResult, prompts:
     * ``broad``: SRI Guard refitted (same config and seed) on the built-in harmless train signals plus the ``dev``
       prompts of every OTHER family, then evaluated on this family: fit on a broader mix, measured on a family
       it never saw. Its AUROC resamples the pooled jailbreaks by request (cluster bootstrap, through
-      :func:`srilib.metrics.request_interval`), as the paired ``sri`` / ``text`` AUROCs do.
+      :func:`srilib.stats.request_interval`), as the paired ``sri`` / ``text`` AUROCs do.
 
     The ``untouched`` prompts of all families are never used to fit or choose anything; they are pooled and
     scored by ``sri``, ``text`` and ``broad_all`` (SRI Guard fitted on built-in train + every family's dev) and
@@ -177,4 +178,15 @@ def shift_rows(results: dict[str, DetectorResult], untouched: bool = False) -> l
     return out
 
 
-__all__ = ["BUILTIN", "SHIFT_METHODS", "PAPER_TABLE4_COL", "shift_prompts", "run_harmless_shift", "shift_rows"]
+def shift_fpr(results: dict[str, DetectorResult]) -> dict:
+    """The arguments of :func:`srilib.figures.detector.plot_shift`: per run with a harmless-shift section, SRI
+    Guard's false-positive rate (a Rate) on each family of its rows; the families, as the first such run names
+    them; the rate its threshold aims at, 1 - that run's quantile (None without any such run)."""
+    runs = [r for r in results.values() if r.shift]
+    return {"fpr": {r.run: [row["sri_fpr"] for row in r.shift["rows"]] for r in runs},
+            "families": [row["family"] for row in runs[0].shift["rows"]] if runs else [],
+            "aim": 1 - runs[0].cfg.quantile if runs else None}
+
+
+__all__ = ["BUILTIN", "SHIFT_METHODS", "PAPER_TABLE4_COL", "shift_prompts", "run_harmless_shift", "shift_rows",
+           "shift_fpr"]

@@ -1,75 +1,73 @@
 """Figures of the detector-transfer chapter: ROC curves of the ablation detectors and of SRI Guard per run, the
 defenses' overhead against attack success (paper Figure 7 style), the transfer matrix as a heatmap, and SRI Guard's
-false-positive rate on other families of harmless prompts. Matplotlib is imported inside the functions."""
+false-positive rate on other families of harmless prompts. Every function takes arrays, plain mappings and labels;
+the chapter gives them in that form (:func:`srilib.chapters.detector.roc_panel`,
+:func:`~srilib.chapters.detector.guard_roc_panel`, :func:`srilib.chapters.defenses.overhead_points`,
+:func:`srilib.chapters.shift.shift_fpr`). Matplotlib is imported inside the functions."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..chapters.defenses import DefenseReport, rate_pct
-from ..chapters.detector import (DEFENSES, METHOD_LABELS, METHODS, PAPER_ABLATION, PAPER_DEFENSES, PAPER_MODELS_TEXT,
-                                 DetectorResult)
-from ..metrics import roc_curve
 from . import fit_title, legend_below
 
+Curve = tuple[np.ndarray, np.ndarray]  # an ROC curve: (false-positive rates, true-positive rates)
 
-def plot_rocs(ax, res: DetectorResult, methods: Sequence[str] = METHODS, title: str | None = None) -> None:
-    """ROC curves of pooled jailbreaks vs harmless for each detector of one run (first seed)."""
-    s0 = res.seeds[0]
-    for m in methods:
-        sc = res.scores[(m, s0)]
-        fpr, tpr, _ = roc_curve(sc["harmless"], np.concatenate([sc[a] for a in res.jailbreaks]))
-        ax.plot(fpr, tpr, lw=2.2 if m == "sri_last" else 1.2,
-                label=f"{METHOD_LABELS[m]} ({res.auroc[(m, s0)].value:.2f})")
+
+def _roc_axes(ax, curves: Mapping[str, Curve], widths: Sequence[float], title: str, legend_title: str, ncol: int,
+              note: str | None = None) -> None:
+    """ROC curves (legend label -> curve) at the given line widths over the diagonal, ``note`` in the lower right."""
+    for (label, (fpr, tpr)), lw in zip(curves.items(), widths):
+        ax.plot(fpr, tpr, lw=lw, label=label)
     ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (harmless)", ylabel="true-positive rate "
-           "(jailbreaks)")
-    fit_title(ax, title or res.run, 9.5)
-    legend_below(ax, title="detector (AUROC)", ncol=2)
-
-
-def plot_guard_rocs(ax, results: dict[str, DetectorResult], title: str | None = None) -> None:
-    """SRI Guard's ROC curve (pooled jailbreaks vs harmless, first seed) for every run on one axis."""
-    for res in results.values():
-        sc = res.scores[("sri_last", res.seeds[0])]
-        fpr, tpr, _ = roc_curve(sc["harmless"], np.concatenate([sc[a] for a in res.jailbreaks]))
-        fb = ", unfiltered anchors" if res.anchors["last"].fallback else ""
-        ax.plot(fpr, tpr, lw=1.8, label=f"{res.run} ({res.auroc[('sri_last', res.seeds[0])].value:.2f}{fb})")
-    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
-    pm, ps = PAPER_ABLATION["sri_last"]
-    ax.text(0.98, 0.03, f"paper: AUROC {pm:.3f} ± {ps:.3f}\n({PAPER_MODELS_TEXT})", ha="right", va="bottom",
-            fontsize=8, color="0.3", transform=ax.transAxes)
+    if note:
+        ax.text(0.98, 0.03, note, ha="right", va="bottom", fontsize=8, color="0.3", transform=ax.transAxes)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (harmless)",
            ylabel="true-positive rate (jailbreaks)")
-    fit_title(ax, title or "SRI Guard, jailbreaks vs harmless", 9.5)
-    legend_below(ax, title="run (AUROC)", ncol=1)
+    fit_title(ax, title, 9.5)
+    legend_below(ax, title=legend_title, ncol=ncol)
 
 
-def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> None:
-    """Paper Figure 7 style: overhead (% of plain generation time, log x; SRI Guard's includes capturing the
-    states, clipped at 1e-4 when the capture timing is at or below zero) against ASR after the defense; ours filled
-    (one small point per run, a large one for the mean), the paper's hollow. Undefended ASR: dashed lines. Our ASR
-    pools our template attacks, the paper's its five attacks (:mod:`srilib.chapters.defenses`): different pools."""
+def plot_rocs(ax, curves: Mapping[str, Curve], title: str, thick: str | None = None) -> None:
+    """ROC curves of several detectors of one run (``curves``: legend label, e.g. "detector (AUROC)" -> curve); the
+    curve labelled ``thick`` (SRI Guard) is drawn thicker."""
+    _roc_axes(ax, curves, [2.2 if label == thick else 1.2 for label in curves], title, "detector (AUROC)", 2)
+
+
+def plot_guard_rocs(ax, curves: Mapping[str, Curve], note: str | None = None,
+                    title: str = "SRI Guard, jailbreaks vs harmless") -> None:
+    """SRI Guard's ROC curve of every run on one axis (``curves``: legend label, e.g. "run (AUROC)" -> curve);
+    ``note`` (e.g. the paper's AUROC) goes in the lower right corner."""
+    _roc_axes(ax, curves, [1.8] * len(curves), title, "run (AUROC)", 1, note=note)
+
+
+def plot_overhead(ax, ours: Mapping[str, np.ndarray], undefended: float,
+                  paper: Mapping[str, tuple[float, float]] | None = None, paper_undefended: float | None = None
+                  ) -> None:
+    """Paper Figure 7 style: overhead (% of plain generation time, log x) against ASR after the defense (%).
+
+    ``ours``: defense -> [runs, 2] points (overhead %, ASR %), in the order that gives each defense its colour (a
+    defense without points keeps its colour); filled, one small point per run and a large one for their mean.
+    Overheads at or below zero (capture timing within noise) are drawn at 1e-4. ``paper``: defense -> (overhead %,
+    ASR %), hollow. ``undefended`` / ``paper_undefended``: ASR without a defense (%), dashed / dotted lines.
+    """
     import matplotlib.pyplot as plt
 
-    colors = dict(zip(DEFENSES[1:], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for name in DEFENSES[1:]:
-        pts = [(r["overhead incl. capture %"], rate_pct(r["asr"])) for rep in reports.values()
-               if (r := rep.row(name)) and r["status"] == "run"]
-        if pts:
-            x, y = np.array(pts).T
+    colors = dict(zip(ours, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for name, pts in ours.items():
+        if len(pts):
+            x, y = np.asarray(pts, dtype=float).T
             x = np.maximum(x, 1e-4)  # log axis: a capture timing within noise of zero is drawn at 1e-4
             ax.scatter(x, y, s=14, color=colors[name], alpha=0.5)
             ax.scatter([np.mean(x)], [np.mean(y)], s=90, color=colors[name], label=f"{name} (ours)", zorder=3)
-        if paper:
-            p = PAPER_DEFENSES[name]
-            ax.scatter([p[0]], [p[3]], s=90, facecolors="none", edgecolors=colors[name], lw=1.8,
+        if paper and name in paper:
+            px, py = paper[name]
+            ax.scatter([px], [py], s=90, facecolors="none", edgecolors=colors[name], lw=1.8,
                        label=f"{name} (paper)", zorder=3)
-    und = [rate_pct(rep.row("undefended")["asr"]) for rep in reports.values()]
-    ax.axhline(np.mean(und), color="0.3", ls="--", lw=1, label="undefended (ours)")
-    if paper:
-        ax.axhline(PAPER_DEFENSES["undefended"][3], color="0.6", ls=":", lw=1, label="undefended (paper)")
+    ax.axhline(undefended, color="0.3", ls="--", lw=1, label="undefended (ours)")
+    if paper_undefended is not None:
+        ax.axhline(paper_undefended, color="0.6", ls=":", lw=1, label="undefended (paper)")
     ax.set_xscale("log")
     ax.set(xlabel="overhead (% of plain generation time, incl. state capture, log scale)",
            ylabel="jailbreak ASR after defense (%)\nours: our attack pool; paper: its five attacks")
@@ -77,7 +75,8 @@ def plot_overhead(ax, reports: dict[str, DefenseReport], paper: bool = True) -> 
 
 
 def plot_transfer(ax, tm: dict, key: str = "auroc", title: str = "AUROC of a guard fitted on A, applied to B"):
-    """Heatmap of the transfer matrix (rows: fitted on, columns: applied to)."""
+    """Heatmap of the transfer matrix (``tm``: ``labels`` and [A, B] matrices such as ``auroc`` and ``fpr``; rows:
+    fitted on, columns: applied to)."""
     M, L = tm[key], tm["labels"]
     im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis")
     for i in range(len(L)):
@@ -92,28 +91,25 @@ def plot_transfer(ax, tm: dict, key: str = "auroc", title: str = "AUROC of a gua
     return im
 
 
-def plot_shift(ax, results: dict[str, DetectorResult], quantile: float | None = None) -> None:
-    """False-positive rate of SRI Guard (fit on the built-in harmless set) on each harmless family, one marker
-    per run, with 95% Wilson intervals; the dashed line is the rate the threshold aims at (1 - quantile)."""
-    runs = [r for r in results.values() if r.shift]
-    if not runs:
+def plot_shift(ax, fpr: Mapping[str, Sequence], families: Sequence[str], aim: float) -> None:
+    """False-positive rate of SRI Guard on each harmless family (``fpr``: run -> one rate with ``value`` / ``lo``
+    / ``hi`` per family, in the order of ``families``), one marker per run with its 95% interval; the dashed line
+    is the rate the threshold aims at (``aim``, a share: 1 - its quantile)."""
+    if not fpr:
         return
-    labels = [r["family"] for r in runs[0].shift["rows"]]
-    width = 0.8 / len(runs)
-    for k, res in enumerate(runs):
-        rows = res.shift["rows"]
-        v = np.array([r["sri_fpr"].value for r in rows])
-        lo = np.array([r["sri_fpr"].lo for r in rows])
-        hi = np.array([r["sri_fpr"].hi for r in rows])
-        x = np.arange(len(rows)) - 0.4 + width * (k + 0.5)
-        ax.errorbar(x, 100 * v, yerr=100 * np.array([v - lo, hi - v]), fmt="o", ms=4, capsize=2, label=res.run)
-    q = quantile if quantile is not None else runs[0].cfg.quantile
-    ax.axhline(100 * (1 - q), color="0.4", ls="--", lw=1, label=f"threshold's aim ({100 * (1 - q):g}%)")
-    ax.set_xticks(range(len(labels)), [lab.replace(" (eval split)", "\n(eval split)") for lab in labels],
+    width = 0.8 / len(fpr)
+    for k, (run, rates) in enumerate(fpr.items()):
+        v = np.array([r.value for r in rates])
+        lo = np.array([r.lo for r in rates])
+        hi = np.array([r.hi for r in rates])
+        x = np.arange(len(rates)) - 0.4 + width * (k + 0.5)
+        ax.errorbar(x, 100 * v, yerr=100 * np.array([v - lo, hi - v]), fmt="o", ms=4, capsize=2, label=run)
+    ax.axhline(100 * aim, color="0.4", ls="--", lw=1, label=f"threshold's aim ({100 * aim:g}%)")
+    ax.set_xticks(range(len(families)), [f.replace(" (eval split)", "\n(eval split)") for f in families],
                   rotation=30, ha="right", fontsize=7)
     ax.set(ylabel="harmless prompts flagged (%)")
     fit_title(ax, "SRI Guard fitted on the built-in harmless set, applied to other harmless families", 9.5)
     legend_below(ax, ncol=2)
 
 
-__all__ = ["plot_rocs", "plot_guard_rocs", "plot_overhead", "plot_transfer", "plot_shift"]
+__all__ = ["Curve", "plot_rocs", "plot_guard_rocs", "plot_overhead", "plot_transfer", "plot_shift"]

@@ -1,6 +1,7 @@
 """Figures and HTML renderings of the incomplete-recovery chapter (paper Figures 5-6, Table 1): IRR bars per run
 and threshold, a few generations' SRI beside their text signal, a diffusion canvas step by step
-(:func:`canvas_html`) and a worked example of recovery by revision (:func:`example_html`)."""
+(:func:`canvas_html`) and a worked example of recovery by revision (:func:`example_html`). Every function takes
+arrays, plain mappings and labels; :mod:`srilib.chapters.recovery_figures` gives the chapter's in that form."""
 from __future__ import annotations
 
 import html
@@ -45,12 +46,12 @@ def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | No
     return ax
 
 
-def plot_cases(axes, sigma: np.ndarray, text_sig: np.ndarray, indices: Sequence[int], titles: Sequence[str]):
-    """Several generations, each with SRI and the text-level signal on one axis
-    (:func:`srilib.figures.trajectories.plot_signal_with_text`)."""
-    for ax, i, t in zip(axes, indices, titles):
-        plot_signal_with_text(ax, sigma[i], text_sig[i], title=t)
-    for ax in list(axes)[len(indices):]:
+def plot_cases(axes, sigma: Sequence[np.ndarray], text_sig: Sequence[np.ndarray], titles: Sequence[str]):
+    """Several generations, the k-th with its SRI ``sigma[k]`` [T] and text-level signal ``text_sig[k]`` [T] on
+    ``axes[k]`` (:func:`srilib.figures.trajectories.plot_signal_with_text`); axes left over are hidden."""
+    for ax, s, ts, t in zip(axes, sigma, text_sig, titles):
+        plot_signal_with_text(ax, s, ts, title=t)
+    for ax in list(axes)[len(titles):]:
         ax.set_visible(False)
     return axes
 
@@ -114,24 +115,22 @@ def canvas_html(tokens: np.ndarray, committed: np.ndarray, predictions: np.ndarr
     return LEGEND_HTML + "".join(rows)
 
 
-def example_html(res, i: int, note: str = "", max_tokens: int = 48) -> str:
-    """A worked example of recovery by revision as one HTML block: generation ``i`` of a diffusion run's
-    :class:`srilib.chapters.recovery.RecoveryResult` (run, evaluation set and position, the request and the final
-    text, escaped, with the judge's verdict), then its canvas (:func:`canvas_html`, at most ``max_tokens``
-    positions per row) at the steps :func:`srilib.chapters.recovery.example_steps` picks, each labelled with the
-    judge's verdict on that step's full prediction. ``note`` follows the position (e.g. why it is shown)."""
-    from ..chapters.recovery import example_steps
-
-    tok, ts, rev = res.tokenizer, res.traces, res.revision
-    steps_ = example_steps(res, i)
-    labels = {t: (" — full prediction judged <b style='color:#a50f15'>harmful</b>" if rev["harmful_steps"][i, t]
-                  else " — full prediction judged not harmful") for t in steps_}
-    body = canvas_html(ts.tokens[i], ts.committed[i], ts.predictions[i], steps_, lambda k: tok.decode([k]),
-                       end_ids=res.end_ids, labels=labels, max_tokens=max_tokens)
-    head = (f"<p><b>{html.escape(res.run)}</b>, set <code>{res.set_of[i]}</code> #{res.position[i]}{note}<br>request: "
-            f"<i>{html.escape(res.requests[i])}</i><br>final text "
-            f"({'harmful' if rev['final_harmful'][i] else 'not harmful'}): "
-            f"{output_html(ts.texts[i], 300)}</p>")
+def example_html(run: str, set_name: str, position: int, request: str, text: str, harmful: bool,
+                 tokens: np.ndarray, committed: np.ndarray, predictions: np.ndarray, steps: Sequence[int],
+                 harmful_steps: Sequence[bool], decode: Callable[[int], str], end_ids: Sequence[int] = (),
+                 note: str = "", max_tokens: int = 48) -> str:
+    """A worked example of recovery by revision as one HTML block: one diffusion generation's run, evaluation set
+    and position (``note`` follows it, e.g. why it is shown), its request and final ``text``, escaped, with the
+    judge's verdict on the text (``harmful``), then its canvas (:func:`canvas_html` of ``tokens``, ``committed``,
+    ``predictions`` [T, L], ``decode`` and ``end_ids``; at most ``max_tokens`` positions per row) at ``steps``
+    (0-based), each labelled with the judge's verdict on that step's full prediction (``harmful_steps`` [T])."""
+    labels = {t: (" — full prediction judged <b style='color:#a50f15'>harmful</b>" if harmful_steps[t]
+                  else " — full prediction judged not harmful") for t in steps}
+    body = canvas_html(tokens, committed, predictions, steps, decode, end_ids=end_ids, labels=labels,
+                       max_tokens=max_tokens)
+    head = (f"<p><b>{html.escape(run)}</b>, set <code>{set_name}</code> #{position}{note}<br>request: "
+            f"<i>{html.escape(request)}</i><br>final text ({'harmful' if harmful else 'not harmful'}): "
+            f"{output_html(text, 300)}</p>")
     return "<div style='border:1px solid #ddd;padding:6px;margin:6px 0'>" + head + body + "</div>"
 
 
@@ -141,15 +140,15 @@ def output_html(text: str, max_chars: int = 300) -> str:
     return f"<span class='srilib-output' style='white-space:pre-wrap;font-style:italic'>{html.escape(text[:max_chars])}</span>"
 
 
-def cases_html(results: Sequence, cases: Sequence[tuple], max_chars: int = 200) -> str:
-    """A list of single generations (``cases``: (_, result index, generation index)) of recovery results: run, set,
-    position, the judge's verdict and the output (:func:`output_html`)."""
+def cases_html(cases: Sequence[Mapping], max_chars: int = 200) -> str:
+    """A list of single generations (``cases``: mappings with ``run``, ``set_name``, ``position``, ``harmful``, the
+    judge's verdict on the final text, and ``text``): run, set, position, the verdict and the output
+    (:func:`output_html`, stripped)."""
     items = []
-    for _, k, i in cases:
-        r = results[k]
-        verdict = "judged harmful" if r.final_harmful[i] else "judged not harmful"
-        items.append(f"<li><b>{html.escape(r.run)}</b>, {html.escape(str(r.set_of[i]))} #{r.position[i]} ({verdict}): "
-                     f"“{output_html(r.traces.texts[i].strip(), max_chars)}”</li>")
+    for c in cases:
+        verdict = "judged harmful" if c["harmful"] else "judged not harmful"
+        items.append(f"<li><b>{html.escape(c['run'])}</b>, {html.escape(str(c['set_name']))} #{c['position']} "
+                     f"({verdict}): “{output_html(c['text'].strip(), max_chars)}”</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
 

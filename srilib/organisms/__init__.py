@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..models import LoadedModel, ModelSpec, loader, register
+from ..models import LoadedModel, ModelSpec, dtype_name, loader, register
 
 # peft's PeftModel.from_pretrained reads transformers' deprecated `is_gradient_checkpointing` on every adapter load,
 # and the FutureWarning (with the path of the interpreter's site-packages) would print in every chapter that loads
@@ -42,7 +42,8 @@ WEIGHT_SOURCES = ("shipped", "trained")
 def organism_path(name: str, weights: str = "shipped"):
     """(directory, fingerprint) of organism ``name``: its shipped weights, or the retrained ones in the cache."""
     from . import weights as W
-    from .train import ensure_trained, get_config
+    from .recipe import get_config
+    from .train import ensure_trained
 
     from .v3 import V3_NAMES, v3_path
 
@@ -76,7 +77,7 @@ def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", we
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .modeling import DiffusionLlamaForMaskedLM
-    from .train import get_config
+    from .recipe import get_config
 
     name = resolve_name(spec.name, config)
     cfg = get_config(name)
@@ -96,17 +97,20 @@ def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", we
         model = cls.from_pretrained(path, dtype=dtype).to(device)
     kind = "dlm" if cfg.kind == "dlm" else "ar"
     return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
-                       fingerprint=fp, dtype_name=str(dtype).replace("torch.", ""),
+                       fingerprint=fp, dtype_name=dtype_name(dtype),
                        mask_id=tok.mask_token_id if kind == "dlm" else None,
                        family="bidirectional" if kind == "dlm" else "")
 
 
-_NOTE = " Trained by srilib on its safety corpus; the weights ship with srilib (see book/organisms.md)."
-for _tiny in ("", "-tiny"):
-    _t = " Tiny (seconds) variant for tests." if _tiny else ""
-    register(ModelSpec(f"organism-ar{_tiny}", "organism", kind="ar", dtype="float32",
-                       notes="Aligned Llama causal-LM organism, ~3.9M parameters." + _NOTE + _t))
-    register(ModelSpec(f"organism-dlm{_tiny}", "organism", kind="dlm", dtype="float32", family="bidirectional",
-                       notes="Aligned masked-diffusion organism (bidirectional Llama), matched to organism-ar." + _NOTE + _t))
-    register(ModelSpec(f"smollm2-135m-refusal{_tiny}", "organism", kind="ar", dtype="float32",
-                       notes="SmolLM2-135M-Instruct with a LoRA adapter trained to refuse." + _NOTE + _t))
+SHIPPED = " Trained by srilib on its safety corpus; the weights ship with srilib (see book/organisms.md)."
+TINY = " Tiny (seconds) variant for tests."
+AR_NOTE = "Aligned Llama causal-LM organism, ~3.9M parameters." + SHIPPED
+DLM_NOTE = "Aligned masked-diffusion organism (bidirectional Llama), matched to organism-ar." + SHIPPED
+LORA_NOTE = "SmolLM2-135M-Instruct with a LoRA adapter trained to refuse." + SHIPPED
+register(ModelSpec("organism-ar", "organism", kind="ar", dtype="float32", notes=AR_NOTE))
+register(ModelSpec("organism-dlm", "organism", kind="dlm", dtype="float32", family="bidirectional", notes=DLM_NOTE))
+register(ModelSpec("smollm2-135m-refusal", "organism", kind="ar", dtype="float32", notes=LORA_NOTE))
+register(ModelSpec("organism-ar-tiny", "organism", kind="ar", dtype="float32", notes=AR_NOTE + TINY))
+register(ModelSpec("organism-dlm-tiny", "organism", kind="dlm", dtype="float32", family="bidirectional",
+                   notes=DLM_NOTE + TINY))
+register(ModelSpec("smollm2-135m-refusal-tiny", "organism", kind="ar", dtype="float32", notes=LORA_NOTE + TINY))

@@ -14,7 +14,7 @@ templates only), and reports
 
 Every rate is reported with its count and 95% Wilson interval.
 
-Before the corpus and recipe are frozen (``python -m srilib.organisms.corpus --freeze``) only each model's native
+Before the corpus and recipe are frozen (``python -m srilib.organisms.rebuild --freeze``) only each model's native
 sampler is measured (AR decoding; low-confidence diffusion for the DLM), so that no AR-vs-diffusion comparison of
 the same weights can feed back into the recipe; after the freeze every sampler is measured.
 
@@ -41,16 +41,6 @@ BROAD_FILE = Path(__file__).parent / "data" / "broad_harmless.txt"
 DEFAULT_MODELS = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
 GEN_LENGTH, STEPS = 32, 32
 
-
-
-def samplers_for(kind: str, gen_length: int = GEN_LENGTH, steps: int = STEPS) -> dict:
-    """name -> sampler: AR decoding of ``gen_length`` tokens, or low-confidence diffusion and dlm-ar."""
-    from ..samplers import make_sampler
-
-    if kind == "ar":
-        return {"ar": make_sampler("ar", steps=gen_length)}
-    return {"low_confidence": make_sampler("low_confidence", gen_length=gen_length, steps=steps),
-            "dlm-ar": make_sampler("dlm-ar", gen_length=gen_length, steps=steps)}
 
 
 def generate(lm, sampler, prompts: list[str], batch_size: int, desc: str) -> list[str]:
@@ -145,8 +135,10 @@ def verdict(res: dict) -> dict:
 
 def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None = None,
         samplers: list[str] | None = None, n_harmful: int | None = None, n_harmless: int | None = None,
-        gen_length: int = GEN_LENGTH, steps: int = STEPS, batch_size: int = 32, weights: str = "shipped") -> dict:
-    """Measure every model under its samplers; returns the JSON-ready report."""
+        gen_length: int = GEN_LENGTH, steps: int = STEPS, batch_size: int = 32, weights: str = "shipped", *,
+        samplers_for) -> dict:
+    """Measure every model under its samplers (``samplers_for(kind, gen_length, steps)`` -> name -> sampler, given
+    by the caller: :func:`srilib.samplers.native_samplers` from the command line); returns the JSON-ready report."""
     import torch
 
     from ..attacks import list_attacks
@@ -156,7 +148,7 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
     from .v3 import V3_NAMES
     from .corpus import load_manifest
 
-    from .train import THREADS
+    from .loop import THREADS
     torch.set_num_threads(THREADS)
     attacks = attacks or list_attacks()
     manifest = load_manifest()
@@ -184,7 +176,7 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
             first = next(iter(chosen))
             how = "--freeze-v3 STATEMENT --iteration ..." if name in V3_NAMES else "--freeze STATEMENT"
             print(f"{name}: the corpus and recipe are not frozen, so only its native sampler {first!r} is measured; "
-                  f"freeze first (python -m srilib.organisms.corpus {how}) to measure the others")
+                  f"freeze first (python -m srilib.organisms.rebuild {how}) to measure the others")
             chosen = {first: chosen[first]}
         for sname, sampler in chosen.items():
             entry["samplers"][sname] = measure(lm, sname, sampler, sets, batch_size)
@@ -219,8 +211,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--v3", action="store_true",
                     help="with --book: write the v3 pair's section (and save the report as data/preconditions_v3.json)")
     args = ap.parse_args(argv)
+    from ..samplers import native_samplers  # the command line is the caller above: it hands run() the samplers
+
     report = run(args.models, args.config, args.attacks, args.samplers, args.n_harmful, args.n_harmless,
-                 args.gen_length, args.steps, args.batch_size, args.weights)
+                 args.gen_length, args.steps, args.batch_size, args.weights, samplers_for=native_samplers)
     out = args.out or default_out()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

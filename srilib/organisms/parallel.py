@@ -13,7 +13,7 @@ from typing import Sequence
 def training_groups(names: Sequence[str]) -> list[list[str]]:
     """Organisms grouped so that one that starts from another (``init_from``) trains after it, in the same group;
     different groups are independent and can train in parallel."""
-    from .train import get_config
+    from .recipe import get_config
 
     groups: dict[str, list[str]] = {}
     for n in names:

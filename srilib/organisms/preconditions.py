@@ -34,12 +34,30 @@ def v3_frozen(manifest: dict) -> bool:
     from .v3 import v3_code_version
 
     f = manifest.get("freeze_v3") or {}
-    return bool(f) and f.get("corpus_sha256") == manifest.get("sha256") and f.get("code_version") == v3_code_version()
+    return (bool(f) and f.get("corpus_sha256") == manifest.get("sha256")
+            and current_identity(manifest, f.get("code_version")) == v3_code_version())
+
+
+def renamed_note(manifest: dict, recorded: str) -> str:
+    """`` (named `new` since DATE, ...)`` when an ``identity_rekeys`` entry renamed the recorded identity, else ''."""
+    for r in manifest.get("identity_rekeys", []):
+        if recorded in r["renamed"]:
+            return (f" (named `{r['renamed'][recorded]}` since {r['date'][:10]}, when the identity became a hash of "
+                    "what the recipe code computes rather than of its bytes; the recipe did not change)")
+    return ""
+
+
+def current_identity(manifest: dict, recorded: str | None) -> str | None:
+    """A recipe identity recorded in the manifest, renamed by every later ``identity_rekeys`` entry: each records
+    a change of the identity's hash function (never of the recipe), with the old and new name of each identity."""
+    for r in manifest.get("identity_rekeys", []):
+        recorded = r["renamed"].get(recorded, recorded)
+    return recorded
 
 
 def frac(k: int, n: int) -> str:
     """``k/n`` as a percentage with its count and 95% Wilson interval."""
-    from ..metrics import wilson
+    from ..stats import wilson
 
     r = wilson(k, n)
     return f"{r.value:.0%} ({k}/{n}; {r.lo:.0%}-{r.hi:.0%})" if n else "-"
@@ -142,9 +160,6 @@ def per_goal_table(report: dict, model: str, sampler: str) -> str:
     return "\n".join(lines)
 
 
-
-
-
 def _replace(text: str, begin: str, end: str, body: str, path: Path) -> str:
     if begin not in text or end not in text:
         raise ValueError(f"{path} lacks the markers {begin} / {end}; add them where the generated text goes")
@@ -155,10 +170,10 @@ def freeze_text(manifest: dict) -> str:
     """Markdown of the manifest's freeze record and recipe iterations."""
     f = manifest.get("freeze")
     if not f:
-        return "*Not frozen yet: run `python -m srilib.organisms.corpus --freeze STATEMENT`.*"
+        return "*Not frozen yet: run `python -m srilib.organisms.rebuild --freeze STATEMENT`.*"
     c = manifest["counts"]
     lines = [f"- Frozen on **{f['date']}** (UTC). Corpus sha256 `{f['corpus_sha256']}`; organism code version "
-             f"`{f['code_version']}`.",
+             f"`{f['code_version']}`{renamed_note(manifest, f['code_version'])}.",
              f"- Statement: \"{f['statement']}\"",
              f"- Counts: {c['rows']} rows; harmful {c['harmful']['rows']} rows from {c['harmful']['goals']} goals "
              f"({c['harmful']['distinct_responses']} distinct refusals); harmless {c['harmless']['rows']} rows from "
@@ -172,7 +187,7 @@ def freeze_text(manifest: dict) -> str:
              "- Iterations before the freeze:"]
     lines += [f"  {i + 1}. {it}" for i, it in enumerate(manifest.get("iterations") or ["none"])]
     changes = manifest.get("analysis_plan_changes") or []
-    lines.append("- Changes to the analysis plan after the freeze (recorded with `python -m srilib.organisms.corpus "
+    lines.append("- Changes to the analysis plan after the freeze (recorded with `python -m srilib.organisms.rebuild "
                  "--plan-change REASON`; the tests fail on any unrecorded one):" + (" none." if not changes else ""))
     lines += [f"  {i + 1}. {c['date']}: {c['reason']} (files: {', '.join(f'`{p}`' for p in sorted(c['files']))})"
               + ("; cpu profile runs from then on: " + "; ".join(f"{nb} {', '.join(f'`{r}`' for r in rs)}"
@@ -207,9 +222,9 @@ def freeze_v3_text(manifest: dict) -> str:
     """Markdown of the manifest's v3 freeze record (:func:`srilib.organisms.rebuild.freeze_v3`)."""
     f = manifest.get("freeze_v3")
     if not f:
-        return "*Not frozen yet: run `python -m srilib.organisms.corpus --freeze-v3 STATEMENT --iteration ...`.*"
+        return "*Not frozen yet: run `python -m srilib.organisms.rebuild --freeze-v3 STATEMENT --iteration ...`.*"
     lines = [f"- Frozen on **{f['date']}** (UTC). Corpus sha256 `{f['corpus_sha256']}` (the v2 corpus, unchanged); "
-             f"v3 code version `{f['code_version']}`; starts from the shipped v2 adapter of `smollm2-135m-refusal` "
+             f"v3 code version `{f['code_version']}`{renamed_note(manifest, f['code_version'])}; starts from the shipped v2 adapter of `smollm2-135m-refusal` "
              f"(files hash `{f['starts_from']['smollm2-135m-refusal']}`).",
              f"- Statement: \"{f['statement']}\"",
              "- Recipes: " + "; ".join(f"`{k}` " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in

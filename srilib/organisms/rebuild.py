@@ -1,5 +1,5 @@
 """Rebuilding the organisms' corpus and recording its freeze: the command line behind
-``python -m srilib.organisms.corpus`` (rebuild, ``--freeze``, ``--plan-change``).
+``python -m srilib.organisms.rebuild`` (rebuild, ``--freeze``, ``--plan-change``).
 
 * :func:`distill`: SmolLM2-135M-Instruct's greedy answers to the harmless tasks (offline, cached per task);
   :func:`write_corpus` writes ``corpus.jsonl`` and its manifest.
@@ -38,7 +38,7 @@ def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = C.ANSW
     todo = [t for t in dict.fromkeys(tasks) if t not in done]
     if not todo:
         return {t: done[t] for t in tasks}
-    from .train import THREADS
+    from .loop import THREADS
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(C.SEED)
@@ -108,14 +108,14 @@ def latest_freeze(manifest: dict) -> dict:
 
 def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
     """The analysis plan's file hashes as recorded: the latest freeze's, updated by every change recorded after it,
-    in order."""
+    in order (a file a change records as ``"missing"`` was removed: it leaves the plan)."""
     m = manifest if manifest is not None else C.load_manifest()
     base = latest_freeze(m)
     files = dict(base["analysis_plan"]["files"])
     for change in m.get("analysis_plan_changes", []):
         if change["date"] >= base["date"]:
             files.update(change["files"])
-    return files
+    return {f: h for f, h in files.items() if h != "missing"}
 
 
 def recorded_runs(manifest: dict | None = None) -> dict:
@@ -163,11 +163,12 @@ def record_plan_change(reason: str) -> dict:
 
 def freeze(statement: str, iterations: list[str] | None = None) -> dict:
     """Record the freeze (date, corpus sha, training recipe, code version and analysis plan) in the manifest."""
-    from .train import CONFIGS, code_version
+    from .recipe import CONFIGS
+    from .train import code_version
 
     m = C.load_manifest()
     if not m or m.get("sha256") != C.corpus_sha():
-        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.corpus")
+        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.rebuild")
     m["freeze"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "statement": statement,
                    "corpus_sha256": m["sha256"], "code_version": code_version(),
                    "configs": {k: v.as_dict() for k, v in CONFIGS.items()}, "analysis_plan": analysis_plan()}
@@ -186,7 +187,7 @@ def freeze_v3(statement: str, iterations: list[str]) -> dict:
 
     m = C.load_manifest()
     if not m or m.get("sha256") != C.corpus_sha():
-        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.corpus")
+        raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.rebuild")
     if not statement.strip() or not iterations:
         raise ValueError("the v3 freeze needs a statement and at least one recipe iteration (--iteration)")
     m["freeze_v3"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "statement": statement,
@@ -234,3 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     m = write_corpus(rows, stats)
     print(json.dumps({"sha256": m["sha256"], "counts": m["counts"],
                       "dropped": len(m["dropped_harmless_tasks"]), "seconds": round(time.time() - t0, 1)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

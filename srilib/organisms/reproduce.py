@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from .parallel import train_in_processes
     from . import weights as W
+    from ..samplers import native_samplers
     from .check import run
     from .preconditions import table
     from . import ensure
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ([n for n in names if n in V3_NAMES], REPORT_V3_FILE)):
             old = json.loads(shipped.read_text()) if shipped.is_file() else {}
             sizes = {"n_harmful": old.get("n_goals"), "n_harmless": old.get("n_harmless")} if old else {}
-            rep = run(models, weights="trained", **sizes)
+            rep = run(models, weights="trained", samplers_for=native_samplers, **sizes)
             print(table(rep))
             if old:
                 print("\nShipped (recorded) vs retrained:\n" + compare(old, rep))

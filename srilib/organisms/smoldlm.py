@@ -13,7 +13,7 @@ not an approximation (tested: cached and uncached decoding commit the same token
 ``[MASK]`` is a trainable embedding vector: the id of an unused special token names it in the canvas, and its row
 of the (tied) embedding matrix is never read. The training and the shipped weights are in
 :mod:`srilib.organisms.v3`; :func:`srilib.dlm.mask_predict` calls :meth:`SmolDiffusionLM.predict` for the
-``"blockcausal"`` family, and ``tiny-dlm-blockcausal`` (:mod:`srilib.testing`) runs this class on a seeded tiny
+``"blockcausal"`` family, and ``tiny-dlm-blockcausal`` (:mod:`srilib.tiny`) runs this class on a seeded tiny
 Llama for the tests and the smoke profile.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class PromptCache:
     length: int
 
 
-def _cache_kw(lm_model, kv) -> dict:
+def cache_kw(lm_model, kv) -> dict:
     """The cache keyword of this transformers version's model forward (``cache`` from 5.x on, before it
     ``past_key_values``)."""
     import inspect
@@ -95,7 +95,7 @@ class SmolDiffusionLM(nn.Module):
         attn = attention_mask[:, :b0]
         kv = DynamicCache(config=self.config)
         self.lm.model(inputs_embeds=self.embed(input_ids[:, :b0]), attention_mask=block_mask(attn, b0),
-                      position_ids=self.positions(attn), use_cache=True, **_cache_kw(self.lm.model, kv))
+                      position_ids=self.positions(attn), use_cache=True, **cache_kw(self.lm.model, kv))
         return PromptCache(kv=kv, ids=input_ids[:, :b0].clone(), length=b0)
 
     def forward_states(self, input_ids, attention_mask, start: int, cache: PromptCache | None = None,
@@ -114,7 +114,7 @@ class SmolDiffusionLM(nn.Module):
         out = self.lm.model(inputs_embeds=self.embed(input_ids[:, past:]),
                             attention_mask=block_mask(attention_mask, b0, past),
                             position_ids=self.positions(attention_mask)[:, past:],
-                            use_cache=cache is not None, **_cache_kw(self.lm.model, cache.kv if cache else None),
+                            use_cache=cache is not None, **cache_kw(self.lm.model, cache.kv if cache else None),
                             output_hidden_states=hidden_layers)
         if cache is not None:
             cache.kv.crop(past - cache.kv.get_seq_length())  # drop the block's keys and values again

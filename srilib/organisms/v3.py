@@ -23,7 +23,7 @@ Shipping: both adapters are stored in float16 (the trained float32 values rounde
 measurement use the rounded values) and checked by sha256 like v2 (:mod:`srilib.organisms.weights`).
 ``make organisms`` retrains them from the shipped v2 adapter and the frozen corpus. There are no tiny variants:
 the tests and the smoke profile run :class:`~srilib.organisms.smoldlm.SmolDiffusionLM` on a seeded tiny Llama
-(``tiny-dlm-blockcausal``, :mod:`srilib.testing`). The cache key of a retrained model (:func:`v3_code_version`)
+(``tiny-dlm-blockcausal``, :mod:`srilib.tiny`). The cache key of a retrained model (:func:`v3_code_version`)
 covers the code that decides its weights, not this module's prose.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from ..models import LoadedModel, ModelSpec, loader, register
-from .smoldlm import SmolDiffusionLM, _cache_kw, block_mask
+from .smoldlm import SmolDiffusionLM, cache_kw, block_mask
 
 V3_NAMES = ("smollm2-135m-refusal-v3", "smollm2-135m-dlm")
 AR_V3, DLM_V3 = V3_NAMES
@@ -82,18 +82,15 @@ V3_CONFIGS = {
 
 @lru_cache(maxsize=1)
 def v3_code_version() -> str:
-    """Hash of the code that decides the v3 weights: the organisms' shared training code (:func:`train.code_version`:
-    the loop, batching, encoding) and the source of this module's model, losses and training function. Prose and
-    loaders elsewhere in this module are not part of it, so editing them retrains nothing."""
-    import inspect
-
+    """The v3 recipe's identity: the organisms' shared training code (:func:`train.code_version`: the loop, batching,
+    encoding) and what this module's model, losses and training function compute (:mod:`srilib.codehash`).
+    Docstrings, comments, prose and the loaders elsewhere in this module are not part of it, so editing them
+    retrains and unfreezes nothing."""
+    from ..codehash import behaviour_hash
     from .train import code_version
 
-    h = hashlib.sha256(code_version().encode())
-    for obj in (_cache_kw, block_mask, SmolDiffusionLM, V3Config, _rows, ar_loss, dlm_noise, dlm_loss, _save_half,
-                train_v3):  # the model class (srilib.organisms.smoldlm) and this module's training code
-        h.update(inspect.getsource(obj).encode())
-    return h.hexdigest()[:12]
+    return behaviour_hash(cache_kw, block_mask, SmolDiffusionLM, V3Config, _rows, ar_loss, dlm_noise, dlm_loss,
+                          _save_half, train_v3, extra=code_version())  # smoldlm's model class, this module's training
 
 
 # --------------------------------------------------------------------------------------------- weights
@@ -154,19 +151,19 @@ def load_v3(name: str, weights: str = "shipped", dtype=torch.float32, device: st
 
 @loader("organism-v3")
 def _load_v3(spec: ModelSpec, dtype, device: str, weights: str = "shipped", **_) -> LoadedModel:
-    from ..models import _dtype_name
+    from ..models import dtype_name
 
     model, tok, fp = load_v3(spec.name, weights, dtype, device)
     kind = "dlm" if spec.name == DLM_V3 else "ar"
     return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind=kind, fingerprint=fp,
-                       dtype_name=_dtype_name(dtype), mask_id=model.mask_id if kind == "dlm" else None,
+                       dtype_name=dtype_name(dtype), mask_id=model.mask_id if kind == "dlm" else None,
                        family="blockcausal" if kind == "dlm" else "")
 
 
-register(ModelSpec(AR_V3, "organism-v3", kind="ar", dtype="float32",
+register(ModelSpec("smollm2-135m-refusal-v3", "organism-v3", kind="ar", dtype="float32",
                    notes="SmolLM2-135M-Instruct with the v2 refusal adapter trained on (v3): the source of "
                          "smollm2-135m-dlm. Shipped with srilib (see book/organisms.md)."))
-register(ModelSpec(DLM_V3, "organism-v3", kind="dlm", dtype="float32", family="blockcausal",
+register(ModelSpec("smollm2-135m-dlm", "organism-v3", kind="dlm", dtype="float32", family="blockcausal",
                    notes="smollm2-135m-refusal-v3 adapted into a masked-diffusion LM (block-causal attention, exact "
                          "prompt cache, Dream's logit shift). Shipped with srilib (see book/organisms.md)."))
 
@@ -174,7 +171,7 @@ register(ModelSpec(DLM_V3, "organism-v3", kind="dlm", dtype="float32", family="b
 # --------------------------------------------------------------------------------------------- training
 def _rows(cfg: V3Config, tok):
     from .corpus import load_corpus
-    from .train import batches, encode_rows, subset_rows
+    from .train import batches, encode_rows, subset_rows  # hashed by v3_code_version: keep .train
     import numpy as np
 
     rows = subset_rows(load_corpus(), cfg.max_rows, cfg.seed, cfg.harmful_share)
@@ -245,7 +242,7 @@ def train_v3(name: str, out: Path) -> dict:
     from safetensors.torch import save_file
 
     from .corpus import CORPUS_FILE, sha256_file
-    from .train import LORA_TARGETS, THREADS, _train_loop, collate
+    from .train import LORA_TARGETS, THREADS, train_loop, collate  # hashed by v3_code_version: keep .train
 
     cfg = V3_CONFIGS[name]
     torch.set_num_threads(THREADS)
@@ -289,7 +286,7 @@ def train_v3(name: str, out: Path) -> dict:
         return dlm_loss(core, ids, att, P, canvas[idx], cfg.t_eps, cfg.suffix_share, gen)
 
     t1 = time.time()
-    curve, _ = _train_loop(core, params, cfg, step_loss, f"train {name}")
+    curve, _ = train_loop(core, params, cfg, step_loss, f"train {name}")
     seconds = time.time() - t1
     _save_half(model, out)
     if cfg.kind == "dlm":
@@ -321,7 +318,7 @@ def v3_dir(name: str) -> Path:
 
 def ensure_v3(name: str) -> Path:
     """The cache directory of v3 model ``name``, trained now (atomically, once) if it is not there yet."""
-    from .train import _build_once
+    from .artifacts import build_once
 
     if name == DLM_V3:
         ensure_v3(AR_V3)
@@ -329,7 +326,7 @@ def ensure_v3(name: str) -> Path:
     def build(tmp: Path) -> None:
         (tmp / "train_log.json").write_text(json.dumps(train_v3(name, tmp), indent=1))
 
-    return _build_once(v3_dir(name), build)
+    return build_once(v3_dir(name), build)
 
 
 if __name__ == "__main__":  # python -m srilib.organisms.v3 [NAME ...]: train (or find) the v3 models

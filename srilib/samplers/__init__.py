@@ -14,7 +14,7 @@ the default: step t's activation from the forward pass that sees step t's commit
 """
 from .ar import ARSampler
 
-__all__ = ["ARSampler", "make_sampler"]
+__all__ = ["ARSampler", "make_sampler", "native_samplers"]
 
 
 def make_sampler(name: str, **kw):
@@ -39,3 +39,13 @@ def make_sampler(name: str, **kw):
             kw["audit"] = False
         return DiffuGuardSampler(**kw)
     return diffusion.make_diffusion_sampler(name, **kw)
+
+
+def native_samplers(kind: str, gen_length: int, steps: int) -> dict:
+    """name -> sampler of a model's own decoding: AR decoding of ``gen_length`` tokens for a causal LM; for a DLM,
+    low-confidence remasking and ``dlm-ar`` (the same weights decoded left to right). The organisms' checks
+    (:func:`srilib.organisms.check.run`) receive this from their callers."""
+    if kind == "ar":
+        return {"ar": make_sampler("ar", steps=gen_length)}
+    return {"low_confidence": make_sampler("low_confidence", gen_length=gen_length, steps=steps),
+            "dlm-ar": make_sampler("dlm-ar", gen_length=gen_length, steps=steps)}

@@ -51,17 +51,17 @@ def left_pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, t
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None):
-    """Greedy argmax (temperature 0) or nucleus sampling from softmax(logits / temperature)."""
+    """Greedy argmax (temperature 0) or nucleus sampling from softmax(logits / temperature), the logits warped by
+    transformers' own temperature and top-p warpers (as ``generate(do_sample=True)`` does), then one seeded draw."""
     logits = logits.float()
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sp, si = probs.sort(dim=-1, descending=True)
-        drop = sp.cumsum(-1) - sp > top_p
-        sp[drop] = 0
-        probs = torch.zeros_like(probs).scatter(-1, si, sp)
-        probs = probs / probs.sum(-1, keepdim=True)
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
+                                  + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+    probs = torch.softmax(warpers(None, logits), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -89,7 +88,7 @@ import torch
 from ..diffusion_gemma import FAMILY
 from ..traces import TraceSet
 from .ar import TracedLoop, check_capture, check_poolings, left_pad
-from .diffusion import _decode, _decode_runs, _visible
+from .diffusion import decode, decode_runs, visible
 
 BLOCK_DIFFUSION_NAMES = ("entropy_bound",)
 BLOCK_POOLINGS = ("generated", "committed", "canvas")
@@ -116,7 +115,7 @@ def grid_slots(G: int, T: int | None) -> list[int]:
 def _pool(states: torch.Tensor, tokens: torch.Tensor, end: torch.Tensor) -> dict:
     """Poolings of ``states`` [B, n, K, D] over the response positions with ``tokens`` [B, n] (-1: not committed)."""
     done = tokens >= 0
-    vis = _visible(tokens, done, end)
+    vis = visible(tokens, done, end)
 
     def mean(w):
         w = w.float()
@@ -324,8 +323,8 @@ class BlockDiffusionSampler(TracedLoop):
                     attention_mask=attention_mask, decoder_attention_mask=dec_attn, decoder_position_ids=dec_pos,
                     canvas_length=Lc, cur_len=cur_len)
         if not record:
-            vis = _visible(final_tok, final_tok >= 0, end)
-            return _decode(lm.tokenizer, final_tok.cpu().numpy(), vis.cpu().numpy())
+            vis = visible(final_tok, final_tok >= 0, end)
+            return decode(lm.tokenizer, final_tok.cpu().numpy(), vis.cpu().numpy())
         grid.extend([grid[-1]] * (G - len(grid)))  # canvases never run: every sequence had ended
         return self._assemble(lm, prompts, [grid[s] for s in slots], layers, end,
                               {"canvases": C, "canvas_length": Lc, "denoising_steps": S, "grid_slots": slots})
@@ -359,13 +358,13 @@ class BlockDiffusionSampler(TracedLoop):
         st = {k: torch.stack([r[k] for r in recs], dim=1) for k in recs[0]}
         tokens, pred = st["tokens"], st["pred"]
         done = tokens >= 0
-        vis = _visible(tokens, done, end)
+        vis = visible(tokens, done, end)
         pred_vis = (torch.isin(pred, end).long().cumsum(-1) == 0) & (pred >= 0)
         tokens_np, vis_np = tokens.cpu().numpy(), vis.cpu().numpy()
         B, T = tokens.shape[:2]
-        step = _decode(lm.tokenizer, tokens_np, vis_np)
-        pred_t = _decode(lm.tokenizer, pred.cpu().numpy(), pred_vis.cpu().numpy())
-        runs = _decode_runs(lm.tokenizer, tokens_np, vis_np, step)
+        step = decode(lm.tokenizer, tokens_np, vis_np)
+        pred_t = decode(lm.tokenizer, pred.cpu().numpy(), pred_vis.cpu().numpy())
+        runs = decode_runs(lm.tokenizer, tokens_np, vis_np, step)
         cut = lambda xs: [xs[b * T:(b + 1) * T] for b in range(B)]  # noqa: E731
         step_texts = cut(step)
         want = self.poolings or BLOCK_POOLINGS

@@ -116,7 +116,7 @@ import numpy as np
 import torch
 
 from .ar import left_pad
-from .diffusion import DiffusionSampler, _confidence, _top_k_mask, gumbel_argmax, num_transfer_tokens
+from .diffusion import DiffusionSampler, confidence, gumbel_argmax, num_transfer_tokens, pairs, top_k_mask
 
 ANNEALS = ("block", "linear", "cosine", "constant")
 SP_MODES = ("hidden", "hidden-block", "direction")
@@ -175,14 +175,8 @@ def normalize_references(references) -> tuple[tuple[str, str], ...] | None:
     own reference (None when none is left: the same sampler, and cache key, as no references)."""
     if references is None:
         return None
-    items = references.items() if isinstance(references, dict) else references
     out: dict[str, str] = {}
-    for item in items:
-        try:
-            prompt, ref = item
-        except (TypeError, ValueError):
-            raise ValueError(f"references are (prompt, reference) pairs or a dict {{prompt: reference}}; got "
-                             f"{item!r}") from None
+    for prompt, ref in pairs(references, "references are (prompt, reference) pairs"):
         for what, v in (("prompt", prompt), ("reference", ref)):
             if not isinstance(v, str) or not v.strip():
                 raise ValueError(f"a reference pair's {what} must be a non-empty string, got {v!r}")
@@ -422,7 +416,7 @@ class DiffuGuardSampler(DiffusionSampler):
     def _rank(self, blk, x0, remasking, gen, step, n_steps):
         if self.audit and self.sp_logit and self.sp_mode != "hidden":
             self._blk_logits = blk  # the last one of a block is what the block logit audit reads
-        p = _confidence(blk, x0, "low_confidence", gen)  # no draw
+        p = confidence(blk, x0, "low_confidence", gen)  # no draw
         a = self.alpha(step, n_steps)
         if a == 0.0:
             return p
@@ -522,7 +516,7 @@ class DiffuGuardSampler(DiffusionSampler):
             return False
         mask_id = int(lm.mask_id)
         r = torch.rand(free.shape, generator=gen, device=canvas.device).masked_fill(~free, -torch.inf)
-        remask = _top_k_mask(r, n_remask) & free
+        remask = top_k_mask(r, n_remask) & free
         old = canvas[:, lo:hi].clone()
         canvas[:, lo:hi] = torch.where(remask, mask_id, canvas[:, lo:hi])
         done[:, lo:hi] &= ~remask
@@ -539,8 +533,8 @@ class DiffuGuardSampler(DiffusionSampler):
             if self.alpha0 > 0:  # SAR on: the authors' refinement commits in the order of fresh uniform draws
                 conf = torch.rand(x0.shape, generator=gen, device=x0.device)
             else:  # SAR off (their low_confidence): by confidence
-                conf = _confidence(blk, x0, "low_confidence", gen)
-            pick = _top_k_mask(conf.masked_fill(done[:, lo:hi], -torch.inf), k_sched[:, s]) & ~done[:, lo:hi]
+                conf = confidence(blk, x0, "low_confidence", gen)
+            pick = top_k_mask(conf.masked_fill(done[:, lo:hi], -torch.inf), k_sched[:, s]) & ~done[:, lo:hi]
             canvas[:, lo:hi] = torch.where(pick, x0, canvas[:, lo:hi])
             done[:, lo:hi] |= pick
         return True

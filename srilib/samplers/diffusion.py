@@ -60,7 +60,6 @@ helpers.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -106,18 +105,26 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, gen: torch.Generator
     return (l64.exp() / (-torch.log(u)) ** temperature).argmax(-1)
 
 
+def pairs(mapping, what: str) -> list[tuple]:
+    """The ``(key, value)`` pairs of a dict or of a sequence of pairs; a clear error naming ``what`` (e.g.
+    "prefill entries are (position, text) pairs") for anything else."""
+    items = mapping.items() if isinstance(mapping, dict) else mapping
+    out = []
+    for item in items:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} or a dict; got {item!r}") from None
+        out.append((key, value))
+    return out
+
+
 def normalize_prefill(prefill, gen_length: int) -> tuple[tuple[int, str], ...] | None:
     """``{position: text}`` (or pairs) -> sorted ``((position, text), ...)``, checked against the canvas length."""
     if prefill is None:
         return None
-    items = prefill.items() if isinstance(prefill, dict) else prefill
     out = []
-    for item in items:
-        try:
-            pos, text = item
-        except (TypeError, ValueError):
-            raise ValueError(f"prefill entries are (position, text) pairs or a dict {{position: text}}; "
-                             f"got {item!r}") from None
+    for pos, text in pairs(prefill, "prefill entries are (position, text) pairs"):
         if isinstance(pos, str) and pos.strip().lstrip("-").isdigit():
             pos = int(pos)  # JSON round trips turn keys into strings
         if not isinstance(pos, (int, np.integer)) or isinstance(pos, bool):
@@ -131,7 +138,7 @@ def normalize_prefill(prefill, gen_length: int) -> tuple[tuple[int, str], ...] |
     return tuple(sorted(out)) or None
 
 
-def _top_k_mask(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def top_k_mask(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the ``k[b]`` highest entries of each row of ``conf`` (ties: lower index first)."""
     B, n = conf.shape
     order = conf.argsort(dim=1, descending=True, stable=True)
@@ -140,7 +147,7 @@ def _top_k_mask(conf: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return rank < k[:, None]
 
 
-def _confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, gen: torch.Generator) -> torch.Tensor:
+def confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, gen: torch.Generator) -> torch.Tensor:
     """Ranking score of each proposal [B, n] (higher = committed first)."""
     if remasking == "random":
         return torch.rand(x0.shape, generator=gen, device=x0.device)
@@ -158,7 +165,7 @@ def _confidence(logits: torch.Tensor, x0: torch.Tensor, remasking: str, gen: tor
     raise ValueError(f"unknown remasking {remasking!r}; use one of {', '.join(REMASKINGS)}")
 
 
-def _visible(tokens: torch.Tensor, done: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+def visible(tokens: torch.Tensor, done: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """Committed positions before the first committed end-of-text token (what a reader sees)."""
     stop = torch.isin(tokens, end) & done
     return done & (stop.long().cumsum(-1) == 0)
@@ -171,16 +178,16 @@ def _decode_seqs(tok, seqs: list[list[int]]) -> list[str]:
     return tok.batch_decode(seqs, skip_special_tokens=True)
 
 
-def _decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
+def decode(tok, tokens: np.ndarray, keep: np.ndarray) -> list[str]:
     """Decode each row's kept tokens in canvas order (special tokens skipped): rows of [..., L] -> flat list."""
     t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1])
     return _decode_seqs(tok, [row[m].tolist() for row, m in zip(t2, k2)])
 
 
-def _decode_runs(tok, tokens: np.ndarray, keep: np.ndarray, joined: list[str]) -> list[str]:
-    """Like :func:`_decode`, but each maximal run of consecutive kept positions is decoded on its own and the runs
+def decode_runs(tok, tokens: np.ndarray, keep: np.ndarray, joined: list[str]) -> list[str]:
+    """Like :func:`decode`, but each maximal run of consecutive kept positions is decoded on its own and the runs
     are joined by :data:`srilib.traces.RUN_SEPARATOR`, so that no text spans a masked gap. ``joined`` is
-    ``_decode(tok, tokens, keep)``, reused where a row has no gap."""
+    ``decode(tok, tokens, keep)``, reused where a row has no gap."""
     t2, k2 = tokens.reshape(-1, tokens.shape[-1]), keep.reshape(-1, keep.shape[-1]).astype(bool)
     starts = k2.copy()
     starts[:, 1:] &= ~k2[:, :-1]  # first position of each run
@@ -337,7 +344,7 @@ class _CanvasSampler(TracedLoop):
                 k = k_sched[:, s] if self.schedule == "llada" else \
                     dream_transfer_tokens((~done[:, lo:hi]).sum(1), s, steps_per_block)
                 conf = self._rank(blk, x0, remasking, gen, step, n_steps).masked_fill(done[:, lo:hi], -torch.inf)
-                pick = _top_k_mask(conf, k) & ~done[:, lo:hi]
+                pick = top_k_mask(conf, k) & ~done[:, lo:hi]
                 canvas[:, lo:hi] = torch.where(pick, x0, canvas[:, lo:hi])
                 done[:, lo:hi] |= pick
                 if rec_step:
@@ -354,8 +361,8 @@ class _CanvasSampler(TracedLoop):
                 if rec_step:
                     recs.append(self._record(canvas, done, pred, end, dec_pool if decision else pool, dec_pool))
         if not record:
-            keep = _visible(canvas, done, end)
-            return _decode(lm.tokenizer, canvas.cpu().numpy(), keep.cpu().numpy())
+            keep = visible(canvas, done, end)
+            return decode(lm.tokenizer, canvas.cpu().numpy(), keep.cpu().numpy())
         return self._assemble(lm, prompts, recs, layers, end)
 
     # ---- hooks for sampler variants (srilib.samplers.diffuguard); the defaults are the plain sampler exactly
@@ -363,8 +370,8 @@ class _CanvasSampler(TracedLoop):
               n_steps: int) -> torch.Tensor:
         """Commit score of each proposal in the current block [B, block] (higher = committed first) at ``step``
         (1-based) of ``n_steps``; ``blk`` are the block's logits (mask token at -inf). Default: the remasking
-        rule's :func:`_confidence` (same generator draws)."""
-        return _confidence(blk, x0, remasking, gen)
+        rule's :func:`confidence` (same generator draws)."""
+        return confidence(blk, x0, remasking, gen)
 
     def _after_block(self, lm, x: torch.Tensor, attn: torch.Tensor, P: int, canvas: torch.Tensor,
                      done: torch.Tensor, lo: int, hi: int, gen: torch.Generator, step: int, n_steps: int) -> bool:
@@ -377,7 +384,7 @@ class _CanvasSampler(TracedLoop):
     @staticmethod
     def _pool(hidden, canvas, done, end) -> dict:
         """Poolings of one pass's hidden states [B, L, K, D], with the committed positions of its input."""
-        vis = _visible(canvas, done, end)
+        vis = visible(canvas, done, end)
 
         def mean(w):
             w = w.float()
@@ -391,7 +398,7 @@ class _CanvasSampler(TracedLoop):
 
     @staticmethod
     def _record(canvas, done, pred, end, pool, dec_pool) -> dict:
-        vis = _visible(canvas, done, end)
+        vis = visible(canvas, done, end)
         rec = {"tokens": torch.where(done, canvas, -1), "done": done.clone(), "pred": pred, "vis": vis,
                "pred_vis": torch.isin(pred, end).long().cumsum(-1) == 0, "empty": pool["empty"],
                "generated": pool["generated"], "committed": pool["committed"], "canvas": pool["canvas"]}
@@ -402,9 +409,9 @@ class _CanvasSampler(TracedLoop):
     def _assemble(self, lm, prompts, recs: list[dict], layers, end) -> TraceSet:
         st = {k: torch.stack([r[k] for r in recs], dim=1).cpu().numpy() for k in recs[0]}
         B, T = st["tokens"].shape[:2]
-        step = _decode(lm.tokenizer, st["tokens"], st["vis"])
-        pred = _decode(lm.tokenizer, st["pred"], st["pred_vis"])
-        runs = _decode_runs(lm.tokenizer, st["tokens"], st["vis"], step)
+        step = decode(lm.tokenizer, st["tokens"], st["vis"])
+        pred = decode(lm.tokenizer, st["pred"], st["pred_vis"])
+        runs = decode_runs(lm.tokenizer, st["tokens"], st["vis"], step)
         step_texts = [step[b * T:(b + 1) * T] for b in range(B)]
         pred_texts = [pred[b * T:(b + 1) * T] for b in range(B)]
         want = self.poolings or DLM_POOLINGS

@@ -1,24 +1,18 @@
-"""Execute the book's notebooks for a profile with papermill, then build the book and check it offline
-(:mod:`srilib.offline`; benchmarks run from :mod:`srilib.bench`).
+"""Execute a profile's notebooks with papermill (:func:`run_profile`).
 
 ``notebooks/<name>.ipynb`` (thin sources) -> ``book/executed/<profile>/<name>.ipynb`` (executed, widget state
-saved; each profile keeps its own) -> copied to ``book/executed/`` for the pages (:func:`stage`) -> ``jupyter-book
-build`` (never re-executes) -> ``_build/<profile>/html``. Building one profile never touches another's notebooks
-or HTML. A notebook is only re-executed when its source, its parameters or the srilib source changed (a stamp in
-the executed notebook's metadata), or with ``force``.
-
-One failure never takes the book down: a run a chapter cannot analyse is reported in that chapter (see
-:func:`srilib.chapters.each_run`) and a notebook that fails is kept as far as it ran, with a note at its top and
-placeholders for the results the landing page pastes from it. The book is still built and checked; then
-:class:`BookIncomplete` names every failure in one line (``python -m srilib book`` exits 1).
+saved; each profile keeps its own). A notebook is only re-executed when its source, its parameters or the srilib
+source changed (a stamp in the executed notebook's metadata), or with ``force``.
 
 Before the notebooks, the trace plan of the notebooks to execute (:mod:`srilib.plan`) trains the organisms it
 needs and computes every trace its chapters declare; the trace store's log then shows, per notebook, what it still
 generated itself (the run summary and the execution record show the count: zero when the plan is complete).
 
-One room: the book's build is one pipeline, run top to bottom in this order (find the root, compute the trace
-plan and train its organisms, execute each notebook with its stamp, record failures, write the included tables,
-build, check offline), tied together by the run summary that :func:`make_book` reports from.
+One failure never stops the run: a run a chapter cannot analyse is reported in that chapter (see
+:func:`srilib.chapters.each_run`) and a notebook that fails is kept as far as it ran, with a note at its top and
+placeholders for the results the landing page pastes from it (:func:`mark_failed`). Every executed notebook is
+saved as the book shows it (:func:`present`); the run summary and the pages of the run record
+(:mod:`srilib.record`) are written at the end, whatever failed.
 """
 from __future__ import annotations
 
@@ -27,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,90 +28,17 @@ from html import escape as html_escape
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from .offline import check_offline
-from .paper import published_tables
 from .organisms.parallel import train_in_processes, training_groups
+from .paper import published_tables
 from .profiles import Profile
+from .record import (EXECUTED, EXECUTION_TABLE, GLANCE, ORGANISMS_SUMMARY, PAPER_NUMBERS, SOURCES, SUMMARY,
+                     executed_meta, execution_table, git_info, glance_page, organisms_summary, profile_store)
 
-EXECUTED = Path("book/executed")
-SOURCES = Path("notebooks")
-SUMMARY = "run_summary.json"
-EXECUTION_TABLE = "execution.md"  # included by book/reproduce.md
-PAPER_NUMBERS = "paper_numbers.md"  # included by book/paper.md
-ORGANISMS_SUMMARY = "organisms_summary.md"  # included by book/intro.md and book/limitations.md
-GLANCE = "glance.md"  # included by book/intro.md: every chapter's findings at a glance
-CHAPTER_SHORT = {"sri_geometry": "geometry", "sampling_vs_representation": "sampling",
-                 "incomplete_recovery": "recovery", "detector_transfer": "detector"}
 KERNEL = "python3"
 DEFAULT_TIMEOUT = 3600  # seconds per cell
 
 
-class BookIncomplete(RuntimeError):
-    """The book was built, but a chapter or a run failed (the message is the one-line summary)."""
-
-
-# ----------------------------------------------------------------------------------------------- locations
-def find_root(start: str | Path | None = None) -> Path:
-    """The repository root: ``start`` (default: the working directory) or the folder above the srilib package,
-    whichever holds ``_toc.yml``."""
-    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parent.parent]
-    for c in candidates:
-        if (c / "_toc.yml").is_file():
-            return c.resolve()
-    raise FileNotFoundError(f"no _toc.yml in {', '.join(map(str, candidates))}: run from the repository root "
-                            f"(the folder with _config.yml, _toc.yml and notebooks/) or pass --root")
-
-
-def profile_store(root: Path, profile: str) -> Path:
-    """Where one profile's executed notebooks and run record live, beside every other profile's:
-    ``book/executed/<profile>/``. The book reads the copies :func:`stage` puts in ``book/executed/``."""
-    return Path(root) / EXECUTED / profile
-
-
-def html_dir(root: Path, profile: str) -> Path:
-    """Where one profile's built book lives: ``_build/<profile>/html`` (its Sphinx caches beside it)."""
-    return Path(root) / "_build" / profile / "html"
-
-
-def stage(root: Path, profile: str) -> list[str]:
-    """Put a profile's executed notebooks and records where the book's pages read them (``book/executed/``),
-    replacing whatever another profile staged there; the profiles' own stores are never touched. Returns the
-    files staged."""
-    src, dst = profile_store(root, profile), Path(root) / EXECUTED
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in dst.iterdir():
-        if f.is_file():
-            f.unlink()
-    out = []
-    for f in sorted(src.iterdir()) if src.is_dir() else []:
-        if f.is_file():
-            shutil.copy2(f, dst / f.name)
-            out.append(f.name)
-    return out
-
-
-def _adopt_unstored(root: Path, profile: str) -> None:
-    """Executed notebooks of ``profile`` written before profiles had their own stores (directly in
-    ``book/executed/``) move into its store, so that they are not executed again."""
-    staged, store = Path(root) / EXECUTED, profile_store(root, profile)
-    if store.is_dir() or not staged.is_dir():
-        return
-    mine = [f for f in staged.glob("*.ipynb") if executed_meta(f).get("profile") == profile]
-    if not mine:
-        return
-    store.mkdir(parents=True)
-    for f in mine:
-        shutil.copy2(f, store / f.name)
-    summary = staged / SUMMARY
-    try:
-        if json.loads(summary.read_text()).get("profile") == profile:
-            shutil.copy2(summary, store / SUMMARY)
-    except (OSError, ValueError):
-        pass
-
-
+# -------------------------------------------------------------------------------------------------- stamps
 def srilib_source_hash() -> str:
     """Hash of every srilib source file (code and package data); any edit re-executes the notebooks."""
     pkg = Path(__file__).resolve().parent
@@ -136,27 +56,6 @@ def notebook_stamp(source: Path, params: dict, code_hash: str | None = None) -> 
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update((code_hash or srilib_source_hash()).encode())
     return h.hexdigest()[:16]
-
-
-def executed_meta(path: Path) -> dict:
-    """The ``srilib`` metadata the runner wrote into an executed notebook ({} if absent or unreadable)."""
-    try:
-        return json.loads(Path(path).read_text()).get("metadata", {}).get("srilib", {}) or {}
-    except (OSError, ValueError):
-        return {}
-
-
-def git_info(root: Path) -> dict:
-    """Commit and dirty flag of ``root`` (None when it is not a git checkout or has no commit)."""
-    def git(*args: str) -> str | None:
-        try:
-            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return r.stdout.strip() if r.returncode == 0 else None
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 # ----------------------------------------------------------------------------------------------- execution
@@ -202,7 +101,7 @@ def run_notebook(source: Path, output: Path, params: dict, *, cwd: Path, timeout
     return time.perf_counter() - t0
 
 
-# ----------------------------------------------------------------------------------------------- failures
+# ------------------------------------------------------------------------------- failures and presentation
 def failed_runs(nb: dict) -> list[dict]:
     """The runs a chapter reported as not analysed (outputs tagged by :func:`srilib.chapters.report_failure`)."""
     from .chapters import FAILED_RUN_KEY, output_records
@@ -285,49 +184,7 @@ def present(nb: dict, name: str, profile: str | None) -> dict:
     return {**nb, "cells": out}
 
 
-def execution_table(summary: dict) -> str:
-    """The chapters' execution record (Markdown) from a run summary: what ran, with which profile, when, for how
-    long, from which commit, and what failed."""
-    rows = ["| chapter | profile | started (UTC) | duration | status | runs left out | traces generated in the "
-            "notebook | commit |", "|---|---|---|---|---|---|---|---|"]
-    for name, e in (summary.get("notebooks") or {}).items():
-        dur = f"{e['elapsed_s']:.0f} s" if isinstance(e.get("elapsed_s"), (int, float)) else "–"
-        status = e.get("status", "–") + (f": {e['error']}" if e.get("error") else "")
-        left = ", ".join(r["run"] for r in e.get("failed_runs") or []) or "none"
-        commit = (e.get("git_commit") or "")[:10] or "–"
-        gen = e.get("traces_generated")
-        gen = "–" if gen is None else (str(len(gen)) if gen else "0 (all from the trace plan)")
-        rows.append(f"| {name} | {e.get('profile', '–')} | {e.get('started_at', '–')} | {dur} | "
-                    f"{status.replace('|', '/')} | {left} | {gen} | {commit} |")
-    cached = sum(e.get("status") == "cached" for e in (summary.get("notebooks") or {}).values())
-    trained = ", ".join(f"{k} {v:.0f} s" for k, v in (summary.get("organisms_s") or {}).items()) or "none needed"
-    head = (f"Profile `{summary.get('profile')}` on {summary.get('hardware')} hardware; the latest `python -m "
-            f"srilib run` finished {summary.get('finished_at')} after {summary.get('wall_s', 0):.0f} s (organism "
-            f"training: {trained})"
-            + (f"; it re-used {cached} chapter(s) marked *cached*, whose inputs had not changed since the execution "
-               "the row shows (its start and duration)." if cached else "."))
-    plan = summary.get("trace_plan") or {}
-    if plan.get("error"):
-        head += f" The trace plan could not be built ({plan['error']}); the notebooks generated their own traces."
-    elif plan:
-        head += (f" Before the notebooks, the trace plan (srilib.plan) computed {plan['computed']} of the "
-                 f"{plan['distinct']} distinct trace sets the chapters declare ({plan['cached']} were in the cache, "
-                 f"{len(plan['failed'])} failed) in {plan['seconds']:.0f} s.")
-    return head + "\n\n" + "\n".join(rows) + "\n"
-
-
-def failure_summary(summary: dict) -> str:
-    """One line naming every failed notebook and every run left out of a chapter ('' when none)."""
-    parts = []
-    for name, e in (summary.get("notebooks") or {}).items():
-        if e.get("status") == "failed":
-            parts.append(f"{name} FAILED ({e.get('error', 'see the notebook')})")
-        for r in e.get("failed_runs") or []:
-            parts.append(f"{name}: run {r['run']} left out ({r['error'][:160]})")
-    return "; ".join(parts)
-
-
-# ----------------------------------------------------------------------------------------------- organisms
+# ---------------------------------------------------------------------------- organisms and the trace plan
 def organisms_among(models: Sequence[str], to_train: bool = False) -> list[str]:
     """The model organisms (srilib.organisms, incl. ``-tiny`` variants) among ``models`` (e.g. a trace plan's
     :meth:`~srilib.plan.TracePlan.models`), in order; ``to_train`` keeps only those without shipped weights."""
@@ -336,41 +193,6 @@ def organisms_among(models: Sequence[str], to_train: bool = False) -> list[str]:
 
     out = list(dict.fromkeys(resolve_name(m) for m in models if m.removesuffix("-tiny") in ORGANISMS))
     return [n for n in out if not record(n)] if to_train else out
-
-
-def organisms_summary() -> str:
-    """The shipped models' measured preconditions as bullets: the v3 pair's (data/preconditions_v3.json), then
-    v2's (data/preconditions.json)."""
-    from .organisms.preconditions import REPORT_FILE, REPORT_V3_FILE, summary_text
-
-    if not REPORT_FILE.is_file():
-        return (f"*The organisms' preconditions have not been measured yet ({REPORT_FILE.name} is missing: run "
-                "`python -m srilib.organisms.check --book --out srilib/organisms/data/preconditions.json`).*")
-    parts = [summary_text(json.loads(f.read_text()), v3=f is REPORT_V3_FILE)
-             for f in (REPORT_V3_FILE, REPORT_FILE) if f.is_file()]
-    return "\n\n".join(parts)
-
-
-def glance_page(out_dir: Path, names: Sequence[str]) -> str:
-    """The landing page's findings table: the headline findings every executed chapter of ``names`` recorded
-    (:mod:`srilib.chapters.glance`; each chapter's page opens with all of its own), in the profile's order, each
-    row linked to its chapter."""
-    from .chapters.glance import collect, glance_markdown, headlines
-
-    findings, links = [], []
-    for n in names:
-        p = Path(out_dir) / f"{n}.ipynb"
-        if not p.is_file():
-            continue
-        try:
-            fs = headlines(collect(json.loads(p.read_text())))
-        except ValueError:
-            continue
-        findings += fs
-        links += [f"{{doc}}`{CHAPTER_SHORT.get(n, n)} </{EXECUTED.as_posix()}/{n}>`"] * len(fs)
-    if not findings:
-        return "*No chapter of this build has recorded its findings yet: run `make book`.*\n"
-    return glance_markdown(findings, chapters=links) + "\n"
 
 
 def pretrain_organisms(models: Sequence[str], root: Path, *, jobs: int = 2, heartbeat: float = 60.0
@@ -403,6 +225,27 @@ def run_plan(profile: Profile, root: Path, names: Sequence[str]) -> tuple[dict, 
     print(f"trace plan: {report['distinct']} distinct sets, {report['computed']} computed, {report['cached']} "
           f"from the cache, {len(report['failed'])} failed, in {report['seconds']:.0f} s", flush=True)
     return trained, report
+
+
+# ------------------------------------------------------------------------------------------------- the run
+def _adopt_unstored(root: Path, profile: str) -> None:
+    """Executed notebooks of ``profile`` written before profiles had their own stores (directly in
+    ``book/executed/``) move into its store, so that they are not executed again."""
+    staged, store = Path(root) / EXECUTED, profile_store(root, profile)
+    if store.is_dir() or not staged.is_dir():
+        return
+    mine = [f for f in staged.glob("*.ipynb") if executed_meta(f).get("profile") == profile]
+    if not mine:
+        return
+    store.mkdir(parents=True)
+    for f in mine:
+        shutil.copy2(f, store / f.name)
+    summary = staged / SUMMARY
+    try:
+        if json.loads(summary.read_text()).get("profile") == profile:
+            shutil.copy2(summary, store / SUMMARY)
+    except (OSError, ValueError):
+        pass
 
 
 def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = None, force: bool = False,
@@ -506,107 +349,3 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         write_summary()
     print(f"run: {len(names)} notebook(s) in {summary['wall_s']:.1f} s; summary in {summary_path.relative_to(root)}")
     return summary
-
-
-# ----------------------------------------------------------------------------------------------- the book
-def toc_files(toc: Path) -> list[str]:
-    """Every document (``root`` and ``file`` entries) a Jupyter Book ``_toc.yml`` names, in order."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in ("root", "file") and isinstance(v, str):
-                    found.append(v)
-                else:
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(yaml.safe_load(Path(toc).read_text()))
-    return found
-
-
-def check_toc(root: Path, toc: Path, profile: Profile | None = None) -> None:
-    """Fail clearly when a page of the toc is missing or an executed notebook came from another profile."""
-    problems = []
-    for doc in toc_files(toc):
-        p = root / doc
-        hits = [p.with_name(p.name + s) for s in ("", ".md", ".ipynb", ".rst") if p.with_name(p.name + s).is_file()]
-        executed = Path(doc).parent == EXECUTED
-        name = Path(doc).name
-        if not hits:
-            if not executed:
-                problems.append(f"{doc}: no such page")
-            elif not (root / SOURCES / f"{name}.ipynb").is_file():
-                problems.append(f"{doc}: {SOURCES}/{name}.ipynb does not exist yet; write it, or build with "
-                                f"--toc FILE naming only the chapters that exist")
-            else:
-                problems.append(f"{doc}: not executed; add `{name}` to the profile and run "
-                                f"`python -m srilib run --profile {profile.name if profile else 'NAME'} --only {name}`")
-        elif executed and profile is not None:
-            ran = executed_meta(hits[0]).get("profile")
-            if ran != profile.name:
-                problems.append(f"{doc}: executed with profile {ran!r}, not {profile.name!r}; add `{name}` to "
-                                f"{profile.path or 'the profile'} so that every chapter uses one profile")
-    if problems:
-        raise RuntimeError(f"the table of contents {toc} cannot be built:\n  " + "\n  ".join(problems))
-
-
-def build_book(root: Path, *, toc: Path | None = None, all_pages: bool = False, profile: str = "cpu") -> Path:
-    """``jupyter-book build`` with warnings as errors of what ``book/executed/`` holds (:func:`stage`), into the
-    profile's own folder; returns :func:`html_dir` (``_build/<profile>/html``)."""
-    out = Path(root) / "_build" / profile
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
-           "-W", "--keep-going", "--path-output", str(out)]
-    if toc is not None:
-        cmd += ["--toc", str(toc)]
-    if all_pages:
-        cmd.append("--all")
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=root)
-    if r.returncode != 0:
-        raise RuntimeError(f"jupyter-book build failed (exit {r.returncode}); every Sphinx warning is an error, "
-                           f"see the messages above")
-    html = html_dir(root, profile)
-    if html.exists():
-        shutil.rmtree(html)
-    os.replace(out / "_build" / "html", html)  # jupyter-book writes <path-output>/_build/html
-    print(f"book: built in {time.perf_counter() - t0:.1f} s")
-    return html
-
-
-def vendor_js(root: Path, *, force: bool = False) -> Path:
-    """Vendor require.js, the widget HTML manager and MathJax into ``book/_static/vendor``."""
-    from .vendor import vendor
-    return vendor(root / "book" / "_static", root / ".cache" / "npm", force=force)
-
-
-def make_book(profile: Profile, root: Path, *, toc: Path | None = None, force: bool = False,
-              timeout: int | None = DEFAULT_TIMEOUT, all_pages: bool = True) -> Path:
-    """Vendor, execute, build (-W) and check that the book loads nothing from the network.
-
-    ``all_pages`` (default) re-reads every page: an incremental Sphinx build does not repeat the warnings of
-    unchanged pages, so a page that failed -W once could pass unchanged the second time.
-    Returns the page to open (``_build/<profile>/html/index.html``). Another profile's executed notebooks and
-    built book are left as they are.
-    """
-    root = Path(root)
-    t0 = time.perf_counter()
-    vendor_js(root)
-    summary = run_profile(profile, root, force=force, timeout=timeout)
-    stage(root, profile.name)
-    toc = Path(toc) if toc is not None else root / "_toc.yml"
-    check_toc(root, toc, profile)
-    html = build_book(root, toc=toc if toc != root / "_toc.yml" else None, all_pages=all_pages,
-                      profile=profile.name)
-    remote = check_offline(html)
-    if remote:
-        raise RuntimeError("the built book loads files from the network (it must work offline):\n  "
-                           + "\n  ".join(remote[:50]) + ("\n  ..." if len(remote) > 50 else ""))
-    index = html / "index.html"
-    print(f"book: offline check passed; total {time.perf_counter() - t0:.1f} s\nOpen {index}")
-    failed = failure_summary(summary)
-    if failed:
-        raise BookIncomplete(f"the book was built ({index}) but not everything ran: {failed}")
-    return index
