@@ -173,7 +173,8 @@ def private_imports() -> list[str]:
     for name, path in MODULES.items():
         for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("srilib")):
-                out += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                out += [f"{name}: {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
     return sorted(out)
 
 

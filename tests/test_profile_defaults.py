@@ -63,7 +63,10 @@ def test_the_exceptions_still_name_real_parameters():
     values, found = profile_values(), set()
     for name in MODULES:
         for attr, obj in vars(importlib.import_module(name)).items():
-            fns = [(attr, obj)] if inspect.isfunction(obj) else [
-                (f"{attr}.{k}", v) for k, v in vars(obj).items() if inspect.isfunction(v)] if inspect.isclass(obj) else []
+            if inspect.isfunction(obj):
+                fns = [(attr, obj)]
+            else:
+                fns = [(f"{attr}.{k}", v) for k, v in vars(obj).items() if inspect.isfunction(v)] \
+                    if inspect.isclass(obj) else []
             found |= {(label, p) for label, fn in fns for p in inspect.signature(fn).parameters if p in values}
     assert set(NOT_A_PROFILE_PARAMETER) <= found

@@ -63,8 +63,8 @@ def _outputs() -> dict:
     out["cluster bootstrap two samples"] = cluster_bootstrap_ci((x, y), (g, h), lambda u, v: u.mean() - v.mean(),
                                                                 n_boot=400, seed=2)
     lab = rng.random(50) < 0.5
-    out["cluster bootstrap of indices"] = cluster_bootstrap_ci(np.arange(50), g, lambda i: (lab[i] == (x[i] > 0)).mean(),
-                                                               n_boot=300, seed=3)
+    out["cluster bootstrap of indices"] = cluster_bootstrap_ci(
+        np.arange(50), g, lambda i: (lab[i] == (x[i] > 0)).mean(), n_boot=300, seed=3)
 
     out["delta newcombe"] = _est(delta(wilson(56, 70), wilson(48, 80)))
     base = rng.random(40) < 0.5

@@ -224,7 +224,8 @@ def freeze_v3_text(manifest: dict) -> str:
     if not f:
         return "*Not frozen yet: run `python -m srilib.organisms.rebuild --freeze-v3 STATEMENT --iteration ...`.*"
     lines = [f"- Frozen on **{f['date']}** (UTC). Corpus sha256 `{f['corpus_sha256']}` (the v2 corpus, unchanged); "
-             f"v3 code version `{f['code_version']}`{renamed_note(manifest, f['code_version'])}; starts from the shipped v2 adapter of `smollm2-135m-refusal` "
+             f"v3 code version `{f['code_version']}`{renamed_note(manifest, f['code_version'])}; starts from the "
+             "shipped v2 adapter of `smollm2-135m-refusal` "
              f"(files hash `{f['starts_from']['smollm2-135m-refusal']}`).",
              f"- Statement: \"{f['statement']}\"",
              "- Recipes: " + "; ".join(f"`{k}` " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in
