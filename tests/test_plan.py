@@ -48,6 +48,28 @@ def test_source_notebooks_default_to_the_cpu_profile():
         assert not differ, f"{name}: notebook default vs cpu profile: {differ}"
 
 
+def logic_in_cells(path: Path) -> list[str]:
+    """Every function definition, lambda, class or try block in a notebook's code cells, as 'cell N: Kind'."""
+    import ast
+    import json
+
+    out = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] == "code":
+            tree = ast.parse("".join(cell["source"]))
+            out += [f"cell {i}: {type(n).__name__}" for n in ast.walk(tree)
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.Try))]
+    return out
+
+
+def test_notebook_cells_hold_no_function_and_no_try(tmp_path):
+    """Notebooks are thin: the logic lives in srilib (tested), a cell only calls it, plots and shows."""
+    assert {c: logic_in_cells(REPO / "notebooks" / f"{c}.ipynb") for c in CHAPTERS} == {c: [] for c in CHAPTERS}
+    fat = tmp_path / "fat.ipynb"
+    fat.write_text('{"cells": [{"cell_type": "code", "source": ["try:\\n    f = lambda m: m\\nexcept Exception:\\n    pass"]}]}')
+    assert logic_in_cells(fat) == ["cell 0: Try", "cell 0: Lambda"]
+
+
 def test_the_smoke_plan_declares_every_chapter_and_dedupes():
     plan = build_plan("smoke", REPO)
     assert {n.chapter for n in plan.needs} == set(CHAPTERS)
