@@ -2,6 +2,7 @@
 disjointness from every other prompt set of the project (built-in sets, the organisms' check set and corpora)."""
 import json
 import re
+from collections import Counter, defaultdict
 from importlib import resources
 
 import pytest
@@ -61,7 +62,15 @@ def test_families_disjoint_from_every_other_prompt_set():
     # nor near-copies: no family prompt shares >= 70% of its word set with a prompt of another set
     words = lambda t: frozenset(re.findall(r"[a-z]+", t))  # noqa: E731
     others = [words(t) for t in builtin | check | corpus]
-    near = [t for t, w in ((t, words(t)) for t in own) for o in others if len(w & o) >= 0.7 * len(w | o)]
+    index = defaultdict(list)  # word -> the other prompts holding it: only prompts sharing a word are compared
+    for i, o in enumerate(others):
+        for x in o:
+            index[x].append(i)
+    near = []
+    for t in own:
+        w = words(t)
+        shared = Counter(i for x in w for i in index[x])
+        near += [t for i, k in shared.items() if k >= 0.7 * (len(w) + len(others[i]) - k)]  # |w & o| / |w | o|
     assert not near, f"near-copies of other prompt sets: {near[:3]}"
     # the external family is the organisms' check set itself, never trained on: not in the corpora either
     assert EXTERNAL_FAMILIES["organism_check"][-1] == "broad_harmless.txt" and not check & corpus

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -46,6 +47,12 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 
+@lru_cache(maxsize=None)
+def parsed(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed once per test session."""
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
 def _imports(tree: ast.AST):
     """Every Import / ImportFrom node of a module: at module level, in functions, under main guards, anywhere."""
     return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
@@ -63,7 +70,7 @@ def imports_of(name: str) -> set[str]:
     path = MODULES[name]
     here = name if path.name == "__init__.py" else name.rpartition(".")[0]  # the package of this module
     out = set()
-    for node in _imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in _imports(parsed(path)):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         else:
@@ -171,7 +178,7 @@ def private_imports() -> list[str]:
     """``module: name`` for every private name (one leading underscore) that a srilib module imports from another."""
     out = []
     for name, path in MODULES.items():
-        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _imports(parsed(path)):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("srilib")):
                 out += [f"{name}: {a.name}" for a in node.names
                         if a.name.startswith("_") and not a.name.startswith("__")]
@@ -213,7 +220,7 @@ def test_the_organisms_corpus_and_training_code_are_not_a_circle():
 
 
 def _docstring(path: Path) -> str:
-    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return ast.get_docstring(parsed(path)) or ""
 
 
 def long_modules_without_a_reason() -> list[str]:
@@ -236,10 +243,10 @@ def test_long_modules_say_why_they_are_one_room():
 
 def test_the_room_check_reads_the_reason(tmp_path, monkeypatch):
     long = "\n" * (MAX_LINES + 1)
-    for doc, flagged in [("Tools.", True), ("One room: short.", True),
-                         ("Tools. One room: one algorithm and its batching.", False)]:
-        (tmp_path / "m.py").write_text(f'"""{doc}"""{long}')
-        monkeypatch.setattr(sys.modules[__name__], "MODULES", {"m": tmp_path / "m.py"})
+    for i, (doc, flagged) in enumerate([("Tools.", True), ("One room: short.", True),
+                                        ("Tools. One room: one algorithm and its batching.", False)]):
+        (tmp_path / f"m{i}.py").write_text(f'"""{doc}"""{long}')  # a new file each time: trees are parsed once
+        monkeypatch.setattr(sys.modules[__name__], "MODULES", {"m": tmp_path / f"m{i}.py"})
         monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
         assert bool(long_modules_without_a_reason()) is flagged, doc
 
@@ -251,7 +258,7 @@ def test_every_model_is_registered_by_its_literal_name():
 
     literal, computed = set(), []
     for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parsed(path)):
             if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args
                     and isinstance(node.args[0], ast.Call) and getattr(node.args[0].func, "id", None) == "ModelSpec"):
                 first = node.args[0].args[0] if node.args[0].args else None
