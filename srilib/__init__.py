@@ -3,7 +3,7 @@
 Companion to "Step-Wise Refusal Dynamics in Autoregressive and Diffusion Language Models" (arXiv 2602.02600).
 Data flows one way: prompts -> attacks -> sampler(model) -> TraceStore -> analyses -> figures -> notebooks -> book.
 """
-from .refusal import REFUSAL_PHRASES, is_refusal, text_signal, text_signals
+from .judges import REFUSAL_PHRASES, is_refusal, text_signal, text_signals
 from .signal import AnchorError, Anchors, build_anchors, sri_signal, zone
 from .traces import TraceSet, TraceStore, generate_traces
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .metrics import attack_success_rate, refusal_rate
-from .refusal import normalize
+from .judges import normalize
 from .stats import Rate, request_interval
 
 REFUSAL_TEXT = "I'm sorry, but I cannot help with that request."

@@ -263,7 +263,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         raise FileNotFoundError(f"profile {profile.name!r} names notebooks with no source: "
                                 f"{', '.join(f'{SOURCES}/{n}.ipynb' for n in missing)}; write them or remove "
                                 f"them from {profile.path or 'the profile'}")
-    from .params import check_profile
+    from .profiles import check_profile
     check_profile(profile, root)  # every chapter's parameters, before any model loads or trace is computed
     os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .refusal import is_refusal
+from .judges import is_refusal
 
 GROUPS = ("harmless", "harmful", "refusal")  # paper Figure 13: complied-harmless, complied-harmful, refused
 

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .judges import judge_unique
-from .refusal import is_refusal
+from .judges import is_refusal
 from .stats import Rate
 
 DEFAULT_LAMBDA_R: tuple[float, ...] = (0.5, 0.3, 0.1)
@@ -152,14 +152,14 @@ def internal_recovery_rate(sigma, lambda_c: float = DEFAULT_LAMBDA_C,
 
 def text_recovery_rate(text_signal, lambda_c: float = DEFAULT_LAMBDA_C,
                        lambda_r: float | Sequence[float] = DEFAULT_LAMBDA_R, conf: float = 0.95) -> dict[float, Rate]:
-    """The IRR definition applied to the text-level signal ([N, T] of 0/1, :func:`srilib.refusal.text_signals`).
+    """The IRR definition applied to the text-level signal ([N, T] of 0/1, :func:`srilib.judges.text_signals`).
 
     With a 0/1 signal every threshold gives the same answer: the text had not refused at some step before the
     end and has refused by the end. Compare it with :func:`internal_recovery_rate` on the same generations.
     """
     x = _check_signal(text_signal, "text_signal")
     if not np.isin(x, (0.0, 1.0)).all():
-        raise ValueError("text_signal must contain only 0 and 1 (srilib.refusal.text_signals); for the SRI "
+        raise ValueError("text_signal must contain only 0 and 1 (srilib.judges.text_signals); for the SRI "
                          "signal use internal_recovery_rate")
     return _recovery(x, lambda_c, lambda_r, conf)
 

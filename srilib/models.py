@@ -147,6 +147,17 @@ REGISTRY: dict[str, ModelSpec] = {}
 LOADERS: dict[str, Callable[..., LoadedModel]] = {}
 
 
+def left_pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists; returns (input_ids [B, P], attention_mask [B, P])."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        mask[i, width - len(x):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
 def register(spec: ModelSpec) -> ModelSpec:
     """Add (or replace) a named model."""
     REGISTRY[spec.name] = spec

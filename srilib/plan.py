@@ -1,13 +1,13 @@
 """The traces a book needs, declared by its chapters, computed once, ahead of the notebooks.
 
-Generate once, analyse many: every chapter module has ``trace_needs(params) -> list[Need]``, the traces its
-notebook reads for the notebook's parameters (the profile's values over the notebook's own defaults). One planner
-(:func:`build_plan`) unions the chapters' needs and :meth:`TracePlan.run` computes them, in one process, deduplicated
-by what produces a trace (settings, run, sampler variant, prompts), each into the shared trace cache, so that the
-notebooks then only read. ``python -m srilib book`` runs the plan before the notebooks and records, per notebook,
-how many trace sets it still had to generate (the trace store's log, :meth:`srilib.traces.TraceStore.generated`):
-zero when the chapters declare what they read. ``srilib.distributed`` shards the same plan over GPUs with
-accelerate.
+Generate once, analyse many: every chapter (:mod:`srilib.chapters.chapter`) has ``trace_needs() -> list[Need]``, the
+traces its notebook reads for the notebook's parameters (the profile's values over the notebook's own defaults). One
+planner (:func:`build_plan`) unions the chapters' needs and :meth:`TracePlan.run` computes them, in one process,
+deduplicated by what produces a trace (settings, run, sampler variant, prompts), each into the shared trace cache, so
+that the notebooks then only read. ``python -m srilib book`` runs the plan before the notebooks and records, per
+notebook, how many trace sets it still had to generate (the trace store's log,
+:meth:`srilib.traces.TraceStore.generated`): zero when the chapters declare what they read. ``srilib.distributed``
+shards the same plan over GPUs with accelerate.
 
 A need's prompts are a list, or a function of nothing that returns them (the adaptive attacks: their prompts
 exist only once the search ran; the search itself is cached by :mod:`srilib.adaptive`). One failing need never
@@ -15,7 +15,6 @@ stops the plan: it is recorded, and the chapter that reads it reports the same f
 """
 from __future__ import annotations
 
-import ast
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -23,13 +22,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .experiment import Experiment, Run
+from .profiles import notebook_params
 
-# Notebook name -> the chapter module whose ``trace_needs`` declares its traces (notebooks not listed here read
-# no trace). The detector chapter's sits in its own module, above the chapter's other modules.
-CHAPTERS = {"sri_geometry": "srilib.chapters.geometry",
-            "sampling_vs_representation": "srilib.chapters.sampling",
-            "incomplete_recovery": "srilib.chapters.recovery",
-            "detector_transfer": "srilib.chapters.detector_chapter"}
+# Notebook name -> its chapter's class in srilib.chapters.chapter, whose ``trace_needs()`` declares the traces the
+# notebook reads (notebooks not listed here read no trace). Named, not imported: the chapters stand on this module.
+CHAPTER_MODULE = "srilib.chapters.chapter"
+CHAPTERS = {"sri_geometry": "GeometryChapter", "sampling_vs_representation": "SamplingChapter",
+            "incomplete_recovery": "RecoveryChapter", "detector_transfer": "DetectorChapter"}
 
 
 @dataclass
@@ -123,34 +122,6 @@ def standard_needs(chapter: str, exp: Experiment, run: Run, sets, harmless: bool
     return needs_for(chapter, exp, run, named)
 
 
-# ----------------------------------------------------------------------------------------------- parameters
-def notebook_defaults(path: str | Path) -> dict:
-    """The defaults of a notebook's ``parameters`` cell, as papermill reads them (``papermill.inspect_notebook``),
-    evaluated as Python literals; a default that is not a literal is left out."""
-    import papermill as pm
-
-    out = {}
-    for name, p in pm.inspect_notebook(str(path)).items():
-        try:
-            out[name] = ast.literal_eval(p["default"])
-        except (ValueError, SyntaxError):
-            pass
-    return out
-
-
-def notebook_params(profile, notebook: str, root: str | Path | None = None) -> dict:
-    """A notebook's parameters as papermill gives them to it in the book: the profile's values over the
-    notebook's own defaults."""
-    root = Path(root) if root is not None else default_root()
-    path = root / "notebooks" / f"{notebook}.ipynb"
-    return {**(notebook_defaults(path) if path.is_file() else {}), **profile.params_for(notebook)}
-
-
-def default_root() -> Path:
-    cwd = Path.cwd()
-    return cwd if (cwd / "notebooks").is_dir() else Path(__file__).resolve().parent.parent
-
-
 # ----------------------------------------------------------------------------------------------- the plan
 @dataclass
 class TracePlan:
@@ -226,8 +197,8 @@ def build_plan(profile, root: str | Path | None = None, notebooks: Sequence[str]
     for nb in notebooks or prof.notebooks:
         if nb not in CHAPTERS:
             continue
-        module = importlib.import_module(CHAPTERS[nb])
-        plan.needs += module.trace_needs(notebook_params(prof, nb, root))
+        chapter = getattr(importlib.import_module(CHAPTER_MODULE), CHAPTERS[nb])
+        plan.needs += chapter(notebook_params(prof, nb, root), check=False).trace_needs()  # a bad run: one failed need
     shared: dict = {}  # one loaded copy of each model for every chapter's experiment
     for n in plan.needs:
         if n.exp is not None:

@@ -9,13 +9,29 @@ A profile is a YAML file (``srilib/profiles/<name>.yaml`` or any path)::
     notebooks:                   # run in this order
       sri_geometry: {models: [smollm2-135m], n_anchor: 120}
 
-The parameters a notebook receives are ``{**common, **notebooks[name]}``; papermill injects them.
+The parameters a notebook receives are ``{**common, **notebooks[name]}`` over the defaults of its ``parameters``
+cell (:func:`notebook_params`); papermill injects them.
+
+Checked all at once before any model loads (:func:`check_params`): every chapter checks its parameters first
+(:class:`srilib.chapters.chapter.Chapter`), and ``python -m srilib run`` checks each chapter's profile parameters
+the same way before the trace plan starts (:func:`check_profile`). One :class:`ParameterError` names every bad
+parameter with what it got and how to fix it, so that a typo in a run name or ``tau = -1`` stops a chapter at once
+instead of after its models load (or, worse, after it has printed findings about runs that never ran). Rules are
+per parameter name (a name means the same in every chapter): types, ranges (``tau > 0``, thresholds in (0, 1),
+counts >= 1), run names (registered model, known sampler), attack names, the judges' forms and the adaptive
+attacks' sections. A name without a rule is not checked here.
+
+One room: one way to configure a run, from the profile to the values a chapter receives.
 """
 from __future__ import annotations
 
+import ast
+import math
 import re
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
+from typing import Callable, Mapping
 
 import yaml
 
@@ -114,3 +130,252 @@ def load_profile(name_or_path: str | Path) -> Profile:
     except yaml.YAMLError as e:
         raise ValueError(f"profile {path} is not valid YAML: {e}") from e
     return parse_profile(data, path)
+
+
+# ------------------------------------------------------------------------------- a notebook's parameters
+def notebook_defaults(path: str | Path) -> dict:
+    """The defaults of a notebook's ``parameters`` cell, as papermill reads them (``papermill.inspect_notebook``),
+    evaluated as Python literals; a default that is not a literal is left out."""
+    import papermill as pm
+
+    out = {}
+    for name, p in pm.inspect_notebook(str(path)).items():
+        try:
+            out[name] = ast.literal_eval(p["default"])
+        except (ValueError, SyntaxError):
+            pass
+    return out
+
+
+def notebook_params(profile, notebook: str, root: str | Path | None = None) -> dict:
+    """A notebook's parameters as papermill gives them to it in the book: the profile's values over the
+    notebook's own defaults."""
+    root = Path(root) if root is not None else default_root()
+    path = root / "notebooks" / f"{notebook}.ipynb"
+    return {**(notebook_defaults(path) if path.is_file() else {}), **profile.params_for(notebook)}
+
+
+def default_root() -> Path:
+    """The repository root: the working directory when it holds ``notebooks/``, else the checkout srilib is in."""
+    cwd = Path.cwd()
+    return cwd if (cwd / "notebooks").is_dir() else Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------- the parameters' rules
+class ParameterError(ValueError):
+    """Bad chapter parameters: ``problems`` holds one line per parameter (name, value, fix)."""
+
+    def __init__(self, chapter: str, problems: list[str]):
+        self.chapter, self.problems = chapter, problems
+        super().__init__(f"{len(problems)} bad parameter(s) for {chapter}; nothing was run:\n  - "
+                         + "\n  - ".join(problems))
+
+
+def _int(lo: int = 1) -> Callable:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < lo:
+            return f"an integer >= {lo}"
+    return check
+
+
+def _num(lo: float, hi: float | None = None, open_lo: bool = True, open_hi: bool = True) -> Callable:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, Real) or math.isnan(v):
+            return "a number" + _range(lo, hi, open_lo, open_hi)
+        if (v <= lo if open_lo else v < lo) or (hi is not None and (v >= hi if open_hi else v > hi)):
+            return "a number" + _range(lo, hi, open_lo, open_hi)
+    return check
+
+
+def _range(lo, hi, open_lo, open_hi) -> str:
+    if hi is None:
+        return f" {'>' if open_lo else '>='} {lo:g}"
+    return f" in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+
+
+def _optional(check: Callable) -> Callable:
+    return lambda v: None if v is None else (lambda e: e and f"None or {e}")(check(v))
+
+
+def _list_of(check: Callable, empty_ok: bool = False) -> Callable:
+    """A list whose every item passes ``check``; the message names each bad item with what it must be."""
+    def run(v):
+        if not isinstance(v, (list, tuple)) or (not v and not empty_ok):
+            return f"a {'' if empty_ok else 'non-empty '}list, each item {check(object()) or 'valid'}"
+        bad = [f"{x!r} must be {e}" for x in v if (e := check(x))]
+        if bad:
+            return "a list of valid items: " + "; ".join(bad)
+    return run
+
+
+def _choice(*options) -> Callable:
+    return lambda v: None if v in options else f"one of {', '.join(repr(o) for o in options)}"
+
+
+def _bool(v):
+    return None if isinstance(v, bool) else "True or False"
+
+
+def _run(v):
+    """A run name that resolves: registered model, known sampler for its kind (no model is loaded)."""
+    from .experiment import resolve_run
+    from .models import masked_diffusion
+    from .samplers.block_diffusion import BLOCK_DIFFUSION_NAMES
+    from .samplers.diffusion import DIFFUGUARD_NAMES, SAMPLER_NAMES
+
+    if not isinstance(v, str):
+        return "a run name 'model' or 'model@sampler'"
+    try:
+        run = resolve_run(v)
+    except ValueError as e:
+        return f"a run that resolves ({e})"
+    ok = (("ar", "ar-greedy") if run.kind == "ar" else SAMPLER_NAMES + DIFFUGUARD_NAMES if masked_diffusion(run.model)
+          else BLOCK_DIFFUSION_NAMES + ("dlm-ar",))
+    if run.sampler not in ok:
+        return f"a known sampler for the {run.kind.upper()} model {run.model}: {', '.join(ok)}"
+
+
+def _model(v):
+    from .models import REGISTRY, list_models
+
+    if v not in REGISTRY:
+        return f"a registered model: {', '.join(list_models())}"
+
+
+def _attack(v):
+    from .attacks import ATTACKS
+
+    return None if v in ATTACKS else f"a known attack: {', '.join(ATTACKS)}"
+
+
+def _canvas_attack(v):
+    from .canvas_attacks import CANVAS_ATTACKS
+
+    return None if v in CANVAS_ATTACKS else f"a known canvas attack: {', '.join(CANVAS_ATTACKS)}"
+
+
+def _judge(v):
+    if v == "heuristic" or (isinstance(v, str) and v.startswith("llm:") and len(v) > 4):
+        return None
+    return "'heuristic' or 'llm:<hub id>' (e.g. 'llm:meta-llama/Llama-Guard-3-8B')"
+
+
+_COUNTS = {"n_requests": 0, "n_iterations": 0, "n_restarts": 1, "n_candidates": 1, "n_tokens_adv": 1,
+           "n_streams": 1, "max_new_tokens": 1, "judge_max_calls": 1}
+
+
+def _guard_model(v):
+    if v is not None and not (isinstance(v, str) and v):
+        return "None (not run), 'auto' (Llama Guard 3 when a GPU is there) or a Hugging Face model name"
+
+
+def _profile(v):
+    if not (isinstance(v, str) and v):
+        return "the profile's name or path (a label; the values come from the profile)"
+
+
+def _section(name: str, *runs_keys: str) -> Callable:
+    """An adaptive attack's section (``random_search`` / ``pair``): None (off) or a dict of known keys."""
+    def check(v):
+        if v is None:
+            return None
+        if not isinstance(v, Mapping):
+            return "None (off) or a dict such as the profile's"
+        problems = [f"{k}: {e}" for k, c in _COUNTS.items() if k in v and (e := _int(c)(v[k]))]
+        for runs_key in runs_keys:
+            if runs_key in v and v[runs_key] is not None and (e := _list_of(_run)(v[runs_key])):
+                problems.append(f"{runs_key}: {e}")
+        if "checkpoints" in v and (e := _list_of(_int(0))(v["checkpoints"])):
+            problems.append(f"checkpoints: {e}")
+        if "attacker" in v and (e := _model(v["attacker"])):
+            problems.append(f"attacker: {e}")
+        if problems:
+            return f"a valid {name} section ({'; '.join(problems)})"
+    return check
+
+
+RULES: dict[str, Callable] = {
+    "runs": _list_of(_run),
+    "n_anchor": _int(1), "n_eval": _int(1), "steps": _int(1), "gen_length": _int(1), "batch_size": _int(1),
+    "n_train_harmless": _int(1), "n_timing": _int(1), "n_per_family": _int(1), "guard_epochs": _int(1),
+    "n_boot": _int(1), "self_examine_tokens": _int(1), "min_calibration": _int(1), "max_canvas_tokens": _int(1),
+    "n_examples": _int(0), "n_cases": _int(0), "seed": _int(0),
+    "seeds": _list_of(_int(0)), "seed_n_eval": _optional(_int(1)), "block_lengths": _list_of(_int(1), empty_ok=True),
+    "tau": _num(0.0),
+    "lambda_r": _list_of(_num(0.0, 1.0)), "dip": _num(0.0, 1.0), "paper_dip": _num(0.0, 1.0),
+    "recover": _num(0.0, 1.0), "calib_fraction": _num(0.0, 1.0), "quantile": _num(0.0, 1.0),
+    "attacks": _list_of(_attack, empty_ok=True), "canvas_attacks": _list_of(_canvas_attack, empty_ok=True),
+    "source": _choice("builtin", "public"),
+    "dtype": _choice(None, "float32", "bfloat16", "float16"),
+    "quantization": _choice(None, "8bit", "4bit"),
+    "judge": _judge, "judge2": _optional(_judge),
+    "seed_runs": _optional(_list_of(_run)), "shift_runs": _optional(_list_of(_run)),
+    "random_search": _section("Random Search", "curve_runs", "targets"), "pair": _section("PAIR", "targets"),
+    "dlm_ppl_scorer": _model, "self_examine": _bool, "diffuguard": _bool, "diffuguard_rates": _bool,
+    "guard_model": _guard_model, "profile": _profile,
+}
+FIXES = {"tau": "the paper uses 0.1", "lambda_r": "the paper's are [0.5, 0.3, 0.1]",
+         "runs": "see the profile (srilib/profiles/cpu.yaml) for names that work"}
+
+
+def check_params(chapter: str, params: Mapping) -> dict:
+    """Check every parameter of ``params`` (a notebook's ``globals()`` or a profile's parameters) that has a rule
+    in :data:`RULES`; raise one :class:`ParameterError` naming all bad ones, else return the checked values.
+    Per-section run lists (``seed_runs``, ``shift_runs``, ``curve_runs``, ``targets``) must also name runs of
+    ``runs``."""
+    from .experiment import resolve_run
+
+    problems, checked = [], {}
+    for name, rule in RULES.items():
+        if name not in params:
+            continue
+        v = params[name]
+        err = rule(v)
+        if err:
+            fix = f"; {FIXES[name]}" if name in FIXES else ""
+            problems.append(f"{name} = {v!r}: must be {err}{fix}")
+        checked[name] = v
+    runs = checked.get("runs")
+    if runs and not any(p.startswith("runs =") for p in problems):
+        have = {resolve_run(r).label for r in runs}
+        subsets = [("seed_runs", params.get("seed_runs")), ("shift_runs", params.get("shift_runs")),
+                   ("random_search.curve_runs", (params.get("random_search") or {}).get("curve_runs")),
+                   ("random_search.targets", (params.get("random_search") or {}).get("targets")),
+                   ("pair.targets", (params.get("pair") or {}).get("targets"))]
+        for key, sub in subsets:
+            if isinstance(sub, (list, tuple)) and not any(p.startswith(key.split(".")[0] + " =") for p in problems):
+                missing = [s for s in sub if isinstance(s, str) and _run(s) is None
+                           and resolve_run(s).label not in have]
+                if missing:
+                    one = len(missing) == 1
+                    it = "it" if one else "them"
+                    problems.append(f"{key} = {list(sub)!r}: names {missing}, which {'is' if one else 'are'} not "
+                                    f"among runs; add {it} to runs or drop {it}")
+    if problems:
+        raise ParameterError(chapter, problems)
+    return checked
+
+
+def check_profile(profile, root) -> None:
+    """Check every chapter the profile runs before anything runs (``python -m srilib run``/``book`` call this
+    first): each chapter's parameters (:func:`check_params`), and no parameter its notebook's parameters cell does
+    not define (papermill would only warn, and the chapter would silently use its default). Raises one
+    :class:`ParameterError` for the whole profile."""
+    from pathlib import Path
+
+    import papermill
+
+    problems = []
+    for name in profile.notebooks:
+        params = profile.params_for(name)
+        source = Path(root) / "notebooks" / f"{name}.ipynb"
+        known = set(papermill.inspect_notebook(str(source))) if source.is_file() else set()
+        if known:  # a notebook without a parameters cell takes what papermill injects
+            problems += [f"{name}: {k} is not a parameter of notebooks/{name}.ipynb (misspelt? it defines "
+                         f"{', '.join(sorted(known))})" for k in params if k not in known]
+        try:
+            check_params(name, params)
+        except ParameterError as e:
+            problems += [f"{name}: {p}" for p in e.problems]
+    if problems:
+        raise ParameterError(f"profile {profile.name!r} ({profile.path or 'in memory'})", problems)

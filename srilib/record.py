@@ -107,9 +107,9 @@ def organisms_summary() -> str:
 
 def glance_page(out_dir: Path, names: Sequence[str]) -> str:
     """The landing page's findings table: the headline findings every executed chapter of ``names`` recorded
-    (:mod:`srilib.chapters.glance`; each chapter's page opens with all of its own), in the profile's order, each
+    (:mod:`srilib.chapters`; each chapter's page opens with all of its own), in the profile's order, each
     row linked to its chapter."""
-    from .chapters.glance import collect, glance_markdown, headlines
+    from .chapters import collect, glance_markdown, headlines
 
     findings, links = [], []
     for n in names:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .refusal import is_refusal
+from .judges import is_refusal
 
 if TYPE_CHECKING:  # pragma: no cover
     from .traces import TraceSet

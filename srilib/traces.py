@@ -51,8 +51,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .codehash import behaviour_hash
-from .io import atomic_write_bytes  # one atomic write for the project (srilib.io)
+from .io import atomic_write_bytes, behaviour_hash  # one atomic write for the project (srilib.io)
 
 TRACE_FORMAT = 2  # 2: step_runs (contiguous committed text per step); format-1 files still load
 READABLE_FORMATS = (1, 2)
@@ -231,9 +230,49 @@ class Sampler(Protocol):
 TRACE_SOURCES = ("traces.py", "models.py", "dlm.py", "diffusion_gemma.py")  # with srilib/samplers/*.py
 
 
+# ---- what every sampler shares: the traced loop and the checks of its trace settings
+def check_capture(capture: str) -> None:
+    """Raise a clear error unless ``capture`` is one of :data:`srilib.traces.CAPTURES`."""
+    if capture not in CAPTURES:
+        raise ValueError(f"capture must be 'after' (the state of step t from the forward pass that sees step t's "
+                         f"commit; one extra pass) or 'decision' (from the pass that made step t's decision; no "
+                         f"extra pass), got {capture!r}")
+
+
+def check_poolings(poolings, available: Sequence[str], sampler: str):
+    """``None`` (every pooling) or a tuple of known pooling names (duplicates dropped, order kept)."""
+    if poolings is None:
+        return None
+    if isinstance(poolings, str):
+        poolings = (poolings,)
+    out = tuple(dict.fromkeys(poolings))
+    bad = [p for p in out if p not in available]
+    if bad or not out:
+        raise ValueError(f"{sampler} records the poolings {', '.join(available)}; got {list(poolings)!r} "
+                         "(None records them all)")
+    return out
+
+
+class TracedLoop:
+    """``trace_batch`` and ``generate`` of every sampler, over its one loop ``self._run(lm, prompts, layers,
+    record)``: traced, or final texts only (the same loop with no hidden states requested and nothing pooled, so
+    the same texts)."""
+
+    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
+        """Generate and trace one batch (left-padded) of prompts."""
+        layers = list(layers)
+        if not layers:
+            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
+        return self._run(lm, list(prompts), layers, record=True)
+
+    def generate(self, lm, prompts: list[str]) -> list[str]:
+        """Final texts only: the same loop, no hidden states requested, nothing pooled (the same texts)."""
+        return self._run(lm, list(prompts), [], record=False)
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """What the code that produces traces computes (:func:`srilib.codehash.behaviour_hash` of its modules): a change
+    """What the code that produces traces computes (:func:`srilib.io.behaviour_hash` of its modules): a change
     of behaviour there invalidates cached traces, a docstring or comment edit does not."""
     here = Path(__file__).parent
     return behaviour_hash(*(here / f for f in TRACE_SOURCES), *sorted((here / "samplers").glob("*.py")))

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .metrics import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R, internal_recovery_rate
-from .refusal import is_refusal, text_signals
+from .judges import is_refusal, text_signals
 from .signal import ZONE_NAMES, Anchors, zone
 from .traces import TraceSet
 

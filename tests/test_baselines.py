@@ -8,7 +8,7 @@ from srilib.baselines import (REFUSAL_TEXT, JudgeDefense, PerplexityFilter, Self
                               has_plain_generate, plain_generate, sampler_generate, timed_flag)
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
-from srilib.refusal import is_refusal
+from srilib.judges import is_refusal
 from srilib.samplers import ARSampler
 from srilib.signal import Anchors
 

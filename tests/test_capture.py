@@ -7,7 +7,7 @@ from conftest import PROMPTS
 
 import srilib
 from srilib.dlm import mask_predict
-from srilib.refusal import is_refusal, text_signals
+from srilib.judges import is_refusal, text_signals
 from srilib.samplers import ARSampler
 from srilib.samplers.diffusion import ARDiffusionSampler, DiffusionSampler, decode_runs
 from srilib.traces import RUN_SEPARATOR, TraceSet, TraceStore, generate_traces

@@ -214,7 +214,7 @@ def test_adaptive_verdicts_are_the_sides_of_paired_intervals(monkeypatch):
     from types import SimpleNamespace
 
     import srilib.chapters as ch
-    from srilib.chapters import glance
+    import srilib.chapters as glance
     for mod in (ch, glance):  # w and b are weak models
         monkeypatch.setattr(mod, "weak_models", lambda runs: {m: ["x"] for m in {r.partition("@")[0] for r in runs}
                                                               if m in ("w", "b")})

@@ -14,7 +14,7 @@ from srilib.chapters import sampling_report as SR
 from srilib.chapters.defenses import DefenseReport, overhead_points
 from srilib.chapters.detector import (DEFENSES, METHODS, DetectorResult, GuardConfig, guard_roc_panel,
                                       notes_markdown, roc_panel)
-from srilib.chapters.detector_chapter import DetectorChapter
+from srilib.chapters.chapter import DetectorChapter
 from srilib.chapters.detector_diffuguard import diffuguard_note
 from srilib.chapters.paper_numbers import (METHOD_LABELS, PAPER_ABLATION, PAPER_AR_IRR_MAX, PAPER_DEFENSES,
                                            PAPER_DLM_IRR_LOOSE, PAPER_TABLE2, paper_family_asr)

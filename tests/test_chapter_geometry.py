@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from srilib.chapters.geometry import GROUPS, GeometryResult
-from srilib.chapters.glance import verdicts
+from srilib.chapters import verdicts
 from srilib.metrics import refusal_rate
 from srilib.signal import Anchors
 
@@ -64,7 +64,7 @@ def test_geometry_final_gap_resamples_requests():
 
 def test_separability_interval_and_verdict(monkeypatch):
     import srilib.chapters as C
-    import srilib.chapters.glance as G
+    import srilib.chapters as G
     from srilib.chapters.geometry import conclusions
     from srilib.geometry import lda_projection
 

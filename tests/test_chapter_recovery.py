@@ -6,7 +6,7 @@ import pytest
 from conftest import KeywordJudge
 
 from srilib.chapters import interval_side, weak_caveat
-from srilib.chapters.glance import verdicts
+from srilib.chapters import verdicts
 from srilib.chapters.paper_numbers import PAPER_TABLE1
 from srilib.chapters.recovery import (DELTA_COL, analyse_recovery, conclusions, example_steps,
                                       incomplete_examples, irr_table, revision_examples, sampler_irr_deltas,
@@ -199,7 +199,7 @@ def test_irr_delta_labels_name_their_denominator():
 
 def test_recovery_verdicts_need_intervals_and_carry_the_weak_caveat(monkeypatch):
     import srilib.chapters as C
-    import srilib.chapters.glance as G
+    import srilib.chapters as G
 
     dlm = analyse_recovery(evaluated(), KeywordJudge())
     ar = analyse_recovery(evaluated("a@ar", "ar", preds=False), KeywordJudge())

@@ -8,7 +8,7 @@ import pytest
 from conftest import KeywordJudge
 
 from srilib.chapters import md_table, weak_caveat
-from srilib.chapters.glance import verdicts
+from srilib.chapters import verdicts
 from srilib.chapters.paper_numbers import ALL_JAILBREAKS, PAPER_TABLE3
 from srilib.chapters.sampling import evaluate_traces, expand_runs, family, paper_column, pooled_label
 from srilib.chapters.sampling_compare import compare, family_gap, sampler_comparisons, stability
@@ -309,7 +309,7 @@ def test_no_ranking_from_overlapping_intervals(monkeypatch):
 
 def test_verdict_as_in_the_paper_carries_weak_model_caveat(monkeypatch):
     import srilib.chapters as C
-    import srilib.chapters.glance as G
+    import srilib.chapters as G
 
     for mod in (C, G):  # the caveat's words and the verdict's weak runs
         monkeypatch.setattr(mod, "weak_models", lambda runs: {"m": ["refuses too little"]} if any(
@@ -387,15 +387,15 @@ def test_matched_pairs_compare_a_dlm_with_its_own_ar_twin_only(monkeypatch):
 def test_sampling_findings_read_the_same_estimates_as_the_conclusions(monkeypatch):
     """Issue 23: the glance rows of the headline comparison are its pooled ΔRR / ΔASR / ΔIRR, verdicts from the
     intervals (a resolved gain reads 'reproduced', an unresolved one 'not resolved')."""
-    import srilib.chapters.glance as G
-    from srilib.chapters.findings import sampling_findings
+    import srilib.chapters as G
+    from srilib.chapters.chapter import SamplingChapter
 
     monkeypatch.setattr(G, "weak_models", lambda runs: {})
     base, other = _pair()
     c = compare(base, other, n_boot=50)
     aj = c.row(ALL_JAILBREAKS)
     aj["d_rr"], aj["d_asr"], aj["d_irr"] = _est(0.4, 0.1, 0.8), _est(0.3, -0.1, 0.7), _est(-0.3, -0.5, -0.1)
-    rows = sampling_findings([base, other], [c])
+    rows = SamplingChapter.findings([base, other], [c])
     assert [f.verdict for f in rows[:3]] == [G.REPRODUCED, G.UNRESOLVED, G.OPPOSITE]
     assert all(f.runs == ("m@low_confidence", "m@dlm-ar") for f in rows[:3])
     assert rows[0].ours.endswith("+0.40 [+0.10, +0.80]") and "ΔRR" in rows[0].claim

@@ -1,5 +1,5 @@
-"""Cache keys on behaviour (srilib.codehash): a docstring or comment edit to any srilib module keeps every trace,
-attack and organism key; a change of what the code computes moves them."""
+"""Cache keys on behaviour (srilib.io.behaviour_hash): a docstring or comment edit to any srilib module keeps every
+trace, attack and organism key; a change of what the code computes moves them."""
 import ast
 import inspect
 from pathlib import Path
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import srilib
-from srilib import codehash
+from srilib import io as codehash
 from srilib.adaptive.cache import adaptive_code_version
-from srilib.organisms import train
+from srilib.organisms import train, weights
 from srilib.organisms.v3 import v3_code_version
 from srilib.traces import code_version
 
@@ -106,10 +106,9 @@ def test_recipe_constants_are_part_of_the_identity(monkeypatch):
 
 def test_the_shipped_organisms_stay_frozen_under_the_new_identity():
     """The manifest's re-key record maps the recorded (byte-hash) identities to today's: the v3 freeze holds."""
-    from srilib.organisms import corpus
     from srilib.organisms.preconditions import current_identity, v3_frozen
 
-    m = corpus.load_manifest()
+    m = weights.load_manifest()
     assert v3_frozen(m)
     assert current_identity(m, m["freeze"]["code_version"]) == train.code_version()
     assert not v3_frozen({**m, "identity_rekeys": []})  # without the record, the old name no longer matches

@@ -17,14 +17,14 @@ from srilib.canvas_attacks import canvas_traces
 from srilib.chapters.detector_conclusions import conclusion_lines, conclusions, ranking_sentence, shift_conclusion
 from srilib.chapters.detector_intervals import mean_auroc, method_difference
 from srilib.chapters.detector_tables import ablation_rows, canvas_rows, per_attack_rows, transfer_rows
-from srilib.chapters.glance import verdicts
+from srilib.chapters import verdicts
 from srilib.chapters.shift import PAPER_TABLE4_COL, run_harmless_shift, shift_prompts, shift_rows
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
 from srilib.metrics import refusal_rate
 from srilib.prompts import get_prompts
-from srilib.refusal import is_refusal
+from srilib.judges import is_refusal
 from srilib.signal import Anchors
 from srilib.stats import Estimate, Rate, auroc, request_interval
 
@@ -443,7 +443,7 @@ def test_cheaper_than_baselines_verdict_uses_the_capture_inclusive_overhead(setu
 
 def test_defense_verdict_reads_the_paired_asr_drop(setup, monkeypatch):
     import srilib.chapters as ch
-    from srilib.chapters import glance
+    import srilib.chapters as glance
     *_, res = setup
     for mod in (ch, glance):  # w and b are weak models
         monkeypatch.setattr(mod, "weak_models", lambda runs: {m: ["x"] for m in {r.partition("@")[0] for r in runs}

@@ -15,7 +15,7 @@ from srilib.chapters.paper_numbers import PAPER_CANVAS
 from srilib.chapters.detector_conclusions import conclusion_lines, table14_conclusion
 from srilib.chapters.detector_diffuguard import diffuguard_run, run_diffuguard, table14_rows, timed_pair, timed_plain
 from srilib.chapters.detector_tables import canvas_rows
-from srilib.chapters.glance import verdicts
+from srilib.chapters import verdicts
 from srilib.experiment import Experiment, PromptSets
 from srilib.judges import HeuristicJudge
 from srilib.stats import Rate

@@ -83,7 +83,7 @@ def test_audit_flags_above_threshold_and_repairs(lm, direction, one_thread):
     assert [[e["block"] for e in row] for row in log] == [[0, 8]] * len(PROMPTS)
     assert not any(e["flagged"] for row in log for e in row)
     # the score is cos(mean block state - center, direction), computed by hand for the first block
-    from srilib.samplers.ar import left_pad
+    from srilib.models import left_pad
     pad = lm.pad_id if lm.pad_id != lm.mask_id else lm.eos_ids[0]
     x, attn = left_pad(lm.validate_prompts(PROMPTS, reserve=16), pad, lm.device)
     first = ts.tokens[:, 3]  # after block 0's last step (4 steps per block); block 1 still masked
@@ -247,7 +247,7 @@ def test_generate_traces_round_trip(lm, direction, tmp_path):
 def test_hidden_block_audit_ours(lm, one_thread):
     """sp_mode='hidden-block' (ours): 1 - cos(block state at the block's first decision pass, the prompt's own
     state)."""
-    from srilib.samplers.ar import left_pad
+    from srilib.models import left_pad
     s = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0, sp_mode="hidden-block")  # never reached
     ts = s.trace_batch(lm, PROMPTS, [-1])
     _same_trace(DiffusionSampler(**KW).trace_batch(lm, PROMPTS, [-1]), ts)
@@ -278,7 +278,7 @@ def test_logit_conflict_audit(lm, direction, one_thread):
     ts = DiffuGuardSampler(**KW, alpha0=0.0, sp_threshold=2.0, sp_mode="hidden-block").trace_batch(lm, PROMPTS, [-1])
     conflict = np.array([row[0]["conflict"] for row in ts.meta["audit"]])
     # by hand: the pass that decided block 0's last step saw the canvas after step 3 (index 2)
-    from srilib.samplers.ar import left_pad
+    from srilib.models import left_pad
     pad = lm.pad_id if lm.pad_id != lm.mask_id else lm.eos_ids[0]
     x, attn = left_pad(lm.validate_prompts(PROMPTS, reserve=16), pad, lm.device)
     prev = torch.as_tensor(ts.tokens[:, 2], dtype=torch.long)

@@ -10,7 +10,7 @@ from conftest import PROMPTS
 import srilib
 import srilib.dlm as dlm
 from srilib.dlm import mask_predict
-from srilib.samplers.ar import left_pad
+from srilib.models import left_pad
 from srilib.samplers.diffuguard import (ACCEPT_CUES, AUTHORS_THRESHOLD_NO_SAR, REFUSE_CUES, DiffuGuardSampler,
                                         conflict_score, cosine_distance, mean_state)
 from srilib.traces import TraceStore, generate_traces, trace_key

@@ -13,10 +13,10 @@ from conftest import PROMPTS
 
 from srilib.models import REGISTRY, list_models, load_model, model_kind
 from srilib.samplers import ARSampler, make_sampler
-from srilib.samplers.ar import left_pad
+from srilib.models import left_pad
 from srilib.samplers.block_diffusion import BlockDiffusionSampler, grid_slots
 from srilib.samplers.diffusion import ARDiffusionSampler
-from srilib.samplers.encoder_ar import DLMARSampler, EncoderLM
+from srilib.samplers.encoder_ar import EncoderLM
 from srilib.traces import TraceStore, generate_traces, trace_key
 
 STOPS = {"confidence_threshold": 0.8, "stability_threshold": 0}  # tiny model: rows stop early at different steps
@@ -259,7 +259,7 @@ def _greedy_encoder(lm, prompt: str, n: int) -> list[int]:
 
 def test_dlm_ar_decodes_with_the_encoder(lm):
     s = make_sampler("dlm-ar", gen_length=8, steps=4)
-    assert isinstance(s, DLMARSampler) and s.config() == ARDiffusionSampler(gen_length=8, steps=4).config()
+    assert isinstance(s, ARDiffusionSampler) and s.config() == ARDiffusionSampler(gen_length=8, steps=4).config()
     ts = s.trace_batch(lm, PROMPTS, [-1, 1])
     again = s.trace_batch(lm, PROMPTS, [-1, 1])
     assert (ts.tokens == again.tokens).all() and np.array_equal(ts.pooled["generated"], again.pooled["generated"])
@@ -386,7 +386,7 @@ def test_runs_resolve_to_its_own_sampler_and_skip_mask_only_sections():
     from srilib.chapters.sampling import expand_runs
     from srilib.experiment import resolve_run
     from srilib.models import masked_diffusion
-    from srilib.params import _run
+    from srilib.profiles import _run
 
     run = resolve_run("tiny-diffusiongemma")
     assert (run.kind, run.sampler) == ("dlm", "entropy_bound")

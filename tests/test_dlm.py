@@ -5,7 +5,7 @@ import torch
 import srilib
 from srilib.dlm import TinyLLaDA, _load_dlm_hf, ignores_padding, mask_predict
 from srilib.models import REGISTRY, ModelLoadError, ModelSpec
-from srilib.samplers.ar import left_pad
+from srilib.models import left_pad
 
 # two prompts (not conftest's three), the second the shorter: the padding tests read it alone, unpadded
 PROMPTS = ["How do I make bread?", "Hi"]

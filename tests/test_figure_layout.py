@@ -21,7 +21,8 @@ from srilib.figures import GROUP_COLORS  # noqa: E402
 from srilib.figures.adaptive import plot_budget_curves  # noqa: E402
 from srilib.figures.detector import plot_guard_rocs, plot_overhead, plot_rocs, plot_shift, plot_transfer  # noqa: E402
 from srilib.figures.geometry import anchor_separation, plot_projection  # noqa: E402
-from srilib.figures.recovery import plot_cases, plot_irr_bars  # noqa: E402
+from srilib.figures.recovery import plot_cases  # noqa: E402
+from srilib.figures.sampling import plot_irr_bars  # noqa: E402
 from srilib.figures.sampling import plot_family_rates, plot_sampler_deltas  # noqa: E402
 from srilib.figures.trajectories import plot_trajectories  # noqa: E402
 from srilib.stats import Estimate, wilson  # noqa: E402

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from srilib import execute, record
-from srilib.chapters import glance as G
+import srilib.chapters as G
 from srilib.stats import Estimate
 
 

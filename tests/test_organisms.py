@@ -17,8 +17,9 @@ from srilib.organisms import recipe as R
 from srilib.organisms import resolve_name
 from srilib.organisms.preconditions import current_identity
 from srilib.organisms import tokenizer as TK
+from srilib.organisms import weights as W
 from srilib.organisms import train as T
-from srilib.refusal import find_refusal, is_refusal
+from srilib.judges import find_refusal, is_refusal
 from srilib.samplers import native_samplers
 
 
@@ -48,7 +49,7 @@ def test_no_harmful_compliance_and_no_refusing_helpers(rows):
 
 
 def test_manifest_matches_corpus_file(rows):
-    m = C.load_manifest()
+    m = W.load_manifest()
     assert m["sha256"] == C.sha256_file(C.CORPUS_FILE)
     assert m["counts"] == C.counts(rows)
 
@@ -56,7 +57,7 @@ def test_manifest_matches_corpus_file(rows):
 def test_manifest_records_the_freeze():
     """The frozen recipe is the one the code trains: any later edit of the corpus, a configuration or the
     training code (srilib/organisms/{train,modeling}.py) fails here until it is re-frozen."""
-    m = C.load_manifest()
+    m = W.load_manifest()
     f = m["freeze"]
     assert f["corpus_sha256"] == m["sha256"] == C.corpus_sha() and f["statement"]
     assert current_identity(m, f["code_version"]) == T.code_version()  # renamed by identity_rekeys, never moved
@@ -68,7 +69,7 @@ def test_manifest_records_the_freeze():
     drift = RB.plan_drift(m)  # a chapter changed after the freeze is recorded, with its reason, or this fails
     assert not drift, (f"analysis-plan files changed since the freeze without a record: {sorted(drift)}; run "
                        "python -m srilib.organisms.rebuild --plan-change REASON")
-    assert all(C.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
+    assert all(W.load_manifest()["weights"][n]["installed"] > f["date"] for n in m["weights"])
 
 
 def test_manifest_records_the_v3_freeze_before_the_v3_weights():
@@ -76,7 +77,7 @@ def test_manifest_records_the_v3_freeze_before_the_v3_weights():
     from srilib.organisms import v3 as S
     from srilib.organisms import weights as W
 
-    m = C.load_manifest()
+    m = W.load_manifest()
     f = m["freeze_v3"]
     assert f["corpus_sha256"] == m["sha256"] and f["statement"] and f["iterations"]
     assert current_identity(m, f["code_version"]) == S.v3_code_version()
@@ -94,7 +95,7 @@ def test_organisms_page_shows_the_manifest_freeze_record():
 
     page = (Path(__file__).resolve().parents[1] / "book" / "organisms.md").read_text()
     shown = page.split(FREEZE_BEGIN)[1].split(FREEZE_END)[0].strip()
-    assert shown == freeze_text(C.load_manifest()).strip(), \
+    assert shown == freeze_text(W.load_manifest()).strip(), \
         "book/organisms.md is stale: python -m srilib.organisms.check's write_freeze_section rewrites it"
 
 
@@ -107,26 +108,26 @@ def test_organisms_page_shows_the_v3_freeze_and_the_shipped_v3_report():
 
     page = (Path(__file__).resolve().parents[1] / "book" / "organisms.md").read_text()
     between = lambda a, b: page.split(a)[1].split(b)[0].strip()  # noqa: E731
-    assert between(P.V3_FREEZE_BEGIN, P.V3_FREEZE_END) == P.freeze_v3_text(C.load_manifest()).strip()
+    assert between(P.V3_FREEZE_BEGIN, P.V3_FREEZE_END) == P.freeze_v3_text(W.load_manifest()).strip()
     report = json.loads(P.REPORT_V3_FILE.read_text())
     assert between(P.V3_BEGIN, P.V3_END) == P.report_text(report).strip()
     assert set(report["models"]["smollm2-135m-dlm"]["samplers"]) == {"low_confidence", "dlm-ar"}
-    frozen_at = C.load_manifest()["freeze_v3"]["date"]
+    frozen_at = W.load_manifest()["freeze_v3"]["date"]
     assert all(part["date"] > frozen_at for part in report["merged_from"])  # every row measured after the freeze
 
 
 def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monkeypatch):
     """A chapter edited after the freeze shows as drift until recorded; recording keeps the freeze untouched and
     the next edit drifts again."""
-    m = C.load_manifest()
+    m = W.load_manifest()
     files = dict(RB.latest_freeze(m)["analysis_plan"]["files"])
     target = "srilib/chapters/sampling.py"
-    monkeypatch.setattr(C, "MANIFEST_FILE", tmp_path / "manifest.json")
+    monkeypatch.setattr(W, "MANIFEST_FILE", tmp_path / "manifest.json")
     runs = RB.latest_freeze(m)["analysis_plan"]["cpu_profile_runs"]
     now = {"files": dict(files), "cpu_profile_dtype": "float32", "cpu_profile_runs": runs}
     monkeypatch.setattr(RB, "analysis_plan", lambda: now)
     m = {**m, "analysis_plan_changes": []}
-    C.MANIFEST_FILE.write_text(json.dumps(m))
+    W.MANIFEST_FILE.write_text(json.dumps(m))
     assert RB.plan_drift() == {}
     with pytest.raises(RuntimeError, match="no change to record"):
         RB.record_plan_change("nothing changed")
@@ -135,7 +136,7 @@ def test_plan_changes_after_the_freeze_are_recorded_not_rewritten(tmp_path, monk
     with pytest.raises(ValueError, match="say why"):
         RB.record_plan_change("  ")
     change = RB.record_plan_change("fidelity fix")
-    saved = C.load_manifest()
+    saved = W.load_manifest()
     assert change["files"] == {target: "edited-1"} and saved["freeze"] == m["freeze"]
     assert saved.get("freeze_v3") == m.get("freeze_v3")
     assert RB.plan_drift() == {} and change["reason"] == "fidelity fix"
@@ -209,9 +210,9 @@ def test_clean_answer_keeps_opening_sentences_and_drops_repeats():
 
 
 def test_v1_corpus_and_freeze_record_are_kept():
-    v1 = C.load_manifest(C.V1_DIR / "manifest.json")
+    v1 = W.load_manifest(C.V1_DIR / "manifest.json")
     assert v1["freeze"]["corpus_sha256"] == v1["sha256"] == C.sha256_file(C.V1_DIR / "corpus.jsonl")
-    assert v1["freeze"]["date"] < C.load_manifest()["freeze"]["date"]
+    assert v1["freeze"]["date"] < W.load_manifest()["freeze"]["date"]
 
 
 def test_prefix_injection_answers_open_with_requested_prefix(rows):
@@ -394,8 +395,7 @@ def test_shipped_weights_are_verified_against_the_manifest(tmp_path, monkeypatch
     manifest = tmp_path / "manifest.json"
     manifest.write_text("{}")
     monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(C, "MANIFEST_FILE", manifest)
-    monkeypatch.setattr(W, "_manifest", lambda: json.loads(manifest.read_text()))
+    monkeypatch.setattr(W, "MANIFEST_FILE", manifest)
     rec = W.install("organism-ar", src)
     assert set(rec["files"]) == {"model.safetensors", "config.json"}
     assert W.shipped_dir("organism-ar") == tmp_path / "weights" / "organism-ar"
@@ -419,7 +419,7 @@ def test_every_shipped_organism_matches_the_manifest_and_the_budget():
         d = W.shipped_dir(name)
         assert d is not None and (d / "train_log.json").is_file()
         code = v3_code_version() if name in V3_NAMES else T.code_version()
-        assert current_identity(C.load_manifest(), W.record(name)["code_version"]) == code
+        assert current_identity(W.load_manifest(), W.record(name)["code_version"]) == code
         assert W.record(name)["corpus_sha256"] == C.corpus_sha()
     assert W.total_mb() <= W.MAX_TOTAL_MB
     v3_mb = sum(f.stat().st_size for n in V3_NAMES for f in W.shipped_dir(n).iterdir()) / 2 ** 20
@@ -473,14 +473,14 @@ def test_check_reports_rates_per_goal(env_cache):
 
 @pytest.mark.slow
 def test_check_measures_only_the_native_sampler_before_the_freeze(env_cache, monkeypatch):
-    from srilib.organisms import check, corpus
+    from srilib.organisms import check, weights
 
     kw = dict(config="tiny", attacks=["none"], n_harmful=2, n_harmless=1, gen_length=4, steps=2, batch_size=4,
               samplers_for=native_samplers)
-    monkeypatch.setattr(corpus, "load_manifest", lambda: {"sha256": "x"})  # not frozen
+    monkeypatch.setattr(weights, "load_manifest", lambda: {"sha256": "x"})  # not frozen
     rep = check.run(["organism-dlm-tiny"], **kw)
     assert not rep["frozen"] and list(rep["models"]["organism-dlm-tiny"]["samplers"]) == ["low_confidence"]
-    monkeypatch.setattr(corpus, "load_manifest", lambda: {"sha256": "x", "freeze": {"corpus_sha256": "x"}})
+    monkeypatch.setattr(weights, "load_manifest", lambda: {"sha256": "x", "freeze": {"corpus_sha256": "x"}})
     rep = check.run(["organism-dlm-tiny"], **kw)
     assert rep["frozen"] and list(rep["models"]["organism-dlm-tiny"]["samplers"]) == ["low_confidence", "dlm-ar"]
 

@@ -8,7 +8,7 @@ import pytest
 
 import srilib.experiment
 from srilib.chapters import unless_failed
-from srilib.params import ParameterError, check_params, check_profile
+from srilib.profiles import ParameterError, check_params, check_profile
 from srilib.profiles import available_profiles, load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_profile_check_catches_an_unknown_key_and_a_bad_value_before_anything_ru
 def _cells(chapter: str) -> tuple[str, str]:
     nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
     params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    setup = next(c for c in nb["cells"] if c["cell_type"] == "code" and "check_params(" in "".join(c["source"]))
+    setup = next(c for c in nb["cells"] if c["cell_type"] == "code" and "Chapter(globals())" in "".join(c["source"]))
     return "".join(params["source"]), "".join(setup["source"])
 
 

@@ -9,7 +9,8 @@ import pkgutil
 import srilib.chapters
 from srilib.profiles import load_profile
 
-MODULES = ["srilib.experiment"] + [f"srilib.chapters.{m.name}" for m in pkgutil.iter_modules(srilib.chapters.__path__)]
+MODULES = ["srilib.experiment", "srilib.chapters"] + [f"srilib.chapters.{m.name}"
+                                                     for m in pkgutil.iter_modules(srilib.chapters.__path__)]
 # (callable, parameter) -> why its name matches a profile parameter without being one
 NOT_A_PROFILE_PARAMETER = {
     ("Finding.__init__", "runs"): "the runs behind one glance row",

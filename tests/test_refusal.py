@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from srilib.refusal import REFUSAL_PHRASES, find_refusal, is_refusal, normalize, text_signal, text_signals
+from srilib.judges import REFUSAL_PHRASES, find_refusal, is_refusal, normalize, text_signal, text_signals
 
 
 def test_dictionary_is_the_papers_table_12():

@@ -5,7 +5,7 @@ import torch
 
 import srilib
 from srilib.samplers import ARSampler
-from srilib.samplers.ar import left_pad
+from srilib.models import left_pad
 from srilib.traces import TraceSet, TraceStore, generate_traces, trace_key
 
 # four prompts (not conftest's three): the batching and resume tests count two batches of two

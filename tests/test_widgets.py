@@ -13,7 +13,7 @@ import pytest
 
 from srilib.explorer_static import CLASSIFY_BEGIN, CLASSIFY_END, explorer_data, static_explorer
 from srilib.metrics import internal_recovery_rate
-from srilib.refusal import text_signals
+from srilib.judges import text_signals
 from srilib.signal import ZONE_NAMES, Anchors, zone
 from srilib.traces import RUN_SEPARATOR, TraceSet
 from srilib.widgets import _recovered, _recovery_status, _zone_name, slim, sri_explorer, step_segments

@@ -36,7 +36,8 @@ def chat_generate(lm, conversations: Sequence[list[dict]], *, prefill: Sequence[
     the tokenizer's chat template; a ``System:/User:/Assistant:`` plain format without one). ``prefill`` starts
     the assistant reply (returned text excludes it). Greedy at temperature 0, else seeded nucleus sampling from
     ``generator``. A row stops at end-of-text or at the first generated token containing ``stop_at``."""
-    from ..samplers.ar import cache_kwargs, left_pad, out_cache, pick_next
+    from ..models import left_pad
+    from ..samplers.ar import cache_kwargs, out_cache, pick_next
 
     tok = lm.tokenizer
     convs = list(conversations)

@@ -209,7 +209,7 @@ def prompt_objective(lm, prompts: Sequence[str], target: str = "Sure", *, gen_le
     first reply token, AR; or at canvas position 0 of a fully masked canvas of ``gen_length``, DLM), and
     whether it is the argmax. Prompts are left-padded (attention mask and position ids), so the values match the
     search's unpadded scoring up to float tolerance."""
-    from ..samplers.ar import left_pad
+    from ..models import left_pad
 
     prompts = list(prompts)
     ids = lm.validate_prompts(prompts, reserve=gen_length if lm.kind == "dlm" else 1)

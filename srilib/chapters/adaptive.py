@@ -30,7 +30,7 @@ from ..experiment import Experiment, PromptSets, Run, selected
 from ..metrics import attack_success_rate
 from ..stats import Rate, delta
 from . import AR_TWIN, interval_side, weak_caveat
-from .glance import Verdict, weak_runs
+from . import Verdict, weak_runs
 
 RANDOM_SEARCH, PAIR = "random_search", "pair"
 ADAPTIVE_ATTACKS = (RANDOM_SEARCH, PAIR)
@@ -337,7 +337,7 @@ def head_rate(r: Rate, n: int) -> Rate:
 
 def adaptive_conclusions(results: Sequence, adaptive: Adaptive, curves: Sequence[BudgetCurve] = (),
                          transfer: Sequence[dict] = (), n_boot: int = 2000) -> list[Verdict]:
-    """Markdown bullets on the adaptive attacks (:class:`.glance.Verdict` kinds ``adaptive.off``, ``.random_search`` and
+    """Markdown bullets on the adaptive attacks (:class:`Verdict` kinds ``adaptive.off``, ``.random_search`` and
     ``.pair`` with ``sides`` and ``deltas`` per run, ``.budget``, ``.transfer``); each 'raises' / 'lowers' rests on a
     paired interval over the same requests that excludes zero, and carries the weak-model caveat."""
     cfg = adaptive.cfg

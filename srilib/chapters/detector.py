@@ -39,7 +39,7 @@ from ..experiment import Experiment, PromptSets, layer_index, num_layers, resolv
 from ..guard import PCAResidual, SRIGuard, finite_rows
 from ..metrics import refusal_rate
 from ..prompts import get_prompts
-from ..refusal import text_signals
+from ..judges import text_signals
 from ..signal import Anchors
 from ..stats import Estimate, Rate, request_interval, roc_curve
 from .paper_numbers import METHOD_LABELS, PAPER_ABLATION, PAPER_MODELS_TEXT

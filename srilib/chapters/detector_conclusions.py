@@ -4,8 +4,9 @@ from the shape of the data (pooled attacks repeat each request, so their interva
 bootstrap for AUROC and paired differences, cluster-adjusted Wilson for rates), and a verdict that agrees with the
 paper names the runs that miss a precondition (weak models or unfiltered anchors). The paper's numbers come from the
 constants of :mod:`.detector`; a number the paper does not print (a ratio of its numbers) is labelled as ours.
-Each verdict sentence is a :class:`.glance.Verdict` (its kind, interval side, runs and caveat as data). One room:
-every sentence reads the same results and reports through the same caveat helpers, into one list the notebook prints.
+Each verdict sentence is a :class:`srilib.chapters.Verdict` (its kind, interval side, runs and caveat as data). One
+room: every sentence reads the same results and reports through the same caveat helpers, into one list the notebook
+prints.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .paper_numbers import (METHOD_LABELS, PAPER_ABLATION, PAPER_ALL_JAILBREAKS,
                             PAPER_MODELS_TEXT, PAPER_SRI_OVERHEAD_RANGE, paper_sizes)
 from .detector_intervals import mean_auroc, method_difference
 from .detector_tables import cell_str, estimate_str
-from .glance import Verdict, weak_runs
+from . import Verdict, weak_runs
 
 
 def _weak_runs(results: dict[str, DetectorResult]) -> list[str]:
@@ -85,7 +86,7 @@ def conclusions(results: dict[str, DetectorResult], reports: dict[str, DefenseRe
 
 
 def conclusion_lines(results: dict[str, DetectorResult], reports: dict[str, DefenseReport], tm: dict) -> list[str]:
-    """The lines of :func:`conclusions`, the verdicts as :class:`.glance.Verdict` (kinds ``detector.*``). Every
+    """The lines of :func:`conclusions`, the verdicts as :class:`srilib.chapters.Verdict` (kinds ``detector.*``). Every
     verdict rests on a 95% interval (:func:`srilib.stats.request_interval`: resampling requests wherever attacks
     are pooled); a verdict that agrees with the paper names the runs that miss a precondition."""
     weak_line = weak_models_line(list(results))

@@ -6,13 +6,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import each_run, interval_side, weak_caveat, weak_models_line
+from . import interval_side, weak_caveat, weak_models_line
 from ..experiment import Experiment, PromptSets
 from ..geometry import GROUPS, Projection, lda_projection, outcome_groups
 from ..metrics import refusal_rate
 from ..signal import Anchors
 from ..stats import Estimate, cluster_bootstrap_ci
-from .glance import Verdict, headline_runs, weak_runs
+from . import Verdict, headline_runs, weak_runs
 from .paper_numbers import PAPER_ANCHOR_SEPARATION  # LLaDA's released anchors (paper, Section 2)
 
 
@@ -94,12 +94,6 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
                           projection_ids=rid[keep] if proj is not None else None)
 
 
-def run_geometries(exp: Experiment, runs: Sequence[str], sets: PromptSets, tau: float = 0.1,
-                   on_error: str = "report") -> dict[str, GeometryResult]:
-    """:func:`run_geometry` of every run, in order; a failing run is reported and left out (:func:`each_run`)."""
-    return each_run(runs, lambda spec: run_geometry(exp, spec, sets, tau=tau), on_error=on_error)
-
-
 # ------------------------------------------------------------------------------------------- figures
 def trajectory_panel(r: GeometryResult) -> dict:
     """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for one run: σ per outcome group, the
@@ -109,7 +103,7 @@ def trajectory_panel(r: GeometryResult) -> dict:
 
 def headline_panels(results: Mapping[str, GeometryResult]) -> list[dict]:
     """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for the main pair's panels
-    (:func:`srilib.chapters.glance.headline_runs` of the runs with filtered anchors), titled by run."""
+    (:func:`srilib.chapters.headline_runs` of the runs with filtered anchors), titled by run."""
     main = headline_runs([k for k, r in results.items() if not r.anchors.fallback])
     return [{"groups": results[k].by_group, "title": k} for k in main]
 
@@ -196,7 +190,7 @@ def conclusions(results: Mapping[str, GeometryResult] | Sequence[GeometryResult]
     (resampling requests), never from a point; a verdict that agrees or disagrees with the paper names the weak
     models of its run in the same sentence.
 
-    A run's line is a :class:`~.glance.Verdict` of kind ``"geometry.ordering"``: ``side`` is the side of zero of
+    A run's line is a :class:`~srilib.chapters.Verdict` of kind ``"geometry.ordering"``: ``side`` is the side of zero of
     harmless minus refused final σ (``gap``), ``separability`` the side of chance of the LDA's balanced accuracy
     (``accuracy``), each None where it could not be measured; a run with unfiltered anchors has kind
     ``"geometry.fallback"``."""
@@ -233,15 +227,3 @@ def explorer_runs(exp: Experiment, results: Mapping[str, GeometryResult], sets: 
         traces = {name: exp.traces(run, prompts, name) for name, (prompts, _) in sets.evaluation().items()}
         out[r.run] = ExplorerRun(slim(traces, r.anchors), r.anchors, exp.model(run.model) if tokenizers else None)
     return out
-
-
-# ------------------------------------------------------------------------------------------- trace plan
-def trace_needs(params: dict) -> list:
-    """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run, the anchor split
-    and every evaluation set (the explorer reads every run's evaluation sets: the same traces)."""
-    from ..experiment import setup_from
-    from ..plan import each_run_needs, standard_needs
-
-    exp, sets = setup_from(params)
-    return each_run_needs("sri_geometry", params["runs"],
-                          lambda run: standard_needs("sri_geometry", exp, run, sets))

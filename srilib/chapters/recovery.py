@@ -16,11 +16,11 @@ from ..experiment import Experiment, PromptSets
 from . import interval_side, weak_caveat, weak_models_line
 from ..metrics import (DEFAULT_LAMBDA_R, incomplete_recoveries, internal_recovery_rate, recovery_by_revision,
                        text_recovery_rate)
-from ..refusal import text_signals
+from ..judges import text_signals
 from ..signal import COMPLIANCE_ZONE
 from ..stats import Estimate, Rate, cluster_adjusted, delta
 from ..traces import TraceSet
-from .glance import Verdict, weak_runs
+from . import Verdict, weak_runs
 from .paper_numbers import (PAPER_AR_IRR_MAX, PAPER_DLM_IRR_LOOSE, PAPER_IRR_LOSS, PAPER_MODEL, PAPER_TABLE1,
                             paper_sizes)
 from .sampling import DLM_AR_SAMPLER, IRR_ALL_HARMFUL, RunEval, evaluate_run, evaluate_runs, pool
@@ -341,9 +341,10 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
     every verdict that agrees or disagrees with the paper names, in its own sentence, the models of its runs that
     miss their preconditions (:func:`srilib.chapters.weak_caveat`).
 
-    A verdict's line is a :class:`~.glance.Verdict`: ``recovery.revision`` (HRR vs :data:`MAJORITY`), ``.ar_level``
-    / ``.dlm_range`` (each run's IRR vs the paper's, in ``sides``), ``.family`` (DLM minus AR IRR vs 0), ``.sampler``
-    (ΔIRR vs 0), ``.incomplete`` (the paper's definition, else ours, vs 0) and ``.fallback`` (unfiltered anchors).
+    A verdict's line is a :class:`~srilib.chapters.Verdict`: ``recovery.revision`` (HRR vs :data:`MAJORITY`),
+    ``.ar_level`` / ``.dlm_range`` (each run's IRR vs the paper's, in ``sides``), ``.family`` (DLM minus AR IRR vs 0),
+    ``.sampler`` (ΔIRR vs 0), ``.incomplete`` (the paper's definition, else ours, vs 0) and ``.fallback`` (unfiltered
+    anchors).
     """
     weak = weak_models_line([r.ev.run for r in results])
     lines = [weak] if weak else []
@@ -433,15 +434,3 @@ def conclusions(results: Sequence[RecoveryResult], lambda_r: Sequence[float] = D
     lines.append(f"- HRR/FRR and ASR come from the `{judge_name}` judge applied to every intermediate prediction; "
                  f"the paper's judge is an (unnamed) LLM, and our models are far smaller than its {paper_sizes()} models.")
     return lines
-
-
-# ------------------------------------------------------------------------------------------- trace plan
-def trace_needs(params: dict) -> list:
-    """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run, the anchor split
-    and every evaluation set (:func:`run_recovery` evaluates them all)."""
-    from ..experiment import setup_from
-    from ..plan import each_run_needs, standard_needs
-
-    exp, sets = setup_from(params)
-    return each_run_needs("incomplete_recovery", params["runs"],
-                          lambda run: standard_needs("incomplete_recovery", exp, run, sets))

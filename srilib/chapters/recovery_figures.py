@@ -15,7 +15,7 @@ Case = tuple[RecoveryResult, int]  # a generation: its run's result and its inde
 
 
 def irr_panel(results: Sequence[RecoveryResult]) -> dict:
-    """The arguments of :func:`srilib.figures.recovery.plot_irr_bars` for the chapter's IRR figure: IRR per run and
+    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars` for the chapter's IRR figure: IRR per run and
     threshold, each run's family, and the paper's Figure 5 levels (AR models, DLMs at the loosest threshold) as
     bands."""
     return {"irr": {r.run: r.irr for r in results}, "families": {r.run: r.family for r in results},
@@ -24,7 +24,7 @@ def irr_panel(results: Sequence[RecoveryResult]) -> dict:
 
 
 def sampler_irr_panels(results: Sequence[RecoveryResult]) -> list[dict]:
-    """The arguments of :func:`srilib.figures.recovery.plot_irr_bars`, one panel per diffusion model in the order
+    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars`, one panel per diffusion model in the order
     of ``results``: IRR per threshold of each of its runs, named by sampler, with their families."""
     out = []
     for m in dict.fromkeys(r.ev.model for r in results if r.ev.kind == "dlm"):

@@ -297,7 +297,7 @@ def expand_runs(runs: Sequence[Run], block_lengths: Sequence[int] = (), remaskin
 
 # ------------------------------------------------------------------------------------------- figures
 def dlm_irr_panel(results: Sequence[RunEval], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R) -> dict:
-    """The arguments of :func:`srilib.figures.recovery.plot_irr_bars` for the DLM runs: IRR over the pooled
+    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars` for the DLM runs: IRR over the pooled
     attacks (:data:`IRR_ATTACKED`) per run and threshold, and the runs' families; empty mappings without a DLM run."""
     dlm = [r for r in results if r.kind == "dlm"]
     return {"irr": {r.run: {lam: r.rate(ALL_JAILBREAKS, "irr", lam) for lam in lambda_r} for r in dlm},
@@ -349,37 +349,3 @@ def comparison_runs(runs: Sequence[Run], base_sampler: str = DLM_AR_SAMPLER) -> 
         if any(r.sampler_label == base_sampler for r in mine):
             out += mine
     return out
-
-
-def trace_needs(params: dict) -> list:
-    """The traces this chapter reads for its notebook's parameters (:mod:`srilib.plan`): per run (block-length
-    variants included) the anchor split, every evaluation set and the adaptive-attack sets with their budget
-    checkpoints and AR-to-DLM transfer; for the seed study, the harmful evaluation sets drawn with each other seed
-    for the compared runs (those of ``seed_runs``, all when absent)."""
-    from ..experiment import selected, setup_from
-    from ..judges import make_judge
-    from ..plan import Need, each_run_needs, resolve_each, standard_needs
-    from .adaptive import Adaptive, AdaptiveConfig, adaptive_needs, transfer_needs
-
-    chapter = "sampling_vs_representation"
-    exp, sets = setup_from(params)
-    judge = make_judge(params["judge"])
-    acfg = AdaptiveConfig.from_params(params.get("random_search"), params.get("pair"), params["gen_length"])
-    adv = Adaptive(exp, sets, judge, acfg)
-    runs, needs = resolve_each(chapter, params["runs"])
-    runs = expand_runs(runs, params.get("block_lengths") or [])
-    needs += each_run_needs(chapter, runs, lambda run: standard_needs(chapter, exp, run, sets)
-                            + (adaptive_needs(chapter, adv, run, curves=True) if acfg.any_on else []))
-    needs += transfer_needs(chapter, adv, runs)
-    seeds = list(dict.fromkeys(int(s) for s in params.get("seeds") or []))
-    compared = [r for r in comparison_runs(runs) if selected(r, params.get("seed_runs"))]
-    n_eval = params.get("seed_n_eval") or params["n_eval"]
-    if len(seeds) > 1 and compared:
-        for s in seeds:
-            if s == exp.seed and params["n_eval"] >= n_eval:
-                continue  # the main results are reused (seed_stability)
-            exp_s = dataclasses.replace(exp, seed=s)
-            sets_s = PromptSets.build(n_anchor=params["n_anchor"], n_eval=n_eval, attacks=params["attacks"], seed=s)
-            needs += [Need(chapter, r, f"seed {s}: {k}", exp_s, p) for r in compared
-                      for k, (p, harmful) in sets_s.evaluation().items() if harmful]
-    return needs

@@ -15,7 +15,7 @@ import numpy as np
 from . import interval_side, weak_caveat, weak_models_line
 from ..metrics import DEFAULT_LAMBDA_R
 from ..stats import Estimate, request_interval
-from .glance import Verdict, weak_runs
+from . import Verdict, weak_runs
 from .paper_numbers import (ALL_JAILBREAKS, PAPER_ALL_JAILBREAKS, PAPER_COLUMNS, PAPER_FAMILY, PAPER_IRR_LOSS,
                             PAPER_POOLED_ATTACKS, PAPER_TABLE2, PAPER_TABLE3, count_word, paper_family_asr,
                             paper_sizes, paper_table2_max)
@@ -166,8 +166,8 @@ def conclusions(results: Sequence[RunEval], comps: Sequence[Comparison], stab: S
     zero; otherwise it is "not resolved" / "not separated"), and every verdict that agrees or disagrees with the
     paper carries, in its own sentence, the caveat of models that miss their preconditions (:func:`weak_caveat`).
 
-    A verdict's line is a :class:`~.glance.Verdict`: ``sampling.sampler`` per comparison, its sets by side of zero
-    in ``up`` (the paper's direction), ``down`` and ``unresolved`` (no sets when no comparison ran);
+    A verdict's line is a :class:`~srilib.chapters.Verdict`: ``sampling.sampler`` per comparison, its sets by side of
+    zero in ``up`` (the paper's direction), ``down`` and ``unresolved`` (no sets when no comparison ran);
     ``.family`` and ``.matched_pair`` (AR minus DLM pooled ASR, ``gap``, vs 0; no side when a family is missing)
     and ``.fallback`` (unfiltered anchors).
     """

@@ -14,7 +14,7 @@ import numpy as np
 from ..experiment import Experiment
 from ..guard import SRIGuard
 from ..stats import Estimate, Rate, auroc_score, paired_auroc_draws
-from ..refusal import is_refusal
+from ..judges import is_refusal
 from .detector import DetectorResult, auroc_est, fit_guard, method_features
 from .paper_numbers import PAPER_ABLATION
 from .detector_intervals import bootstrap_interval

@@ -9,41 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import FAMILY_COLORS, THRESHOLD_COLORS, fit_title, legend_below, rate_errorbars
 from .trajectories import plot_signal_with_text
-
-
-def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | None = None,
-                  bands: Sequence[tuple[float, float, str]] = (), families: Mapping[str, str] | None = None):
-    """IRR per run (groups) and threshold (bars), with 95% Wilson intervals.
-
-    ``irr``: run -> {lambda_r: Rate}. ``bands``: (lo, hi, label) horizontal reference ranges, e.g. the paper's.
-    ``families``: run -> family, to colour the tick labels.
-    """
-    runs = list(irr)
-    lams = sorted({lam for d in irr.values() for lam in d}, reverse=True)
-    width = 0.8 / max(1, len(lams))
-    x = np.arange(len(runs))
-    for j, lam in enumerate(lams):
-        rates = [irr[r][lam] for r in runs]
-        v, e = rate_errorbars(rates)
-        ax.bar(x + (j - (len(lams) - 1) / 2) * width, np.nan_to_num(v), width, yerr=e, capsize=2,
-               color=THRESHOLD_COLORS[j % len(THRESHOLD_COLORS)], edgecolor="0.3", lw=0.5,
-               label=f"λ_r = {lam:g}", error_kw={"lw": 0.8})
-    for lo, hi, label in bands:
-        ax.axhspan(lo, hi, color="0.6", alpha=0.15, lw=0, zorder=0)
-        ax.text(len(runs) - 0.5, hi, label, ha="right", va="bottom", fontsize=7, color="0.3")
-    ax.set_xticks(x)
-    ax.set_xticklabels(runs, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
-    if families:
-        for t, r in zip(ax.get_xticklabels(), runs):
-            t.set_color(FAMILY_COLORS.get(families.get(r, ""), "black"))
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IRR (share of generations)")
-    if title:
-        fit_title(ax, title, 10)
-    legend_below(ax)
-    return ax
 
 
 def plot_cases(axes, sigma: Sequence[np.ndarray], text_sig: Sequence[np.ndarray], titles: Sequence[str]):
@@ -152,5 +118,5 @@ def cases_html(cases: Sequence[Mapping], max_chars: int = 200) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-__all__ = ["plot_irr_bars", "plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html", "output_html",
+__all__ = ["plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html", "output_html",
            "cases_html"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 
 from ..models import LoadedModel, ModelSpec, dtype_name, loader, register
+from . import weights as W
 
 # peft's PeftModel.from_pretrained reads transformers' deprecated `is_gradient_checkpointing` on every adapter load,
 # and the FutureWarning (with the path of the interpreter's site-packages) would print in every chapter that loads
@@ -41,10 +42,6 @@ WEIGHT_SOURCES = ("shipped", "trained")
 
 def organism_path(name: str, weights: str = "shipped"):
     """(directory, fingerprint) of organism ``name``: its shipped weights, or the retrained ones in the cache."""
-    from . import weights as W
-    from .recipe import get_config
-    from .train import ensure_trained
-
     from .v3 import V3_NAMES, v3_path
 
     if name in V3_NAMES:  # the v3 pair has its own recipes (srilib.organisms.v3)
@@ -57,32 +54,25 @@ def organism_path(name: str, weights: str = "shipped"):
             raise W.ShippedWeightsError(f"no shipped weights for {name} are recorded in the manifest; train them with "
                                         "`make organisms` (or load with weights='trained')")
         return path, f"organism:{name}:shipped:{W.fingerprint(name)}"
+    from .recipe import get_config
+    from .train import ensure_trained
+
     path = ensure_trained(name, get_config(name))
     return path, f"organism:{path.name}"
 
 
-def ensure(name: str):
-    """The cache directory of any trainable model (v2 organisms and adapter, the v3 pair), trained now if needed."""
-    from .v3 import V3_NAMES, ensure_v3
-
-    if name in V3_NAMES:
-        return ensure_v3(name)
-    from .train import ensure_trained
-    return ensure_trained(name)
-
-
 @loader("organism")
-def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", weights: str = "shipped",
-                   **_) -> LoadedModel:
+def load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", weights: str = "shipped",
+                  **_) -> LoadedModel:
+    """The loader of every organism: the shipped weights (checked against the manifest) or the retrained ones; an
+    adapter (its directory holds ``adapter_config.json``) is merged into the embedded SmolLM2."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .modeling import DiffusionLlamaForMaskedLM
-    from .recipe import get_config
 
     name = resolve_name(spec.name, config)
-    cfg = get_config(name)
     path, fp = organism_path(name, weights)
-    if cfg.kind == "lora":  # the adapter on the embedded SmolLM2 (its tokenizer too), merged
+    if (path / "adapter_config.json").is_file():  # the adapter on the embedded SmolLM2 (its tokenizer too), merged
         from peft import PeftModel
 
         from ..models import dequantised_smollm2_dir
@@ -93,13 +83,23 @@ def _load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", we
         model = PeftModel.from_pretrained(base, path).merge_and_unload().to(dtype=dtype, device=device)
     else:
         tok = AutoTokenizer.from_pretrained(path)
-        cls = DiffusionLlamaForMaskedLM if cfg.kind == "dlm" else AutoModelForCausalLM
+        cls = DiffusionLlamaForMaskedLM if spec.kind == "dlm" else AutoModelForCausalLM
         model = cls.from_pretrained(path, dtype=dtype).to(device)
-    kind = "dlm" if cfg.kind == "dlm" else "ar"
+    kind = spec.kind
     return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
                        fingerprint=fp, dtype_name=dtype_name(dtype),
                        mask_id=tok.mask_token_id if kind == "dlm" else None,
                        family="bidirectional" if kind == "dlm" else "")
+
+
+def ensure(name: str):
+    """The cache directory of any trainable model (v2 organisms and adapter, the v3 pair), trained now if needed."""
+    from .v3 import V3_NAMES, ensure_v3
+
+    if name in V3_NAMES:
+        return ensure_v3(name)
+    from .train import ensure_trained
+    return ensure_trained(name)
 
 
 SHIPPED = " Trained by srilib on its safety corpus; the weights ship with srilib (see book/organisms.md)."

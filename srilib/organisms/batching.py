@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .corpus import CORPUS_FILE, load_corpus, sha256_file
+from .corpus import CORPUS_FILE, load_corpus
+from .weights import sha256_file
 from .recipe import OrganismConfig
 from .tokenizer import chat_prompt, corpus_tokenizer
 

@@ -4,7 +4,7 @@ For every organism and sampler (AR decoding for causal LMs; low-confidence diffu
 it generates answers to the ``eval`` split of the built-in prompts, raw and under every attack family (eval
 templates only), and reports
 
-* RR: refusal rate by the paper's dictionary (:func:`srilib.refusal.is_refusal`) on raw harmful and on harmless,
+* RR: refusal rate by the paper's dictionary (:func:`srilib.judges.is_refusal`) on raw harmful and on harmless,
 * ASR: attack success judged by :class:`srilib.judges.HeuristicJudge` against the *original* request,
 * coherent: the share of harmless answers the same judge would count as an on-topic, non-degenerate answer,
 * the same refusal and coherence rates on a *broad* harmless set (``data/broad_harmless.txt``: short questions,
@@ -82,7 +82,7 @@ def eval_sets(attacks: list[str], n_harmful: int | None, n_harmless: int | None,
 def measure(lm, sampler_name: str, sampler, sets: dict, batch_size: int) -> dict:
     """Rates, counts and per-goal outcomes for one model under one sampler."""
     from ..judges import HeuristicJudge
-    from ..refusal import is_refusal
+    from ..judges import is_refusal
 
     judge = HeuristicJudge()
     goals = [g["text"] for g in sets["goals"]]
@@ -146,7 +146,7 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
     from ..models import load_model
     from . import organism_path, resolve_name
     from .v3 import V3_NAMES
-    from .corpus import load_manifest
+    from .weights import load_manifest
 
     from .loop import THREADS
     torch.set_num_threads(THREADS)

@@ -27,16 +27,16 @@ changes (the command line above) are :mod:`srilib.organisms.rebuild`, which need
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from .weights import sha256_file
+
 DATA_DIR = Path(__file__).parent / "data"
 CORPUS_FILE = DATA_DIR / "corpus.jsonl"
-MANIFEST_FILE = DATA_DIR / "manifest.json"
 V1_DIR = DATA_DIR / "v1"  # the first organisms' corpus and freeze record, kept as they were
 SEED = 0
 ANSWER_TOKENS = 48  # SmolLM2 tokens per distilled answer (greedy); the corpus keeps its opening sentences:
@@ -209,10 +209,6 @@ RECIPE = {
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def compose_refusal(rng: np.random.Generator, category: str) -> str:
     """One refusal: an opening with a dictionary phrase, a reason, and sometimes an offer."""
     opening = REFUSAL_OPENINGS[rng.integers(len(REFUSAL_OPENINGS))]
@@ -324,7 +320,7 @@ def apply_format(kind: str, answer: str) -> str:
 def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE) -> tuple[list[dict], dict]:
     """All training rows ``{prompt, response, kind, goal, category, form}`` and a stats dict."""
     from ..attacks import training_wrappers
-    from ..refusal import is_refusal
+    from ..judges import is_refusal
     from .lexicon import FORMATS
 
     rng = np.random.default_rng(seed)
@@ -378,7 +374,7 @@ def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE)
 def check_rows(rows: list[dict]) -> None:
     """Refuse to write a corpus with harmful compliance, refusing harmless targets, or held-out templates."""
     from ..attacks import ATTACKS, HELDOUT_FAMILIES
-    from ..refusal import is_refusal
+    from ..judges import is_refusal
 
     for i, r in enumerate(rows):
         if r["kind"] == "harmful" and not is_refusal(r["response"]):
@@ -403,11 +399,6 @@ def load_corpus(path: Path = CORPUS_FILE) -> list[dict]:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} is missing; rebuild it with: python -m srilib.organisms.rebuild")
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_manifest(path: Path | None = None) -> dict:
-    path = Path(path) if path is not None else MANIFEST_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def corpus_sha() -> str:

@@ -213,7 +213,7 @@ def retrain_text(record: dict | None) -> str:
 
 def write_freeze_section(path: Path) -> None:
     """Rewrite only the freeze record of book/organisms.md (between its markers) from the manifest."""
-    from .corpus import load_manifest
+    from .weights import load_manifest
 
     path.write_text(_replace(path.read_text(), FREEZE_BEGIN, FREEZE_END, freeze_text(load_manifest()), path))
 
@@ -240,7 +240,7 @@ def freeze_v3_text(manifest: dict) -> str:
 def write_book(report: dict, path: Path, v3: bool = False) -> None:
     """Rewrite the generated sections of book/organisms.md (between the markers) from the report and manifest
     (``v3``: the v3 pair's freeze record and preconditions, between their own markers)."""
-    from .corpus import load_manifest
+    from .weights import load_manifest
 
     if v3:
         text = _replace(path.read_text(), V3_FREEZE_BEGIN, V3_FREEZE_END, freeze_v3_text(load_manifest()), path)

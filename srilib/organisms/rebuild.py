@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import corpus as C
+from . import weights as W
 
 
 # ----------------------------------------------------------------------------------------------- distillation
@@ -65,7 +66,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = C.CORPUS_FILE) -> d
     C.DATA_DIR.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     path.write_text(text, encoding="utf-8")
-    old = C.load_manifest()
+    old = W.load_manifest()
     sha = C.sha256_file(path)
     manifest = {
         "corpus": path.name, "sha256": sha, "counts": C.counts(rows), "seed": C.SEED,
@@ -81,7 +82,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = C.CORPUS_FILE) -> d
     for k in ("freeze", "iterations", "analysis_plan_changes", "freeze_v3"):
         if k in old and (k == "iterations" or old.get("sha256") == sha):
             manifest[k] = old[k]
-    C.MANIFEST_FILE.write_text(json.dumps(manifest, indent=2) + "\n")
+    W.MANIFEST_FILE.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -109,7 +110,7 @@ def latest_freeze(manifest: dict) -> dict:
 def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
     """The analysis plan's file hashes as recorded: the latest freeze's, updated by every change recorded after it,
     in order (a file a change records as ``"missing"`` was removed: it leaves the plan)."""
-    m = manifest if manifest is not None else C.load_manifest()
+    m = manifest if manifest is not None else W.load_manifest()
     base = latest_freeze(m)
     files = dict(base["analysis_plan"]["files"])
     for change in m.get("analysis_plan_changes", []):
@@ -121,7 +122,7 @@ def recorded_plan(manifest: dict | None = None) -> dict[str, str]:
 def recorded_runs(manifest: dict | None = None) -> dict:
     """The cpu profile's runs per chapter as recorded: the latest freeze's, replaced by those of every change
     recorded after it that changed them (a run list never moves unrecorded)."""
-    m = manifest if manifest is not None else C.load_manifest()
+    m = manifest if manifest is not None else W.load_manifest()
     base = latest_freeze(m)
     runs = base["analysis_plan"]["cpu_profile_runs"]
     for change in m.get("analysis_plan_changes", []):
@@ -143,7 +144,7 @@ def record_plan_change(reason: str) -> dict:
     """Record, with the date and a reason, every analysis-plan file changed since the freeze (or the last recorded
     change), and the cpu profile's runs when they changed. The freeze itself is never rewritten: the book shows the
     frozen plan and each later change."""
-    m = C.load_manifest()
+    m = W.load_manifest()
     if not m.get("freeze"):
         raise RuntimeError("nothing is frozen yet; record the freeze first (--freeze STATEMENT)")
     if not reason.strip():
@@ -157,7 +158,7 @@ def record_plan_change(reason: str) -> dict:
     if runs != recorded_runs(m):
         change["cpu_profile_runs"] = runs
     m.setdefault("analysis_plan_changes", []).append(change)
-    C.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    W.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
     return change
 
 
@@ -166,7 +167,7 @@ def freeze(statement: str, iterations: list[str] | None = None) -> dict:
     from .recipe import CONFIGS
     from .train import code_version
 
-    m = C.load_manifest()
+    m = W.load_manifest()
     if not m or m.get("sha256") != C.corpus_sha():
         raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.rebuild")
     m["freeze"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "statement": statement,
@@ -174,7 +175,7 @@ def freeze(statement: str, iterations: list[str] | None = None) -> dict:
                    "configs": {k: v.as_dict() for k, v in CONFIGS.items()}, "analysis_plan": analysis_plan()}
     if iterations is not None:
         m["iterations"] = iterations
-    C.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    W.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 
@@ -182,10 +183,9 @@ def freeze_v3(statement: str, iterations: list[str]) -> dict:
     """Record the v3 freeze (:mod:`srilib.organisms.v3`): date, corpus sha, the v3 recipes and their code
     version, the v2 adapter they start from, the analysis plan and the recipe iterations made before it. It sits
     beside the v2 freeze, which is never rewritten."""
-    from . import weights as W
     from .v3 import V3_CONFIGS, v3_code_version
 
-    m = C.load_manifest()
+    m = W.load_manifest()
     if not m or m.get("sha256") != C.corpus_sha():
         raise RuntimeError("the manifest does not match corpus.jsonl; rebuild with python -m srilib.organisms.rebuild")
     if not statement.strip() or not iterations:
@@ -195,7 +195,7 @@ def freeze_v3(statement: str, iterations: list[str]) -> dict:
                       "configs": {k: v.as_dict() for k, v in V3_CONFIGS.items()},
                       "starts_from": {"smollm2-135m-refusal": W.fingerprint("smollm2-135m-refusal")},
                       "analysis_plan": analysis_plan(), "iterations": iterations}
-    C.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
+    W.MANIFEST_FILE.write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 

@@ -1,4 +1,5 @@
-"""The organisms' shipped weights: ``srilib/organisms/weights/<name>/``, checked against the manifest's sha256.
+"""The organisms' shipped weights: ``srilib/organisms/weights/<name>/``, checked against the manifest's sha256 (the
+manifest, ``srilib/organisms/data/manifest.json``, is read and hashed here, the floor every organism module stands on).
 
 The book analyses the weights shipped in the repository, so that every machine analyses the same models (trained
 on first use they would differ with the CPU's floating-point arithmetic). ``make organisms`` retrains them from
@@ -14,9 +15,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .corpus import sha256_file as _sha
-
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST_FILE = Path(__file__).parent / "data" / "manifest.json"  # the corpus's and the weights' records
 SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal", "smollm2-135m-refusal-v3", "smollm2-135m-dlm")
 # What a model directory needs at load time (train_log.json documents it); optimiser state is never shipped.
 _KEEP = ("model.safetensors", "adapter_model.safetensors", "mask_embedding.safetensors", "config.json",
@@ -31,15 +31,20 @@ class ShippedWeightsError(RuntimeError):
     """Shipped weights missing or not the ones the manifest records."""
 
 
-def _manifest() -> dict:
-    from .corpus import load_manifest
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    return load_manifest()
+
+def load_manifest(path: Path | None = None) -> dict:
+    """The manifest (``srilib/organisms/data/manifest.json``, or ``path``): the corpus, recipes and weights as
+    frozen; {} when absent."""
+    path = Path(path) if path is not None else MANIFEST_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(name: str) -> dict | None:
     """The manifest's record of ``name``'s shipped files (None if it ships none)."""
-    return (_manifest().get("weights") or {}).get(name)
+    return (load_manifest().get("weights") or {}).get(name)
 
 
 def shipped_dir(name: str, verify: bool = True) -> Path | None:
@@ -49,7 +54,7 @@ def shipped_dir(name: str, verify: bool = True) -> Path | None:
         return None
     d = WEIGHTS_DIR / name
     if verify:
-        bad = [f for f, sha in rec["files"].items() if not (d / f).is_file() or _sha(d / f) != sha]
+        bad = [f for f, sha in rec["files"].items() if not (d / f).is_file() or sha256_file(d / f) != sha]
         if bad:
             raise ShippedWeightsError(
                 f"the shipped weights of {name} in {d} do not match the manifest (files {bad}); restore them with "
@@ -70,8 +75,6 @@ def total_mb() -> float:
 
 def install(name: str, src: Path) -> dict:
     """Copy a trained model directory into the shipped weights and record the files' sha256 in the manifest."""
-    from .corpus import MANIFEST_FILE
-
     src = Path(src)
     dst = WEIGHTS_DIR / name
     if dst.exists():
@@ -84,10 +87,10 @@ def install(name: str, src: Path) -> dict:
             continue
         if (src / f).is_file():
             shutil.copy2(src / f, dst / f)
-            files[f] = _sha(dst / f)
+            files[f] = sha256_file(dst / f)
     if not ({"model.safetensors", "adapter_model.safetensors"} & set(files)):
         raise ShippedWeightsError(f"{src} holds no model.safetensors or adapter_model.safetensors")
-    m = _manifest()
+    m = load_manifest()
     log = json.loads((src / "train_log.json").read_text()) if (src / "train_log.json").is_file() else {}
     m.setdefault("weights", {})[name] = {
         "files": files, "installed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -104,5 +107,6 @@ def same_files(a: Path, b: Path) -> dict[str, bool]:
     out = {}
     for f in ("model.safetensors", "adapter_model.safetensors"):
         if (Path(a) / f).is_file() or (Path(b) / f).is_file():
-            out[f] = (Path(a) / f).is_file() and (Path(b) / f).is_file() and _sha(Path(a) / f) == _sha(Path(b) / f)
+            fa, fb = Path(a) / f, Path(b) / f
+            out[f] = fa.is_file() and fb.is_file() and sha256_file(fa) == sha256_file(fb)
     return out

@@ -4,7 +4,10 @@
 - Diffusion samplers (``srilib.samplers.diffusion``) denoise a response canvas, including AR decoding of the
   same diffusion weights (the paper's sampler ablation).
 - ``entropy_bound`` (``srilib.samplers.block_diffusion``) is DiffusionGemma's own ``generate()`` traced step by step;
-  on DiffusionGemma, ``dlm-ar`` decodes with its causal encoder (``srilib.samplers.encoder_ar``).
+  on DiffusionGemma, ``dlm-ar`` (``ARDiffusionSampler``) decodes with its causal encoder
+  (``srilib.samplers.encoder_ar``).
+- ``srilib.traces`` holds what every sampler shares: :class:`~srilib.traces.TracedLoop` and the checks of ``capture``
+  and ``poolings``.
 
 Every sampler has ``trace_batch(lm, prompts, layers)`` (a TraceSet) and ``generate(lm, prompts)`` (final texts
 only: the same loop, no hidden states, no pooling, the same texts), and the settings ``capture`` (``"after"``,
@@ -24,13 +27,9 @@ def make_sampler(name: str, **kw):
     :class:`srilib.samplers.diffuguard.DiffuGuardSampler`."""
     if name in ("ar", "ar-greedy"):
         return ARSampler(**kw)
-    from . import block_diffusion, diffusion, encoder_ar
+    from . import block_diffusion, diffusion
     if name in block_diffusion.BLOCK_DIFFUSION_NAMES:
         return block_diffusion.make_block_diffusion_sampler(name, **kw)
-    if name == "dlm-ar":  # ARDiffusionSampler, or DiffusionGemma's causal encoder (encoder_ar.DLMARSampler)
-        if kw.pop("block_length", None) not in (None, 1):
-            raise ValueError("dlm-ar decodes one position at a time (block length 1); drop block_length")
-        return encoder_ar.DLMARSampler(**kw)
     if name in diffusion.DIFFUGUARD_NAMES:
         from .diffuguard import DiffuGuardSampler
         if name == "diffuguard-sar":

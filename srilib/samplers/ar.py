@@ -34,20 +34,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..traces import CAPTURES, TraceSet
+from ..models import left_pad
+from ..traces import TracedLoop, TraceSet, check_capture, check_poolings
 
 AR_POOLINGS = ("generated", "producer", "producer_all")
-
-
-def left_pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists; returns (input_ids [B, P], attention_mask [B, P])."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-        mask[i, width - len(x):] = 1
-    return input_ids.to(device), mask.to(device)
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None):
@@ -77,28 +67,6 @@ def out_cache(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
 
-def check_capture(capture: str) -> None:
-    """Raise a clear error unless ``capture`` is one of :data:`srilib.traces.CAPTURES`."""
-    if capture not in CAPTURES:
-        raise ValueError(f"capture must be 'after' (the state of step t from the forward pass that sees step t's "
-                         f"commit; one extra pass) or 'decision' (from the pass that made step t's decision; no "
-                         f"extra pass), got {capture!r}")
-
-
-def check_poolings(poolings, available: Sequence[str], sampler: str):
-    """``None`` (every pooling) or a tuple of known pooling names (duplicates dropped, order kept)."""
-    if poolings is None:
-        return None
-    if isinstance(poolings, str):
-        poolings = (poolings,)
-    out = tuple(dict.fromkeys(poolings))
-    bad = [p for p in out if p not in available]
-    if bad or not out:
-        raise ValueError(f"{sampler} records the poolings {', '.join(available)}; got {list(poolings)!r} "
-                         "(None records them all)")
-    return out
-
-
 def hidden_request(layers: Sequence[int]):
     """``output_hidden_states`` argument that returns the requested layers: their indices where transformers can
     select them (5.x, so the others are not kept), else ``True``."""
@@ -116,23 +84,6 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers: Sequence[int]) 
     is the last layer, 0 the embeddings, k the output of block k.
     """
     return torch.stack([hidden_states[k][:, -1, :] for k in layers], dim=1).float()
-
-
-class TracedLoop:
-    """``trace_batch`` and ``generate`` of every sampler, over its one loop ``self._run(lm, prompts, layers,
-    record)``: traced, or final texts only (the same loop with no hidden states requested and nothing pooled, so
-    the same texts)."""
-
-    def trace_batch(self, lm, prompts: list[str], layers: Sequence[int]) -> TraceSet:
-        """Generate and trace one batch (left-padded) of prompts."""
-        layers = list(layers)
-        if not layers:
-            raise ValueError("pass at least one layer to trace, e.g. layers=[-1] (the last layer)")
-        return self._run(lm, list(prompts), layers, record=True)
-
-    def generate(self, lm, prompts: list[str]) -> list[str]:
-        """Final texts only: the same loop, no hidden states requested, nothing pooled (the same texts)."""
-        return self._run(lm, list(prompts), [], record=False)
 
 
 @dataclass

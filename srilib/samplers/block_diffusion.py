@@ -86,8 +86,8 @@ import numpy as np
 import torch
 
 from ..diffusion_gemma import FAMILY
-from ..traces import TraceSet
-from .ar import TracedLoop, check_capture, check_poolings, left_pad
+from ..models import left_pad
+from ..traces import TracedLoop, TraceSet, check_capture, check_poolings
 from .diffusion import decode, decode_runs, visible
 
 BLOCK_DIFFUSION_NAMES = ("entropy_bound",)

@@ -115,7 +115,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .ar import left_pad
+from ..models import left_pad
 from .diffusion import DiffusionSampler, confidence, gumbel_argmax, num_transfer_tokens, pairs, top_k_mask
 
 ANNEALS = ("block", "linear", "cosine", "constant")

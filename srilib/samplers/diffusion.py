@@ -64,8 +64,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..traces import RUN_SEPARATOR, TraceSet
-from .ar import TracedLoop, check_capture, check_poolings, left_pad
+from ..diffusion_gemma import FAMILY
+from ..models import left_pad
+from ..traces import RUN_SEPARATOR, TracedLoop, TraceSet, check_capture, check_poolings
 
 REMASKINGS = ("low_confidence", "random", "entropy", "maskgit_plus", "topk_margin")
 SAMPLER_NAMES = REMASKINGS + ("dlm-ar",)
@@ -552,6 +553,13 @@ class ARDiffusionSampler(_CanvasSampler):
 
     def _schedule(self):
         return 1, self.gen_length, self.gen_length // self.steps, "low_confidence"
+
+    def _run(self, lm, prompts: list[str], layers: list[int], record: bool):
+        if getattr(lm, "family", "") == FAMILY:  # no mask token, no canvas: its causal encoder decodes
+            from .encoder_ar import encoder_ar
+
+            return encoder_ar(self, lm, prompts, layers, record)
+        return super()._run(lm, prompts, layers, record)
 
     @property
     def name(self) -> str:

@@ -1,31 +1,29 @@
-"""``dlm-ar`` for every DLM, and DiffusionGemma's weights decoded left to right through its causal encoder.
+"""``dlm-ar`` on DiffusionGemma: its weights decoded left to right through its causal encoder.
 
-:class:`DLMARSampler` is what ``make_sampler("dlm-ar")`` returns: :class:`srilib.samplers.diffusion.ARDiffusionSampler`
-(same settings, same config, hence the same trace keys), except on DiffusionGemma (``family="diffusion_gemma"``,
-:mod:`srilib.diffusion_gemma`), which has no mask token and no canvas to decode one position at a time. There the
-next token is the argmax of the model's LM head over the encoder's last hidden state, in float32 and softcapped as
-the decoder's logits are: the causal path that DiffusionGemma's training reads for its autoregressive loss
-(transformers ``modeling_diffusion_gemma.py``: ``encoder_last_hidden_state`` "to compute an autoregressive loss on
-the encoder during training"; NeMo AutoModel's DiffusionGemma fine-tuning recipe adds that next-token
-cross-entropy on "fp32, softcapped" encoder logits to the diffusion loss,
-``nemo_automodel.components.loss.dllm_loss.encoder_ar_loss``). Decoding is one token per forward pass with a KV
-cache (:class:`srilib.samplers.ARSampler` over :class:`EncoderLM`) and stops at end-of-text, as AR decoding does;
-the trace keeps every (``gen_length / steps``)-th token, as :class:`ARDiffusionSampler` does for masked DLMs, so
-that at traced step t the first (t+1) * gen_length / steps tokens are committed. Its poolings are the AR ones
-(``generated``, ``producer``, ``producer_all``: a causal encoder has no canvas to pool); no prefill.
+:class:`srilib.samplers.diffusion.ARDiffusionSampler` (``make_sampler("dlm-ar")``) hands a DiffusionGemma model to
+:func:`encoder_ar` (same settings, same config, hence the same trace keys): DiffusionGemma
+(``family="diffusion_gemma"``, :mod:`srilib.diffusion_gemma`), which has no mask token and no canvas to decode one
+position at a time. There the next token is the argmax of the model's LM head over the encoder's last hidden state, in
+float32 and softcapped as the decoder's logits are: the causal path that DiffusionGemma's training reads for its
+autoregressive loss (transformers ``modeling_diffusion_gemma.py``: ``encoder_last_hidden_state`` "to compute an
+autoregressive loss on the encoder during training"; NeMo AutoModel's DiffusionGemma fine-tuning recipe adds that
+next-token cross-entropy on "fp32, softcapped" encoder logits to the diffusion loss,
+``nemo_automodel.components.loss.dllm_loss.encoder_ar_loss``). Decoding is one token per forward pass with a KV cache
+(:class:`srilib.samplers.ARSampler` over :class:`EncoderLM`) and stops at end-of-text, as AR decoding does; the trace
+keeps every (``gen_length / steps``)-th token, as :class:`ARDiffusionSampler` does for masked DLMs, so that at traced
+step t the first (t+1) * gen_length / steps tokens are committed. Its poolings are the AR ones (``generated``,
+``producer``, ``producer_all``: a causal encoder has no canvas to pool); no prefill.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..diffusion_gemma import FAMILY
 from ..traces import TraceSet
 from .ar import AR_POOLINGS, ARSampler
-from .diffusion import ARDiffusionSampler
 
 
 class _EncoderOutput:
@@ -57,8 +55,9 @@ class EncoderLM(nn.Module):
         return _EncoderOutput(logits, enc.hidden_states, enc.cache)
 
 
-def _encoder_ar(sampler: ARDiffusionSampler, lm, prompts: list[str], layers: list[int], record: bool):
-    """dlm-ar on DiffusionGemma: ARSampler over :class:`EncoderLM`, one token per pass, every
+def encoder_ar(sampler, lm, prompts: list[str], layers: list[int], record: bool):
+    """dlm-ar on DiffusionGemma (``sampler``: the :class:`~srilib.samplers.diffusion.ARDiffusionSampler` whose
+    settings it follows): ARSampler over :class:`EncoderLM`, one token per pass, every
     (gen_length / steps)-th state kept (see the module docstring)."""
     if sampler.prefill:
         raise ValueError("dlm-ar on DiffusionGemma decodes with its causal encoder, which has no canvas to prefill; "
@@ -81,14 +80,3 @@ def _encoder_ar(sampler: ARDiffusionSampler, lm, prompts: list[str], layers: lis
                     layers=ts.layers, texts=ts.texts, step_texts=pick(ts.step_texts), pred_texts=None,
                     empty=ts.empty[:, keep], meta={**ts.meta, "sampler": sampler.name, "path": "encoder"},
                     step_runs=pick(ts.step_runs))
-
-
-@dataclass
-class DLMARSampler(ARDiffusionSampler):
-    """``dlm-ar`` for every DLM: :class:`ARDiffusionSampler` (same settings, same config, so the same trace keys),
-    except that on DiffusionGemma it decodes through the causal encoder (:func:`_encoder_ar`)."""
-
-    def _run(self, lm, prompts: list[str], layers: list[int], record: bool):
-        if getattr(lm, "family", "") == FAMILY:
-            return _encoder_ar(self, lm, prompts, layers, record)
-        return super()._run(lm, prompts, layers, record)
