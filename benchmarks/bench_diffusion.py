@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
 
 def _cache_comparison(lm, sampler, batch, a) -> dict | None:
     """(c): ``generate`` with the prompt cache and sparse logits against the plain passes, alternating rounds."""
-    from srilib.dlm import CACHED_FAMILIES
+    from srilib.models import CACHED_FAMILIES
 
     if lm.family not in CACHED_FAMILIES:
         print(f"(c) prompt cache: does not apply to {a.model} (family {lm.family or 'bidirectional'!r}: its prompt "

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
                                   sampler_generate)
     from srilib.chapters.defenses import short_sampler
     from srilib.chapters.detector import GuardConfig, fit_guard, guard_prompts
-    from srilib.experiment import Experiment, PromptSets, resolve_layers
+    from srilib.experiment import Experiment, PromptSets
+    from srilib.models import resolve_layers
 
     cache = args.cache or os.environ.get("SRILIB_CACHE") or str(ROOT / ".cache")
     exp = Experiment(steps=args.steps, gen_length=args.gen_length, batch_size=args.batch, cache=cache,

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import build, execute, record
 from .bench import run_benchmarks
 from .offline import check_offline
-from .profiles import available_profiles, load_profile
+from .experiment import available_profiles, load_profile
 
 
 def _parser() -> argparse.ArgumentParser:

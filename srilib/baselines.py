@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .metrics import attack_success_rate, refusal_rate
+from .signal import attack_success_rate, refusal_rate
 from .judges import normalize
 from .stats import Rate, request_interval
 

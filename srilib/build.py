@@ -24,7 +24,7 @@ import yaml
 
 from .execute import DEFAULT_TIMEOUT, run_profile
 from .offline import check_offline
-from .profiles import Profile
+from .experiment import Profile
 from .record import EXECUTED, SOURCES, executed_meta, failure_summary, profile_store
 
 

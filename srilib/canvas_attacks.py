@@ -11,7 +11,7 @@ never remasked and every later step is conditioned on them.
   mask tokens that the model has to fill in, e.g. ``"Sure, here is how.\\nStep 1:{mask}\\nStep 2:{mask}"``.
 
 Both only configure a diffusion sampler's ``prefill`` (``{canvas position: text}``); the prompt itself is left
-as it is. They do not apply to AR samplers (those get template attacks from :mod:`srilib.attacks`).
+as it is. They do not apply to AR samplers (those get template attacks from :mod:`srilib.prompts`).
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class CanvasAttack:
         if getattr(sampler, "kind", None) != "dlm" or not dataclasses.is_dataclass(sampler) or \
                 not hasattr(sampler, "prefill"):
             raise ValueError(f"canvas attacks apply only to diffusion samplers (DiffusionSampler, "
-                             f"ARDiffusionSampler), not {type(sampler).__name__}; use srilib.attacks for AR models")
+                             f"ARDiffusionSampler), not {type(sampler).__name__}; use srilib.prompts for AR models")
         if sampler.prefill:
             raise ValueError(f"{sampler.name} already has a prefill; configure a sampler without one")
         tok = getattr(lm, "tokenizer", lm)
@@ -139,7 +139,7 @@ def canvas_traces(exp, run, requests: Sequence[str], name: str):
     :class:`srilib.experiment.Experiment` and its run; through the trace cache, the prefill is part of the key),
     or (None, reason) when the canvas is too short for the attack. The one place a canvas attack is traced (the
     detector chapter and the trace plan call it)."""
-    from .experiment import resolve_layers
+    from .models import resolve_layers
     from .traces import generate_traces
 
     run = exp.resolve(run)

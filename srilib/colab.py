@@ -72,7 +72,7 @@ def hardware_parameters(notebook: str) -> dict:
     """The parameters of ``notebook`` in the profile that fits this machine's GPU (printed)."""
     import torch
 
-    from .profiles import load_profile
+    from .experiment import load_profile
     gb = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
     name = pick_profile(gb)
     print(f"hardware: {'no GPU' if gb is None else f'{torch.cuda.get_device_name(0)} ({gb:.0f} GB)'} "
@@ -154,7 +154,7 @@ def dry_run(root: Path, workdir: Path, *, repo: str | None = None, profile: str 
     """
     import torch
 
-    from .profiles import load_profile
+    from .experiment import load_profile
 
     root, workdir = Path(root).resolve(), Path(workdir).resolve()
     repo = repo or f"file://{root}"

@@ -51,7 +51,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
-from .experiment import Experiment, Run, resolve_layers, resolve_run
+from .experiment import Experiment, Run, resolve_run
+from .models import resolve_layers
 from .traces import TraceSet, generate_traces, trace_key
 
 # Experiment fields that a profile or the command line may set (they all enter the trace key or the sampler)
@@ -82,7 +83,7 @@ def parse_prompt_spec(spec: str, seed: int = 0) -> tuple[str, list[str]]:
         raise ValueError(f"prompt set {spec!r}: n must be a positive integer or 'all', got {n!r}")
     prompts = get_prompts(kind, split, n=None if n == "all" else int(n), seed=seed)
     if len(parts) == 4:
-        from .attacks import apply_attack
+        from .prompts import apply_attack
         prompts = apply_attack(parts[3], prompts, seed=seed, split="train" if split == "train" else "eval")
     return spec.strip(), prompts
 

@@ -30,7 +30,7 @@ from typing import Sequence
 
 from .organisms.parallel import train_in_processes, training_groups
 from .paper import published_tables
-from .profiles import Profile
+from .experiment import Profile
 from .record import (EXECUTED, EXECUTION_TABLE, GLANCE, ORGANISMS_SUMMARY, PAPER_NUMBERS, SOURCES, SUMMARY,
                      executed_meta, execution_table, git_info, glance_page, organisms_summary, profile_store)
 
@@ -84,7 +84,7 @@ def ensure_kernel() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    from .io import atomic_write_bytes  # one atomic write for the project (temp file, fsync, rename)
+    from .traces import atomic_write_bytes  # one atomic write for the project (temp file, fsync, rename)
     atomic_write_bytes(path, text.encode())
 
 
@@ -263,7 +263,7 @@ def run_profile(profile: Profile, root: Path, *, only: Sequence[str] | None = No
         raise FileNotFoundError(f"profile {profile.name!r} names notebooks with no source: "
                                 f"{', '.join(f'{SOURCES}/{n}.ipynb' for n in missing)}; write them or remove "
                                 f"them from {profile.path or 'the profile'}")
-    from .profiles import check_profile
+    from .experiment import check_profile
     check_profile(profile, root)  # every chapter's parameters, before any model loads or trace is computed
     os.environ.setdefault("SRILIB_CACHE", str(root / ".cache"))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silence a debugger warning in the kernel

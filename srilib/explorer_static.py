@@ -2,7 +2,7 @@
 
 :func:`static_explorer` embeds, as JSON, sigma precomputed in Python for a few tau values, the per-step texts and
 everything the page's JavaScript classifies with: the zone boundaries and names (:mod:`srilib.signal`), the IRR
-rule's compliance threshold (:mod:`srilib.metrics`) and the status words (:data:`srilib.widgets.STATUS`). The
+rule's compliance threshold (:mod:`srilib.signal`) and the status words (:data:`srilib.widgets.STATUS`). The
 script's classification functions sit in one delimited block (``BEGIN classify`` ... ``END classify``) that reads
 only that data; tests/test_widgets.py runs the block under node against the Python definitions.
 The live ipywidgets view of the same traces is :func:`srilib.widgets.sri_explorer`.
@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .metrics import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R
+from .signal import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R
 from .figures import ZONE_STYLE
 from .signal import COMPLIANCE_ZONE, REFUSAL_ZONE, ZONE_NAMES, Anchors
 from .traces import TraceSet
@@ -253,7 +253,7 @@ _JS = r"""
     return g.join("");
   }
   /* BEGIN classify: pure functions of D, whose zones, zone names, IRR threshold and status words srilib writes
-     (srilib.signal, srilib.metrics, srilib.widgets.STATUS); tests/test_widgets.py runs this block under node. */
+     (srilib.signal, srilib.signal, srilib.widgets.STATUS); tests/test_widgets.py runs this block under node. */
   function zoneOf(v) { return v > D.zones[0] ? 2 : v < D.zones[1] ? 0 : 1; }  /* as srilib.signal.zone */
   function zoneName(v) { return D.zone_names[zoneOf(v)]; }
   function recovered(s, lam) {   /* the IRR criterion for one generation: compliant before the end, < lam at it */

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .signal import sri_signal
-from .io import atomic_write_bytes
+from .traces import atomic_write_bytes
 from .traces import generate_traces
 
 if TYPE_CHECKING:  # pragma: no cover

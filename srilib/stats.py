@@ -1,4 +1,4 @@
-"""Confidence intervals and AUROC for the paper's metrics (:mod:`srilib.metrics`), on scipy and scikit-learn.
+"""Confidence intervals and AUROC for the paper's metrics (:mod:`srilib.signal`), on scipy and scikit-learn.
 
 * :class:`Rate` -- a proportion k/n with a 95% Wilson score interval (:func:`wilson`, scipy's ``binomtest``);
   :func:`cluster_adjusted` widens it when items are clustered by request (Kish design effect).
@@ -341,8 +341,8 @@ def delta(rate_a: Rate, rate_b: Rate, method: str = "newcombe", conf: float = 0.
     method="paired"
         Percentile bootstrap over items, resampling the same indices in both rates. Use it when both rates
         were measured on the same prompts in the same order (e.g. one prompt set under AR and under diffusion
-        sampling); it needs ``Rate.outcomes`` (set by :func:`srilib.metrics.refusal_rate`,
-        :func:`srilib.metrics.attack_success_rate`, :func:`srilib.metrics.internal_recovery_rate`,
+        sampling); it needs ``Rate.outcomes`` (set by :func:`srilib.signal.refusal_rate`,
+        :func:`srilib.signal.attack_success_rate`, :func:`srilib.signal.internal_recovery_rate`,
         ``Rate.from_outcomes``). Ignoring the pairing usually gives a wider interval, never a wrong sign.
     method="cluster" (or ``clusters`` given with method="paired")
         Percentile bootstrap that resamples whole clusters (:func:`cluster_bootstrap_ci`): ``clusters`` labels

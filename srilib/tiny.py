@@ -10,6 +10,7 @@ import hashlib
 from functools import lru_cache
 
 import torch
+from torch import nn
 
 from .models import LoadedModel, ModelSpec, dtype_name, loader, register
 from .organisms.tokenizer import SYSTEM_PROMPT, train_tokenizer
@@ -82,3 +83,120 @@ def _load_tiny_blockcausal(spec: ModelSpec, dtype: torch.dtype, device: str, see
 
 register(ModelSpec("tiny-dlm-blockcausal", "tiny-blockcausal", kind="dlm", dtype="float32", family="blockcausal",
                    notes="random 2-layer Llama as a block-causal DLM (smollm2-135m-dlm's code path) for tests"))
+
+
+# ------------------------------------------------------------------------------------------ tiny DLM + doubles
+# tiny-dlm: a seeded 2-layer ModernBERT masked LM on tiny_tokenizer, and test doubles that wrap the same weights
+# behind LLaDA's and Dream's forward conventions (srilib.models' adapters tested without downloads)
+
+def tiny_dlm_model(tok, seed: int = 0, hidden: int = 32, layers: int = 2) -> nn.Module:
+    """A randomly initialised (seeded) ModernBERT masked LM over ``tok``'s vocabulary."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(seed)
+    cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                           num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=1024,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id, cls_token_id=tok.pad_token_id,
+                           sep_token_id=tok.eos_token_id, initializer_range=0.2)
+    return ModernBertForMaskedLM(cfg)
+
+
+def _inner_forward(inner: nn.Module, input_ids, attention_mask, position_ids, output_hidden_states):
+    """Run the wrapped masked LM; hidden states end with the final-norm output (the HF convention)."""
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    got = {}
+    h = inner.base_model.register_forward_hook(lambda _m, _a, o: got.__setitem__("h", o.last_hidden_state))
+    try:
+        out = inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    output_hidden_states=bool(output_hidden_states))
+    finally:
+        h.remove()
+    hs = tuple(out.hidden_states[:-1]) + (got["h"],) if output_hidden_states else None
+    return MaskedLMOutput(logits=out.logits, hidden_states=hs)
+
+
+class TinyLLaDA(nn.Module):
+    """Test double with LLaDA's forward convention: ``forward(input_ids, attention_mask=None, ...)``, no position
+    ids (positions 0..S-1), unshifted logits, a 2-D attention mask used only when it holds a zero."""
+
+    def __init__(self, inner: nn.Module, honour_mask: bool = True):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.honour_mask = honour_mask  # False mimics older LLaDA revisions, which ignore attention_mask
+
+    def forward(self, input_ids, input_embeddings=None, attention_mask=None, attention_bias=None,
+                past_key_values=None, use_cache=False, output_hidden_states=None, **_):
+        if self.honour_mask and attention_mask is not None and not bool(attention_mask.bool().all()):
+            am = attention_mask
+        else:
+            am = None
+        return _inner_forward(self.inner, input_ids, am, None, output_hidden_states)
+
+
+class TinyDream(nn.Module):
+    """Test double with Dream's forward convention: ``forward(input_ids, attention_mask, position_ids)`` where the
+    mask is ``"full"`` or boolean [B, 1, S, S], and logits shifted by one (``logits[:, i-1]`` predicts i)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=None, **_):
+        if attention_mask is None or isinstance(attention_mask, str):
+            am = None
+        else:  # a key is real when some query may attend to it
+            am = attention_mask[:, 0].any(dim=1).long()
+        out = _inner_forward(self.inner, input_ids, am, position_ids, output_hidden_states)
+        out.logits = torch.cat([out.logits[:, 1:], out.logits[:, -1:]], dim=1)  # row i-1 now predicts i
+        return out
+
+
+class TinyEndFirst(nn.Module):
+    """Test double of a DLM that commits end-of-text at the tail of the canvas first, as real LLaDA does by
+    default: the logit of ``end_id`` at the last ``tail`` positions of the sequence (the canvas ends the sequence)
+    gets ``bias`` added, so low-confidence remasking commits those positions, and nothing a reader sees, in its
+    first steps. Bidirectional forward convention (unshifted logits)."""
+
+    def __init__(self, inner: nn.Module, end_id: int, tail: int = 8, bias: float = 30.0):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+        self.end_id, self.tail, self.bias = int(end_id), int(tail), float(bias)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=None, **_):
+        out = _inner_forward(self.inner, input_ids, attention_mask, position_ids, output_hidden_states)
+        logits = out.logits.clone()
+        logits[:, -self.tail:, self.end_id] += self.bias
+        out.logits = logits
+        return out
+
+
+@loader("tiny-dlm")
+def _load_tiny_dlm(spec: ModelSpec, dtype: torch.dtype, device: str, seed: int = 0, end_first_tail: int = 0,
+                   **_) -> LoadedModel:
+    tok = tiny_tokenizer()
+    inner = tiny_dlm_model(tok, seed=seed)
+    family = spec.family or "bidirectional"
+    model = {"bidirectional": lambda m: m, "llada": TinyLLaDA, "dream": TinyDream}[family](inner)
+    variant = family
+    if end_first_tail:
+        model, variant = TinyEndFirst(inner, tok.eos_token_id, tail=end_first_tail), f"{family}+end-first"
+    model = model.to(device=device, dtype=dtype)
+    return LoadedModel(name=spec.name, model=model, tokenizer=tok, kind="dlm",
+                       fingerprint=f"tiny-dlm:{variant}:{end_first_tail}:{state_hash(inner)}",
+                       dtype_name=dtype_name(dtype), mask_id=int(tok.mask_token_id), family=family)
+
+
+register(ModelSpec("tiny-dlm", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",
+                   notes="random 2-layer ModernBERT masked LM for tests and the smoke profile"))
+register(ModelSpec("tiny-dlm-llada", "tiny-dlm", kind="dlm", dtype="float32", family="llada",
+                   notes="tiny-dlm's weights behind LLaDA's forward convention (adapter test double)"))
+register(ModelSpec("tiny-dlm-end-first", "tiny-dlm", kind="dlm", dtype="float32", family="bidirectional",
+                   options={"end_first_tail": 8},
+                   notes="tiny-dlm that commits end-of-text at the canvas tail first (the last 8 positions), "
+                         "as LLaDA does: its first steps show nothing generated (tests, smoke profile)"))
+register(ModelSpec("tiny-dlm-dream", "tiny-dlm", kind="dlm", dtype="float32", family="dream",
+                   notes="tiny-dlm's weights behind Dream's shifted-logits convention (adapter test double)"))

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .metrics import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R, internal_recovery_rate
+from .signal import DEFAULT_LAMBDA_C, DEFAULT_LAMBDA_R, internal_recovery_rate
 from .judges import is_refusal, text_signals
 from .signal import ZONE_NAMES, Anchors, zone
 from .traces import TraceSet
@@ -203,7 +203,7 @@ def _zone_name(s: float) -> str:
 
 
 def _recovered(sig, lam: float) -> bool:
-    """The IRR criterion for one generation (:func:`srilib.metrics.internal_recovery_rate`): compliant
+    """The IRR criterion for one generation (:func:`srilib.signal.internal_recovery_rate`): compliant
     (sigma > lambda_c) at some step before the end and below ``lam`` at the end; False with fewer than 2 steps."""
     sig = np.asarray(sig, dtype=np.float64)
     if sig.shape[-1] < 2:

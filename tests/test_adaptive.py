@@ -337,7 +337,7 @@ def test_candidates_survive_the_text_round_trip(tiny_ar):
 
 
 def test_dlm_objective_reads_canvas_position_zero_of_a_masked_canvas(tiny_dlm):
-    from srilib.dlm import mask_predict
+    from srilib.models import mask_predict
 
     settings = RSSettings(gen_length=16)
     res = run_random_search(tiny_dlm, REQUESTS[:1], SMALL, settings, seed=0, cache=False, progress=False)

@@ -1,11 +1,11 @@
-"""Tests for srilib.attacks: template families, determinism, train/eval separation, flip recoverability."""
+"""Tests for srilib.prompts: template families, determinism, train/eval separation, flip recoverability."""
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
 
-from srilib import attacks as A
+from srilib import prompts as A
 from srilib.prompts import get_prompts
 
 REQUESTS = get_prompts("harmful", "eval", n=12, seed=0) + ["Odd  spacing and {braces} and {request} inside."]

@@ -393,11 +393,11 @@ def test_noise_check_catches_a_warning_and_a_local_path(browser):
 # ------------------------------------------------------------------------------------------- model output
 def test_model_output_renders_literally(browser):
     """Issue 23: model output is shown escaped, never read as Markdown. A generation with ``**`` and a blank line,
-    as srilib renders every generation it shows (srilib.figures.recovery.output_html), reads as written on a
+    as srilib renders every generation it shows (srilib.figures.output_html), reads as written on a
     chapter page in the browser; and every generation the built chapters show holds no markup."""
     import json
 
-    from srilib.figures.recovery import output_html
+    from srilib.figures import output_html
 
     cdp, origin = browser
     page = next((p for p in CHAPTERS if "incomplete_recovery" in p), (CHAPTERS or PAGES or ["index.html"])[0])

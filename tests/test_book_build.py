@@ -16,7 +16,7 @@ import pytest
 from srilib import build, execute, record
 from srilib.chapters import FAILED_RUN_KEY, output_records
 from srilib.offline import check_offline
-from srilib.profiles import load_profile
+from srilib.experiment import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 VENDOR = REPO / "book" / "_static" / "vendor"

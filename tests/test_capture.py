@@ -6,7 +6,7 @@ import torch
 from conftest import PROMPTS
 
 import srilib
-from srilib.dlm import mask_predict
+from srilib.models import mask_predict
 from srilib.judges import is_refusal, text_signals
 from srilib.samplers import ARSampler
 from srilib.samplers.diffusion import ARDiffusionSampler, DiffusionSampler, decode_runs
@@ -203,7 +203,7 @@ def test_canvas_decision_is_the_mean_of_the_deciding_pass(dlm):
 
 
 def test_dlm_decision_capture_runs_exactly_the_untraced_passes(dlm, monkeypatch):
-    import srilib.dlm as dlm_mod
+    import srilib.models as dlm_mod
     n = []
     orig = dlm_mod.mask_predict
     monkeypatch.setattr(dlm_mod, "mask_predict", lambda *a, **k: n.append(1) or orig(*a, **k))

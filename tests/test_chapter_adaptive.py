@@ -243,7 +243,7 @@ def test_detector_scores_adaptive_sets_as_held_out():
     from types import SimpleNamespace
 
     from srilib.chapters.detector_tables import adaptive_rows, per_attack_rows
-    from srilib.metrics import refusal_rate
+    from srilib.signal import refusal_rate
     rng = np.random.default_rng(0)
     sc = {"harmless": rng.normal(0, 1, 20), "raw": rng.normal(1, 1, 4), "roleplay": rng.normal(2, 1, 4),
           "random_search": rng.normal(3, 1, 3), "pair": rng.normal(0, 1, 2)}

@@ -4,7 +4,7 @@ import pytest
 
 from srilib.chapters.geometry import GROUPS, GeometryResult
 from srilib.chapters import verdicts
-from srilib.metrics import refusal_rate
+from srilib.signal import refusal_rate
 from srilib.signal import Anchors
 
 

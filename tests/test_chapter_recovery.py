@@ -13,7 +13,7 @@ from srilib.chapters.recovery import (DELTA_COL, analyse_recovery, conclusions, 
                                       table1_rows)
 from srilib.chapters.sampling import evaluate_traces
 from srilib.experiment import resolve_run
-from srilib.figures.recovery import canvas_html
+from srilib.figures import canvas_html
 from srilib.stats import Rate
 from srilib.signal import Anchors
 from srilib.traces import TraceSet

@@ -1,4 +1,4 @@
-"""Cache keys on behaviour (srilib.io.behaviour_hash): a docstring or comment edit to any srilib module keeps every
+"""Cache keys on behaviour (srilib.traces.behaviour_hash): a docstring or comment edit to any srilib module keeps every
 trace, attack and organism key; a change of what the code computes moves them."""
 import ast
 import inspect
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import srilib
-from srilib import io as codehash
+from srilib import traces as codehash
 from srilib.adaptive.cache import adaptive_code_version
 from srilib.organisms import train, weights
 from srilib.organisms.v3 import v3_code_version

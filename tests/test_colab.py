@@ -103,7 +103,7 @@ def test_dry_run_checks_each_fresh_runtime(tmp_path, monkeypatch):
     nb = json.loads((tmp_path / "sri_geometry" / "content" / "sri_geometry.ipynb").read_text())
     assert setup_cell(nb) == colab.setup_source(f"file://{ROOT}")  # installs this checkout
     params = json.loads((tmp_path / "sri_geometry" / "params.yaml").read_text())
-    from srilib.profiles import load_profile
+    from srilib.experiment import load_profile
     assert params == load_profile("smoke").params_for("sri_geometry")
     pm = next(c for c in calls if c[1:3] == ["-m", "papermill"])
     assert "--cwd" in pm and str(tmp_path / "sri_geometry" / "content") in pm

@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from srilib.attacks import HELDOUT_FAMILIES
+from srilib.prompts import HELDOUT_FAMILIES
 from srilib.chapters import interval_side
 from srilib.chapters.defenses import (OVERHEAD_CAPTURE_COL, POOL_COL, REFUSED_COL, SHARED_POOL_COL, SHARED_RR_COL,
                                       DefenseReport, defense_rows, paper_overhead_factor, resolve_guard_model,
@@ -22,7 +22,7 @@ from srilib.chapters.shift import PAPER_TABLE4_COL, run_harmless_shift, shift_pr
 from srilib.experiment import Experiment, PromptSets
 from srilib.guard import SRIGuard
 from srilib.judges import HeuristicJudge
-from srilib.metrics import refusal_rate
+from srilib.signal import refusal_rate
 from srilib.prompts import get_prompts
 from srilib.judges import is_refusal
 from srilib.signal import Anchors

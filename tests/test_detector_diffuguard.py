@@ -19,7 +19,7 @@ from srilib.chapters import verdicts
 from srilib.experiment import Experiment, PromptSets
 from srilib.judges import HeuristicJudge
 from srilib.stats import Rate
-from srilib.profiles import available_profiles, load_profile
+from srilib.experiment import available_profiles, load_profile
 from srilib.samplers.diffuguard import DiffuGuardSampler
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import torch
 from conftest import PROMPTS
 
 import srilib
-from srilib.dlm import mask_predict
+from srilib.models import mask_predict
 from srilib.samplers import make_sampler
 from srilib.samplers.diffuguard import AuditDirection, DiffuGuardSampler
 from srilib.samplers.diffusion import DiffusionSampler

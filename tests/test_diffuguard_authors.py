@@ -8,8 +8,8 @@ import torch
 from conftest import PROMPTS
 
 import srilib
-import srilib.dlm as dlm
-from srilib.dlm import mask_predict
+import srilib.models as dlm
+from srilib.models import mask_predict
 from srilib.models import left_pad
 from srilib.samplers.diffuguard import (ACCEPT_CUES, AUTHORS_THRESHOLD_NO_SAR, REFUSE_CUES, DiffuGuardSampler,
                                         conflict_score, cosine_distance, mean_state)

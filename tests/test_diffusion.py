@@ -7,7 +7,7 @@ from conftest import PROMPTS
 import srilib
 from srilib.canvas_attacks import (AFFIRMATIVE, CANVAS_ATTACKS, MIN_CONTENT, STEP_MARKERS, CanvasAttack,
                                    get_canvas_attack, interleaved_prefill)
-from srilib.dlm import mask_predict
+from srilib.models import mask_predict
 from srilib.samplers import ARSampler, make_sampler
 from srilib.samplers.diffusion import (ARDiffusionSampler, DiffusionSampler, visible, normalize_prefill,
                                        num_transfer_tokens)

@@ -286,7 +286,7 @@ def test_dlm_ar_unchanged_for_masked_dlms():
 # ------------------------------------------------------------------------------------------ the SRI pipeline
 def test_anchors_signal_zones_irr_on_traces(tmp_path):
     from srilib.experiment import Experiment, PromptSets
-    from srilib.metrics import internal_recovery_rate
+    from srilib.signal import internal_recovery_rate
     from srilib.signal import zone
 
     exp = Experiment(steps=4, gen_length=16, batch_size=4, cache=str(tmp_path), progress=False)
@@ -386,7 +386,7 @@ def test_runs_resolve_to_its_own_sampler_and_skip_mask_only_sections():
     from srilib.chapters.sampling import expand_runs
     from srilib.experiment import resolve_run
     from srilib.models import masked_diffusion
-    from srilib.profiles import _run
+    from srilib.experiment import _run
 
     run = resolve_run("tiny-diffusiongemma")
     assert (run.kind, run.sampler) == ("dlm", "entropy_bound")

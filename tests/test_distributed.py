@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import srilib
-from srilib.attacks import apply_attack
+from srilib.prompts import apply_attack
 from srilib.distributed import (Job, main, merge_sets, parse_prompt_spec, profile_plan, read_prompts_file,
                                 run_jobs, run_plan_sharded, trace_shard)
 from srilib.experiment import Experiment, setup
@@ -52,7 +52,7 @@ def test_profile_plan_is_the_notebooks_sets():
     """--profile cpu --model M traces exactly the chapters' prompt lists and settings (the cache keys are shared)."""
     plan = profile_plan("cpu", models=["smollm2-135m-refusal-v3"])
     assert {n.run.label for n in plan.needs} == {"smollm2-135m-refusal-v3@ar"}
-    from srilib.profiles import load_profile
+    from srilib.experiment import load_profile
     c = load_profile("cpu").common
     exp, sets = setup(steps=c["steps"], gen_length=c["gen_length"], n_anchor=c["n_anchor"], n_eval=c["n_eval"],
                       attacks=c["attacks"], batch_size=c["batch_size"], seed=c["seed"])

@@ -1,9 +1,10 @@
-"""DLM adapters and loaders (srilib.dlm) on the tiny ModernBERT masked LM and its LLaDA/Dream doubles (offline)."""
+"""DLM adapters and loaders (srilib.models) on the tiny ModernBERT masked LM and its LLaDA/Dream doubles (offline)."""
 import pytest
 import torch
 
 import srilib
-from srilib.dlm import TinyLLaDA, _load_dlm_hf, ignores_padding, mask_predict
+from srilib.models import _load_dlm_hf, ignores_padding, mask_predict
+from srilib.tiny import TinyLLaDA
 from srilib.models import REGISTRY, ModelLoadError, ModelSpec
 from srilib.models import left_pad
 

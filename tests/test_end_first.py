@@ -89,7 +89,7 @@ def test_geometry_reports_the_share_of_empty_steps(chain):
 def test_smoke_profile_runs_an_end_first_diffusion_model_in_every_chapter():
     from srilib.experiment import resolve_run
     from srilib.models import REGISTRY, list_models
-    from srilib.profiles import load_profile
+    from srilib.experiment import load_profile
 
     list_models()
     prof = load_profile("smoke")

@@ -18,13 +18,13 @@ from srilib.chapters.detector import (DEFENSES, METHODS, DetectorResult, GuardCo
 from srilib.chapters.shift import shift_fpr  # noqa: E402
 from srilib.figures import ZONE_STYLE, book_style, figure_grid, layout_problems, legend_below, sigma_axes  # noqa: E402
 from srilib.figures import GROUP_COLORS  # noqa: E402
-from srilib.figures.adaptive import plot_budget_curves  # noqa: E402
-from srilib.figures.detector import plot_guard_rocs, plot_overhead, plot_rocs, plot_shift, plot_transfer  # noqa: E402
-from srilib.figures.geometry import anchor_separation, plot_projection  # noqa: E402
-from srilib.figures.recovery import plot_cases  # noqa: E402
-from srilib.figures.sampling import plot_irr_bars  # noqa: E402
-from srilib.figures.sampling import plot_family_rates, plot_sampler_deltas  # noqa: E402
-from srilib.figures.trajectories import plot_trajectories  # noqa: E402
+from srilib.figures import plot_budget_curves  # noqa: E402
+from srilib.figures import plot_guard_rocs, plot_overhead, plot_rocs, plot_shift, plot_transfer  # noqa: E402
+from srilib.figures import anchor_separation, plot_projection  # noqa: E402
+from srilib.figures import plot_cases  # noqa: E402
+from srilib.figures import plot_irr_bars  # noqa: E402
+from srilib.figures import plot_family_rates, plot_sampler_deltas  # noqa: E402
+from srilib.figures import plot_trajectories  # noqa: E402
 from srilib.stats import Estimate, wilson  # noqa: E402
 
 RUNS = ("smollm2-135m-refusal-v3@ar", "smollm2-135m-dlm@low_confidence")

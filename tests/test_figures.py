@@ -1,5 +1,5 @@
 """The figures package: the diffusion canvas and the worked example of recovery by revision as HTML
-(srilib.figures.recovery), read back as data; the worked example as the chapter builds it
+(srilib.figures), read back as data; the worked example as the chapter builds it
 (srilib.chapters.recovery_figures.example_view)."""
 import html
 import re
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from srilib.chapters.recovery_figures import example_view
-from srilib.figures.recovery import CANVAS_CSS, canvas_html, cases_html, example_html, output_html
+from srilib.figures import CANVAS_CSS, canvas_html, cases_html, example_html, output_html
 
 _CELL_KIND = {css: kind for kind, css in CANVAS_CSS.items()}
 

@@ -1,9 +1,9 @@
-"""srilib.io: atomic file writes and atomic directory builds leave either the whole result or nothing."""
+"""srilib.traces: atomic file writes and atomic directory builds leave either the whole result or nothing."""
 import os
 
 import pytest
 
-from srilib import io as sio
+from srilib import traces as sio
 
 
 def test_atomic_write_bytes_replaces_and_cleans_up(tmp_path, monkeypatch):

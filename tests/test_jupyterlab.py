@@ -37,7 +37,7 @@ def lab(tmp_path_factory):
         pytest.skip(why)
     import papermill
 
-    from srilib.profiles import load_profile
+    from srilib.experiment import load_profile
 
     root = tmp_path_factory.mktemp("lab")
     papermill.execute_notebook(str(REPO / "notebooks" / "sri_geometry.ipynb"), str(root / "sri_geometry.ipynb"),

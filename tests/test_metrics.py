@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import KeywordJudge
 
-from srilib.metrics import (attack_success_rate, incomplete_recoveries, internal_recovery_rate, rates_table,
+from srilib.signal import (attack_success_rate, incomplete_recoveries, internal_recovery_rate, rates_table,
                             recovery_by_revision, refusal_rate, text_recovery_rate)
 from srilib.stats import wilson
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from srilib import attacks as A
+from srilib import prompts as A
 from srilib import prompts as P
 from srilib.organisms import batching as B
 from srilib.organisms import corpus as C

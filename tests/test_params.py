@@ -8,8 +8,8 @@ import pytest
 
 import srilib.experiment
 from srilib.chapters import unless_failed
-from srilib.profiles import ParameterError, check_params, check_profile
-from srilib.profiles import available_profiles, load_profile, parse_profile
+from srilib.experiment import ParameterError, check_params, check_profile
+from srilib.experiment import available_profiles, load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ("sri_geometry", "sampling_vs_representation", "incomplete_recovery", "detector_transfer")

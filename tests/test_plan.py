@@ -8,8 +8,8 @@ import pytest
 
 from srilib.experiment import Experiment, resolve_run
 from srilib.plan import CHAPTERS, Need, TracePlan, build_plan
-from srilib.profiles import notebook_defaults, notebook_params
-from srilib.profiles import load_profile, parse_profile
+from srilib.experiment import notebook_defaults, notebook_params
+from srilib.experiment import load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import pytest
 from srilib import preflight as P
 from srilib import build, execute
 from srilib.__main__ import main
-from srilib.profiles import load_profile, parse_profile
+from srilib.experiment import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

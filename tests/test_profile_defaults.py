@@ -7,7 +7,7 @@ import json
 import pkgutil
 
 import srilib.chapters
-from srilib.profiles import load_profile
+from srilib.experiment import load_profile
 
 MODULES = ["srilib.experiment", "srilib.chapters"] + [f"srilib.chapters.{m.name}"
                                                      for m in pkgutil.iter_modules(srilib.chapters.__path__)]

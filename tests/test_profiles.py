@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from srilib.profiles import HARDWARE, available_profiles, load_profile, parse_profile
+from srilib.experiment import HARDWARE, available_profiles, load_profile, parse_profile
 
 PAPER_MODELS = {"llama-3.1-8b-instruct", "qwen-2.5-7b-instruct", "gemma-7b-it", "llada-8b-instruct", "llada-1.5",
                 "dream-v0-instruct-7b"}

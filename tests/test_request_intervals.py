@@ -208,7 +208,7 @@ def test_table2_and_figure_label_the_asr_gain_with_its_sign():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from srilib.figures.sampling import plot_sampler_deltas
+    from srilib.figures import plot_sampler_deltas
 
     d_asr = Estimate(0.25, 0.1, 0.4, "x", signed=True)
     d_rr, d_irr = Estimate(0.1, 0.0, 0.2, "x", signed=True), Estimate(0.0, -0.1, 0.1, "x", signed=True)

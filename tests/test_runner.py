@@ -12,7 +12,7 @@ from srilib.bench import run_benchmarks
 from srilib.offline import check_offline
 from srilib.organisms.parallel import training_groups
 from srilib.__main__ import main
-from srilib.profiles import available_profiles, parse_profile
+from srilib.experiment import available_profiles, parse_profile
 
 
 def md_rows(md: str) -> list[list[str]]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import srilib
-from srilib.dlm import _blockcausal, mask_predict, prompt_cache
+from srilib.models import _blockcausal, mask_predict, prompt_cache
 from srilib.organisms.smoldlm import SmolDiffusionLM, block_mask
 from srilib.organisms.v3 import dlm_loss, dlm_noise
 from srilib.samplers import make_sampler

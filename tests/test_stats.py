@@ -1,7 +1,7 @@
 """srilib.stats: intervals and AUROC on hand-built cases, and the numbers they gave before they moved onto scipy and
 scikit-learn (issue 25, item 4).
 
-``EXPECTED`` holds what srilib.metrics returned for the seeded inputs of :func:`_outputs` before the refactor,
+``EXPECTED`` holds what srilib.signal returned for the seeded inputs of :func:`_outputs` before the refactor,
 rounded to 4 decimals (the book prints 2-3): every public interval and AUROC function, with ties, clusters,
 paired samples, several n and n_boot. A changed draw order, quantile or formula moves some of these digits.
 """

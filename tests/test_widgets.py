@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from srilib.explorer_static import CLASSIFY_BEGIN, CLASSIFY_END, explorer_data, static_explorer
-from srilib.metrics import internal_recovery_rate
+from srilib.signal import internal_recovery_rate
 from srilib.judges import text_signals
 from srilib.signal import ZONE_NAMES, Anchors, zone
 from srilib.traces import RUN_SEPARATOR, TraceSet

@@ -1,5 +1,5 @@
 """The walk of one run from the profile to its figure (issue 25): the srilib modules whose functions run while the
-sampling chapter is built from a profile (:func:`srilib.profiles.notebook_params`), analyses one run (its traces
+sampling chapter is built from a profile (:func:`srilib.experiment.notebook_params`), analyses one run (its traces
 generated when the cache is cold) and draws that run's pooled-ASR figure. Module and class bodies do not count:
 every srilib module is imported before the walk starts.
 
@@ -28,8 +28,8 @@ def walk(profile: str, run: str) -> dict[str, set[str]]:
             importlib.import_module(m.name)
     from srilib.chapters.chapter import SamplingChapter
     from srilib.chapters.sampling import family_asr_panel
-    from srilib.figures.sampling import plot_family_rates
-    from srilib.profiles import load_profile, notebook_params
+    from srilib.figures import plot_family_rates
+    from srilib.experiment import load_profile, notebook_params
 
     seen: dict[str, set[str]] = {}
 

@@ -18,8 +18,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from ..io import behaviour_hash
-from ..io import atomic_write_bytes
+from ..traces import behaviour_hash
+from ..traces import atomic_write_bytes
 from ..traces import code_version, default_cache_dir
 
 CACHE_FORMAT = 1
@@ -27,7 +27,7 @@ CACHE_FORMAT = 1
 
 @lru_cache(maxsize=1)
 def adaptive_code_version() -> str:
-    """What the adaptive-attack modules compute (:func:`srilib.io.behaviour_hash`) plus
+    """What the adaptive-attack modules compute (:func:`srilib.traces.behaviour_hash`) plus
     :func:`srilib.traces.code_version` (models, DLM adapters and samplers, which the attacks call): a change of
     behaviour in any of them invalidates cached attack results, a docstring or comment edit does not."""
     return behaviour_hash(*sorted(Path(__file__).parent.glob("*.py")), extra=code_version())

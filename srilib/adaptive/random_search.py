@@ -37,7 +37,7 @@ always give a log-probability), and uses GPT-4 as judge (here: the profile's jud
 
 Diffusion LMs (``lm.kind == "dlm"``): the objective is the log-probability of the target token at the *first
 canvas position* of a fully masked response canvas of ``gen_length`` positions, read from one
-:func:`srilib.dlm.mask_predict` pass (the mask token itself is excluded from the softmax, as the samplers never
+:func:`srilib.models.mask_predict` pass (the mask token itself is excluded from the softmax, as the samplers never
 propose it). This is our choice for DLMs; the paper does not state one for its Random Search runs. A uniform-noise
 diffusion model (DiffusionGemma) has no mask token: its objective is its causal encoder's log-probability of the
 target as the first reply token (:func:`.rs_objective.objective_view`, also our choice).

@@ -166,7 +166,7 @@ class Scorer:
         B = cands.shape[0]
         model = self.lm.model
         if self.lm.kind == "dlm":
-            from ..dlm import mask_predict
+            from ..models import mask_predict
             L = self.settings.gen_length
             canvas = torch.full((B, L), int(self.lm.mask_id), dtype=torch.long, device=self.dev)
             x = torch.cat([self.prefix.expand(B, -1), cands, self.post.expand(B, -1), canvas], dim=1)
@@ -219,7 +219,7 @@ def prompt_objective(lm, prompts: Sequence[str], target: str = "Sure", *, gen_le
     for s in range(0, len(ids), batch_size):
         chunk = ids[s:s + batch_size]
         if lm.kind == "dlm":
-            from ..dlm import mask_predict
+            from ..models import mask_predict
             mask_id = int(lm.mask_id)
             pad = lm.pad_id if lm.pad_id != mask_id else lm.eos_ids[0]
             x, attn = left_pad(chunk, pad, lm.device)

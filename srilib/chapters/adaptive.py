@@ -27,7 +27,7 @@ import numpy as np
 from .. import adaptive as A
 from ..adaptive.rs_data import PUBLISHED
 from ..experiment import Experiment, PromptSets, Run, selected
-from ..metrics import attack_success_rate
+from ..signal import attack_success_rate
 from ..stats import Rate, delta
 from . import AR_TWIN, interval_side, weak_caveat
 from . import Verdict, weak_runs

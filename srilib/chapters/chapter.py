@@ -14,13 +14,13 @@ graph keeps no circle.
 from __future__ import annotations
 
 import dataclasses
+from functools import cached_property
 from typing import Mapping, Sequence
 
-from ..experiment import PromptSets, Run, resolve_run, selected, setup_from
+from ..experiment import PromptSets, Run, check_params, resolve_run, selected, setup_from
 from ..judges import make_judge
-from ..metrics import DEFAULT_LAMBDA_R
+from ..signal import DEFAULT_LAMBDA_R
 from ..models import masked_diffusion
-from ..profiles import check_params
 from ..plan import Need, each_run_needs, needs_for, resolve_each, standard_needs
 from . import each_run
 from .adaptive import Adaptive, AdaptiveConfig, adaptive_needs, transfer_needs
@@ -42,16 +42,32 @@ from .shift import run_harmless_shift, shift_order, shift_prompts
 
 class Chapter:
     """One chapter for one set of parameters (a notebook's ``globals()`` or a profile's values over the notebook's
-    defaults): every parameter checked first (:func:`srilib.profiles.check_params`: one error naming all bad ones,
+    defaults): every parameter checked first (:func:`srilib.experiment.check_params`: one error naming all bad ones,
     before anything loads), then ``params`` (the checked values), ``exp`` and ``sets``
     (:func:`srilib.experiment.setup_from`). The trace plan passes ``check=False``: it has checked the whole profile
-    before (:func:`srilib.profiles.check_profile`), and a run that does not resolve there is one failed need."""
+    before (:func:`srilib.experiment.check_profile`), and a run that does not resolve there is one failed need."""
 
     name = ""  # the chapter's notebook
 
     def __init__(self, params: Mapping, check: bool = True):
         self.params = check_params(self.name, params) if check else dict(params)
         self.exp, self.sets = setup_from(self.params)
+
+    @cached_property
+    def adv(self) -> Adaptive:
+        """The adaptive attacks (Random Search, PAIR) of the ``random_search`` and ``pair`` parameters, built on first
+        use (:class:`srilib.chapters.adaptive.Adaptive`; the sampling and detector chapters, which set ``judge``)."""
+        p = self.params
+        return Adaptive(self.exp, self.sets, self.judge,
+                        AdaptiveConfig.from_params(p.get("random_search"), p.get("pair"), p["gen_length"]))
+
+    def adaptive(self) -> Adaptive | None:
+        """:attr:`adv` when the parameters turn an adaptive attack on, else None (nothing is built when both
+        sections are absent)."""
+        p = self.params
+        if not (p.get("random_search") or p.get("pair")):
+            return None
+        return self.adv if self.adv.cfg.any_on else None
 
     def specs(self) -> list:
         """The runs the chapter analyses, in order (the ``runs`` parameter)."""
@@ -126,10 +142,7 @@ class SamplingChapter(Chapter):
 
     def __init__(self, params: Mapping, check: bool = True):
         super().__init__(params, check)
-        p = self.params
-        self.judge = make_judge(p["judge"])
-        self.adv = Adaptive(self.exp, self.sets, self.judge,
-                            AdaptiveConfig.from_params(p.get("random_search"), p.get("pair"), p["gen_length"]))
+        self.judge = make_judge(self.params["judge"])
 
     @property
     def runs(self) -> list[Run]:
@@ -140,21 +153,18 @@ class SamplingChapter(Chapter):
     def specs(self) -> list[Run]:
         return self.runs
 
-    def _adaptive(self):
-        return self.adv if self.adv.cfg.any_on else None
-
     def run(self, spec) -> RunEval:
         """:func:`srilib.chapters.sampling.evaluate_run` of one run, its adaptive-attack sets included."""
         p = self.params
         return evaluate_run(self.exp, spec, self.sets, self.judge, tau=p["tau"], lambda_r=p["lambda_r"],
-                            adaptive=self._adaptive())
+                            adaptive=self.adaptive())
 
     def run_all(self) -> list[RunEval]:
         """Every run's :meth:`run`, one model at a time, in the order of :meth:`specs`; a failing run is reported
         and left out."""
         p = self.params
         return evaluate_runs(self.exp, self.specs(), self.sets, self.judge, tau=p["tau"], lambda_r=p["lambda_r"],
-                             on_error="report", adaptive=self._adaptive())
+                             on_error="report", adaptive=self.adaptive())
 
     def comparisons(self, results: Sequence[RunEval]) -> tuple[list[Comparison], list[str]]:
         """Every DLM's remasking runs against its ``dlm-ar`` run (paired, at the largest λ_r) and the notes on DLMs
@@ -175,7 +185,7 @@ class SamplingChapter(Chapter):
     def needs(self, run: Run) -> list[Need]:
         """The anchor split, every evaluation set and the adaptive-attack sets with their budget checkpoints."""
         return standard_needs(self.name, self.exp, run, self.sets) + (
-            adaptive_needs(self.name, self.adv, run, curves=True) if self.adv.cfg.any_on else [])
+            adaptive_needs(self.name, self.adv, run, curves=True) if self.adaptive() else [])
 
     def trace_needs(self) -> list[Need]:
         """Every run's :meth:`needs` (a run that does not resolve: one failed need), the AR-to-DLM transfer sets and,
@@ -185,7 +195,7 @@ class SamplingChapter(Chapter):
         runs, out = resolve_each(self.name, p["runs"])  # a run that does not resolve: one failed need
         runs = expand_runs(runs, p.get("block_lengths") or [])
         out += each_run_needs(self.name, runs, self.needs)
-        out += transfer_needs(self.name, self.adv, runs)
+        out += transfer_needs(self.name, self.adv, runs) if self.adaptive() else []
         seeds = list(dict.fromkeys(int(s) for s in p.get("seeds") or []))
         compared = [r for r in comparison_runs(runs) if selected(r, p.get("seed_runs"))]
         n_eval = p.get("seed_n_eval") or p["n_eval"]
@@ -312,8 +322,6 @@ class DetectorChapter(Chapter):
         self.cfg = GuardConfig(calib_fraction=p["calib_fraction"], min_calibration=p["min_calibration"],
                                quantile=p["quantile"], epochs=p["guard_epochs"])
         self.judge = make_judge(p["judge"])
-        self.adv = Adaptive(self.exp, self.sets, self.judge,
-                            AdaptiveConfig.from_params(p.get("random_search"), p.get("pair"), p["gen_length"]))
 
     def run(self, spec) -> tuple[DetectorResult, DefenseReport]:
         """One run's detector section, its harmless-shift section (runs of ``shift_runs``), its defenses and, on
@@ -324,7 +332,7 @@ class DetectorChapter(Chapter):
         try:
             res = run_detector(exp, spec, sets, self.train_prompts, tau=p["tau"], seeds=p["seeds"], cfg=self.cfg,
                                n_boot=p["n_boot"], canvas_attacks=p["canvas_attacks"],
-                               adaptive=self.adv if self.adv.cfg.any_on else None)
+                               adaptive=self.adaptive())
             if selected(spec, p.get("shift_runs")):
                 self._section(res, "harmless-shift section", run_harmless_shift, exp, spec, res,
                               self.family_prompts, self.train_prompts, tau=p["tau"])
@@ -367,7 +375,7 @@ class DetectorChapter(Chapter):
         out = standard_needs(self.name, exp, run, sets)
         out += needs_for(self.name, exp, run, {"guard/harmless-train": self.train_prompts, **(
             {"shift/harmless-families": family} if selected(run, p.get("shift_runs")) else {})})
-        out += adaptive_needs(self.name, self.adv, run) if self.adv.cfg.any_on else []
+        out += adaptive_needs(self.name, self.adv, run) if self.adaptive() else []
         if run.kind == "dlm" and masked_diffusion(run.model, run.kind):  # canvas attacks and DiffuGuard need masks
             dg = diffuguard_run(exp, run)
             for r in [run, dg] if p.get("diffuguard") else [run]:

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..baselines import (LLAMA_GUARD, JudgeDefense, PerplexityFilter, SelfExamine, SRIGuardDefense,
                          defense_metrics, has_plain_generate, llama_guard_defense, plain_generate, sampler_generate)
-from ..experiment import Experiment, PromptSets, resolve_layers
+from ..experiment import Experiment, PromptSets
+from ..models import resolve_layers
 from ..stats import Rate
 from ..timing import median_seconds
 from .detector import DEFENSES, DIFFUGUARD, DetectorResult
@@ -406,7 +407,7 @@ def defense_run_rows(reports: dict[str, DefenseReport]) -> list[dict]:
 
 
 def overhead_points(reports: dict[str, DefenseReport]) -> dict:
-    """The arguments of :func:`srilib.figures.detector.plot_overhead` (paper Figure 7 style): per defense but
+    """The arguments of :func:`srilib.figures.plot_overhead` (paper Figure 7 style): per defense but
     undefended, in :data:`DEFENSES` order, one (overhead incl. capture %, ASR %) point [runs, 2] per run it ran on;
     the undefended ASR % averaged over runs; the paper's Table 13 (overhead %, ASR %) per defense and its
     undefended ASR %. Our ASR pools our template attacks, the paper's its five attacks: different pools."""

@@ -3,7 +3,7 @@
 of paper Table 4) and transfer of a fitted guard across models. Beside it: :mod:`.detector_intervals` (the paired
 bootstrap behind the ablation ranking), :mod:`.detector_tables` (table rows), :mod:`.defenses` (Table 13),
 :mod:`.detector_diffuguard` (Table 14), :mod:`.shift` (harmless distribution shift), :mod:`.detector_conclusions`
-(prose) and :mod:`srilib.figures.detector`.
+(prose) and :mod:`srilib.figures`.
 
 Data use (per run, i.e. model + sampler):
 
@@ -35,9 +35,10 @@ from typing import Sequence
 import numpy as np
 
 from ..canvas_attacks import canvas_traces
-from ..experiment import Experiment, PromptSets, layer_index, num_layers, resolve_layers
+from ..experiment import Experiment, PromptSets
+from ..models import layer_index, num_layers, resolve_layers
 from ..guard import PCAResidual, SRIGuard, finite_rows
-from ..metrics import refusal_rate
+from ..signal import refusal_rate
 from ..prompts import get_prompts
 from ..judges import text_signals
 from ..signal import Anchors
@@ -329,7 +330,7 @@ def transfer_matrix(results: dict[str, DetectorResult], n_boot: int = 0) -> dict
 
 # ------------------------------------------------------------------------------------------- figures
 def roc_panel(res: DetectorResult, methods: Sequence[str] = METHODS) -> dict:
-    """The arguments of :func:`srilib.figures.detector.plot_rocs` for one run: each detector's ROC curve
+    """The arguments of :func:`srilib.figures.plot_rocs` for one run: each detector's ROC curve
     (:meth:`DetectorResult.roc`) labelled with its AUROC (first seed), SRI Guard's drawn thick, and the run as the
     title, flagged when its anchors are unfiltered."""
     labels = {m: f"{METHOD_LABELS[m]} ({res.auroc[(m, res.seeds[0])].value:.2f})" for m in methods}
@@ -338,7 +339,7 @@ def roc_panel(res: DetectorResult, methods: Sequence[str] = METHODS) -> dict:
 
 
 def guard_roc_panel(results: dict[str, DetectorResult]) -> dict:
-    """The arguments of :func:`srilib.figures.detector.plot_guard_rocs`: SRI Guard's ROC curve of every run,
+    """The arguments of :func:`srilib.figures.plot_guard_rocs`: SRI Guard's ROC curve of every run,
     labelled with the run, its AUROC (first seed) and whether its anchors are unfiltered, and the paper's Table 4
     AUROC as the note."""
     curves = {}

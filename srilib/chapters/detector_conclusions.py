@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..attacks import HELDOUT_FAMILIES
+from ..prompts import HELDOUT_FAMILIES
 from ..stats import Estimate, Rate, request_interval
 from . import interval_side, weak_caveat, weak_models_line
 from .defenses import DefenseReport, paper_overhead_factor, pool_label, rate_pct, shared_pool_label

@@ -162,7 +162,7 @@ def _table14_cells(res: DetectorResult, k: str, judge, requests: Sequence[str]) 
     """The three ASRs of one canvas set of one run (Rate; DiffuGuard None when it did not run) and the paired
     differences (bootstrap over the same requests)."""
     from ..baselines import apply_defense
-    from ..metrics import attack_success_rate
+    from ..signal import attack_success_rate
     from ..stats import delta
 
     flags = res.scores[("sri_last", res.seeds[0])][k] > res.guard.threshold_

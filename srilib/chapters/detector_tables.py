@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..attacks import HELDOUT_FAMILIES
+from ..prompts import HELDOUT_FAMILIES
 from ..stats import Estimate, Rate
 from .detector import CANVAS, METHODS, RAW, DetectorResult, auroc_est
 from .paper_numbers import METHOD_LABELS, PAPER_ABLATION, PAPER_CANVAS, PAPER_N_MODELS
@@ -109,7 +109,7 @@ def canvas_rows(results: dict[str, DetectorResult], judge, requests: Sequence[st
     """Paper Table 14 analogue: ASR under each canvas attack without a defense and after SRI Guard (flagged
     generations replaced by a refusal), with the paper's LLaDA numbers for the attack it resembles."""
     from ..baselines import apply_defense
-    from ..metrics import attack_success_rate
+    from ..signal import attack_success_rate
 
     rows = []
     for res in results.values():

@@ -9,7 +9,7 @@ import numpy as np
 from . import interval_side, weak_caveat, weak_models_line
 from ..experiment import Experiment, PromptSets
 from ..geometry import GROUPS, Projection, lda_projection, outcome_groups
-from ..metrics import refusal_rate
+from ..signal import refusal_rate
 from ..signal import Anchors
 from ..stats import Estimate, cluster_bootstrap_ci
 from . import Verdict, headline_runs, weak_runs
@@ -96,20 +96,20 @@ def run_geometry(exp: Experiment, spec: str, sets: PromptSets, tau: float = 0.1)
 
 # ------------------------------------------------------------------------------------------- figures
 def trajectory_panel(r: GeometryResult) -> dict:
-    """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for one run: σ per outcome group, the
+    """The arguments of :func:`srilib.figures.plot_trajectories` for one run: σ per outcome group, the
     run as title, and its anchors' description as the note when they are the unfiltered fallback."""
     return {"groups": r.by_group, "title": r.run, "note": r.anchors.label if r.anchors.fallback else None}
 
 
 def headline_panels(results: Mapping[str, GeometryResult]) -> list[dict]:
-    """The arguments of :func:`srilib.figures.trajectories.plot_trajectories` for the main pair's panels
+    """The arguments of :func:`srilib.figures.plot_trajectories` for the main pair's panels
     (:func:`srilib.chapters.headline_runs` of the runs with filtered anchors), titled by run."""
     main = headline_runs([k for k, r in results.items() if not r.anchors.fallback])
     return [{"groups": results[k].by_group, "title": k} for k in main]
 
 
 def projection_panels(results: Mapping[str, GeometryResult]) -> list[dict]:
-    """The arguments of :func:`srilib.figures.geometry.plot_projection`, one per run with a projection: its points,
+    """The arguments of :func:`srilib.figures.plot_projection`, one per run with a projection: its points,
     groups and axes, titled by the run and the projection's summary."""
     return [{"Z": r.projection.Z, "labels": r.projection.labels, "axes": r.projection.axes,
              "title": f"{r.run}\n{r.projection.summary}"} for r in results.values() if r.projection is not None]
@@ -123,7 +123,7 @@ def projection_note(results: Mapping[str, GeometryResult]) -> str:
 
 
 def separation_curves(results: Mapping[str, GeometryResult]) -> dict[str, np.ndarray]:
-    """The ``separation`` of :func:`srilib.figures.geometry.anchor_separation`: per run its anchors' separation per
+    """The ``separation`` of :func:`srilib.figures.anchor_separation`: per run its anchors' separation per
     step [T], labelled by the run, with " *" when the anchors are the unfiltered fallback."""
     return {r.run + (" *" if r.anchors.fallback else ""): r.anchors.separation for r in results.values()}
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..experiment import Experiment, PromptSets
 from . import interval_side, weak_caveat, weak_models_line
-from ..metrics import (DEFAULT_LAMBDA_R, incomplete_recoveries, internal_recovery_rate, recovery_by_revision,
+from ..signal import (DEFAULT_LAMBDA_R, incomplete_recoveries, internal_recovery_rate, recovery_by_revision,
                        text_recovery_rate)
 from ..judges import text_signals
 from ..signal import COMPLIANCE_ZONE

@@ -1,5 +1,5 @@
 """Chapter "incomplete recovery", what its figures show, as the arrays, mappings and labels that
-:mod:`srilib.figures.recovery` takes: the IRR bars per run (with the paper's Figure 5 levels) and per DLM sampler,
+:mod:`srilib.figures` takes: the IRR bars per run (with the paper's Figure 5 levels) and per DLM sampler,
 the worked examples of recovery by revision, and the incomplete recoveries with the deepest dips. The notebook
 passes each straight to its figure function.
 """
@@ -15,7 +15,7 @@ Case = tuple[RecoveryResult, int]  # a generation: its run's result and its inde
 
 
 def irr_panel(results: Sequence[RecoveryResult]) -> dict:
-    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars` for the chapter's IRR figure: IRR per run and
+    """The arguments of :func:`srilib.figures.plot_irr_bars` for the chapter's IRR figure: IRR per run and
     threshold, each run's family, and the paper's Figure 5 levels (AR models, DLMs at the loosest threshold) as
     bands."""
     return {"irr": {r.run: r.irr for r in results}, "families": {r.run: r.family for r in results},
@@ -24,7 +24,7 @@ def irr_panel(results: Sequence[RecoveryResult]) -> dict:
 
 
 def sampler_irr_panels(results: Sequence[RecoveryResult]) -> list[dict]:
-    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars`, one panel per diffusion model in the order
+    """The arguments of :func:`srilib.figures.plot_irr_bars`, one panel per diffusion model in the order
     of ``results``: IRR per threshold of each of its runs, named by sampler, with their families."""
     out = []
     for m in dict.fromkeys(r.ev.model for r in results if r.ev.kind == "dlm"):
@@ -35,7 +35,7 @@ def sampler_irr_panels(results: Sequence[RecoveryResult]) -> list[dict]:
 
 
 def example_view(res: RecoveryResult, i: int, note: str = "") -> dict:
-    """The arguments of :func:`srilib.figures.recovery.example_html` for generation ``i`` of a run with intermediate
+    """The arguments of :func:`srilib.figures.example_html` for generation ``i`` of a run with intermediate
     predictions: run, set, position, request, final text and the judge's verdict on it, the canvas [T, L], the steps
     :func:`srilib.chapters.recovery.example_steps` picks and the verdict on each step's full prediction [T]."""
     rev, ts = res.revision, res.traces
@@ -72,7 +72,7 @@ def incomplete_cases(results: Sequence[RecoveryResult], n_cases: int) -> list[Ca
 
 
 def case_panels(cases: Sequence[Case]) -> dict:
-    """The arguments of :func:`srilib.figures.recovery.plot_cases`: each case's SRI and text-level signal [T] and
+    """The arguments of :func:`srilib.figures.plot_cases`: each case's SRI and text-level signal [T] and
     its title (run, set and position; deepest and final σ)."""
     return {"sigma": [r.sigma[i] for r, i in cases], "text_sig": [r.text_sig[i] for r, i in cases],
             "titles": [f"{r.run} · {r.set_of[i]} #{r.position[i]}\nmin σ {r.sigma[i].min():.2f}, "
@@ -80,7 +80,7 @@ def case_panels(cases: Sequence[Case]) -> dict:
 
 
 def case_items(cases: Sequence[Case]) -> list[dict]:
-    """The items of :func:`srilib.figures.recovery.cases_html`: run, set, position, the judge's verdict on the final
+    """The items of :func:`srilib.figures.cases_html`: run, set, position, the judge's verdict on the final
     text (``harmful``) and the text, per case."""
     return [{"run": r.run, "set_name": str(r.set_of[i]), "position": int(r.position[i]),
              "harmful": bool(r.final_harmful[i]), "text": r.traces.texts[i]} for r, i in cases]

@@ -16,10 +16,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..attacks import get_attack
+from ..prompts import get_attack
 from . import each_run
 from ..experiment import Experiment, PromptSets, Run
-from ..metrics import DEFAULT_LAMBDA_R, attack_success_rate, internal_recovery_rate, refusal_rate
+from ..signal import DEFAULT_LAMBDA_R, attack_success_rate, internal_recovery_rate, refusal_rate
 from ..signal import Anchors
 from ..stats import Rate, cluster_adjusted
 from ..traces import TraceSet
@@ -297,7 +297,7 @@ def expand_runs(runs: Sequence[Run], block_lengths: Sequence[int] = (), remaskin
 
 # ------------------------------------------------------------------------------------------- figures
 def dlm_irr_panel(results: Sequence[RunEval], lambda_r: Sequence[float] = DEFAULT_LAMBDA_R) -> dict:
-    """The arguments of :func:`srilib.figures.sampling.plot_irr_bars` for the DLM runs: IRR over the pooled
+    """The arguments of :func:`srilib.figures.plot_irr_bars` for the DLM runs: IRR over the pooled
     attacks (:data:`IRR_ATTACKED`) per run and threshold, and the runs' families; empty mappings without a DLM run."""
     dlm = [r for r in results if r.kind == "dlm"]
     return {"irr": {r.run: {lam: r.rate(ALL_JAILBREAKS, "irr", lam) for lam in lambda_r} for r in dlm},
@@ -305,7 +305,7 @@ def dlm_irr_panel(results: Sequence[RunEval], lambda_r: Sequence[float] = DEFAUL
 
 
 def family_asr_panel(results: Sequence[RunEval]) -> dict:
-    """The arguments of :func:`srilib.figures.sampling.plot_family_rates` for pooled ASR: per run with template
+    """The arguments of :func:`srilib.figures.plot_family_rates` for pooled ASR: per run with template
     attacks its ASR over them pooled, every run's family, and the paper's per-family range of its all-jailbreaks
     ASR (Table 3) as bands."""
     bands = []
@@ -329,7 +329,7 @@ def budget_curves(adaptive, results: Sequence[RunEval]) -> list:
 
 
 def budget_panel(curves: Sequence) -> dict:
-    """The arguments of :func:`srilib.figures.adaptive.plot_budget_curves`: per curve (:func:`budget_curves`) its
+    """The arguments of :func:`srilib.figures.plot_budget_curves`: per curve (:func:`budget_curves`) its
     run -> (iterations, ASR at each)."""
     return {"curves": {c.run: (c.iterations, c.asr) for c in curves}}
 

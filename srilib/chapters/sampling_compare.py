@@ -96,7 +96,7 @@ def sampler_comparisons(results: Sequence[RunEval], base_sampler: str = DLM_AR_S
 
 
 def delta_panel(comp: Comparison) -> dict:
-    """The arguments of :func:`srilib.figures.sampling.plot_sampler_deltas` for one comparison: its rows with the
+    """The arguments of :func:`srilib.figures.plot_sampler_deltas` for one comparison: its rows with the
     sets' display names (:func:`srilib.chapters.sampling.set_label`), "<remasking run> vs <AR-sampling run>" as the
     title, and the paper's Table 2 gains."""
     return {"rows": [{**r, "set": set_label(r["set"])} for r in comp.rows], "title": f"{comp.other} vs {comp.base}",

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from . import interval_side, weak_caveat, weak_models_line
-from ..metrics import DEFAULT_LAMBDA_R
+from ..signal import DEFAULT_LAMBDA_R
 from ..stats import Estimate, request_interval
 from . import Verdict, weak_runs
 from .paper_numbers import (ALL_JAILBREAKS, PAPER_ALL_JAILBREAKS, PAPER_COLUMNS, PAPER_FAMILY, PAPER_IRR_LOSS,

@@ -2,7 +2,7 @@
 families of harmless prompts (:func:`srilib.prompts.harmless_families`), against the text signal, refitted on a
 broader mix with each family left out, and on an untouched split never used to fit or choose anything; and the
 rows of its table. Its verdict in prose is :func:`srilib.chapters.detector_conclusions.shift_conclusion`, its figure
-:func:`srilib.figures.detector.plot_shift` (of :func:`shift_fpr`).
+:func:`srilib.figures.plot_shift` (of :func:`shift_fpr`).
 """
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def shift_rows(results: dict[str, DetectorResult], untouched: bool = False) -> l
 
 
 def shift_fpr(results: dict[str, DetectorResult]) -> dict:
-    """The arguments of :func:`srilib.figures.detector.plot_shift`: per run with a harmless-shift section, SRI
+    """The arguments of :func:`srilib.figures.plot_shift`: per run with a harmless-shift section, SRI
     Guard's false-positive rate (a Rate) on each family of its rows; the families, as the first such run names
     them; the rate its threshold aims at, 1 - that run's quantile (None without any such run)."""
     runs = [r for r in results.values() if r.shift]

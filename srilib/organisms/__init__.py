@@ -7,18 +7,21 @@
 * ``smollm2-135m-refusal``: the embedded SmolLM2-135M-Instruct with a low-rank adapter trained on the same corpus.
 
 Loading a full-size name loads the weights shipped in ``srilib/organisms/weights/`` (checked against the
-manifest's sha256, :mod:`srilib.organisms.weights`); ``weights="trained"`` loads the model retrained from the
-recipe in ``$SRILIB_CACHE/models/`` instead (training it first if needed, as ``make organisms`` does). Append
-``-tiny`` to a name (or pass ``config="tiny"``) for a seconds-scale variant used by tests and the smoke profile,
-always trained on first use. See :mod:`srilib.organisms.train` and book/organisms.md.
-This module stays light: torch-heavy work happens only inside the loader.
+manifest's sha256 and loaded by :func:`load_organism`, both in :mod:`srilib.organisms.weights`);
+``weights="trained"`` loads the model retrained from the recipe in ``$SRILIB_CACHE/models/`` instead (training it
+first if needed, as ``make organisms`` does). Append ``-tiny`` to a name (or pass ``config="tiny"``) for a
+seconds-scale variant used by tests and the smoke profile, always trained on first use. See
+:mod:`srilib.organisms.train` and book/organisms.md. This module registers the organisms' names; torch-heavy work
+happens only inside the loader.
 """
 from __future__ import annotations
 
 import warnings
 
-from ..models import LoadedModel, ModelSpec, dtype_name, loader, register
-from . import weights as W
+from ..models import ModelSpec, register
+from .weights import CONFIG_CHOICES, WEIGHT_SOURCES, load_organism, organism_path, resolve_name  # the loader
+
+__all__ = ["ORGANISMS", "CONFIG_CHOICES", "WEIGHT_SOURCES", "ensure", "load_organism", "organism_path", "resolve_name"]
 
 # peft's PeftModel.from_pretrained reads transformers' deprecated `is_gradient_checkpointing` on every adapter load,
 # and the FutureWarning (with the path of the interpreter's site-packages) would print in every chapter that loads
@@ -26,70 +29,6 @@ from . import weights as W
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 ORGANISMS = ("organism-ar", "organism-dlm", "smollm2-135m-refusal")
-CONFIG_CHOICES = ("full", "tiny")
-
-
-def resolve_name(name: str, config: str = "full") -> str:
-    """Config name for a registered organism name and a ``config`` option ("full" or "tiny")."""
-    if config not in CONFIG_CHOICES:
-        raise ValueError(f"unknown organism config {config!r}; use one of {CONFIG_CHOICES}")
-    base = name[: -len("-tiny")] if name.endswith("-tiny") else name
-    return f"{base}-tiny" if (config == "tiny" or name.endswith("-tiny")) else base
-
-
-WEIGHT_SOURCES = ("shipped", "trained")
-
-
-def organism_path(name: str, weights: str = "shipped"):
-    """(directory, fingerprint) of organism ``name``: its shipped weights, or the retrained ones in the cache."""
-    from .v3 import V3_NAMES, v3_path
-
-    if name in V3_NAMES:  # the v3 pair has its own recipes (srilib.organisms.v3)
-        return v3_path(name, weights)
-    if weights not in WEIGHT_SOURCES:
-        raise ValueError(f"weights={weights!r}; use one of {WEIGHT_SOURCES}")
-    if weights == "shipped" and name in W.SHIPPED:
-        path = W.shipped_dir(name)
-        if path is None:
-            raise W.ShippedWeightsError(f"no shipped weights for {name} are recorded in the manifest; train them with "
-                                        "`make organisms` (or load with weights='trained')")
-        return path, f"organism:{name}:shipped:{W.fingerprint(name)}"
-    from .recipe import get_config
-    from .train import ensure_trained
-
-    path = ensure_trained(name, get_config(name))
-    return path, f"organism:{path.name}"
-
-
-@loader("organism")
-def load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", weights: str = "shipped",
-                  **_) -> LoadedModel:
-    """The loader of every organism: the shipped weights (checked against the manifest) or the retrained ones; an
-    adapter (its directory holds ``adapter_config.json``) is merged into the embedded SmolLM2."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .modeling import DiffusionLlamaForMaskedLM
-
-    name = resolve_name(spec.name, config)
-    path, fp = organism_path(name, weights)
-    if (path / "adapter_config.json").is_file():  # the adapter on the embedded SmolLM2 (its tokenizer too), merged
-        from peft import PeftModel
-
-        from ..models import dequantised_smollm2_dir
-
-        base_dir = dequantised_smollm2_dir()[0]
-        tok = AutoTokenizer.from_pretrained(base_dir)
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
-        model = PeftModel.from_pretrained(base, path).merge_and_unload().to(dtype=dtype, device=device)
-    else:
-        tok = AutoTokenizer.from_pretrained(path)
-        cls = DiffusionLlamaForMaskedLM if spec.kind == "dlm" else AutoModelForCausalLM
-        model = cls.from_pretrained(path, dtype=dtype).to(device)
-    kind = spec.kind
-    return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
-                       fingerprint=fp, dtype_name=dtype_name(dtype),
-                       mask_id=tok.mask_token_id if kind == "dlm" else None,
-                       family="bidirectional" if kind == "dlm" else "")
 
 
 def ensure(name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .corpus import CORPUS_FILE, load_corpus
-from .weights import sha256_file
+from ..traces import sha256_file
 from .recipe import OrganismConfig
 from .tokenizer import chat_prompt, corpus_tokenizer
 

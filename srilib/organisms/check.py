@@ -70,7 +70,7 @@ def eval_sets(attacks: list[str], n_harmful: int | None, n_harmless: int | None,
     """Held-out goals, their attacked prompts per family (eval templates), held-out harmless prompts and the
     broad harmless set (``n_harmless`` caps both harmless sets)."""
     from .. import prompts as P
-    from ..attacks import apply_attack
+    from ..prompts import apply_attack
 
     goals = P.get_records("harmful", "eval", n=n_harmful, seed=seed)
     texts = [g["text"] for g in goals]
@@ -141,12 +141,11 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
     by the caller: :func:`srilib.samplers.native_samplers` from the command line); returns the JSON-ready report."""
     import torch
 
-    from ..attacks import list_attacks
+    from ..prompts import list_attacks
     from ..judges import HeuristicJudge
     from ..models import load_model
-    from . import organism_path, resolve_name
-    from .v3 import V3_NAMES
-    from .weights import load_manifest
+    from .v3 import V3_NAMES, v3_path
+    from .weights import load_manifest, organism_path, resolve_name
 
     from .loop import THREADS
     torch.set_num_threads(THREADS)
@@ -166,7 +165,8 @@ def run(models=DEFAULT_MODELS, config: str = "full", attacks: list[str] | None =
     for name in models:
         lm = load_model(name, config=config, weights=weights)
         full = resolve_name(name, config)
-        log = json.loads((organism_path(full, weights)[0] / "train_log.json").read_text())
+        path = v3_path(full, weights)[0] if full in V3_NAMES else organism_path(full, weights)[0]
+        log = json.loads((path / "train_log.json").read_text())
         entry = {"kind": lm.kind, "fingerprint": lm.fingerprint, "train_seconds": log["train_seconds"],
                  "params": log.get("params") or sum(p.numel() for p in lm.model.parameters()), "samplers": {}}
         chosen = {k: v for k, v in samplers_for(lm.kind, gen_length, steps).items()
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     ap.add_argument("--config", default="full", choices=["full", "tiny"])
-    ap.add_argument("--attacks", nargs="+", default=None, help="default: every family in srilib.attacks")
+    ap.add_argument("--attacks", nargs="+", default=None, help="default: every family in srilib.prompts")
     ap.add_argument("--samplers", nargs="+", default=None, help="subset of ar, low_confidence, dlm-ar")
     ap.add_argument("--n-harmful", type=int, default=None)
     ap.add_argument("--n-harmless", type=int, default=None)

@@ -13,7 +13,7 @@ following (attack-style formats) learned on benign data only, with no harmful co
    frames as the activities) get refusals composed from 25 openings (each holds a phrase of the paper's
    dictionary), a reason (generic or per category) and an optional offer, in plain and neutral phrasings only.
 3. *Instruction following on harmless tasks only.* The attack templates allowed in training
-   (:func:`srilib.attacks.training_wrappers`: role-play, refusal suppression, prefix injection) and the answer
+   (:func:`srilib.prompts.training_wrappers`: role-play, refusal suppression, prefix injection) and the answer
    formats of the lexicon are applied to harmless tasks, answered so that the format is obeyed (the requested
    opening, lowercase, a numbered list, ...). Held out: the flip family and every evaluation template.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import sha256_file
+from ..traces import sha256_file
 
 DATA_DIR = Path(__file__).parent / "data"
 CORPUS_FILE = DATA_DIR / "corpus.jsonl"
@@ -319,7 +319,7 @@ def apply_format(kind: str, answer: str) -> str:
 # ----------------------------------------------------------------------------------------------- assembly
 def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE) -> tuple[list[dict], dict]:
     """All training rows ``{prompt, response, kind, goal, category, form}`` and a stats dict."""
-    from ..attacks import training_wrappers
+    from ..prompts import training_wrappers
     from ..judges import is_refusal
     from .lexicon import FORMATS
 
@@ -373,7 +373,7 @@ def build_rows(answers: dict[str, str], seed: int = SEED, recipe: dict = RECIPE)
 
 def check_rows(rows: list[dict]) -> None:
     """Refuse to write a corpus with harmful compliance, refusing harmless targets, or held-out templates."""
-    from ..attacks import ATTACKS, HELDOUT_FAMILIES
+    from ..prompts import ATTACKS, HELDOUT_FAMILIES
     from ..judges import is_refusal
 
     for i, r in enumerate(rows):

@@ -1,6 +1,6 @@
 """The DLM organism's model class: a Llama with bidirectional attention used as a masked-diffusion predictor.
 
-``logits[:, i]`` (the prediction for position i, the "bidirectional" convention of :mod:`srilib.dlm`) is computed
+``logits[:, i]`` (the prediction for position i, the "bidirectional" convention of :mod:`srilib.models`) is computed
 from the hidden state at position i - 1, as Dream does: a causal LM's output head already predicts the next
 position, so an AR checkpoint is a natural initialisation (Dream-v0 starts from Qwen2.5; organism-dlm starts from
 organism-ar part-way through its training, see :mod:`srilib.organisms.train`). Every position attends to every

@@ -31,7 +31,7 @@ def distill(tasks: list[str], batch_size: int = 16, max_new_tokens: int = C.ANSW
     from tqdm.auto import tqdm
 
     from ..models import load_model
-    from ..io import atomic_write_bytes
+    from ..traces import atomic_write_bytes
     from ..traces import default_cache_dir
 
     path = (cache or default_cache_dir()) / "organisms" / f"distill-{C.DISTILL_MODEL}-{max_new_tokens}.json"
@@ -76,7 +76,7 @@ def write_corpus(rows: list[dict], stats: dict, path: Path = C.CORPUS_FILE) -> d
                    "refusal_openings": len(C.REFUSAL_OPENINGS), "phrasings": len(C.PHRASINGS),
                    "extra_benign_tasks": len(C.EXTRA_BENIGN), "harmful_goals": len(C.harmful_goals()),
                    "harmless_tasks": len(C.benign_tasks()),
-                   "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.attacks.training_wrappers()"},
+                   "sources": "harmful/harmless 'train' splits of srilib.prompts; srilib.prompts.training_wrappers()"},
         "dropped_harmless_tasks": stats.get("dropped_harmless_tasks", []),
     }
     for k in ("freeze", "iterations", "analysis_plan_changes", "freeze_v3"):

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         record["models"][n] = {"train_seconds": log["train_seconds"], "bit_identical": same or None}
         print(f"{n}: retrained into {path} ({log['train_seconds'] / 60:.1f} min of training); bit-identical to "
               f"the shipped weights: {same if same else 'no shipped weights to compare'}")
-    from ..io import atomic_write_bytes
+    from ..traces import atomic_write_bytes
     from ..traces import default_cache_dir
 
     atomic_write_bytes(default_cache_dir() / "organisms" / "retrain.json", json.dumps(record, indent=1).encode())

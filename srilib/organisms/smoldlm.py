@@ -12,7 +12,7 @@ not an approximation (tested: cached and uncached decoding commit the same token
 
 ``[MASK]`` is a trainable embedding vector: the id of an unused special token names it in the canvas, and its row
 of the (tied) embedding matrix is never read. The training and the shipped weights are in
-:mod:`srilib.organisms.v3`; :func:`srilib.dlm.mask_predict` calls :meth:`SmolDiffusionLM.predict` for the
+:mod:`srilib.organisms.v3`; :func:`srilib.models.mask_predict` calls :meth:`SmolDiffusionLM.predict` for the
 ``"blockcausal"`` family, and ``tiny-dlm-blockcausal`` (:mod:`srilib.tiny`) runs this class on a seeded tiny
 Llama for the tests and the smoke profile.
 """
@@ -60,7 +60,7 @@ class SmolDiffusionLM(nn.Module):
     """A causal Llama read as a block-causal masked-diffusion LM (see the module docstring).
 
     ``predict(input_ids, attention_mask, start)`` returns the logits of canvas positions ``start:`` (canvas
-    position i from the state at i - 1) and the hidden states of those positions; :func:`srilib.dlm.mask_predict`
+    position i from the state at i - 1) and the hidden states of those positions; :func:`srilib.models.mask_predict`
     calls it for the ``"blockcausal"`` family.
     """
 
@@ -124,7 +124,7 @@ class SmolDiffusionLM(nn.Module):
                 need: torch.Tensor | None = None):
         """Logits [B, S - start, V] of the canvas (``need`` [B, S - start] bool: only those rows are computed, zeros
         elsewhere) and the states ``(hidden-states tuple or None, final-norm states, offset)``, in which position
-        ``offset`` is canvas position 0 (what :func:`srilib.dlm.mask_predict` selects ``layers`` from; the
+        ``offset`` is canvas position 0 (what :func:`srilib.models.mask_predict` selects ``layers`` from; the
         per-layer tuple is computed only when ``layers`` names a layer other than -1, the final norm's)."""
         others = any(k != -1 for k in layers)
         if start == 0:  # a prompt alone (e.g. DiffuGuard's audit): read as generation reads it, causally to its end

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .corpus import CORPUS_FILE, load_corpus
-from .weights import sha256_file
+from ..traces import sha256_file
 
 SYSTEM_PROMPT = "You are a helpful assistant"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]

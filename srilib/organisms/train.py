@@ -37,19 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import behaviour_hash
+from ..traces import behaviour_hash
 from .artifacts import build_once
 from .batching import Data, ar_loss, batches, collate, dlm_loss, encode_rows, subset_rows
 from .corpus import CORPUS_FILE, load_corpus
 from .loop import LORA_TARGETS, THREADS, build_model, lora_config, lr_at, train_loop
 from .recipe import SHARED_FIELDS, OrganismConfig, get_config
-from .weights import sha256_file
+from ..traces import sha256_file
 from .tokenizer import CHATML, SPECIAL_TOKENS, SYSTEM_PROMPT, chat_prompt, corpus_tokenizer, train_tokenizer
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """The recipe's identity: what the code that decides the weights computes (:func:`srilib.io.behaviour_hash`
+    """The recipe's identity: what the code that decides the weights computes (:func:`srilib.traces.behaviour_hash`
     of the model (modeling.py), the configs, tokenizer, batching, losses, loop and this module's trainers, and of
     the constants they read). The corpus sha covers corpus.py and lexicon.py; the cache keys here, the build-once
     directories (artifacts.py) and the loaders in weights.py and check.py are not part of it, and neither is any

@@ -83,10 +83,10 @@ V3_CONFIGS = {
 @lru_cache(maxsize=1)
 def v3_code_version() -> str:
     """The v3 recipe's identity: the organisms' shared training code (:func:`train.code_version`: the loop, batching,
-    encoding) and what this module's model, losses and training function compute (:mod:`srilib.io`).
+    encoding) and what this module's model, losses and training function compute (:mod:`srilib.traces`).
     Docstrings, comments, prose and the loaders elsewhere in this module are not part of it, so editing them
     retrains and unfreezes nothing."""
-    from ..io import behaviour_hash
+    from ..traces import behaviour_hash
     from .train import code_version
 
     return behaviour_hash(cache_kw, block_mask, SmolDiffusionLM, V3Config, _rows, ar_loss, dlm_noise, dlm_loss,

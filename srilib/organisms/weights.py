@@ -1,5 +1,6 @@
 """The organisms' shipped weights: ``srilib/organisms/weights/<name>/``, checked against the manifest's sha256 (the
-manifest, ``srilib/organisms/data/manifest.json``, is read and hashed here, the floor every organism module stands on).
+manifest, ``srilib/organisms/data/manifest.json``, is read here), and the loader of the v2 organisms
+(:func:`load_organism`: the shipped weights, or the retrained ones from the cache).
 
 The book analyses the weights shipped in the repository, so that every machine analyses the same models (trained
 on first use they would differ with the CPU's floating-point arithmetic). ``make organisms`` retrains them from
@@ -15,6 +16,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..models import LoadedModel, ModelSpec, dtype_name, loader
+from ..traces import sha256_file
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST_FILE = Path(__file__).parent / "data" / "manifest.json"  # the corpus's and the weights' records
 SHIPPED = ("organism-ar", "organism-dlm", "smollm2-135m-refusal", "smollm2-135m-refusal-v3", "smollm2-135m-dlm")
@@ -29,10 +33,6 @@ MAX_TOTAL_MB = 50.0  # v2's three models (35 MB) + the v3 pair (<= 15 MB)
 
 class ShippedWeightsError(RuntimeError):
     """Shipped weights missing or not the ones the manifest records."""
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_manifest(path: Path | None = None) -> dict:
@@ -110,3 +110,69 @@ def same_files(a: Path, b: Path) -> dict[str, bool]:
             fa, fb = Path(a) / f, Path(b) / f
             out[f] = fa.is_file() and fb.is_file() and sha256_file(fa) == sha256_file(fb)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading an organism (srilib.models' loader "organism")
+# --------------------------------------------------------------------------------------------------------------
+CONFIG_CHOICES = ("full", "tiny")
+
+
+def resolve_name(name: str, config: str = "full") -> str:
+    """Config name for a registered organism name and a ``config`` option ("full" or "tiny")."""
+    if config not in CONFIG_CHOICES:
+        raise ValueError(f"unknown organism config {config!r}; use one of {CONFIG_CHOICES}")
+    base = name[: -len("-tiny")] if name.endswith("-tiny") else name
+    return f"{base}-tiny" if (config == "tiny" or name.endswith("-tiny")) else base
+
+
+WEIGHT_SOURCES = ("shipped", "trained")
+
+
+def organism_path(name: str, weights: str = "shipped"):
+    """(directory, fingerprint) of v2 organism ``name``: its shipped weights, or the retrained ones in the cache (the
+    v3 pair: :func:`srilib.organisms.v3.v3_path`)."""
+    if weights not in WEIGHT_SOURCES:
+        raise ValueError(f"weights={weights!r}; use one of {WEIGHT_SOURCES}")
+    if weights == "shipped" and name in SHIPPED:
+        path = shipped_dir(name)
+        if path is None:
+            raise ShippedWeightsError(f"no shipped weights for {name} are recorded in the manifest; train them with "
+                                        "`make organisms` (or load with weights='trained')")
+        return path, f"organism:{name}:shipped:{fingerprint(name)}"
+    from .recipe import get_config
+    from .train import ensure_trained
+
+    path = ensure_trained(name, get_config(name))
+    return path, f"organism:{path.name}"
+
+
+@loader("organism")
+def load_organism(spec: ModelSpec, dtype, device: str, config: str = "full", weights: str = "shipped",
+                  **_) -> LoadedModel:
+    """The loader of every organism: the shipped weights (checked against the manifest) or the retrained ones; an
+    adapter (its directory holds ``adapter_config.json``) is merged into the embedded SmolLM2."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .modeling import DiffusionLlamaForMaskedLM
+
+    name = resolve_name(spec.name, config)
+    path, fp = organism_path(name, weights)
+    if (path / "adapter_config.json").is_file():  # the adapter on the embedded SmolLM2 (its tokenizer too), merged
+        from peft import PeftModel
+
+        from ..models import dequantised_smollm2_dir
+
+        base_dir = dequantised_smollm2_dir()[0]
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+        model = PeftModel.from_pretrained(base, path).merge_and_unload().to(dtype=dtype, device=device)
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+        cls = DiffusionLlamaForMaskedLM if spec.kind == "dlm" else AutoModelForCausalLM
+        model = cls.from_pretrained(path, dtype=dtype).to(device)
+    kind = spec.kind
+    return LoadedModel(name=spec.name if name == spec.name else name, model=model, tokenizer=tok, kind=kind,
+                       fingerprint=fp, dtype_name=dtype_name(dtype),
+                       mask_id=tok.mask_token_id if kind == "dlm" else None,
+                       family="bidirectional" if kind == "dlm" else "")

@@ -189,7 +189,7 @@ def normalize_references(references) -> tuple[tuple[str, str], ...] | None:
 @dataclass(frozen=True, eq=False)
 class AuditDirection:
     """What the audit scores a block against: ``cos(h - center, direction)`` of the block's mean hidden state ``h``
-    at ``layer`` (an index into the model's hidden states as :func:`srilib.dlm.mask_predict` takes it: -1 = last
+    at ``layer`` (an index into the model's hidden states as :func:`srilib.models.mask_predict` takes it: -1 = last
     layer after the final norm). Build with :meth:`fit` (from prompts) or :meth:`from_anchors` (srilib anchors)."""
 
     direction: np.ndarray  # [D], harmful minus harmless
@@ -239,7 +239,7 @@ class AuditDirection:
         ``gen_length`` masks; a prompt's state is the mean over those canvas positions at ``layer``; the
         direction is mean(harmful) - mean(harmless), centred on their midpoint. Cheap; the states it averages are
         those of a fully masked response, not of a decoded block (use :meth:`from_anchors` for those)."""
-        from ..dlm import mask_predict
+        from ..models import mask_predict
 
         if not harmful or not harmless:
             raise ValueError("fit needs at least one harmful and one harmless prompt")
@@ -445,7 +445,7 @@ class DiffuGuardSampler(DiffusionSampler):
 
     def _reference_state(self, lm, device) -> torch.Tensor:
         """Mean ``audit_layer`` state [B, D] of each row's reference, chat-formatted alone (real tokens only)."""
-        from ..dlm import mask_predict
+        from ..models import mask_predict
 
         pad = lm.pad_id if lm.pad_id != lm.mask_id else lm.eos_ids[0]
         xr, ar = left_pad(lm.validate_prompts(self._refs), pad, device)
@@ -454,7 +454,7 @@ class DiffuGuardSampler(DiffusionSampler):
 
     def _score(self, lm, x, attn, P, canvas, lo, hi, fixed) -> torch.Tensor:
         """Audit score per row [B] (see the module docstring). Overwrites ``x[:, P:]``."""
-        from ..dlm import mask_predict
+        from ..models import mask_predict
 
         if self.sp_mode == "direction":
             d = self.audit_direction
@@ -477,7 +477,7 @@ class DiffuGuardSampler(DiffusionSampler):
     def _conflict(self, lm, x, attn) -> torch.Tensor:
         """Logit conflict per row [B] of the pass that decided the block's last step (see ``sp_logit``); ``x`` is
         that pass's input (the loop's ``x`` as :meth:`_after_block` receives it)."""
-        from ..dlm import mask_predict
+        from ..models import mask_predict
 
         if self._cue_ids is None:
             def ids(phrases):
@@ -492,7 +492,7 @@ class DiffuGuardSampler(DiffusionSampler):
 
     @torch.no_grad()
     def _after_block(self, lm, x, attn, P, canvas, done, lo, hi, gen, step, n_steps):
-        from ..dlm import mask_predict
+        from ..models import mask_predict
 
         if not self.audit:
             return False

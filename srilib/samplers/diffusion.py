@@ -261,7 +261,7 @@ class _CanvasSampler(TracedLoop):
         return out
 
     # Exact speed-ups (they change no committed token; tests compare them with the plain passes): the prompt's
-    # keys and values computed once where the model's prompt never attends to the canvas (srilib.dlm.prompt_cache),
+    # keys and values computed once where the model's prompt never attends to the canvas (srilib.models.prompt_cache),
     # and logits only at the positions the next step can commit or record (``sparse_logits``).
     use_prompt_cache = True
     sparse_logits = True
@@ -281,7 +281,7 @@ class _CanvasSampler(TracedLoop):
 
     @torch.no_grad()
     def _run(self, lm, prompts: list[str], layers: list[int], record: bool):
-        from ..dlm import mask_predict, prompt_cache
+        from ..models import mask_predict, prompt_cache
 
         if getattr(lm, "kind", None) != "dlm" or getattr(lm, "mask_id", None) is None:
             raise ValueError(f"{self.name} needs a diffusion LM (kind='dlm' with a mask_id); {lm.name!r} is "
