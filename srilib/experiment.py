@@ -471,8 +471,9 @@ class Experiment:
     Parameters mirror the profiles, and the defaults are the cpu profile's (the embedded default; no default
     here contradicts it, tests/test_profile_defaults.py): ``steps`` (T), ``gen_length`` and ``block_length`` for
     diffusion samplers, ``batch_size``, ``dtype`` (None: each model's default), ``seed``, ``layers`` recorded in
-    traces (ints, or the names "first", "middle", "last", resolved per model by :func:`srilib.models.resolve_layers`; every
-    notebook of a profile should record the same layers so that they share traces), and ``cache`` (the trace
+    traces (ints, or the names "first", "middle", "last", resolved per model by
+    :func:`srilib.models.resolve_layers`; every notebook of a profile should record the same layers so that they
+    share traces), and ``cache`` (the trace
     store's root; default $SRILIB_CACHE or ~/.cache/srilib). ``capture`` ("after", the default, or "decision") is
     passed to every sampler (see :mod:`srilib.traces`: which forward pass a step's activation is read from).
     """

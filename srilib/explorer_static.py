@@ -253,7 +253,7 @@ _JS = r"""
     return g.join("");
   }
   /* BEGIN classify: pure functions of D, whose zones, zone names, IRR threshold and status words srilib writes
-     (srilib.signal, srilib.signal, srilib.widgets.STATUS); tests/test_widgets.py runs this block under node. */
+     (srilib.signal, srilib.widgets.STATUS); tests/test_widgets.py runs this block under node. */
   function zoneOf(v) { return v > D.zones[0] ? 2 : v < D.zones[1] ? 0 : 1; }  /* as srilib.signal.zone */
   function zoneName(v) { return D.zone_names[zoneOf(v)]; }
   function recovered(s, lam) {   /* the IRR criterion for one generation: compliant before the end, < lam at it */

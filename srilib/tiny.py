@@ -3,6 +3,12 @@
 The tokenizer is the organisms' byte-level BPE recipe (:func:`srilib.organisms.tokenizer.train_tokenizer`) trained in
 well under a second on a fixed text; it has a ChatML chat template and a mask token, so the same code paths run
 as for real chat models.
+
+Models: ``tiny-ar`` (a seeded Llama causal LM), ``tiny-dlm-blockcausal`` (a seeded Llama read as a block-causal DLM),
+``tiny-dlm`` (a seeded 2-layer ModernBERT masked LM) and its test doubles ``tiny-dlm-llada`` / ``tiny-dlm-dream`` /
+``tiny-dlm-end-first``, which wrap the same weights behind LLaDA's and Dream's forward conventions (and LLaDA's
+end-of-text-first commits), so the adapters of :func:`srilib.models.mask_predict` are tested without downloads.
+These doubles' code is part of the trace key (:data:`srilib.traces.TRACE_SOURCES`).
 """
 from __future__ import annotations
 

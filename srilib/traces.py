@@ -37,9 +37,11 @@ the *contiguous* runs of committed text joined by :data:`RUN_SEPARATOR`, which n
 disk, and a changed input (model weights, prompts, sampler settings, steps, dtype, layers, batch size or the
 trace-producing source code) gives a different key, so a stale cache is never reused.
 
-**What every store here rests on** (the end of this module, used by the model, judge, adaptive-attack and organism
-stores too). What the on-disk stores rest on: atomic writes (a file or a whole directory appears complete or not at all) and
-cache keys on behaviour (a hash of what code does, not of its bytes).
+**What every store rests on** (the end of this module; the model, guard, adaptive-attack and organism stores use it
+too): atomic writes (a file or a whole directory appears complete or not at all) and cache keys on behaviour (a hash
+of what code does, not of its bytes).
+
+* :func:`sha256_file` -- the sha256 of a file's bytes (the corpus and the shipped weights are recorded by it).
 
 * :func:`atomic_write_bytes` -- a file via a temporary sibling, fsync and an atomic rename.
 * :func:`atomic_replace_dir` -- a directory built into a temporary sibling and renamed into place.
@@ -433,6 +435,7 @@ def generate_traces(lm, prompts: Sequence[str], sampler: Sampler, *, store: Trac
     return merged
 
 
+# ---- what every store rests on: file hashes and atomic writes
 def sha256_file(path: Path) -> str:
     """The sha256 of a file's bytes (the corpus, shipped weights and data files are recorded by it)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

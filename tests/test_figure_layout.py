@@ -16,15 +16,11 @@ from srilib.chapters.defenses import overhead_points  # noqa: E402
 from srilib.chapters.detector import (DEFENSES, METHODS, DetectorResult, GuardConfig, guard_roc_panel,  # noqa: E402
                                       roc_panel)
 from srilib.chapters.shift import shift_fpr  # noqa: E402
-from srilib.figures import ZONE_STYLE, book_style, figure_grid, layout_problems, legend_below, sigma_axes  # noqa: E402
-from srilib.figures import GROUP_COLORS  # noqa: E402
-from srilib.figures import plot_budget_curves  # noqa: E402
-from srilib.figures import plot_guard_rocs, plot_overhead, plot_rocs, plot_shift, plot_transfer  # noqa: E402
-from srilib.figures import anchor_separation, plot_projection  # noqa: E402
-from srilib.figures import plot_cases  # noqa: E402
-from srilib.figures import plot_irr_bars  # noqa: E402
-from srilib.figures import plot_family_rates, plot_sampler_deltas  # noqa: E402
-from srilib.figures import plot_trajectories  # noqa: E402
+from srilib.figures import (  # noqa: E402
+    anchor_separation, book_style, figure_grid, GROUP_COLORS, layout_problems, legend_below,
+    plot_budget_curves, plot_cases, plot_family_rates, plot_guard_rocs, plot_irr_bars, plot_overhead,
+    plot_projection, plot_rocs, plot_sampler_deltas, plot_shift, plot_trajectories, plot_transfer, sigma_axes,
+    ZONE_STYLE)
 from srilib.stats import Estimate, wilson  # noqa: E402
 
 RUNS = ("smollm2-135m-refusal-v3@ar", "smollm2-135m-dlm@low_confidence")
