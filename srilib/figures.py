@@ -194,11 +194,6 @@ def rate_errorbars(rates) -> tuple[np.ndarray, np.ndarray]:
     return v, np.nan_to_num(np.vstack([v - lo, hi - v]))
 
 
-__all__ = ["BOOK_DPI", "BOOK_WIDTH", "MAX_COLS", "BOOK_STYLE", "book_style", "figure_grid", "GROUP_COLORS",
-           "ZONE_STYLE", "FAMILY_COLORS", "THRESHOLD_COLORS", "group_color", "sigma_axes", "fit_title", "legend_below",
-           "layout_problems", "show_figure", "rate_errorbars"]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # SRI over steps (the geometry and recovery chapters): group means with their interquartile band, one
 # generation's SRI beside its text-level refusal signal
@@ -236,9 +231,6 @@ def plot_signal_with_text(ax, sigma: np.ndarray, text_sig: np.ndarray | None = N
     return ax
 
 
-__all__ = ["plot_trajectories", "plot_signal_with_text"]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The SRI geometry chapter: a 2-D projection of pooled activations coloured by prompt group; the distance
 # between the harmless and harmful anchors at each step
@@ -272,9 +264,6 @@ def anchor_separation(ax, separation: Mapping[str, np.ndarray], title: str = "an
     fit_title(ax, title, 10)
     legend_below(ax)
     return ax
-
-
-__all__ = ["plot_projection", "anchor_separation"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -387,10 +376,6 @@ def cases_html(cases: Sequence[Mapping], max_chars: int = 200) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-__all__ = ["plot_cases", "CANVAS_CSS", "LEGEND_HTML", "canvas_html", "example_html", "output_html",
-           "cases_html"]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The sampling-vs-representation chapter (paper Tables 2-3 as figures): the change of RR, ASR and IRR when
 # the same weights are sampled another way, one rate per run coloured by model family, the IRR bars (Figure 6)
@@ -461,9 +446,6 @@ def plot_family_rates(ax, rates: Mapping[str, object], families: Mapping[str, st
     return ax
 
 
-__all__ = ["DELTA_LABELS", "plot_sampler_deltas", "plot_family_rates"]
-
-
 def plot_irr_bars(ax, irr: Mapping[str, Mapping[float, object]], title: str | None = None,
                   bands: Sequence[tuple[float, float, str]] = (), families: Mapping[str, str] | None = None):
     """IRR per run (groups) and threshold (bars), with 95% Wilson intervals.
@@ -519,9 +501,6 @@ def plot_budget_curves(ax, curves: Mapping[str, tuple[Sequence[int], Sequence]],
     if title:
         fit_title(ax, title, 10)
     legend_below(ax)
-
-
-__all__ = ["plot_budget_curves"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -628,4 +607,10 @@ def plot_shift(ax, fpr: Mapping[str, Sequence], families: Sequence[str], aim: fl
     legend_below(ax, ncol=2)
 
 
-__all__ = ["Curve", "plot_rocs", "plot_guard_rocs", "plot_overhead", "plot_transfer", "plot_shift"]
+__all__ = ["BOOK_DPI", "BOOK_WIDTH", "MAX_COLS", "BOOK_STYLE", "book_style", "figure_grid", "GROUP_COLORS",
+           "ZONE_STYLE", "FAMILY_COLORS", "THRESHOLD_COLORS", "group_color", "sigma_axes", "fit_title",
+           "legend_below", "layout_problems", "show_figure", "rate_errorbars", "plot_trajectories",
+           "plot_signal_with_text", "plot_projection", "anchor_separation", "plot_cases", "CANVAS_CSS",
+           "LEGEND_HTML", "canvas_html", "example_html", "output_html", "cases_html", "DELTA_LABELS",
+           "plot_sampler_deltas", "plot_family_rates", "plot_irr_bars", "plot_budget_curves", "Curve", "plot_rocs",
+           "plot_guard_rocs", "plot_overhead", "plot_transfer", "plot_shift"]

@@ -260,10 +260,6 @@ def zone(sigma: np.ndarray | float) -> np.ndarray:
     return np.where(s > COMPLIANCE_ZONE, 2, np.where(s < REFUSAL_ZONE, 0, 1))
 
 
-__all__: Sequence[str] = ("sri_signal", "Anchors", "AnchorError", "AnchorStepError", "build_anchors", "zone",
-                          "COMPLIANCE_ZONE", "REFUSAL_ZONE", "ZONE_NAMES")
-
-
 DEFAULT_LAMBDA_R: tuple[float, ...] = (0.5, 0.3, 0.1)
 DEFAULT_LAMBDA_C: float = 0.5  # IRR: compliant at some step before the end means sigma > lambda_c (paper)
 
@@ -451,5 +447,7 @@ def rates_table(rates: Mapping[str, Rate]) -> list[dict]:
     return [{"name": k, **r.as_dict(), "text": str(r)} for k, r in rates.items()]
 
 
-__all__ = ["refusal_rate", "attack_success_rate", "recovery_by_revision", "internal_recovery_rate",
-           "text_recovery_rate", "incomplete_recoveries", "rates_table", "DEFAULT_LAMBDA_R", "DEFAULT_LAMBDA_C"]
+__all__ = ["sri_signal", "Anchors", "AnchorError", "AnchorStepError", "build_anchors", "zone", "COMPLIANCE_ZONE",
+           "REFUSAL_ZONE", "ZONE_NAMES", "refusal_rate", "attack_success_rate", "recovery_by_revision",
+           "internal_recovery_rate", "text_recovery_rate", "incomplete_recoveries", "rates_table", "DEFAULT_LAMBDA_R",
+           "DEFAULT_LAMBDA_C"]

@@ -529,6 +529,3 @@ def behaviour_hash(*items: Any, extra: Any = None) -> str:
     if extra is not None:
         h.update(repr(extra).encode())
     return h.hexdigest()[:12]
-
-
-__all__ = ["atomic_write_bytes", "atomic_replace_dir", "behaviour_hash", "normalised", "source_of"]
